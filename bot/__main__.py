@@ -1,0 +1,148 @@
+"""The ``closeloop`` command (the same as ``python -m bot``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from dotenv import load_dotenv
+
+from bot.config import ConfigError, Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="closeloop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="upgrade the database and start the bot")
+    run.add_argument("--no-scheduler", action="store_true", help="serve Slack only")
+    sub.add_parser("migrate", help="upgrade the database to the newest schema")
+    prompt = sub.add_parser("prompt", help="send this week's feedback prompt")
+    prompt.add_argument("--now", action="store_true", required=True, help="send it immediately")
+    prompt.add_argument("--user", nargs="+", metavar="U", help="only these reps (user IDs)")
+    sub.add_parser("tick", help="run the scheduled work once (prompts, reminders, retries)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    load_dotenv(os.environ.get("CLOSELOOP_ENV_FILE", ".env"))
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        print(f"closeloop: {err}", file=sys.stderr)
+        return 2
+    from bot import migrate
+
+    try:
+        migrate.upgrade(settings.database_url)
+    except Exception as err:  # an unreachable database is an operator problem: one line
+        print(
+            f"closeloop: cannot open the database at DATABASE_URL: {_first_line(err)}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.command == "migrate":
+        print("closeloop: database is up to date")
+        return 0
+    from bot.runtime import Runtime
+
+    rt = Runtime.build(settings)
+    if args.command == "prompt":
+        return _prompt_now(rt, args.user)
+    if args.command == "tick":
+        from bot.flows import tick
+
+        tick(rt)
+        return 0
+    return _run(rt, scheduler=not args.no_scheduler)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _prompt_now(rt, users: list[str] | None) -> int:
+    from bot.flows import send_due_prompts
+    from bot.runtime import SLACK_ERRORS
+
+    try:
+        result = send_due_prompts(rt, only_users=users, force=True)
+    except SLACK_ERRORS as err:
+        print(f"closeloop: Slack refused the request: {_first_line(err)}", file=sys.stderr)
+        return 1
+    for user in result.not_sales:
+        print(f"{user}: not in the sales team (SALES_USERS / SALES_USERGROUP); not prompted")
+    for user in result.already:
+        print(f"{user}: already prompted this week")
+    for user in result.sent:
+        print(f"{user}: prompted")
+    for user in result.failed:
+        print(f"{user}: Slack refused the DM; it will be retried by the running bot")
+    print(
+        f"{len(result.sent)} prompted, {len(result.already)} already had this week's prompt, "
+        f"{len(result.failed)} failed"
+    )
+    return 1 if result.failed else 0
+
+
+def _run(rt, *, scheduler: bool) -> int:
+    from slack_bolt.error import BoltError
+
+    from bot.app import create_app
+
+    log = logging.getLogger("bot")
+    try:
+        app = create_app(rt)
+    except BoltError as err:
+        print(
+            f"closeloop: Slack rejected SLACK_BOT_TOKEN ({_first_line(err)}); "
+            "copy the Bot User OAuth Token again",
+            file=sys.stderr,
+        )
+        return 2
+    sched = None
+    if scheduler:
+        from bot import scheduler as sched_mod
+
+        sched = sched_mod.start(rt)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if rt.settings.socket_mode:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            handler = SocketModeHandler(app, rt.settings.slack_app_token)
+            handler.connect()
+            log.info("Closeloop connected over Socket Mode")
+            while not stop.is_set():
+                stop.wait(1)
+            handler.close()
+        else:
+            from bot.server import make_http_server, make_wsgi_app
+
+            server = make_http_server(
+                make_wsgi_app(app, rt.session_factory), "0.0.0.0", rt.settings.port
+            )
+            log.info("Closeloop serving Slack on :%s/slack/events", server.server_port)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            while not stop.is_set():
+                stop.wait(1)
+            server.shutdown()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if sched is not None:
+            sched.shutdown(wait=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""create_app(runtime) -> the Bolt App with every listener; no module-level app or engine."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt import App, BoltResponse
+
+from bot.db import session_scope
+from bot.flows import first_delivery
+from bot.listeners import register_listeners
+from bot.runtime import SLACK_ERRORS, Runtime
+from bot.services import DomainError
+
+log = logging.getLogger(__name__)
+
+SORRY = (
+    "Sorry, Closeloop could not finish that because Slack or the database did not answer. "
+    "Nothing you typed is lost; please try again in a minute, and tell your Closeloop admin "
+    "if it keeps happening."
+)
+
+
+def create_app(rt: Runtime, *, token_verification: bool = True) -> App:
+    """The Bolt app for ``rt``. Socket Mode needs no signing secret; HTTP mode verifies it."""
+    settings = rt.settings
+    app = App(
+        client=rt.client,
+        signing_secret=settings.slack_signing_secret or "",
+        request_verification_enabled=not settings.socket_mode,
+        token_verification_enabled=token_verification,
+        raise_error_for_unhandled_request=False,
+        logger=logging.getLogger("bot.bolt"),
+    )
+
+    def inject_runtime(context, next):  # noqa: A002 - Bolt's argument name
+        context["rt"] = rt
+        next()
+
+    def process_each_event_once(body, next):  # noqa: A002
+        """Events API retries and Socket Mode redeliveries share event_id: handle it once."""
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if event_id:
+            with session_scope(rt.session_factory) as session:
+                fresh = first_delivery(session, event_id, rt.now())
+            if not fresh:
+                log.info("event %s already processed; ignoring the retry", event_id)
+                return BoltResponse(status=200, body="")
+        next()
+
+    def on_error(error: Exception, body: dict) -> None:
+        """Domain errors become a message for the user; anything else is logged in full."""
+        user_id = (body.get("user") or {}).get("id") or body.get("user_id")
+        if isinstance(error, DomainError):
+            message = str(error)
+        else:
+            log.error("listener failed", exc_info=error)
+            message = SORRY
+        if user_id:
+            rt.tell(user_id, message)
+
+    app.middleware(inject_runtime)
+    app.middleware(process_each_event_once)
+    app.error(on_error)
+    register_listeners(app)
+    return app
+
+
+__all__ = ["create_app", "SLACK_ERRORS"]

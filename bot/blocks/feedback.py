@@ -1,0 +1,254 @@
+"""Block Kit for the weekly loop: the prompt DM, its modal, marketing's post, the replies."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from bot.blocks import (
+    actions,
+    button,
+    context,
+    escape,
+    escape_fit,
+    mrkdwn,
+    plain,
+    quote,
+    section,
+    truncate,
+)
+
+OPEN_ACTION = "feedback_open"
+SKIP_NOTHING_ACTION = "feedback_skip_nothing"
+SKIP_OUT_ACTION = "feedback_skip_out"
+SUBMIT_CALLBACK = "feedback_submit"
+CLOSE_LOOP_ACTION = "loop_close"
+NOTE_CALLBACK = "loop_note_submit"
+
+QUESTIONS = (
+    ("worked", "What messaging worked this week, and why?"),
+    ("fell_flat", "What fell flat, and which objection killed it?"),
+    ("insight", "One market insight"),
+)
+
+Message = tuple[str, list[dict]]
+
+
+def _week(week_start: date) -> str:
+    return f"week of {week_start:%b} {week_start.day}"
+
+
+def prompt_message(*, prompt_id: int, week_start: date, reminder: bool = False) -> Message:
+    """The Friday DM: the three-bullet template, an Answer button and the two skips."""
+    lead = (
+        "*Reminder:* your feedback for the " if reminder else "*Friday feedback for marketing* — "
+    ) + _week(week_start)
+    text = (
+        f"{lead}\n1. What messaging worked this week, and why?\n"
+        "2. What fell flat, and which objection killed it?\n3. One market insight."
+    )
+    blocks = [
+        section(lead + (" is still open. It takes two minutes." if reminder else "")),
+        section(
+            "*1.* What messaging worked this week, and why?\n"
+            "*2.* What fell flat, and which objection killed it?\n"
+            "*3.* One market insight."
+        ),
+        actions(
+            "feedback_prompt",
+            button("Answer", OPEN_ACTION, str(prompt_id), style="primary"),
+            button("Nothing this week", SKIP_NOTHING_ACTION, str(prompt_id)),
+            button("Out this week", SKIP_OUT_ACTION, str(prompt_id)),
+        ),
+        context(
+            "Or reply here with three bullet lines (- worked … / - fell flat … / - insight …)."
+        ),
+    ]
+    return text, blocks
+
+
+def prompt_done_message(
+    *, prompt_id: int, week_start: date, status: str, skip_reason: str | None = None
+) -> Message:
+    """The DM after the rep answered, skipped, or the week closed unanswered."""
+    week = _week(week_start)
+    if status == "answered":
+        text = (
+            f":white_check_mark: Answered — thanks! Your feedback for the {week} is with marketing."
+        )
+        buttons = [button("Edit answer", OPEN_ACTION, str(prompt_id))]
+    elif status == "skipped":
+        label = {"nothing": "Nothing this week", "out": "Out this week"}.get(skip_reason or "", "")
+        text = f":zzz: Skipped ({label}) for the {week}."
+        buttons = [button("Answer anyway", OPEN_ACTION, str(prompt_id))]
+    else:
+        text = f":hourglass: The {week} closed without an answer and is recorded as missed."
+        buttons = []
+    blocks: list[dict] = [section(text)]
+    if buttons:
+        blocks.append(actions("feedback_prompt", *buttons))
+    return text, blocks
+
+
+def feedback_modal(
+    *, prompt_id: int, week_start: date, answer: dict[str, str | None] | None = None
+) -> dict:
+    """The answer modal: three required fields (3000 chars each) and an optional campaign."""
+    answer = answer or {}
+    blocks: list[dict] = []
+    for name, label in QUESTIONS:
+        element = {
+            "type": "plain_text_input",
+            "action_id": name,
+            "multiline": True,
+            "max_length": 3000,
+        }
+        if answer.get(name):
+            element["initial_value"] = answer[name]
+        blocks.append(
+            {"type": "input", "block_id": name, "label": plain(label), "element": element}
+        )
+    campaign = {"type": "plain_text_input", "action_id": "campaign", "max_length": 255}
+    if answer.get("campaign"):
+        campaign["initial_value"] = answer["campaign"]
+    blocks.append(
+        {
+            "type": "input",
+            "block_id": "campaign",
+            "optional": True,
+            "label": plain("Campaign or source"),
+            "hint": plain("Which campaign, asset or lead source this is about, if any."),
+            "element": campaign,
+        }
+    )
+    return {
+        "type": "modal",
+        "callback_id": SUBMIT_CALLBACK,
+        "private_metadata": json.dumps({"prompt_id": prompt_id}),
+        "title": plain("Weekly feedback"),
+        "submit": plain("Send to marketing"),
+        "close": plain("Cancel"),
+        "blocks": [context(f"Your three bullets for the {_week(week_start)}."), *blocks],
+    }
+
+
+def answer_confirmation(*, worked: str, fell_flat: str, insight: str, edited: bool) -> Message:
+    """The DM reply after a typed answer was parsed and stored."""
+    head = "Updated your answer" if edited else "Got it — sent to marketing"
+    text = f"{head}:\n1. {worked}\n2. {fell_flat}\n3. {insight}"
+    blocks = [
+        section(f":white_check_mark: *{head}:*"),
+        section("*Worked:*\n" + quote(worked, 2900)),
+        section("*Fell flat:*\n" + quote(fell_flat, 2900)),
+        section("*Market insight:*\n" + quote(insight, 2900)),
+    ]
+    return truncate(escape(text), 3000), blocks
+
+
+def parse_help() -> Message:
+    text = (
+        "I couldn't read three bullets there. Reply with exactly three lines, for example:\n"
+        "- Worked: the ROI calculator opener, because CFOs could check it live\n"
+        '- Fell flat: the security deck; "we already have SSO" killed it\n'
+        "- Insight: two prospects mentioned budgets moving to Q3\n"
+        "Or press *Answer* on the prompt to use the form."
+    )
+    return text, [section(text)]
+
+
+def feedback_post(
+    *,
+    post_id: int,
+    rep_id: str,
+    week_start: date,
+    worked: str,
+    fell_flat: str,
+    insight: str,
+    campaign: str | None,
+    edited: bool,
+    acknowledged_by: list[str],
+) -> Message:
+    """Marketing's channel post: the rep's three bullets and a Close the loop button."""
+    head = f"*Weekly feedback from <@{rep_id}>* — {_week(week_start)}"
+    if edited:
+        head += " _(edited)_"
+    blocks = [
+        section(head),
+        section("*:white_check_mark: What worked*\n" + quote(worked)),
+        section("*:x: What fell flat*\n" + quote(fell_flat)),
+        section("*:bulb: Market insight*\n" + quote(insight)),
+    ]
+    if campaign:
+        blocks.append(context("Campaign / source: " + escape_fit(campaign, 300)))
+    if acknowledged_by:
+        who = ", ".join(f"<@{u}>" for u in dict.fromkeys(acknowledged_by))
+        blocks.append(context(f":white_check_mark: Loop closed by {who}"))
+    else:
+        blocks.append(context(":hourglass: Waiting for marketing to close the loop"))
+    blocks.append(
+        actions("loop", button("Close the loop", CLOSE_LOOP_ACTION, str(post_id), style="primary"))
+    )
+    text = truncate(
+        f"Weekly feedback from <@{rep_id}>: worked: {escape(worked)} | fell flat: "
+        f"{escape(fell_flat)} | insight: {escape(insight)}",
+        3000,
+    )
+    return text, blocks
+
+
+def close_loop_modal(*, post_id: int, rep_id: str) -> dict:
+    """Marketing writes what it will change."""
+    return {
+        "type": "modal",
+        "callback_id": NOTE_CALLBACK,
+        "private_metadata": json.dumps({"post_id": post_id}),
+        "title": plain("Close the loop"),
+        "submit": plain("Send"),
+        "close": plain("Cancel"),
+        "blocks": [
+            section(f"Tell <@{rep_id}> what marketing will do with this feedback."),
+            {
+                "type": "input",
+                "block_id": "note",
+                "label": plain("What will marketing change?"),
+                "hint": plain(
+                    "For example: pausing that campaign, shifting budget to the webinar format."
+                ),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "note",
+                    "multiline": True,
+                    "max_length": 3000,
+                },
+            },
+        ],
+    }
+
+
+def ack_thread_reply(*, marketer_id: str, note: str | None, emoji: str | None) -> Message:
+    """The reply in the post's thread saying marketing closed the loop."""
+    if note:
+        text = f":white_check_mark: <@{marketer_id}> closed the loop:\n{quote(note)}"
+    else:
+        text = f":{emoji or 'white_check_mark'}: <@{marketer_id}> closed the loop on this feedback."
+    return text, [section(text)]
+
+
+def ack_rep_dm(*, marketer_id: str, note: str | None, channel: str, week_start: date) -> Message:
+    """The DM telling the rep what marketing said about their feedback."""
+    if note:
+        text = (
+            f"<@{marketer_id}> from marketing read your feedback for the {_week(week_start)} "
+            f"in <#{channel}> and will change this:\n{quote(note)}"
+        )
+    else:
+        text = (
+            f"<@{marketer_id}> from marketing read and acknowledged your feedback for the "
+            f"{_week(week_start)} in <#{channel}>."
+        )
+    return text, [section(text)]
+
+
+def error_text(message: str) -> Message:
+    """A short message the user can act on (already safe: our own text)."""
+    return message, [section(f":warning: {mrkdwn(message)['text']}")]

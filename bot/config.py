@@ -1,0 +1,211 @@
+"""Settings: one frozen, typed object built once from the environment (and `.env`).
+
+Every problem is reported as a :class:`ConfigError` whose message is one line naming the
+variable and saying how to fix it; ``closeloop`` prints that line and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_DATABASE_URL = "sqlite:///closeloop.db"
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_EMOJI = re.compile(r"^[a-z0-9_+\-']+$")
+
+
+class ConfigError(Exception):
+    """A missing or invalid setting; ``str(err)`` is the one line shown to the operator."""
+
+
+@dataclass(frozen=True)
+class WeeklyTime:
+    """A weekday and a wall-clock time, read in each person's own time zone."""
+
+    weekday: int  # Monday == 0
+    at: time
+
+    def __str__(self) -> str:
+        return f"{_DAYS[self.weekday]} {self.at:%H:%M}"
+
+
+@dataclass(frozen=True)
+class Audience:
+    """A team defined either by a fixed list of user IDs or by a Slack user group."""
+
+    users: tuple[str, ...] = ()
+    usergroup: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Closeloop reads from its environment."""
+
+    slack_bot_token: str
+    feedback_channel: str
+    sales: Audience
+    marketing: Audience
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    database_url: str = DEFAULT_DATABASE_URL
+    prompt_schedule: WeeklyTime = field(default_factory=lambda: WeeklyTime(4, time(16, 0)))
+    reminder_schedule: WeeklyTime = field(default_factory=lambda: WeeklyTime(0, time(10, 0)))
+    ack_emoji: str = "white_check_mark"
+    port: int = 3000
+    default_timezone: str = "UTC"
+
+    @property
+    def socket_mode(self) -> bool:
+        """True when the bot connects out over Socket Mode instead of serving HTTP."""
+        return bool(self.slack_app_token)
+
+    def __repr__(self) -> str:  # never print secrets
+        return (
+            f"Settings(feedback_channel={self.feedback_channel!r}, "
+            f"database_url={_redact_url(self.database_url)!r}, socket_mode={self.socket_mode})"
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``); raise ConfigError."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            if value is None:
+                return None
+            value = value.strip()
+            return value or None
+
+        bot_token = _required(get, "SLACK_BOT_TOKEN", "the Bot User OAuth Token (xoxb-...)")
+        if not bot_token.startswith("xoxb-"):
+            raise ConfigError(
+                "SLACK_BOT_TOKEN must be a bot token starting with xoxb- "
+                "(OAuth & Permissions > Bot User OAuth Token)"
+            )
+        app_token = get("SLACK_APP_TOKEN")
+        if app_token is not None and not app_token.startswith("xapp-"):
+            raise ConfigError(
+                "SLACK_APP_TOKEN must be an app-level token starting with xapp- "
+                "(Basic Information > App-Level Tokens, scope connections:write)"
+            )
+        signing_secret = get("SLACK_SIGNING_SECRET")
+        if app_token is None and signing_secret is None:
+            raise ConfigError(
+                "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify Slack's requests "
+                "(Basic Information > Signing Secret), or set SLACK_APP_TOKEN for Socket Mode"
+            )
+
+        api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+        if not re.match(r"^https?://[^/]+", api_url):
+            raise ConfigError(
+                f"SLACK_API_URL={api_url!r} is not an http(s) URL; leave it unset for Slack's own"
+            )
+        api_url = api_url.rstrip("/") + "/"
+
+        channel = _required(get, "FEEDBACK_CHANNEL", "the ID of marketing's channel (C...)")
+        if not _CHANNEL_ID.match(channel):
+            raise ConfigError(
+                f"FEEDBACK_CHANNEL={channel!r} is not a channel ID; use the ID (C...) shown in "
+                "the channel's details, not its name"
+            )
+
+        port_text = get("PORT") or "3000"
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"PORT={port_text!r} is not a TCP port number (1-65535)")
+
+        emoji = (get("ACK_EMOJI") or "white_check_mark").strip(":")
+        if not _EMOJI.match(emoji):
+            raise ConfigError(
+                f"ACK_EMOJI={emoji!r} is not an emoji name; use e.g. white_check_mark (no colons)"
+            )
+
+        default_tz = get("DEFAULT_TIMEZONE") or "UTC"
+        _check_timezone("DEFAULT_TIMEZONE", default_tz)
+
+        return cls(
+            slack_bot_token=bot_token,
+            slack_signing_secret=signing_secret,
+            slack_app_token=app_token,
+            slack_api_url=api_url,
+            database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            feedback_channel=channel,
+            sales=_audience(get, "SALES"),
+            marketing=_audience(get, "MARKETING"),
+            prompt_schedule=parse_weekly_time(
+                "PROMPT_SCHEDULE", get("PROMPT_SCHEDULE") or "fri 16:00"
+            ),
+            reminder_schedule=parse_weekly_time(
+                "REMINDER_SCHEDULE", get("REMINDER_SCHEDULE") or "mon 10:00"
+            ),
+            ack_emoji=emoji,
+            port=int(port_text),
+            default_timezone=default_tz,
+        )
+
+
+def parse_weekly_time(name: str, text: str) -> WeeklyTime:
+    """Parse ``"fri 16:00"`` into a WeeklyTime; raise ConfigError naming ``name``."""
+    match = re.match(r"^\s*([A-Za-z]{3})[A-Za-z]*\s+(\d{1,2}):(\d{2})\s*$", text)
+    hint = f"{name}={text!r} is not a weekly time; use a day and a 24-hour time like 'fri 16:00'"
+    if not match:
+        raise ConfigError(hint)
+    day, hour, minute = match.group(1).lower(), int(match.group(2)), int(match.group(3))
+    if day not in _DAYS or hour > 23 or minute > 59:
+        raise ConfigError(hint)
+    return WeeklyTime(_DAYS.index(day), time(hour, minute))
+
+
+def _required(get, name: str, what: str) -> str:
+    value = get(name)
+    if value is None:
+        raise ConfigError(f"{name} is not set: put {what} in .env or the environment")
+    return value
+
+
+def _audience(get, prefix: str) -> Audience:
+    users_name, group_name = f"{prefix}_USERS", f"{prefix}_USERGROUP"
+    users_text, group = get(users_name), get(group_name)
+    if users_text and group:
+        raise ConfigError(f"set either {users_name} or {group_name}, not both")
+    if group:
+        if not _USERGROUP_ID.match(group):
+            raise ConfigError(
+                f"{group_name}={group!r} is not a user group ID; use the S... ID of the group"
+            )
+        return Audience(usergroup=group)
+    if not users_text:
+        raise ConfigError(
+            f"{users_name} or {group_name} is not set: list the {prefix.lower()} team's Slack "
+            f"user IDs (U..., comma-separated) or give their user group ID (S...)"
+        )
+    users = tuple(u.strip() for u in users_text.split(",") if u.strip())
+    bad = [u for u in users if not _USER_ID.match(u)]
+    if bad or not users:
+        raise ConfigError(
+            f"{users_name} has {', '.join(bad) or 'no IDs'}: use Slack user IDs (U...), "
+            "comma-separated, not names"
+        )
+    return Audience(users=tuple(dict.fromkeys(users)))
+
+
+def _check_timezone(name: str, value: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not an IANA time zone like Europe/Berlin") from None
+
+
+def _redact_url(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

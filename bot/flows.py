@@ -1,0 +1,497 @@
+"""Orchestration shared by listeners, jobs and the CLI: service -> builder -> Slack Web API.
+
+Each step that changes the database commits before the Slack call that follows it, so a
+crash or a Slack failure leaves a row that the next tick retries instead of a lost message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from bot.blocks import feedback as fb_blocks
+from bot.db import session_scope
+from bot.models import Acknowledgement, FeedbackAnswer, LoopPost, ProcessedEvent, PromptStatus
+from bot.runtime import SLACK_ERRORS, Runtime
+from bot.services import DomainError
+from bot.services import feedback as feedback_svc
+from bot.services import loop as loop_svc
+from bot.services import roster as roster_svc
+from bot.services.feedback import Bullets, Schedule
+
+log = logging.getLogger(__name__)
+
+ROSTER_SYNC_EVERY = timedelta(hours=1)
+RETRY_AFTER = timedelta(minutes=2)
+EVENT_MEMORY = timedelta(days=7)
+
+
+def schedule_of(rt: Runtime) -> Schedule:
+    s = rt.settings
+    return Schedule(s.prompt_schedule, s.reminder_schedule, s.default_timezone)
+
+
+# --- roster -------------------------------------------------------------------------------
+
+
+def sync_roster(rt: Runtime) -> list[str]:
+    """Read the sales team from Slack, store it, and fetch missing or stale time zones."""
+    now = rt.now()
+    ids = rt.roster.sales_ids()
+    with session_scope(rt.session_factory) as session:
+        roster_svc.set_sales_members(session, user_ids=ids, now=now)
+        stale = roster_svc.needing_profile(session, now=now)
+    for user_id in stale:
+        try:
+            tz, name = rt.roster.profile(user_id)
+        except SLACK_ERRORS:
+            log.exception("users.info for %s failed; using the default time zone", user_id)
+            tz, name = None, None
+        with session_scope(rt.session_factory) as session:
+            roster_svc.record_profile(session, user_id=user_id, tz=tz, name=name, now=now)
+    rt.last_roster_sync = now
+    return ids
+
+
+# --- prompts ------------------------------------------------------------------------------
+
+
+@dataclass
+class FanOut:
+    sent: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    not_sales: list[str] = field(default_factory=list)
+
+
+def send_due_prompts(
+    rt: Runtime, *, only_users: list[str] | None = None, force: bool = False
+) -> FanOut:
+    """Prompt every rep whose prompt is due (``force``: this week's, now) exactly once."""
+    result = FanOut()
+    sales = set(sync_roster(rt))
+    if only_users:
+        result.not_sales = [u for u in only_users if u not in sales]
+    now = rt.now()
+    schedule = schedule_of(rt)
+    with session_scope(rt.session_factory) as session:
+        reps = roster_svc.active_sales(session)
+        if only_users:
+            reps = [r for r in reps if r.user_id in only_users]
+        due = feedback_svc.due_prompts(session, reps=reps, schedule=schedule, now=now, force=force)
+        due_ids = {d.user_id for d in due}
+        result.already = [r.user_id for r in reps if r.user_id not in due_ids] if force else []
+    for item in due:
+        with session_scope(rt.session_factory) as session:
+            prompt = feedback_svc.claim_prompt(session, due=item, schedule=schedule, now=now)
+            prompt_id = prompt.id if prompt else None
+        if prompt_id is None:
+            result.already.append(item.user_id)
+            continue
+        if deliver_prompt(rt, prompt_id):
+            result.sent.append(item.user_id)
+        else:
+            result.failed.append(item.user_id)
+    return result
+
+
+def deliver_prompt(rt: Runtime, prompt_id: int) -> bool:
+    """Send a claimed prompt's DM and record where it went; False (kept pending) on failure."""
+    with session_scope(rt.session_factory) as session:
+        prompt = feedback_svc.get_prompt(session, prompt_id)
+        user_id, week = prompt.user_id, prompt.week_start
+    text, blocks = fb_blocks.prompt_message(prompt_id=prompt_id, week_start=week)
+    response = rt.post(channel=user_id, text=text, blocks=blocks)
+    with session_scope(rt.session_factory) as session:
+        prompt = feedback_svc.get_prompt(session, prompt_id)
+        if response is None:
+            feedback_svc.mark_send_failed(prompt, error="chat.postMessage failed")
+            return False
+        feedback_svc.mark_sent(prompt, channel=response["channel"], ts=response["ts"], now=rt.now())
+    return True
+
+
+def retry_unsent_prompts(rt: Runtime) -> int:
+    """Resend prompts claimed but never confirmed (crash or Slack failure)."""
+    now = rt.now()
+    stale_before = now - RETRY_AFTER
+    sent = 0
+    with session_scope(rt.session_factory) as session:
+        ids = [
+            p.id
+            for p in feedback_svc.unsent_prompts(session, stale_before=stale_before, now=now)
+            if feedback_svc.reclaim(session, prompt=p, now=now, stale_before=stale_before)
+        ]
+    for prompt_id in ids:
+        sent += deliver_prompt(rt, prompt_id)
+    return sent
+
+
+def send_reminders(rt: Runtime) -> int:
+    """One reminder per unanswered prompt, at the reminder time."""
+    now = rt.now()
+    count = 0
+    with session_scope(rt.session_factory) as session:
+        due = feedback_svc.due_reminders(session, now=now)
+        claimed = [
+            (p.id, p.user_id, p.week_start)
+            for p in due
+            if feedback_svc.claim_reminder(session, prompt=p, now=now)
+        ]
+    for prompt_id, user_id, week in claimed:
+        text, blocks = fb_blocks.prompt_message(prompt_id=prompt_id, week_start=week, reminder=True)
+        if rt.post(channel=user_id, text=text, blocks=blocks):
+            count += 1
+    return count
+
+
+def close_missed_weeks(rt: Runtime) -> int:
+    """Record weeks that closed unanswered as missed and show it on their DM."""
+    with session_scope(rt.session_factory) as session:
+        missed = [
+            (p.id, p.week_start, p.dm_channel, p.dm_ts)
+            for p in feedback_svc.close_missed(session, now=rt.now())
+        ]
+    for prompt_id, week, channel, ts in missed:
+        if channel and ts:
+            text, blocks = fb_blocks.prompt_done_message(
+                prompt_id=prompt_id, week_start=week, status=PromptStatus.MISSED
+            )
+            rt.update(channel=channel, ts=ts, text=text, blocks=blocks)
+    return len(missed)
+
+
+def refresh_prompt_dm(rt: Runtime, prompt_id: int) -> None:
+    """Show on the prompt DM that it was answered or skipped."""
+    with session_scope(rt.session_factory) as session:
+        p = feedback_svc.get_prompt(session, prompt_id)
+        channel, ts, week, status, reason = (
+            p.dm_channel,
+            p.dm_ts,
+            p.week_start,
+            p.status,
+            p.skip_reason,
+        )
+    if not (channel and ts):
+        return
+    text, blocks = fb_blocks.prompt_done_message(
+        prompt_id=prompt_id, week_start=week, status=status, skip_reason=reason
+    )
+    rt.update(channel=channel, ts=ts, text=text, blocks=blocks)
+
+
+# --- views --------------------------------------------------------------------------------
+
+
+def feedback_view(rt: Runtime, *, user_id: str, prompt_id: int) -> dict:
+    """The answer modal for a prompt, prefilled with the answer when editing."""
+    with session_scope(rt.session_factory) as session:
+        prompt = feedback_svc.get_prompt(session, prompt_id)
+        feedback_svc.check_can_answer(prompt, user_id)
+        answer = prompt.answer
+        existing = (
+            {
+                "worked": answer.worked,
+                "fell_flat": answer.fell_flat,
+                "insight": answer.insight,
+                "campaign": answer.campaign,
+            }
+            if answer
+            else None
+        )
+        return fb_blocks.feedback_modal(
+            prompt_id=prompt.id, week_start=prompt.week_start, answer=existing
+        )
+
+
+def current_feedback_view(rt: Runtime, *, user_id: str) -> dict:
+    """The modal for the caller's open prompt; DomainError when there is none."""
+    with session_scope(rt.session_factory) as session:
+        prompt = feedback_svc.open_prompt_for(session, user_id=user_id, now=rt.now())
+        prompt_id = prompt.id if prompt else None
+    if prompt_id is None:
+        raise DomainError(
+            "You have no open feedback prompt right now; the next one arrives on schedule."
+        )
+    return feedback_view(rt, user_id=user_id, prompt_id=prompt_id)
+
+
+def close_loop_view(rt: Runtime, post_id: int) -> dict:
+    with session_scope(rt.session_factory) as session:
+        rep = loop_svc.get_post(session, post_id).author_user_id
+    return fb_blocks.close_loop_modal(post_id=post_id, rep_id=rep)
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+def record_answer(
+    session: Session, rt: Runtime, *, user_id: str, prompt_id: int, bullets: Bullets, source: str
+) -> tuple[int, int, bool]:
+    """Store an answer in ``session``; return (prompt id, post id, edited). Raises DomainError."""
+    prompt = feedback_svc.get_prompt(session, prompt_id)
+    _answer, post, edited = feedback_svc.record_answer(
+        session,
+        prompt=prompt,
+        user_id=user_id,
+        bullets=bullets,
+        source=source,
+        feedback_channel=rt.settings.feedback_channel,
+        now=rt.now(),
+    )
+    return prompt.id, post.id, edited
+
+
+def after_answer(rt: Runtime, *, user_id: str, prompt_id: int, post_id: int) -> None:
+    """Slack side of an answer: mark the DM answered, post (or update) marketing's copy."""
+    refresh_prompt_dm(rt, prompt_id)
+    if not publish_post(rt, post_id):
+        rt.tell(
+            user_id,
+            f"Your answer is saved, but I could not post it to <#{rt.settings.feedback_channel}> "
+            "yet (is Closeloop invited to that channel?). I will keep trying.",
+        )
+
+
+def answer_from_dm(rt: Runtime, *, user_id: str, channel: str, text: str) -> None:
+    """A rep typed their bullets in the DM: parse, store, confirm (or explain)."""
+    now = rt.now()
+    with session_scope(rt.session_factory) as session:
+        prompt = feedback_svc.open_prompt_for(session, user_id=user_id, now=now)
+        if prompt is None:
+            reply = (
+                "There is no open feedback prompt for you right now; "
+                "your next one arrives on schedule."
+            )
+            bullets = None
+        else:
+            bullets = feedback_svc.parse_three_bullets(feedback_svc.unescape_slack(text))
+            reply = None if bullets else fb_blocks.parse_help()[0]
+        result = None
+        if bullets is not None and prompt is not None:
+            try:
+                result = record_answer(
+                    session, rt, user_id=user_id, prompt_id=prompt.id, bullets=bullets, source="dm"
+                )
+            except DomainError as err:
+                reply = str(err)
+    if result is None:
+        rt.post(channel=channel, text=reply or "Something went wrong; please try the form.")
+        return
+    prompt_id, post_id, edited = result
+    text_, blocks = fb_blocks.answer_confirmation(
+        worked=bullets.worked, fell_flat=bullets.fell_flat, insight=bullets.insight, edited=edited
+    )
+    rt.post(channel=channel, text=text_, blocks=blocks)
+    after_answer(rt, user_id=user_id, prompt_id=prompt_id, post_id=post_id)
+
+
+def skip_week(rt: Runtime, *, user_id: str, prompt_id: int, reason: str) -> None:
+    """ "Nothing this week" / "Out this week"."""
+    try:
+        with session_scope(rt.session_factory) as session:
+            prompt = feedback_svc.get_prompt(session, prompt_id)
+            feedback_svc.record_skip(
+                session, prompt=prompt, user_id=user_id, reason=reason, now=rt.now()
+            )
+    except DomainError as err:
+        rt.tell(user_id, str(err))
+        return
+    refresh_prompt_dm(rt, prompt_id)
+
+
+# --- marketing's channel ------------------------------------------------------------------
+
+
+def _post_content(session: Session, post: LoopPost) -> tuple[str, list[dict]]:
+    answer = session.get(FeedbackAnswer, post.subject_id)
+    assert answer is not None
+    prompt = answer.prompt
+    return fb_blocks.feedback_post(
+        post_id=post.id,
+        rep_id=post.author_user_id,
+        week_start=prompt.week_start,
+        worked=answer.worked,
+        fell_flat=answer.fell_flat,
+        insight=answer.insight,
+        campaign=answer.campaign,
+        edited=answer.edit_count > 0,
+        acknowledged_by=[a.user_id for a in post.acks],
+    )
+
+
+def publish_post(rt: Runtime, post_id: int) -> bool:
+    """Post a loop post to its channel, or update it in place; False if Slack refused."""
+    with session_scope(rt.session_factory) as session:
+        post = loop_svc.get_post(session, post_id)
+        text, blocks = _post_content(session, post)
+        channel, ts = post.channel, post.ts
+    if ts is None:
+        response = rt.post(channel=channel, text=text, blocks=blocks, unfurl_links=False)
+        with session_scope(rt.session_factory) as session:
+            post = loop_svc.get_post(session, post_id)
+            post.post_attempts += 1
+            if response is None:
+                return False
+            post.ts = response["ts"]
+            post.channel = response["channel"]
+            post.posted_at = rt.now()
+        return True
+    ok = rt.update(channel=channel, ts=ts, text=text, blocks=blocks)
+    if ok:
+        with session_scope(rt.session_factory) as session:
+            loop_svc.get_post(session, post_id).needs_update = False
+    return ok
+
+
+def retry_unpublished_posts(rt: Runtime) -> int:
+    """Posts whose channel message never went out (or whose edit failed), retried."""
+    stale = rt.now() - RETRY_AFTER
+    with session_scope(rt.session_factory) as session:
+        ids = list(
+            session.scalars(
+                select(LoopPost.id).where(
+                    ((LoopPost.ts.is_(None)) & (LoopPost.created_at < stale))
+                    | (LoopPost.needs_update.is_(True))
+                )
+            )
+        )
+    return sum(publish_post(rt, i) for i in ids)
+
+
+def acknowledge(
+    rt: Runtime,
+    *,
+    user_id: str,
+    post_id: int,
+    note: str | None = None,
+    reaction: str | None = None,
+) -> bool:
+    """Record marketing's acknowledgement, reply in the thread, tell the rep, refresh the post.
+
+    Raises NotAllowed / DomainError for the caller to show; returns False for a repeat.
+    """
+    marketing = rt.roster.marketing_ids()
+    with session_scope(rt.session_factory) as session:
+        post = loop_svc.get_post(session, post_id)
+        ack = loop_svc.acknowledge(
+            session,
+            post=post,
+            user_id=user_id,
+            marketing_ids=marketing,
+            note=note,
+            reaction=reaction,
+            now=rt.now(),
+        )
+        if ack is None:
+            return False
+        session.flush()
+        ack_id = ack.id
+    notify_ack(rt, ack_id)
+    return True
+
+
+def notify_ack(rt: Runtime, ack_id: int) -> None:
+    """The thread reply and the rep's DM for one acknowledgement."""
+    with session_scope(rt.session_factory) as session:
+        ack = session.get(Acknowledgement, ack_id)
+        assert ack is not None
+        post = ack.post
+        answer = session.get(FeedbackAnswer, post.subject_id)
+        assert answer is not None
+        week = answer.prompt.week_start
+        reaction = ack.dedup_key.rsplit(":", 1)[-1] if ack.dedup_key else None
+        marketer, note, channel, ts, rep, post_id = (
+            ack.user_id,
+            ack.note,
+            post.channel,
+            post.ts,
+            post.author_user_id,
+            post.id,
+        )
+    text, blocks = fb_blocks.ack_thread_reply(marketer_id=marketer, note=note, emoji=reaction)
+    reply = rt.post(channel=channel, thread_ts=ts, text=text, blocks=blocks)
+    text, blocks = fb_blocks.ack_rep_dm(
+        marketer_id=marketer, note=note, channel=channel, week_start=week
+    )
+    dm = rt.post(channel=rep, text=text, blocks=blocks)
+    with session_scope(rt.session_factory) as session:
+        ack = session.get(Acknowledgement, ack_id)
+        assert ack is not None
+        ack.thread_ts = reply["ts"] if reply else None
+        ack.rep_notified_at = rt.now() if dm else None
+    publish_post(rt, post_id)
+
+
+def acknowledge_reaction(rt: Runtime, *, user_id: str, channel: str, ts: str, emoji: str) -> None:
+    """A reaction on a loop post: counts only for ACK_EMOJI from marketing; else nothing."""
+    if emoji != rt.settings.ack_emoji:
+        return
+    with session_scope(rt.session_factory) as session:
+        post = loop_svc.post_by_message(session, channel=channel, ts=ts)
+        post_id = post.id if post else None
+    if post_id is None:
+        return
+    try:
+        acknowledge(rt, user_id=user_id, post_id=post_id, reaction=emoji)
+    except DomainError as err:
+        # Not marketing: nothing stored, nothing posted publicly.
+        log.info("reaction from %s on post %s not counted: %s", user_id, post_id, err)
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def first_delivery(session: Session, event_id: str, now: datetime) -> bool:
+    """Claim an Events API ``event_id``; False when it was already processed (a retry)."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with session.begin_nested():
+            session.add(ProcessedEvent(event_id=event_id, received_at=now))
+    except IntegrityError:
+        return False
+    return True
+
+
+def forget_old_events(rt: Runtime) -> None:
+    with session_scope(rt.session_factory) as session:
+        session.execute(
+            delete(ProcessedEvent).where(ProcessedEvent.received_at < rt.now() - EVENT_MEMORY)
+        )
+
+
+# --- the scheduler's tick -----------------------------------------------------------------
+
+
+def tick(rt: Runtime) -> None:
+    """Everything time-driven, idempotent and safe to run often (the scheduler runs it every
+    minute): due prompts, retries, reminders, closing missed weeks."""
+    steps = (
+        ("prompts", _prompts_step),
+        ("unsent prompts", retry_unsent_prompts),
+        ("reminders", send_reminders),
+        ("missed weeks", close_missed_weeks),
+        ("unpublished posts", retry_unpublished_posts),
+        ("event memory", forget_old_events),
+    )
+    for name, step in steps:
+        try:
+            step(rt)
+        except Exception:  # one failing step must not stop the others
+            log.exception("scheduled step %r failed", name)
+
+
+def _prompts_step(rt: Runtime) -> None:
+    now = rt.now()
+    roster_due = rt.last_roster_sync is None or now - rt.last_roster_sync >= ROSTER_SYNC_EVERY
+    if not roster_due:
+        with session_scope(rt.session_factory) as session:
+            reps = roster_svc.active_sales(session)
+            if not feedback_svc.due_prompts(session, reps=reps, schedule=schedule_of(rt), now=now):
+                return
+    send_due_prompts(rt)

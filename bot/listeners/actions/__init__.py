@@ -1,0 +1,61 @@
+"""Button clicks."""
+
+from __future__ import annotations
+
+import re
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot import flows
+from bot.blocks import feedback as fb_blocks
+from bot.runtime import Runtime
+from bot.services import DomainError
+
+
+def open_feedback_modal(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
+    """ "Answer" / "Edit answer": open this week's form, prefilled when editing."""
+    ack()
+    rt: Runtime = context["rt"]
+    user_id = body["user"]["id"]
+    try:
+        view = flows.feedback_view(rt, user_id=user_id, prompt_id=int(body["actions"][0]["value"]))
+    except DomainError as err:
+        rt.tell(user_id, str(err))
+        return
+    client.views_open(trigger_id=body["trigger_id"], view=view)
+
+
+def skip_week(ack: Ack, body: dict, context: dict) -> None:
+    """ "Nothing this week" / "Out this week"."""
+    ack()
+    action = body["actions"][0]
+    reason = action["action_id"].removeprefix("feedback_skip_")
+    flows.skip_week(
+        context["rt"], user_id=body["user"]["id"], prompt_id=int(action["value"]), reason=reason
+    )
+
+
+def open_close_loop(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
+    """ "Close the loop": marketing gets the note form; anyone else an ephemeral explanation."""
+    ack()
+    rt: Runtime = context["rt"]
+    user_id = body["user"]["id"]
+    post_id = int(body["actions"][0]["value"])
+    if user_id not in rt.roster.marketing_ids():
+        client.chat_postEphemeral(
+            channel=body["channel"]["id"],
+            user=user_id,
+            text=(
+                "Only the marketing team can close the loop on feedback, so nothing was "
+                "recorded. If you should be able to, ask an admin to add you to marketing."
+            ),
+        )
+        return
+    client.views_open(trigger_id=body["trigger_id"], view=flows.close_loop_view(rt, post_id))
+
+
+def register(app: App) -> None:
+    app.action(fb_blocks.OPEN_ACTION)(open_feedback_modal)
+    app.action(re.compile(r"^feedback_skip_(nothing|out)$"))(skip_week)
+    app.action(fb_blocks.CLOSE_LOOP_ACTION)(open_close_loop)

@@ -1,0 +1,42 @@
+"""Events API: DM replies and reactions (each delivery is processed once, see bot.app)."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from bot import flows
+from bot.runtime import Runtime
+
+
+def dm_message(event: dict, context: dict) -> None:
+    """A rep typed in the bot's DM: treat it as their three bullets."""
+    if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
+        return
+    rt: Runtime = context["rt"]
+    flows.answer_from_dm(
+        rt, user_id=event["user"], channel=event["channel"], text=event.get("text") or ""
+    )
+
+
+def reaction_added(event: dict, context: dict) -> None:
+    """ACK_EMOJI on a loop post from marketing closes the loop."""
+    item = event.get("item") or {}
+    if item.get("type") != "message":
+        return
+    flows.acknowledge_reaction(
+        context["rt"],
+        user_id=event["user"],
+        channel=item["channel"],
+        ts=item["ts"],
+        emoji=event["reaction"],
+    )
+
+
+def ignore(event: dict) -> None:
+    """Events we subscribe to but do not act on (acknowledged so Slack does not retry)."""
+
+
+def register(app: App) -> None:
+    app.event("message")(dm_message)
+    app.event("reaction_added")(reaction_added)
+    app.event("reaction_removed")(ignore)

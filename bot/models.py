@@ -1,0 +1,180 @@
+"""SQLAlchemy 2 typed models on one base with a naming convention (stable constraint names)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current instant, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class Member(Base):
+    """A Slack user Closeloop knows: a sales rep (prompted weekly) and their time zone."""
+
+    __tablename__ = "members"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    tz: Mapped[str | None] = mapped_column(String(64))
+    tz_checked_at: Mapped[datetime | None]
+    is_sales: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PromptStatus:
+    PENDING = "pending"  # claimed, DM not confirmed sent yet
+    SENT = "sent"  # waiting for an answer
+    ANSWERED = "answered"
+    SKIPPED = "skipped"
+    MISSED = "missed"
+
+    OPEN = (SENT, ANSWERED, SKIPPED)
+
+
+class Prompt(Base):
+    """One rep's weekly prompt; the unique (user, week) row is what stops double prompts."""
+
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("user_id", "week_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    week_start: Mapped[date] = mapped_column(Date)
+    tz: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=PromptStatus.PENDING, index=True)
+    skip_reason: Mapped[str | None] = mapped_column(String(32))
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    dm_channel: Mapped[str | None] = mapped_column(String(32))
+    dm_ts: Mapped[str | None] = mapped_column(String(32))
+    send_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    remind_at: Mapped[datetime]
+    reminded_at: Mapped[datetime | None]
+    closes_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]
+
+    answer: Mapped[FeedbackAnswer | None] = relationship(back_populates="prompt")
+
+
+class FeedbackAnswer(Base):
+    """A rep's three bullets for one week (editing replaces the text, keeps the row)."""
+
+    __tablename__ = "feedback_answers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), unique=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    worked: Mapped[str] = mapped_column(Text)
+    fell_flat: Mapped[str] = mapped_column(Text)
+    insight: Mapped[str] = mapped_column(Text)
+    campaign: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))  # "modal" or "dm"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    edit_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    prompt: Mapped[Prompt] = relationship(back_populates="answer")
+
+
+class LoopPost(Base):
+    """A message in marketing's channel that marketing must close the loop on."""
+
+    __tablename__ = "loop_posts"
+    __table_args__ = (UniqueConstraint("kind", "subject_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "feedback"
+    subject_id: Mapped[int] = mapped_column(Integer)
+    author_user_id: Mapped[str] = mapped_column(String(32), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[str | None] = mapped_column(String(32), index=True)  # None until posted
+    needs_update: Mapped[bool] = mapped_column(Boolean, default=False)
+    post_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    posted_at: Mapped[datetime | None]
+    first_ack_at: Mapped[datetime | None]
+
+    acks: Mapped[list[Acknowledgement]] = relationship(
+        back_populates="post", order_by="Acknowledgement.id"
+    )
+
+
+class Acknowledgement(Base):
+    """Marketing closing the loop on a post: who, when, how, and what they will change."""
+
+    __tablename__ = "acknowledgements"
+    __table_args__ = (UniqueConstraint("post_id", "dedup_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("loop_posts.id"), index=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    via: Mapped[str] = mapped_column(String(16))  # "reaction" or "note"
+    note: Mapped[str | None] = mapped_column(Text)
+    # "reaction:U123:white_check_mark" for reactions so one reaction is one ack; NULL for notes
+    dedup_key: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    rep_notified_at: Mapped[datetime | None]
+
+    post: Mapped[LoopPost] = relationship(back_populates="acks")
+
+
+class ProcessedEvent(Base):
+    """Events API deliveries already handled, by event_id, so a retry is processed once."""
+
+    __tablename__ = "processed_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,124 @@
+"""What every listener and job needs: settings, storage, the Slack client, a clock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.config import Audience, Settings
+from bot.db import make_engine, make_session_factory
+from bot.models import utcnow
+
+log = logging.getLogger(__name__)
+
+# What a Web API call can raise once its retries are spent: an error answer, or the network.
+SLACK_ERRORS = (SlackClientError, OSError)
+
+
+def make_client(settings: Settings, *, timeout: int = 10) -> WebClient:
+    """A WebClient on ``SLACK_API_URL`` that honours Retry-After and retries 5xx and drops."""
+    client = WebClient(
+        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=timeout
+    )
+    client.retry_handlers = [
+        ConnectionErrorRetryHandler(max_retry_count=2),
+        RateLimitErrorRetryHandler(max_retry_count=5),
+        ServerErrorRetryHandler(max_retry_count=3),
+    ]
+    return client
+
+
+class Roster:
+    """Reads who is in sales and in marketing, from the settings or a Slack user group."""
+
+    def __init__(self, client: WebClient, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    def _members(self, audience: Audience) -> list[str]:
+        if audience.usergroup is None:
+            return list(audience.users)
+        response = self._client.usergroups_users_list(usergroup=audience.usergroup)
+        return list(response.get("users") or [])
+
+    def sales_ids(self) -> list[str]:
+        """Current sales reps (usergroups.users.list is read on every call)."""
+        return self._members(self._settings.sales)
+
+    def marketing_ids(self) -> frozenset[str]:
+        """Current marketing members (read on every call)."""
+        return frozenset(self._members(self._settings.marketing))
+
+    def profile(self, user_id: str) -> tuple[str | None, str | None]:
+        """(tz, display name) from users.info; tz None when Slack has none."""
+        user = self._client.users_info(user=user_id)["user"]
+        name = (user.get("profile") or {}).get("display_name") or user.get("real_name")
+        return user.get("tz"), name or user.get("name")
+
+
+@dataclass
+class Runtime:
+    """The wiring for one running bot (or one test)."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    client: WebClient
+    clock: Callable[[], datetime] = utcnow
+    roster: Roster = field(init=False)
+    last_roster_sync: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.roster = Roster(self.client, self.settings)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        client: WebClient | None = None,
+        session_factory: sessionmaker[Session] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Runtime:
+        if session_factory is None:
+            session_factory = make_session_factory(make_engine(settings.database_url))
+        return cls(
+            settings=settings,
+            session_factory=session_factory,
+            client=client or make_client(settings),
+            clock=clock or utcnow,
+        )
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def post(self, **kwargs) -> dict | None:
+        """chat.postMessage; on failure log the traceback and return None."""
+        try:
+            return self.client.chat_postMessage(**kwargs).data  # type: ignore[return-value]
+        except SLACK_ERRORS:
+            log.exception("chat.postMessage to %s failed", kwargs.get("channel"))
+            return None
+
+    def update(self, **kwargs) -> bool:
+        """chat.update; on failure log the traceback and return False."""
+        try:
+            self.client.chat_update(**kwargs)
+            return True
+        except SLACK_ERRORS:
+            log.exception("chat.update of %s/%s failed", kwargs.get("channel"), kwargs.get("ts"))
+            return False
+
+    def tell(self, user_id: str, text: str) -> None:
+        """DM a user a short message of ours (never raises)."""
+        self.post(channel=user_id, text=text)
