@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from slack_bolt import App, BoltResponse
 
@@ -21,10 +22,17 @@ SORRY = (
 )
 
 
-def create_app(rt: Runtime, *, token_verification: bool = True) -> App:
-    """The Bolt app for ``rt``. Socket Mode needs no signing secret; HTTP mode verifies it."""
+def create_app(
+    rt: Runtime, *, token_verification: bool = True, listener_executor: Executor | None = None
+) -> App:
+    """The Bolt app for ``rt``. Socket Mode needs no signing secret; HTTP mode verifies it.
+
+    Listeners ack first and finish their Slack calls on ``listener_executor``'s threads.
+    """
     settings = rt.settings
     app = App(
+        listener_executor=listener_executor
+        or ThreadPoolExecutor(max_workers=16, thread_name_prefix="listener"),
         client=rt.client,
         signing_secret=settings.slack_signing_secret or "",
         request_verification_enabled=not settings.socket_mode,

@@ -16,9 +16,9 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DATABASE_URL = "sqlite:///closeloop.db"
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-_USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
-_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
+_USERGROUP_ID = re.compile(r"^S[A-Z0-9]+$")
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]+$")
 _EMOJI = re.compile(r"^[a-z0-9_+\-']+$")
 
 

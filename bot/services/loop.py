@@ -61,7 +61,7 @@ def acknowledge(
         if len(note) > MAX_NOTE:
             raise DomainError(f"Please keep the note under {MAX_NOTE} characters.")
     ack = Acknowledgement(
-        post=post,
+        post_id=post.id,
         user_id=user_id,
         via="reaction" if reaction else "note",
         note=note,
@@ -72,9 +72,8 @@ def acknowledge(
         with session.begin_nested():
             session.add(ack)
     except IntegrityError:
-        if ack in session:
-            session.expunge(ack)
         return None
+    session.expire(post, ["acks"])
     if post.first_ack_at is None:
         post.first_ack_at = now
     return ack

@@ -1,0 +1,88 @@
+import subprocess
+import sys
+
+import pytest
+
+from bot.config import ConfigError, Settings, parse_weekly_time
+
+BASE = {
+    "SLACK_BOT_TOKEN": "xoxb-1",
+    "SLACK_SIGNING_SECRET": "s",
+    "FEEDBACK_CHANNEL": "C123",
+    "SALES_USERS": "U1, U2,U1",
+    "MARKETING_USERGROUP": "S99",
+}
+
+
+def settings(**changes):
+    env = {**BASE, **changes}
+    return Settings.from_env({k: v for k, v in env.items() if v is not None})
+
+
+def test_defaults_and_parsing():
+    s = settings()
+    assert s.sales.users == ("U1", "U2")
+    assert s.marketing.usergroup == "S99"
+    assert str(s.prompt_schedule) == "fri 16:00"
+    assert str(s.reminder_schedule) == "mon 10:00"
+    assert s.ack_emoji == "white_check_mark"
+    assert s.database_url == "sqlite:///closeloop.db"
+    assert s.slack_api_url == "https://slack.com/api/"
+    assert s.port == 3000 and not s.socket_mode
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/api", "http://127.0.0.1:9/api/"])
+def test_api_url_with_or_without_trailing_slash(url):
+    assert settings(SLACK_API_URL=url).slack_api_url == "http://127.0.0.1:9/api/"
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"SLACK_BOT_TOKEN": None}, "SLACK_BOT_TOKEN"),
+        ({"SLACK_BOT_TOKEN": "xoxp-user"}, "SLACK_BOT_TOKEN"),
+        ({"SLACK_SIGNING_SECRET": None}, "SLACK_SIGNING_SECRET"),
+        ({"SLACK_APP_TOKEN": "xoxb-wrong"}, "SLACK_APP_TOKEN"),
+        ({"FEEDBACK_CHANNEL": None}, "FEEDBACK_CHANNEL"),
+        ({"FEEDBACK_CHANNEL": "#marketing"}, "FEEDBACK_CHANNEL"),
+        ({"SALES_USERS": None}, "SALES_USERS"),
+        ({"SALES_USERS": "alice,bob"}, "SALES_USERS"),
+        ({"SALES_USERGROUP": "S1"}, "SALES_USERGROUP"),
+        ({"MARKETING_USERGROUP": "marketing"}, "MARKETING_USERGROUP"),
+        ({"PROMPT_SCHEDULE": "friday at four"}, "PROMPT_SCHEDULE"),
+        ({"REMINDER_SCHEDULE": "mon 25:00"}, "REMINDER_SCHEDULE"),
+        ({"ACK_EMOJI": "white check"}, "ACK_EMOJI"),
+        ({"PORT": "http"}, "PORT"),
+        ({"SLACK_API_URL": "slack.com"}, "SLACK_API_URL"),
+    ],
+)
+def test_bad_setting_is_one_line_naming_it(change, names):
+    with pytest.raises(ConfigError) as err:
+        settings(**change)
+    message = str(err.value)
+    assert names in message and "\n" not in message
+
+
+def test_socket_mode_needs_no_signing_secret():
+    s = settings(SLACK_SIGNING_SECRET=None, SLACK_APP_TOKEN="xapp-1")
+    assert s.socket_mode
+
+
+def test_repr_hides_secrets():
+    s = settings(SLACK_BOT_TOKEN="xoxb-secret-123", DATABASE_URL="postgresql://u:pw@h/db")
+    assert "secret" not in repr(s) and "pw" not in repr(s)
+
+
+def test_weekly_time_accepts_long_day_names():
+    assert str(parse_weekly_time("X", "Friday 9:05")) == "fri 09:05"
+
+
+def test_cli_missing_setting_stops_with_one_line(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "CLOSELOOP_ENV_FILE": str(tmp_path / "none.env")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "run"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "SLACK_BOT_TOKEN" in proc.stderr and "Traceback" not in proc.stderr
