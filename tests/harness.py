@@ -140,10 +140,11 @@ class Harness:
             self.settle()
         return reply
 
-    def interactive(self, payload: dict) -> Reply:
+    def interactive(self, payload: dict, *, settle: bool = True) -> Reply:
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
         return self.request(
-            "/slack/events", body, content_type="application/x-www-form-urlencoded"
+            "/slack/events", body, content_type="application/x-www-form-urlencoded",
+            settle=settle,
         )
 
     # --- what Slack sends -----------------------------------------------------------------
@@ -151,7 +152,7 @@ class Harness:
     def command(self, user_id: str, text: str = "", command: str = "/closeloop") -> Reply:
         fields = sample("slash_command.bolt_python_test.decoded.json")
         fields.update(
-            user_id=user_id, text=text, command=command, trigger_id=f"{user_id}.trigger",
+            user_id=user_id, text=text, command=command, trigger_id=self.slack.new_trigger_id(),
             channel_id="CGENERAL",
         )
         body = urllib.parse.urlencode(fields).encode()
@@ -160,7 +161,8 @@ class Harness:
         )
 
     def click(
-        self, user_id: str, action_id: str, value: str, *, channel: str, message_ts: str
+        self, user_id: str, action_id: str, value: str, *, channel: str, message_ts: str,
+        settle: bool = True,
     ) -> Reply:
         payload = sample("block_actions_button.bolt_python_test.json")
         payload["user"] = {"id": user_id, "username": user_id.lower(), "team_id": "T111"}
@@ -169,11 +171,11 @@ class Harness:
             "is_ephemeral": False,
         }
         payload["channel"] = {"id": channel, "name": "x"}
-        payload["trigger_id"] = f"{user_id}.{action_id}.trigger"
+        payload["trigger_id"] = self.slack.new_trigger_id()
         payload["message"] = {"ts": message_ts, "type": "message"}
         action = payload["actions"][0]
         action.update(action_id=action_id, value=value, block_id="b")
-        return self.interactive(payload)
+        return self.interactive(payload, settle=settle)
 
     def click_button(self, user_id: str, message: dict, channel: str, action_id: str) -> Reply:
         """Click the button with ``action_id`` on a message the bot posted (as Slack stores it)."""
@@ -189,6 +191,7 @@ class Harness:
     def submit(self, user_id: str, view: dict, values: dict[str, str | None]) -> Reply:
         """Submit a modal the bot opened, typing ``values`` (block_id -> text) into it."""
         payload = sample("view_submission.bolt_python_test.json")
+        payload["trigger_id"] = self.slack.new_trigger_id()
         payload["user"] = {"id": user_id, "username": user_id.lower(), "team_id": "T111"}
         submitted = copy.deepcopy(payload["view"])
         submitted.update(
@@ -228,7 +231,7 @@ class Harness:
     def dm(self, user_id: str, text: str, **kwargs) -> Reply:
         return self.event(
             {
-                "type": "message", "channel": f"D{user_id}", "user": user_id, "text": text,
+                "type": "message", "channel": self.slack.dm_channel_id(user_id), "user": user_id, "text": text,
                 "ts": f"{time.time():.6f}", "event_ts": f"{time.time():.6f}",
                 "channel_type": "im",
             },

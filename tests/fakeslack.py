@@ -1,0 +1,1368 @@
+"""A fake Slack Web API server for the test suite.
+
+``FakeSlack`` runs a real HTTP server on 127.0.0.1 that answers the Web API methods the bot
+uses, with the response shapes and error codes of Slack's published OpenAPI spec and docs
+(see /work/shared/slack-reference). Point a ``slack_sdk.WebClient`` at it::
+
+    with FakeSlack(bot_token="xoxb-test-token") as slack:
+        slack.add_user("U1", tz="Europe/Berlin", name="ana", email="ana@example.com")
+        slack.add_channel("C1", name="marketing-feedback")
+        client = WebClient(token="xoxb-test-token", base_url=slack.url)
+        client.chat_postMessage(channel="C1", text="hi")
+        (call,) = slack.calls_to("chat.postMessage")
+
+Every request is recorded as a :class:`Call`; ``fail_next`` injects faults (429, 5xx,
+``ok: false`` errors, dropped connections, delays). New methods are added with
+:meth:`FakeSlack.register`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = ["Call", "FakeSlack", "SlackError"]
+
+log = logging.getLogger(__name__)
+
+TEAM_ID = "T0001"
+TEAM_NAME = "Closeloop Test"
+TEAM_DOMAIN = "closeloop-test"
+BOT_USER_ID = "UBOT"
+BOT_USER_NAME = "closeloop"
+BOT_ID = "B0001"
+APP_ID = "A0001"
+
+Params = dict[str, Any]
+Handler = Callable[[Params], dict[str, Any]]
+
+# Form fields that carry JSON; they are decoded for handlers and for Call.params.
+_JSON_FIELDS = ("blocks", "attachments", "view", "metadata")
+_TS_RE = re.compile(r"^\d+\.\d+$")
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class Call:
+    """One request the fake received (failed and dropped ones included)."""
+
+    method: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    response: dict[str, Any] | None
+    status: int  # HTTP status; 0 when the connection was dropped without an answer
+
+    @property
+    def ok(self) -> bool:
+        """True when the fake answered ``{"ok": true, ...}``."""
+        return self.response is not None and self.response.get("ok") is True
+
+    @property
+    def error(self) -> str | None:
+        """The ``error`` code answered, if any."""
+        return None if self.response is None else self.response.get("error")
+
+
+class SlackError(Exception):
+    """Raised by a method handler to answer ``{"ok": false, "error": code, **extra}``."""
+
+    def __init__(self, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.error = error
+        self.extra = extra
+
+
+def _invalid_arguments(*messages: str) -> SlackError:
+    """Slack's ``invalid_arguments`` answer with ``response_metadata.messages``."""
+    return SlackError("invalid_arguments", response_metadata={"messages": list(messages)})
+
+
+@dataclass
+class _Fault:
+    error: str | None = None
+    status: int | None = None
+    retry_after: int | None = None
+    drop: bool = False
+    delay: float | None = None
+
+
+@dataclass
+class _Reply:
+    status: int = 200
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+
+@dataclass
+class _ParsedRequest:
+    query: dict[str, Any]
+    form: dict[str, Any]
+    json: dict[str, Any]
+    error: str | None = None
+    json_without_charset: bool = False
+
+
+@dataclass
+class _Method:
+    handler: Handler
+    accepts_json: bool
+
+
+@dataclass
+class _User:
+    id: str
+    name: str
+    real_name: str
+    display_name: str
+    tz: str | None
+    email: str | None
+    is_bot: bool
+    deleted: bool
+    bot_id: str | None = None
+
+
+@dataclass
+class _Channel:
+    id: str
+    name: str
+    is_member: bool = True
+    is_im: bool = False
+    user: str | None = None  # the other member of an IM
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _decode_json_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Decode JSON-carrying fields (``blocks``, ``view``...) that arrived as strings."""
+    out = dict(values)
+    for key in _JSON_FIELDS:
+        raw = out.get(key)
+        if isinstance(raw, str):
+            try:
+                out[key] = json.loads(raw)
+            except ValueError:
+                pass  # left as a string; the handler answers *_format / invalid_arguments
+    return out
+
+
+def _parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise ValueError("not multipart")
+    form: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        form[str(name)] = payload if part.get_filename() else payload.decode("utf-8", "replace")
+    return form
+
+
+def _parse_request(query: str, headers: dict[str, str], body: bytes) -> _ParsedRequest:
+    """Split a request into query, form and JSON parameters like Slack reads them."""
+    parsed = _ParsedRequest(query=dict(parse_qsl(query, keep_blank_values=True)), form={}, json={})
+    if not body:
+        return parsed
+    content_type = headers.get("content-type", "")
+    media = content_type.split(";")[0].strip().lower()
+    try:
+        if media == "application/json":
+            data = json.loads(body.decode("utf-8"))
+            if not isinstance(data, dict):
+                parsed.error = "json_not_object"
+            else:
+                parsed.json = data
+                parsed.json_without_charset = "charset" not in content_type.lower()
+        elif media == "application/x-www-form-urlencoded":
+            parsed.form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        elif media == "multipart/form-data":
+            parsed.form = _parse_multipart(content_type, body)
+        elif media == "":
+            parsed.error = "missing_post_type"
+        else:
+            parsed.error = "invalid_post_type"
+    except UnicodeDecodeError:
+        parsed.error = "invalid_charset"
+    except ValueError:
+        parsed.error = "invalid_json" if media == "application/json" else "invalid_form_data"
+    return parsed
+
+
+def _str_param(params: Params, name: str) -> str | None:
+    """A parameter as a non-empty string, or None."""
+    value = params.get(name)
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text or None
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+# --------------------------------------------------------------------------- Block Kit
+
+
+def _too_long(limit: int, ptr: str) -> str:
+    # Slack words it "less than limit+1", e.g. "must be less than 3001 characters".
+    return f"must be less than {limit + 1} characters [json-pointer:{ptr}]"
+
+
+def _check_text(
+    obj: Any, ptr: str, *, max_len: int | None = None, plain_only: bool = False
+) -> list[str]:
+    """Validate a composition text object (``{"type": "plain_text", "text": ...}``)."""
+    if not isinstance(obj, dict):
+        return [f"must be an object [json-pointer:{ptr}]"]
+    errors: list[str] = []
+    allowed = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
+    if "type" not in obj:
+        errors.append(f"missing required field: type [json-pointer:{ptr}]")
+    elif obj["type"] not in allowed:
+        errors.append(f"must be a valid enum value [json-pointer:{ptr}/type]")
+    text = obj.get("text")
+    if text is None:
+        errors.append(f"missing required field: text [json-pointer:{ptr}]")
+    elif not isinstance(text, str):
+        errors.append(f"must be a string [json-pointer:{ptr}/text]")
+    elif text == "":
+        errors.append(f"must be more than 0 characters [json-pointer:{ptr}/text]")
+    elif max_len is not None and len(text) > max_len:
+        errors.append(_too_long(max_len, f"{ptr}/text"))
+    return errors
+
+
+def _check_str(obj: dict[str, Any], key: str, ptr: str, max_len: int) -> list[str]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        return [f"must be a string [json-pointer:{ptr}/{key}]"]
+    return [_too_long(max_len, f"{ptr}/{key}")] if len(value) > max_len else []
+
+
+def _check_items(
+    items: Any, ptr: str, *, max_items: int, required: bool, name: str, parent: str
+) -> list[str]:
+    """Common list checks: present, a list, 1..max_items long."""
+    if items is None:
+        return [f"missing required field: {name} [json-pointer:{parent}]"] if required else []
+    if not isinstance(items, list):
+        return [f"must be an array [json-pointer:{ptr}]"]
+    if not items:
+        return [f"must provide at least 1 items [json-pointer:{ptr}]"]
+    if len(items) > max_items:
+        return [f"no more than {max_items} items allowed [json-pointer:{ptr}]"]
+    return []
+
+
+_OPTION_ELEMENTS = {"static_select", "multi_static_select", "radio_buttons", "checkboxes", "overflow"}
+
+
+def _check_element(el: Any, ptr: str) -> list[str]:
+    """Validate an interactive element (button, select, input...)."""
+    if not isinstance(el, dict):
+        return [f"must be an object [json-pointer:{ptr}]"]
+    if "type" not in el:
+        return [f"missing required field: type [json-pointer:{ptr}]"]
+    kind = el["type"]
+    errors = _check_str(el, "action_id", ptr, 255)
+    if "placeholder" in el:
+        errors += _check_text(el["placeholder"], f"{ptr}/placeholder", max_len=150, plain_only=True)
+    if kind == "button":
+        if "text" not in el:
+            errors.append(f"missing required field: text [json-pointer:{ptr}]")
+        else:
+            errors += _check_text(el["text"], f"{ptr}/text", max_len=75, plain_only=True)
+        errors += _check_str(el, "value", ptr, 2000) + _check_str(el, "url", ptr, 3000)
+    if kind in _OPTION_ELEMENTS:
+        options = el.get("options")
+        needs_options = "option_groups" not in el
+        errors += _check_items(
+            options, f"{ptr}/options", max_items=100, required=needs_options,
+            name="options", parent=ptr,
+        )
+        for i, option in enumerate(options if isinstance(options, list) else []):
+            optr = f"{ptr}/options/{i}"
+            if not isinstance(option, dict):
+                errors.append(f"must be an object [json-pointer:{optr}]")
+                continue
+            errors += _check_text(
+                option.get("text"), f"{optr}/text", max_len=75,
+                plain_only=kind not in ("radio_buttons", "checkboxes"),
+            )
+            errors += _check_str(option, "value", optr, 150)
+    if kind == "plain_text_input":
+        for key, low in (("max_length", 1), ("min_length", 0)):
+            value = el.get(key)
+            if value is not None and not (isinstance(value, int) and low <= value <= 3000):
+                errors.append(f"must be between {low} and 3000 [json-pointer:{ptr}/{key}]")
+    return errors
+
+
+def _v_section(block: dict[str, Any], ptr: str) -> list[str]:
+    errors: list[str] = []
+    if "text" not in block and "fields" not in block:
+        errors.append(f"must provide either text or fields [json-pointer:{ptr}]")
+    if "text" in block:
+        errors += _check_text(block["text"], f"{ptr}/text", max_len=3000)
+    if "fields" in block:
+        fields = block["fields"]
+        errors += _check_items(
+            fields, f"{ptr}/fields", max_items=10, required=False, name="fields", parent=ptr
+        )
+        for i, item in enumerate(fields if isinstance(fields, list) else []):
+            errors += _check_text(item, f"{ptr}/fields/{i}")
+    if "accessory" in block:
+        errors += _check_element(block["accessory"], f"{ptr}/accessory")
+    return errors
+
+
+def _v_header(block: dict[str, Any], ptr: str) -> list[str]:
+    if "text" not in block:
+        return [f"missing required field: text [json-pointer:{ptr}]"]
+    return _check_text(block["text"], f"{ptr}/text", max_len=150, plain_only=True)
+
+
+def _v_actions(block: dict[str, Any], ptr: str) -> list[str]:
+    elements = block.get("elements")
+    errors = _check_items(
+        elements, f"{ptr}/elements", max_items=25, required=True, name="elements", parent=ptr
+    )
+    for i, el in enumerate(elements if isinstance(elements, list) else []):
+        errors += _check_element(el, f"{ptr}/elements/{i}")
+    return errors
+
+
+def _v_context(block: dict[str, Any], ptr: str) -> list[str]:
+    elements = block.get("elements")
+    errors = _check_items(
+        elements, f"{ptr}/elements", max_items=10, required=True, name="elements", parent=ptr
+    )
+    for i, el in enumerate(elements if isinstance(elements, list) else []):
+        if isinstance(el, dict) and el.get("type") in ("plain_text", "mrkdwn"):
+            errors += _check_text(el, f"{ptr}/elements/{i}")
+    return errors
+
+
+def _v_input(block: dict[str, Any], ptr: str) -> list[str]:
+    errors: list[str] = []
+    if "label" not in block:
+        errors.append(f"missing required field: label [json-pointer:{ptr}]")
+    else:
+        errors += _check_text(block["label"], f"{ptr}/label", max_len=2000, plain_only=True)
+    if "element" not in block:
+        errors.append(f"missing required field: element [json-pointer:{ptr}]")
+    else:
+        errors += _check_element(block["element"], f"{ptr}/element")
+    if "hint" in block:
+        errors += _check_text(block["hint"], f"{ptr}/hint", max_len=2000, plain_only=True)
+    return errors
+
+
+def _v_image(block: dict[str, Any], ptr: str) -> list[str]:
+    errors: list[str] = []
+    if "image_url" not in block and "slack_file" not in block:
+        errors.append(f"missing required field: image_url [json-pointer:{ptr}]")
+    if "alt_text" not in block:
+        errors.append(f"missing required field: alt_text [json-pointer:{ptr}]")
+    return errors + _check_str(block, "alt_text", ptr, 2000) + _check_str(block, "image_url", ptr, 3000)
+
+
+def _v_markdown(block: dict[str, Any], ptr: str) -> list[str]:
+    if "text" not in block:
+        return [f"missing required field: text [json-pointer:{ptr}]"]
+    return _check_str(block, "text", ptr, 12000)
+
+
+def _v_any(block: dict[str, Any], ptr: str) -> list[str]:
+    return []
+
+
+_BLOCK_CHECKS: dict[str, Callable[[dict[str, Any], str], list[str]]] = {
+    "section": _v_section,
+    "header": _v_header,
+    "actions": _v_actions,
+    "context": _v_context,
+    "input": _v_input,
+    "image": _v_image,
+    "markdown": _v_markdown,
+    "divider": _v_any,
+    "rich_text": _v_any,
+    "file": _v_any,
+    "video": _v_any,
+    "table": _v_any,
+    "call": _v_any,
+    "context_actions": _v_any,
+}
+
+
+def validate_blocks(blocks: list[Any], ptr: str, *, max_blocks: int) -> list[str]:
+    """Check a list of blocks; returns Slack-style messages (empty when valid)."""
+    errors: list[str] = []
+    if len(blocks) > max_blocks:
+        errors.append(f"no more than {max_blocks} items allowed [json-pointer:{ptr}]")
+    seen: set[str] = set()
+    for i, block in enumerate(blocks):
+        bptr = f"{ptr}/{i}"
+        if not isinstance(block, dict):
+            errors.append(f"failed to match all allowed schemas [json-pointer:{bptr}]")
+            continue
+        if "type" not in block:
+            errors.append(f"missing required field: type [json-pointer:{bptr}]")
+            continue
+        check = _BLOCK_CHECKS.get(block["type"])
+        if check is None:
+            errors.append(f"failed to match all allowed schemas [json-pointer:{bptr}]")
+            continue
+        block_id = block.get("block_id")
+        if block_id is not None:
+            errors += _check_str(block, "block_id", bptr, 255)
+            if block_id in seen:
+                errors.append(f"duplicate block_id [json-pointer:{bptr}/block_id]")
+            seen.add(block_id)
+        errors += check(block, bptr)
+    return errors
+
+
+def validate_view(view: dict[str, Any], *, allowed_types: tuple[str, ...]) -> list[str]:
+    """Check a view payload like views.open/update/push/publish do."""
+    errors: list[str] = []
+    kind = view.get("type")
+    if kind is None:
+        errors.append("missing required field: type [json-pointer:/view]")
+    elif kind not in allowed_types:
+        errors.append("must be a valid enum value [json-pointer:/view/type]")
+    if kind == "modal":
+        if "title" not in view:
+            errors.append("missing required field: title [json-pointer:/view]")
+        for key in ("title", "submit", "close"):
+            if view.get(key) is not None:
+                errors += _check_text(view[key], f"/view/{key}", max_len=24, plain_only=True)
+        has_input = any(
+            isinstance(b, dict) and b.get("type") == "input" for b in view.get("blocks") or []
+        )
+        if has_input and view.get("submit") is None:
+            errors.append("must provide submit when the view has input blocks [json-pointer:/view]")
+    for key, limit in (("callback_id", 255), ("external_id", 255), ("private_metadata", 3000)):
+        errors += _check_str(view, key, "/view", limit)
+    blocks = view.get("blocks")
+    if blocks is None:
+        errors.append("missing required field: blocks [json-pointer:/view]")
+    elif not isinstance(blocks, list):
+        errors.append("must be an array [json-pointer:/view/blocks]")
+    else:
+        errors += validate_blocks(blocks, "/view/blocks", max_blocks=100)
+    return errors
+
+
+# --------------------------------------------------------------------------- users
+
+_TZ_LABELS = {
+    "GMT": "Greenwich Mean Time",
+    "UTC": "Coordinated Universal Time",
+    "BST": "British Summer Time",
+    "WET": "Western European Time",
+    "WEST": "Western European Summer Time",
+    "CET": "Central European Time",
+    "CEST": "Central European Summer Time",
+    "EET": "Eastern European Time",
+    "EEST": "Eastern European Summer Time",
+    "MSK": "Moscow Time",
+    "IST": "India Standard Time",
+    "JST": "Japan Standard Time",
+    "AEST": "Australian Eastern Standard Time",
+    "AEDT": "Australian Eastern Daylight Time",
+    "EST": "Eastern Standard Time",
+    "EDT": "Eastern Daylight Time",
+    "CST": "Central Standard Time",
+    "CDT": "Central Daylight Time",
+    "MST": "Mountain Standard Time",
+    "MDT": "Mountain Daylight Time",
+    "PST": "Pacific Standard Time",
+    "PDT": "Pacific Daylight Time",
+}
+
+
+def _tz_fields(tz: str) -> dict[str, Any]:
+    """``tz``, ``tz_label``, ``tz_offset`` (seconds east of UTC, as of now)."""
+    now = datetime.now(ZoneInfo(tz))
+    offset = now.utcoffset()
+    abbreviation = now.tzname() or tz
+    return {
+        "tz": tz,
+        "tz_label": _TZ_LABELS.get(abbreviation, abbreviation),
+        "tz_offset": int(offset.total_seconds()) if offset is not None else 0,
+    }
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    """Hands every request to the owning FakeSlack; never raises."""
+
+    fake: ClassVar[FakeSlack]
+    server_version = "FakeSlack/1.0"
+    sys_version = ""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self._serve()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Silence the default stderr access log."""
+
+    def _serve(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length > 0 else b""
+        except (OSError, ValueError):
+            self.close_connection = True
+            return
+        split = urlsplit(self.path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        reply = self.fake._handle_http(split.path, split.query, headers, body)
+        self.close_connection = True
+        if reply.drop:
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        payload = json.dumps(reply.body).encode("utf-8")
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            pass  # the client gave up (e.g. its timeout fired during an injected delay)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("FakeSlack connection error from %s", client_address, exc_info=True)
+
+
+# --------------------------------------------------------------------------- the fake
+
+
+class FakeSlack:
+    """In-process fake of the Slack Web API (see module docstring)."""
+
+    def __init__(self, *, bot_token: str, single_use_triggers: bool = True) -> None:
+        """``single_use_triggers``: a trigger_id works once (views.open/push), as in Slack."""
+        self.bot_token = bot_token
+        self.single_use_triggers = single_use_triggers
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._methods: dict[str, _Method] = {}
+        self._calls: list[Call] = []
+        self._faults: dict[str, deque[_Fault]] = {}
+        self._server_errors: list[str] = []
+        self._users: dict[str, _User] = {}
+        self._usergroups: dict[str, list[str]] = {}
+        self._channels: dict[str, _Channel] = {}
+        self._messages: dict[str, dict[str, dict[str, Any]]] = {}
+        self._views: dict[str, dict[str, Any]] = {}
+        self._home_views: dict[str, dict[str, Any]] = {}
+        self._home_view_ids: dict[str, str] = {}
+        self._used_triggers: set[str] = set()
+        self._last_ts_us = 0
+        self._seq = itertools.count(1)
+        self._add_bot_user()
+        self._register_builtin_methods()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> FakeSlack:
+        """Start serving on 127.0.0.1 with an OS-chosen port (daemon thread)."""
+        if self._server is not None:
+            raise RuntimeError("FakeSlack already started")
+        self._stopping.clear()
+        handler = type("FakeSlackHandler", (_RequestHandler,), {"fake": self})
+        self._server = _Server(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"FakeSlack:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the server thread (idempotent)."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()  # wakes handlers sleeping in an injected delay
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on."""
+        if self._server is None:
+            raise RuntimeError("FakeSlack is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL for ``WebClient(base_url=...)``, e.g. ``http://127.0.0.1:5555/api/``."""
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    # ----------------------------------------------------------------- state set-up
+
+    def add_user(
+        self,
+        user_id: str,
+        *,
+        tz: str | None = "UTC",
+        name: str | None = None,
+        email: str | None = None,
+        is_bot: bool = False,
+        deleted: bool = False,
+        real_name: str | None = None,
+        display_name: str | None = None,
+    ) -> None:
+        """Add or replace a workspace member. ``tz=None``: user object without tz keys."""
+        if tz is not None:
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {tz!r}") from exc
+        name = name or user_id.lower()
+        with self._lock:
+            self._users[user_id] = _User(
+                id=user_id,
+                name=name,
+                real_name=real_name if real_name is not None else name,
+                display_name=display_name if display_name is not None else name,
+                tz=tz,
+                email=email,
+                is_bot=is_bot,
+                deleted=deleted,
+            )
+
+    def set_usergroup(self, usergroup_id: str, user_ids: list[str]) -> None:
+        """Set (or replace) the members of a user group."""
+        with self._lock:
+            self._usergroups[usergroup_id] = list(user_ids)
+
+    def add_channel(self, channel_id: str, *, name: str | None = None, is_member: bool = True) -> None:
+        """Add a public channel; the bot is a member unless ``is_member=False``."""
+        with self._lock:
+            self._channels[channel_id] = _Channel(
+                id=channel_id, name=name or channel_id.lower(), is_member=is_member
+            )
+            self._messages.setdefault(channel_id, {})
+
+    def add_message(
+        self,
+        channel_id: str,
+        text: str,
+        *,
+        user: str,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        blocks: list[dict[str, Any]] | None = None,
+    ) -> str:
+        """Seed a message written by a person (e.g. to react to or reply under); returns ts."""
+        with self._lock:
+            channel = self._resolve_channel(channel_id)
+            ts = ts or self._next_ts()
+            if ts in self._messages[channel]:
+                raise ValueError(f"message {ts} already exists in {channel}")
+            message: dict[str, Any] = {
+                "type": "message", "user": user, "text": text, "ts": ts, "team": TEAM_ID,
+                "blocks": copy.deepcopy(blocks or []),
+            }
+            self._store_message(channel, message, thread_ts)
+            return ts
+
+    def dm_channel_id(self, user_id: str) -> str:
+        """The stable IM channel id (``D...``) of the bot's DM with ``user_id``."""
+        return "D" + hashlib.sha1(user_id.encode()).hexdigest()[:8].upper()
+
+    def new_trigger_id(self) -> str:
+        """A fresh, realistic-looking trigger_id for views.open/push."""
+        n = next(self._seq)
+        return f"{n}.{int(time.time())}.{hashlib.sha1(str(n).encode()).hexdigest()[:24]}"
+
+    # ----------------------------------------------------------------- inspection
+
+    @property
+    def calls(self) -> list[Call]:
+        """Every call received, in order (a copy of the list)."""
+        with self._lock:
+            return list(self._calls)
+
+    def calls_to(self, method: str, *, include_failed: bool = False) -> list[Call]:
+        """Calls to ``method``; only ``ok: true`` ones unless ``include_failed``."""
+        with self._lock:
+            return [c for c in self._calls if c.method == method and (include_failed or c.ok)]
+
+    def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
+        """Block until ``count`` ok calls to ``method`` exist; AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = self.calls_to(method)
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = ", ".join(
+                        f"{c.method}->{'ok' if c.ok else (c.error or c.status)}" for c in self._calls
+                    )
+                    raise AssertionError(
+                        f"expected {count} ok call(s) to {method} within {timeout}s, "
+                        f"got {len(found)}; calls: [{seen}]"
+                    )
+                self._changed.wait(remaining)
+
+    def reset(self) -> None:
+        """Forget recorded calls (state and pending faults are kept)."""
+        with self._lock:
+            self._calls.clear()
+
+    @property
+    def server_errors(self) -> list[str]:
+        """Tracebacks of exceptions raised inside the fake (answered as HTTP 500)."""
+        with self._lock:
+            return list(self._server_errors)
+
+    @property
+    def messages(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Snapshot: channel id -> ts -> message, as posted/updated."""
+        with self._lock:
+            return copy.deepcopy(self._messages)
+
+    @property
+    def views(self) -> dict[str, dict[str, Any]]:
+        """Snapshot: view id -> view as last opened/updated/pushed/published."""
+        with self._lock:
+            return copy.deepcopy(self._views)
+
+    @property
+    def home_views(self) -> dict[str, dict[str, Any]]:
+        """Snapshot: user id -> last published home view."""
+        with self._lock:
+            return copy.deepcopy(self._home_views)
+
+    # ----------------------------------------------------------------- fault injection
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        error: str | None = None,
+        status: int | None = None,
+        retry_after: int | None = None,
+        drop: bool = False,
+        delay: float | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` calls to ``method`` fail (faults are used in order).
+
+        ``error="ratelimited"`` (or ``retry_after``) -> HTTP 429 + ``Retry-After``;
+        ``status=5xx`` -> that status with a Slack-like JSON body; ``error`` alone -> HTTP 200
+        ``ok: false``; ``drop`` -> close the connection unanswered; ``delay`` -> sleep first,
+        then answer normally (or apply the other settings).
+        """
+        if error is None and status is None and retry_after is None and not drop and not delay:
+            raise ValueError("fail_next needs error, status, retry_after, drop or delay")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        if error in ("ratelimited", "rate_limited") or retry_after is not None:
+            status = status or 429
+            error = error or "ratelimited"
+            retry_after = 1 if retry_after is None else retry_after
+        fault = _Fault(error=error, status=status, retry_after=retry_after, drop=drop, delay=delay)
+        with self._lock:
+            self._faults.setdefault(method, deque()).extend(copy.copy(fault) for _ in range(times))
+
+    def clear_faults(self) -> None:
+        """Drop all pending injected faults."""
+        with self._lock:
+            self._faults.clear()
+
+    # ----------------------------------------------------------------- method table
+
+    def register(self, method: str, handler: Handler, *, accepts_json: bool = True) -> None:
+        """Add or replace a Web API method.
+
+        ``handler(params) -> dict`` returns the response without ``ok`` and raises
+        :class:`SlackError` for ``ok: false``; it runs under the state lock. Set
+        ``accepts_json=False`` for methods Slack only reads from query/form parameters.
+        """
+        self._methods[method] = _Method(handler=handler, accepts_json=accepts_json)
+
+    def _register_builtin_methods(self) -> None:
+        table: list[tuple[str, Handler, bool]] = [
+            ("auth.test", self._auth_test, True),
+            ("chat.postMessage", self._chat_post_message, True),
+            ("chat.update", self._chat_update, True),
+            ("chat.postEphemeral", self._chat_post_ephemeral, True),
+            ("conversations.open", self._conversations_open, True),
+            ("users.info", self._users_info, False),
+            ("users.lookupByEmail", self._users_lookup_by_email, False),
+            ("usergroups.users.list", self._usergroups_users_list, False),
+            ("views.open", self._views_open, True),
+            ("views.update", self._views_update, True),
+            ("views.push", self._views_push, True),
+            ("views.publish", self._views_publish, True),
+            ("reactions.add", self._reactions_add, True),
+        ]
+        for method, handler, accepts_json in table:
+            self.register(method, handler, accepts_json=accepts_json)
+
+    # ----------------------------------------------------------------- request pipeline
+
+    def _handle_http(self, path: str, query: str, headers: dict[str, str], body: bytes) -> _Reply:
+        """Answer one HTTP request; records it and never raises."""
+        method = unquote(path[len("/api/"):]).strip("/") if path.startswith("/api/") else path
+        parsed = _ParsedRequest(query={}, form={}, json={})
+        try:
+            parsed = _parse_request(query, headers, body)
+            with self._lock:
+                fault = self._faults.get(method, deque()).popleft() if self._faults.get(method) else None
+            reply = self._apply_fault(fault) if fault else None
+            if reply is None:
+                with self._lock:
+                    reply = self._dispatch(method, path, parsed, headers)
+        except Exception:
+            trace = traceback.format_exc()
+            log.error("FakeSlack: exception while handling %s\n%s", method, trace)
+            with self._lock:
+                self._server_errors.append(trace)
+            reply = _Reply(500, {"ok": False, "error": "fatal_error"})
+        params = _decode_json_fields({**parsed.query, **parsed.form, **parsed.json})
+        call = Call(
+            method=method,
+            params=params,
+            headers=dict(headers),
+            response=None if reply.drop else copy.deepcopy(reply.body),
+            status=0 if reply.drop else reply.status,
+        )
+        with self._changed:
+            self._calls.append(call)
+            self._changed.notify_all()
+        return reply
+
+    def _apply_fault(self, fault: _Fault) -> _Reply | None:
+        """Turn an injected fault into a reply; None means 'answer normally'."""
+        if fault.delay:
+            self._stopping.wait(fault.delay)
+            if self._stopping.is_set():
+                return _Reply(drop=True)
+        if fault.drop:
+            return _Reply(drop=True)
+        if fault.status is None and fault.error is None:
+            return None
+        status = fault.status or 200
+        default_error = {429: "ratelimited", 503: "service_unavailable"}.get(status, "fatal_error")
+        body = {"ok": False, "error": fault.error or default_error}
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+        return _Reply(status, body, headers)
+
+    def _dispatch(
+        self, method: str, path: str, parsed: _ParsedRequest, headers: dict[str, str]
+    ) -> _Reply:
+        if not path.startswith("/api/"):
+            return _Reply(404, {"ok": False, "error": "not_found"})
+        spec = self._methods.get(method)
+        if spec is None:
+            return _Reply(200, {"ok": False, "error": "unknown_method", "req_method": method})
+        if parsed.error:
+            return _Reply(200, {"ok": False, "error": parsed.error})
+        token = self._token(headers, parsed)
+        if token is None:
+            return _Reply(200, {"ok": False, "error": "not_authed"})
+        if token != self.bot_token:
+            return _Reply(200, {"ok": False, "error": "invalid_auth"})
+        params = {**parsed.query, **parsed.form}
+        if spec.accepts_json:
+            params.update(parsed.json)
+        params.pop("token", None)
+        try:
+            body = {"ok": True, **spec.handler(_decode_json_fields(params))}
+        except SlackError as exc:
+            body = {"ok": False, "error": exc.error, **exc.extra}
+        if parsed.json_without_charset:
+            body["warning"] = "missing_charset"
+            meta = body.setdefault("response_metadata", {})
+            meta.setdefault("warnings", []).append("missing_charset")
+        return _Reply(200, body)
+
+    @staticmethod
+    def _token(headers: dict[str, str], parsed: _ParsedRequest) -> str | None:
+        """Bearer header, else a ``token`` query/form field (never a JSON body field)."""
+        auth = headers.get("authorization", "")
+        if auth[:7].lower() == "bearer " and auth[7:].strip():
+            return auth[7:].strip()
+        token = parsed.form.get("token") or parsed.query.get("token")
+        return str(token) if token else None
+
+    # ----------------------------------------------------------------- helpers (lock held)
+
+    def _add_bot_user(self) -> None:
+        self._users[BOT_USER_ID] = _User(
+            id=BOT_USER_ID, name=BOT_USER_NAME, real_name="Closeloop", display_name="",
+            tz="America/Los_Angeles", email=None, is_bot=True, deleted=False, bot_id=BOT_ID,
+        )
+
+    def _next_ts(self) -> str:
+        """Unique, increasing message ts ("1700000000.000100" style) near the current time."""
+        micros = max(time.time_ns() // 1000, self._last_ts_us + 1)
+        self._last_ts_us = micros
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+    def _short_id(self) -> str:
+        return hashlib.sha1(str(next(self._seq)).encode()).hexdigest()[:5]
+
+    def _open_dm(self, user_id: str) -> _Channel:
+        dm_id = self.dm_channel_id(user_id)
+        if dm_id not in self._channels:
+            self._channels[dm_id] = _Channel(id=dm_id, name=dm_id, is_im=True, user=user_id)
+            self._messages.setdefault(dm_id, {})
+        return self._channels[dm_id]
+
+    def _resolve_channel(self, value: Any) -> str:
+        """Channel id / #name / user id (-> DM) to a channel id the bot can post in."""
+        if not isinstance(value, str) or not value:
+            raise SlackError("channel_not_found")
+        if value in self._channels:
+            channel = self._channels[value]
+            if not channel.is_member:
+                raise SlackError("not_in_channel")
+            return channel.id
+        user = self._users.get(value)
+        if user is not None and not user.deleted and user.id != BOT_USER_ID:
+            return self._open_dm(user.id).id
+        for user_id in self._users:  # a D... id derived from a known user
+            if value == self.dm_channel_id(user_id) and not self._users[user_id].deleted:
+                return self._open_dm(user_id).id
+        name = value.removeprefix("#")
+        for channel in self._channels.values():
+            if channel.name == name and not channel.is_im:
+                if not channel.is_member:
+                    raise SlackError("not_in_channel")
+                return channel.id
+        raise SlackError("channel_not_found")
+
+    def _assign_ids(self, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Copy of blocks with generated block_id/action_id where missing, as Slack does."""
+        out = copy.deepcopy(blocks)
+        for block in out:
+            block.setdefault("block_id", self._short_id())
+            elements = list(block.get("elements") or []) if block.get("type") == "actions" else []
+            elements += [block[k] for k in ("element", "accessory") if isinstance(block.get(k), dict)]
+            for element in elements:
+                if isinstance(element, dict) and element.get("type") not in ("image", None):
+                    element.setdefault("action_id", self._short_id())
+        return out
+
+    def _message_content(
+        self, params: Params
+    ) -> tuple[str | None, list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+        """Validated (text, blocks, attachments) of a message; None where not given."""
+        text = params.get("text")
+        text = None if text is None else str(text)
+        blocks = params.get("blocks")
+        if blocks is not None:
+            if not isinstance(blocks, list):
+                raise SlackError("invalid_blocks_format")
+            errors = validate_blocks(blocks, "/blocks", max_blocks=50)
+            if errors:
+                raise SlackError(
+                    "invalid_blocks",
+                    errors=errors,
+                    response_metadata={"messages": [f"[ERROR] {e}" for e in errors]},
+                )
+        attachments = params.get("attachments")
+        if attachments is not None:
+            if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
+                raise SlackError("invalid_attachments")
+            if len(attachments) > 100:
+                raise SlackError("too_many_attachments")
+        return text, blocks, attachments
+
+    def _store_message(self, channel: str, message: dict[str, Any], thread_ts: str | None) -> None:
+        """Store a message; a reply to a reply joins the parent's thread, as in Slack."""
+        messages = self._messages.setdefault(channel, {})
+        if thread_ts:
+            parent = messages.get(thread_ts)
+            if parent is not None:
+                thread_ts = parent.get("thread_ts", thread_ts)
+                root = messages.get(thread_ts, parent)
+                root["thread_ts"] = thread_ts
+                root["reply_count"] = root.get("reply_count", 0) + 1
+                root["latest_reply"] = message["ts"]
+            message["thread_ts"] = thread_ts
+        messages[message["ts"]] = message
+
+    def _user_object(self, user: _User, *, include_locale: bool = False) -> dict[str, Any]:
+        profile: dict[str, Any] = {
+            "real_name": user.real_name,
+            "real_name_normalized": user.real_name,
+            "display_name": user.display_name,
+            "display_name_normalized": user.display_name,
+            "team": TEAM_ID,
+        }
+        if user.email:
+            profile["email"] = user.email
+        if user.bot_id:
+            profile["bot_id"] = user.bot_id
+        obj: dict[str, Any] = {
+            "id": user.id,
+            "team_id": TEAM_ID,
+            "name": user.name,
+            "deleted": user.deleted,
+            "color": "9f69e7",
+            "real_name": user.real_name,
+            "profile": profile,
+            "is_admin": False,
+            "is_owner": False,
+            "is_primary_owner": False,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
+            "is_bot": user.is_bot,
+            "is_app_user": False,
+            "updated": 1700000000,
+        }
+        if user.tz is not None:
+            obj.update(_tz_fields(user.tz))
+        if include_locale:
+            obj["locale"] = "en-US"
+        return obj
+
+    def _parse_view_param(self, params: Params, allowed_types: tuple[str, ...]) -> dict[str, Any]:
+        view = params.get("view")
+        if view is None:
+            raise _invalid_arguments("[ERROR] missing required field: view")
+        if not isinstance(view, dict):
+            raise _invalid_arguments("[ERROR] must be an object [json-pointer:/view]")
+        if len(json.dumps(view)) > 250_000:
+            raise SlackError("view_too_large")
+        errors = validate_view(view, allowed_types=allowed_types)
+        if errors:
+            raise _invalid_arguments(*(f"[ERROR] {e}" for e in errors))
+        return view
+
+    def _check_trigger(self, params: Params) -> str:
+        trigger_id = _str_param(params, "trigger_id")
+        if trigger_id is None or not trigger_id.strip():
+            raise _invalid_arguments("invalid `trigger_id`")
+        if self.single_use_triggers and trigger_id in self._used_triggers:
+            raise SlackError("exchanged_trigger_id")
+        return trigger_id
+
+    def _check_external_id(self, view: dict[str, Any], own_id: str | None) -> None:
+        external_id = view.get("external_id")
+        if not external_id:
+            return
+        for vid, other in self._views.items():
+            if vid != own_id and other.get("external_id") == external_id:
+                raise SlackError("duplicate_external_id")
+
+    def _store_view(
+        self, view: dict[str, Any], *, existing: dict[str, Any] | None = None,
+        view_id: str | None = None, previous_view_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a validated view the way Slack answers it (id, hash, state...)."""
+        view_id = view_id or (existing["id"] if existing else f"V{next(self._seq):08d}")
+        stored: dict[str, Any] = {
+            "id": view_id,
+            "team_id": TEAM_ID,
+            "type": view["type"],
+            "blocks": self._assign_ids(view.get("blocks") or []),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "external_id": view.get("external_id", ""),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{hashlib.sha1(str(next(self._seq)).encode()).hexdigest()[:8]}",
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "close": view.get("close"),
+            "submit": view.get("submit"),
+            "previous_view_id": existing["previous_view_id"] if existing else previous_view_id,
+            "root_view_id": existing["root_view_id"] if existing else view_id,
+            "app_id": APP_ID,
+            "app_installed_team_id": TEAM_ID,
+            "bot_id": BOT_ID,
+        }
+        if "title" in view:
+            stored["title"] = view["title"]
+        self._views[view_id] = stored
+        return copy.deepcopy(stored)
+
+    # ----------------------------------------------------------------- methods
+
+    def _auth_test(self, params: Params) -> dict[str, Any]:
+        """auth.test: who the bot token belongs to."""
+        return {
+            "url": f"https://{TEAM_DOMAIN}.slack.com/",
+            "team": TEAM_NAME,
+            "user": BOT_USER_NAME,
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _chat_post_message(self, params: Params) -> dict[str, Any]:
+        """chat.postMessage: post to a channel, DM (user id / D id) or thread."""
+        channel = self._resolve_channel(params.get("channel"))
+        text, blocks, attachments = self._message_content(params)
+        if not text and not blocks and not attachments:
+            raise SlackError("no_text")
+        ts = self._next_ts()
+        message: dict[str, Any] = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "app_id": APP_ID,
+            "team": TEAM_ID,
+            "text": text or "",
+            "ts": ts,
+            "blocks": self._assign_ids(blocks or []),
+        }
+        if attachments:
+            message["attachments"] = copy.deepcopy(attachments)
+        if isinstance(params.get("metadata"), dict):
+            message["metadata"] = copy.deepcopy(params["metadata"])
+        thread_ts = _str_param(params, "thread_ts")
+        if thread_ts and _truthy(params.get("reply_broadcast")):
+            message["subtype"] = "thread_broadcast"
+        self._store_message(channel, message, thread_ts)
+        return {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
+
+    def _chat_update(self, params: Params) -> dict[str, Any]:
+        """chat.update: edit a bot message; omitted blocks/attachments are kept."""
+        channel_id = _str_param(params, "channel")
+        if channel_id is None or channel_id not in self._channels:
+            raise SlackError("channel_not_found")
+        ts = _str_param(params, "ts")
+        message = self._messages.get(channel_id, {}).get(ts or "")
+        if message is None:
+            raise SlackError("message_not_found")
+        if message.get("bot_id") != BOT_ID:
+            raise SlackError("cant_update_message")
+        text, blocks, attachments = self._message_content(params)
+        if not text and not blocks and not attachments:
+            raise SlackError("no_text")
+        message["text"] = text or ""
+        if blocks is not None:
+            message["blocks"] = self._assign_ids(blocks)
+        if attachments is not None:
+            message["attachments"] = copy.deepcopy(attachments)
+        message["edited"] = {"user": BOT_USER_ID, "ts": self._next_ts()}
+        return {
+            "channel": channel_id,
+            "ts": message["ts"],
+            "text": message["text"],
+            "message": copy.deepcopy(message),
+        }
+
+    def _chat_post_ephemeral(self, params: Params) -> dict[str, Any]:
+        """chat.postEphemeral: visible to one user; nothing is stored."""
+        self._resolve_channel(params.get("channel"))
+        user = self._users.get(_str_param(params, "user") or "")
+        if user is None or user.deleted:
+            raise SlackError("user_not_in_channel")
+        text, blocks, attachments = self._message_content(params)
+        if not text and not blocks and not attachments:
+            raise SlackError("no_text")
+        return {"message_ts": self._next_ts()}
+
+    def _conversations_open(self, params: Params) -> dict[str, Any]:
+        """conversations.open: the bot's IM with one user (stable D... id)."""
+        users = params.get("users")
+        if isinstance(users, list):
+            users = ",".join(str(u) for u in users)
+        channel_id = _str_param(params, "channel")
+        if not users:
+            if channel_id is None:
+                raise SlackError("users_list_not_supplied")
+            existing = self._channels.get(channel_id)
+            if existing is None or not existing.is_im:
+                raise SlackError("channel_not_found")
+            return {"channel": {"id": existing.id}, "no_op": True, "already_open": True}
+        ids = [u.strip() for u in str(users).split(",") if u.strip()]
+        if len(ids) != 1:
+            raise SlackError("not_enough_users" if not ids else "too_many_users")
+        user = self._users.get(ids[0])
+        if user is None:
+            raise SlackError("user_not_found")
+        if user.deleted:
+            raise SlackError("user_disabled")
+        already_open = self.dm_channel_id(user.id) in self._channels
+        channel = self._open_dm(user.id)
+        body: dict[str, Any] = {"channel": {"id": channel.id}}
+        if _truthy(params.get("return_im")):
+            body["channel"].update(
+                {"created": 1700000000, "is_im": True, "is_org_shared": False, "user": user.id,
+                 "is_user_deleted": False, "priority": 0}
+            )
+        if already_open:
+            body.update({"no_op": True, "already_open": True})
+        return body
+
+    def _users_info(self, params: Params) -> dict[str, Any]:
+        """users.info: one user object."""
+        user = self._users.get(_str_param(params, "user") or "")
+        if user is None:
+            raise SlackError("user_not_found")
+        include_locale = _truthy(params.get("include_locale"))
+        return {"user": self._user_object(user, include_locale=include_locale)}
+
+    def _users_lookup_by_email(self, params: Params) -> dict[str, Any]:
+        """users.lookupByEmail: case-insensitive email match."""
+        email = (_str_param(params, "email") or "").strip().lower()
+        for user in self._users.values():
+            if email and user.email and user.email.lower() == email:
+                return {"user": self._user_object(user)}
+        raise SlackError("users_not_found")
+
+    def _usergroups_users_list(self, params: Params) -> dict[str, Any]:
+        """usergroups.users.list: member ids of a user group."""
+        group = self._usergroups.get(_str_param(params, "usergroup") or "")
+        if group is None:
+            raise SlackError("no_such_subteam")
+        return {"users": list(group)}
+
+    def _views_open(self, params: Params) -> dict[str, Any]:
+        """views.open: open a modal with a single-use trigger_id."""
+        trigger_id = self._check_trigger(params)
+        view = self._parse_view_param(params, ("modal",))
+        self._check_external_id(view, None)
+        self._used_triggers.add(trigger_id)
+        return {"view": self._store_view(view)}
+
+    def _views_push(self, params: Params) -> dict[str, Any]:
+        """views.push: push a modal onto the stack (stack depth is not tracked)."""
+        trigger_id = self._check_trigger(params)
+        view = self._parse_view_param(params, ("modal",))
+        self._check_external_id(view, None)
+        self._used_triggers.add(trigger_id)
+        return {"view": self._store_view(view)}
+
+    def _views_update(self, params: Params) -> dict[str, Any]:
+        """views.update: replace a view found by view_id or external_id."""
+        view_id = _str_param(params, "view_id")
+        external_id = _str_param(params, "external_id")
+        if view_id is None and external_id is None:
+            raise _invalid_arguments("[ERROR] missing required field: view_id or external_id")
+        if view_id is not None:
+            existing = self._views.get(view_id)
+        else:
+            existing = next(
+                (v for v in self._views.values() if v.get("external_id") == external_id), None
+            )
+        if existing is None:
+            raise SlackError("not_found")
+        view = self._parse_view_param(params, ("modal", "home"))
+        view_hash = _str_param(params, "hash")
+        if view_hash is not None and view_hash != existing["hash"]:
+            raise SlackError("hash_conflict")
+        self._check_external_id(view, existing["id"])
+        stored = self._store_view(view, existing=existing)
+        for user_id, home in self._home_views.items():
+            if home["id"] == stored["id"]:
+                self._home_views[user_id] = copy.deepcopy(stored)
+        return {"view": stored}
+
+    def _views_publish(self, params: Params) -> dict[str, Any]:
+        """views.publish: set a user's App Home (type "home")."""
+        user_id = _str_param(params, "user_id")
+        user = self._users.get(user_id or "")
+        if user is None or user.deleted:
+            raise _invalid_arguments("invalid `user_id`")
+        view = self._parse_view_param(params, ("home",))
+        current = self._home_views.get(user.id)
+        view_hash = _str_param(params, "hash")
+        if view_hash is not None and current is not None and view_hash != current["hash"]:
+            raise SlackError("hash_conflict")
+        view_id = self._home_view_ids.setdefault(user.id, f"V{next(self._seq):08d}")
+        existing = self._views.get(view_id)
+        stored = self._store_view(view, existing=existing, view_id=view_id)
+        self._home_views[user.id] = copy.deepcopy(stored)
+        return {"view": stored}
+
+    def _reactions_add(self, params: Params) -> dict[str, Any]:
+        """reactions.add: the bot reacts to a message."""
+        timestamp = _str_param(params, "timestamp")
+        channel_id = _str_param(params, "channel")
+        if timestamp is None or channel_id is None:
+            raise SlackError("no_item_specified")
+        if not _TS_RE.match(timestamp):
+            raise SlackError("bad_timestamp")
+        if channel_id not in self._channels:
+            raise SlackError("channel_not_found")
+        name = (_str_param(params, "name") or "").strip(":")
+        if not name:
+            raise SlackError("invalid_name")
+        message = self._messages.get(channel_id, {}).get(timestamp)
+        if message is None:
+            raise SlackError("message_not_found")
+        reactions: list[dict[str, Any]] = message.setdefault("reactions", [])
+        reaction = next((r for r in reactions if r["name"] == name), None)
+        if reaction is None:
+            reaction = {"name": name, "users": [], "count": 0}
+            reactions.append(reaction)
+        if BOT_USER_ID in reaction["users"]:
+            raise SlackError("already_reacted")
+        reaction["users"].append(BOT_USER_ID)
+        reaction["count"] += 1
+        return {}

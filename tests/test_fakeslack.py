@@ -1,0 +1,725 @@
+"""Tests of tests/fakeslack.py, driven through the real slack_sdk.WebClient."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from http.client import RemoteDisconnected
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from tests.fakeslack import Call, FakeSlack, SlackError
+
+TOKEN = "xoxb-test-token"
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack(bot_token=TOKEN) as fake:
+        fake.add_user("U1", tz="Europe/Berlin", name="ana", email="ana@example.com")
+        fake.add_user("U2", tz=None, name="bo", email="Bo@Example.com")
+        fake.add_user("U3", name="gone", deleted=True)
+        fake.set_usergroup("S1", ["U1", "U2"])
+        fake.add_channel("C1", name="marketing-feedback")
+        fake.add_channel("C2", name="elsewhere", is_member=False)
+        yield fake
+
+
+@pytest.fixture
+def client(slack: FakeSlack) -> WebClient:
+    # retry_handlers=[]: failures surface directly unless a test opts into retries.
+    return WebClient(token=TOKEN, base_url=slack.url, retry_handlers=[])
+
+
+def api_error(excinfo: pytest.ExceptionInfo[SlackApiError]) -> str:
+    return excinfo.value.response["error"]
+
+
+def modal(title: str = "Feedback", **extra: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "type": "modal",
+        "callback_id": "feedback",
+        "title": {"type": "plain_text", "text": title},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "note",
+                "label": {"type": "plain_text", "text": "Note"},
+                "element": {"type": "plain_text_input", "action_id": "note"},
+            }
+        ],
+    }
+    view.update(extra)
+    return view
+
+
+def section(text: str, block_id: str | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+# ----------------------------------------------------------------------------- auth & plumbing
+
+
+def test_url_and_context_manager() -> None:
+    fake = FakeSlack(bot_token=TOKEN)
+    with fake:
+        assert fake.url.startswith("http://127.0.0.1:") and fake.url.endswith("/api/")
+        assert WebClient(token=TOKEN, base_url=fake.url).auth_test()["ok"] is True
+    fake.stop()  # idempotent
+    with pytest.raises(RuntimeError):
+        _ = fake.url
+
+
+def test_auth_test(client: WebClient, slack: FakeSlack) -> None:
+    resp = client.auth_test()
+    assert resp["team_id"] == "T0001"
+    assert resp["user_id"] == "UBOT"
+    assert resp["bot_id"] == "B0001"
+    assert {"url", "team", "user"} <= set(resp.data)
+    (call,) = slack.calls_to("auth.test")
+    assert call.status == 200
+    assert call.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_missing_token_is_not_authed(slack: FakeSlack) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        WebClient(base_url=slack.url).auth_test()
+    assert api_error(exc) == "not_authed"
+
+
+def test_wrong_token_is_invalid_auth(slack: FakeSlack) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        WebClient(token="xoxb-wrong", base_url=slack.url).chat_postMessage(channel="C1", text="x")
+    assert api_error(exc) == "invalid_auth"
+    assert slack.calls_to("chat.postMessage") == []
+    (failed,) = slack.calls_to("chat.postMessage", include_failed=True)
+    assert failed.response == {"ok": False, "error": "invalid_auth"}
+    assert slack.messages["C1"] == {}
+
+
+def test_token_as_form_field_and_get_query(slack: FakeSlack) -> None:
+    data = f"token={TOKEN}&user=U1".encode()
+    with urllib.request.urlopen(slack.url + "users.info", data=data, timeout=5) as resp:
+        assert json.load(resp)["user"]["id"] == "U1"
+    with urllib.request.urlopen(slack.url + f"users.info?token={TOKEN}&user=U2", timeout=5) as resp:
+        assert json.load(resp)["user"]["name"] == "bo"
+
+
+def test_token_inside_json_body_is_not_accepted(slack: FakeSlack) -> None:
+    # Slack only reads the token of a JSON request from the Authorization header.
+    req = urllib.request.Request(
+        slack.url + "auth.test",
+        data=json.dumps({"token": TOKEN}).encode(),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.load(resp) == {"ok": False, "error": "not_authed"}
+
+
+def test_unknown_method(client: WebClient, slack: FakeSlack) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.api_call("files.getUploadURLExternal", params={"filename": "a.txt", "length": 1})
+    assert api_error(exc) == "unknown_method"
+    assert exc.value.response.status_code == 200
+
+
+def test_form_only_method_ignores_json_body(client: WebClient) -> None:
+    # users.info is not a JSON-accepting method, so a JSON body's "user" is not read.
+    with pytest.raises(SlackApiError) as exc:
+        client.api_call("users.info", json={"user": "U1"})
+    assert api_error(exc) == "user_not_found"
+    assert client.users_info(user="U1")["user"]["id"] == "U1"
+
+
+def test_invalid_json_body(slack: FakeSlack) -> None:
+    req = urllib.request.Request(
+        slack.url + "chat.postMessage",
+        data=b"{not json",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.load(resp)["error"] == "invalid_json"
+
+
+def test_json_without_charset_gets_warning(slack: FakeSlack) -> None:
+    req = urllib.request.Request(
+        slack.url + "auth.test",
+        data=b"{}",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        body = json.load(resp)
+    assert body["ok"] is True
+    assert body["response_metadata"]["warnings"] == ["missing_charset"]
+
+
+def test_bolt_app_starts_against_fake(slack: FakeSlack) -> None:
+    from slack_bolt import App
+
+    App(signing_secret="secret", client=WebClient(token=TOKEN, base_url=slack.url))
+    assert len(slack.calls_to("auth.test")) == 1
+
+
+# ----------------------------------------------------------------------------- chat.postMessage
+
+
+def test_post_message_text_and_blocks(client: WebClient, slack: FakeSlack) -> None:
+    blocks = [section("*hello*", "b1"), {"type": "divider"}]
+    resp = client.chat_postMessage(channel="C1", text="hello", blocks=blocks)
+    ts = resp["ts"]
+    assert resp["channel"] == "C1"
+    whole, frac = ts.split(".")
+    assert len(frac) == 6 and abs(int(whole) - time.time()) < 60
+    assert resp["message"]["text"] == "hello"
+    assert resp["message"]["bot_id"] == "B0001"
+    stored = slack.messages["C1"][ts]
+    assert stored["blocks"][0] == blocks[0]
+    assert stored["blocks"][1]["block_id"]  # Slack fills in missing block_ids
+    (call,) = slack.calls_to("chat.postMessage")
+    assert call.params["blocks"] == blocks  # decoded JSON, exactly as sent
+    assert call.params["channel"] == "C1"
+    assert call.response is not None and call.response["ts"] == ts
+
+
+def test_post_message_form_encoded_blocks_are_decoded(client: WebClient, slack: FakeSlack) -> None:
+    blocks = [section("form")]
+    client.api_call("chat.postMessage", data={"channel": "C1", "blocks": json.dumps(blocks)})
+    (call,) = slack.calls_to("chat.postMessage")
+    assert call.params["blocks"] == blocks
+
+
+def test_post_message_ts_unique_and_increasing_under_concurrency(slack: FakeSlack) -> None:
+    def post(i: int) -> None:
+        WebClient(token=TOKEN, base_url=slack.url).chat_postMessage(channel="C1", text=str(i))
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    calls = slack.wait_for("chat.postMessage", count=20)
+    stamps = [c.response["ts"] for c in calls if c.response]
+    assert len(set(stamps)) == 20
+    assert sorted(stamps, key=float) == sorted(stamps)
+    assert len(slack.messages["C1"]) == 20
+
+
+def test_post_message_to_user_id_goes_to_dm(client: WebClient, slack: FakeSlack) -> None:
+    resp = client.chat_postMessage(channel="U1", text="hi")
+    dm = client.conversations_open(users="U1")["channel"]["id"]
+    assert dm.startswith("D") and resp["channel"] == dm == slack.dm_channel_id("U1")
+    assert client.chat_postMessage(channel=dm, text="again")["channel"] == dm
+    assert len(slack.messages[dm]) == 2
+
+
+def test_post_message_by_channel_name(client: WebClient) -> None:
+    assert client.chat_postMessage(channel="#marketing-feedback", text="x")["channel"] == "C1"
+
+
+def test_post_message_thread_replies(client: WebClient, slack: FakeSlack) -> None:
+    parent = client.chat_postMessage(channel="C1", text="parent")["ts"]
+    reply = client.chat_postMessage(channel="C1", text="r1", thread_ts=parent)["ts"]
+    nested = client.chat_postMessage(channel="C1", text="r2", thread_ts=reply)["ts"]
+    messages = slack.messages["C1"]
+    assert messages[reply]["thread_ts"] == parent
+    assert messages[nested]["thread_ts"] == parent  # a reply to a reply joins the thread
+    assert messages[parent]["reply_count"] == 2
+    # Slack does not reject an unknown thread_ts.
+    assert client.chat_postMessage(channel="C1", text="x", thread_ts="1.000001")["ok"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"text": "no channel"}, "channel_not_found"),
+        ({"channel": "C999", "text": "x"}, "channel_not_found"),
+        ({"channel": "U404", "text": "x"}, "channel_not_found"),
+        ({"channel": "C2", "text": "x"}, "not_in_channel"),
+        ({"channel": "C1"}, "no_text"),
+        ({"channel": "C1", "text": "", "blocks": []}, "no_text"),
+        ({"channel": "C1", "blocks": [section(str(i)) for i in range(51)]}, "invalid_blocks"),
+        ({"channel": "C1", "blocks": [section("x" * 3001)]}, "invalid_blocks"),
+        ({"channel": "C1", "blocks": [{"text": "no type"}]}, "invalid_blocks"),
+        ({"channel": "C1", "blocks": ["not a dict"]}, "invalid_blocks"),
+        ({"channel": "C1", "blocks": [{"type": "sectoin"}]}, "invalid_blocks"),
+        ({"channel": "C1", "blocks": [section("a", "x"), section("b", "x")]}, "invalid_blocks"),
+        (
+            {"channel": "C1", "blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "h"}}]},
+            "invalid_blocks",
+        ),
+        ({"channel": "C1", "blocks": {"type": "section"}}, "invalid_blocks_format"),
+        ({"channel": "C1", "attachments": [{}] * 101}, "too_many_attachments"),
+    ],
+)
+def test_post_message_rejections(
+    client: WebClient, slack: FakeSlack, kwargs: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.api_call("chat.postMessage", json=kwargs)
+    assert api_error(exc) == error
+    assert all(not m for m in slack.messages.values())
+
+
+def test_invalid_blocks_messages_name_the_pointer(client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postMessage(channel="C1", text="x", blocks=[section("x" * 3001)])
+    assert exc.value.response["errors"] == [
+        "must be less than 3001 characters [json-pointer:/blocks/0/text/text]"
+    ]
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postMessage(channel="C1", text="x", blocks=[{"type": "divider"}] * 51)
+    assert exc.value.response["response_metadata"]["messages"] == [
+        "[ERROR] no more than 50 items allowed [json-pointer:/blocks]"
+    ]
+
+
+def test_post_message_exactly_at_limits_is_accepted(client: WebClient) -> None:
+    client.chat_postMessage(channel="C1", text="x", blocks=[section(str(i)) for i in range(50)])
+    client.chat_postMessage(channel="C1", text="x", blocks=[section("y" * 3000)])
+
+
+def test_post_message_unparsable_form_blocks(client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.api_call("chat.postMessage", data={"channel": "C1", "blocks": "[{oops"})
+    assert api_error(exc) == "invalid_blocks_format"
+
+
+# ----------------------------------------------------------------------------- chat.update
+
+
+def test_chat_update(client: WebClient, slack: FakeSlack) -> None:
+    ts = client.chat_postMessage(channel="C1", text="v1", blocks=[section("v1", "b")])["ts"]
+    resp = client.chat_update(channel="C1", ts=ts, text="v2")
+    assert (resp["channel"], resp["ts"], resp["text"]) == ("C1", ts, "v2")
+    stored = slack.messages["C1"][ts]
+    assert stored["text"] == "v2"
+    assert stored["blocks"][0]["block_id"] == "b"  # omitted blocks are kept
+    assert stored["edited"]["user"] == "UBOT"
+    client.chat_update(channel="C1", ts=ts, text="v3", blocks=[])
+    assert slack.messages["C1"][ts]["blocks"] == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"channel": "C1", "ts": "1.000001", "text": "x"}, "message_not_found"),
+        ({"channel": "C999", "ts": "1.000001", "text": "x"}, "channel_not_found"),
+        ({"channel": "C1", "ts": "<posted>"}, "no_text"),
+        ({"channel": "C1", "ts": "<posted>", "blocks": [{"type": "nope"}]}, "invalid_blocks"),
+    ],
+)
+def test_chat_update_rejections(
+    client: WebClient, kwargs: dict[str, Any], error: str
+) -> None:
+    posted = client.chat_postMessage(channel="C1", text="v1")["ts"]
+    if kwargs.get("ts") == "<posted>":
+        kwargs = {**kwargs, "ts": posted}
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_update(**kwargs)
+    assert api_error(exc) == error
+
+
+def test_chat_update_of_someone_elses_message(client: WebClient, slack: FakeSlack) -> None:
+    ts = slack.add_message("C1", "written by a person", user="U1")
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_update(channel="C1", ts=ts, text="hijack")
+    assert api_error(exc) == "cant_update_message"
+
+
+# ----------------------------------------------------------------------------- ephemeral & DMs
+
+
+def test_post_ephemeral(client: WebClient, slack: FakeSlack) -> None:
+    resp = client.chat_postEphemeral(channel="C1", user="U1", text="only you")
+    assert resp["message_ts"]
+    assert slack.messages["C1"] == {}
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postEphemeral(channel="C1", user="U404", text="x")
+    assert api_error(exc) == "user_not_in_channel"
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postEphemeral(channel="C1", user="U1")
+    assert api_error(exc) == "no_text"
+
+
+def test_conversations_open(client: WebClient, slack: FakeSlack) -> None:
+    first = client.conversations_open(users="U1")
+    assert first["channel"]["id"] == slack.dm_channel_id("U1")
+    again = client.conversations_open(users=["U1"], return_im=True)
+    assert again["channel"]["id"] == first["channel"]["id"]
+    assert again["already_open"] is True and again["channel"]["user"] == "U1"
+    assert client.conversations_open(users="U2")["channel"]["id"] != first["channel"]["id"]
+    for users, error in (("U404", "user_not_found"), ("U3", "user_disabled")):
+        with pytest.raises(SlackApiError) as exc:
+            client.conversations_open(users=users)
+        assert api_error(exc) == error
+    with pytest.raises(SlackApiError) as exc:
+        client.conversations_open()
+    assert api_error(exc) == "users_list_not_supplied"
+
+
+# ----------------------------------------------------------------------------- users & groups
+
+
+def test_users_info(client: WebClient) -> None:
+    user = client.users_info(user="U1")["user"]
+    offset = datetime.now(ZoneInfo("Europe/Berlin")).utcoffset()
+    assert offset is not None
+    assert user["id"] == "U1" and user["name"] == "ana"
+    assert user["tz"] == "Europe/Berlin"
+    assert user["tz_offset"] == int(offset.total_seconds())
+    assert user["tz_label"].startswith("Central European")
+    assert user["is_bot"] is False and user["deleted"] is False
+    assert user["profile"]["email"] == "ana@example.com"
+    assert {"display_name", "real_name"} <= set(user["profile"])
+
+    no_tz = client.users_info(user="U2")["user"]
+    assert not {"tz", "tz_label", "tz_offset"} & set(no_tz)
+    assert client.users_info(user="U3")["user"]["deleted"] is True
+    assert client.users_info(user="UBOT")["user"]["is_bot"] is True
+
+    with pytest.raises(SlackApiError) as exc:
+        client.users_info(user="U404")
+    assert api_error(exc) == "user_not_found"
+
+
+def test_users_lookup_by_email(client: WebClient) -> None:
+    assert client.users_lookupByEmail(email="ana@example.com")["user"]["id"] == "U1"
+    assert client.users_lookupByEmail(email="bo@example.COM")["user"]["id"] == "U2"
+    with pytest.raises(SlackApiError) as exc:
+        client.users_lookupByEmail(email="nobody@example.com")
+    assert api_error(exc) == "users_not_found"
+
+
+def test_usergroups_users_list(client: WebClient, slack: FakeSlack) -> None:
+    assert client.usergroups_users_list(usergroup="S1")["users"] == ["U1", "U2"]
+    slack.set_usergroup("S1", ["U2"])
+    assert client.usergroups_users_list(usergroup="S1")["users"] == ["U2"]
+    with pytest.raises(SlackApiError) as exc:
+        client.usergroups_users_list(usergroup="S404")
+    assert api_error(exc) == "no_such_subteam"
+
+
+# ----------------------------------------------------------------------------- views
+
+
+def test_views_open(client: WebClient, slack: FakeSlack) -> None:
+    resp = client.views_open(trigger_id=slack.new_trigger_id(), view=modal(private_metadata="42"))
+    view = resp["view"]
+    assert view["id"].startswith("V") and view["hash"]
+    assert view["root_view_id"] == view["id"]
+    assert view["private_metadata"] == "42" and view["callback_id"] == "feedback"
+    assert view["state"] == {"values": {}}
+    assert slack.views[view["id"]]["title"]["text"] == "Feedback"
+
+
+def test_views_open_title_too_long(client: WebClient, slack: FakeSlack) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.views_open(trigger_id="t1", view=modal(title="x" * 30))
+    assert api_error(exc) == "invalid_arguments"
+    assert exc.value.response["response_metadata"]["messages"] == [
+        "[ERROR] must be less than 25 characters [json-pointer:/view/title/text]"
+    ]
+    assert slack.views == {}
+    client.views_open(trigger_id="t1", view=modal(title="x" * 24))  # trigger not used up
+
+
+def test_views_open_trigger_rules(client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.views_open(trigger_id="", view=modal())
+    assert api_error(exc) == "invalid_arguments"
+    assert exc.value.response["response_metadata"]["messages"] == ["invalid `trigger_id`"]
+    client.views_open(trigger_id="t-once", view=modal())
+    with pytest.raises(SlackApiError) as exc:
+        client.views_open(trigger_id="t-once", view=modal())
+    assert api_error(exc) == "exchanged_trigger_id"
+
+
+@pytest.mark.parametrize(
+    ("view", "pointer"),
+    [
+        (modal(submit={"type": "plain_text", "text": "s" * 25}), "/view/submit/text"),
+        (modal(close={"type": "plain_text", "text": "c" * 25}), "/view/close/text"),
+        (modal(title={"type": "mrkdwn", "text": "t"}), "/view/title/type"),
+        (modal(callback_id="c" * 256), "/view/callback_id"),
+        (modal(private_metadata="p" * 3001), "/view/private_metadata"),
+        (modal(blocks=[section(str(i)) for i in range(101)]), "/view/blocks"),
+        (modal(blocks=[{"type": "input", "element": {"type": "plain_text_input"}}]), "/view/blocks/0"),
+        (
+            modal(blocks=[{"type": "input", "label": {"type": "plain_text", "text": "L"}}]),
+            "/view/blocks/0",
+        ),
+        (modal(blocks=[section("a", "same"), section("b", "same")]), "/view/blocks/1/block_id"),
+        (modal(submit=None), "/view"),
+        ({"type": "home", "blocks": []}, "/view/type"),
+        ({"type": "modal", "blocks": []}, "/view"),
+    ],
+)
+def test_views_open_validation(
+    client: WebClient, slack: FakeSlack, view: dict[str, Any], pointer: str
+) -> None:
+    view = {k: v for k, v in view.items() if v is not None}
+    with pytest.raises(SlackApiError) as exc:
+        client.views_open(trigger_id=slack.new_trigger_id(), view=view)
+    assert api_error(exc) == "invalid_arguments"
+    messages = exc.value.response["response_metadata"]["messages"]
+    assert any(m.startswith("[ERROR] ") and m.endswith(f"[json-pointer:{pointer}]") for m in messages)
+
+
+def test_views_update(client: WebClient, slack: FakeSlack) -> None:
+    opened = client.views_open(
+        trigger_id=slack.new_trigger_id(), view=modal(external_id="ext-1")
+    )["view"]
+    updated = client.views_update(
+        view_id=opened["id"], hash=opened["hash"], view=modal(title="Thanks", external_id="ext-1")
+    )["view"]
+    assert updated["id"] == opened["id"] and updated["hash"] != opened["hash"]
+    assert slack.views[opened["id"]]["title"]["text"] == "Thanks"
+    by_external = client.views_update(external_id="ext-1", view=modal(title="Again"))["view"]
+    assert by_external["id"] == opened["id"]
+
+    with pytest.raises(SlackApiError) as exc:
+        client.views_update(view_id="V404", view=modal())
+    assert api_error(exc) == "not_found"
+    with pytest.raises(SlackApiError) as exc:
+        client.views_update(view_id=opened["id"], hash=opened["hash"], view=modal())
+    assert api_error(exc) == "hash_conflict"
+    with pytest.raises(SlackApiError) as exc:
+        client.views_update(view_id=opened["id"], view=modal(title="y" * 25))
+    assert api_error(exc) == "invalid_arguments"
+
+
+def test_views_open_duplicate_external_id(client: WebClient, slack: FakeSlack) -> None:
+    client.views_open(trigger_id=slack.new_trigger_id(), view=modal(external_id="dup"))
+    with pytest.raises(SlackApiError) as exc:
+        client.views_open(trigger_id=slack.new_trigger_id(), view=modal(external_id="dup"))
+    assert api_error(exc) == "duplicate_external_id"
+
+
+def test_views_push(client: WebClient, slack: FakeSlack) -> None:
+    pushed = client.views_push(trigger_id=slack.new_trigger_id(), view=modal(title="Step 2"))
+    assert slack.views[pushed["view"]["id"]]["title"]["text"] == "Step 2"
+    with pytest.raises(SlackApiError) as exc:
+        client.views_push(trigger_id="t", view=modal(title="z" * 25))
+    assert api_error(exc) == "invalid_arguments"
+
+
+def test_views_publish(client: WebClient, slack: FakeSlack) -> None:
+    home = {"type": "home", "blocks": [section("Welcome")]}
+    first = client.views_publish(user_id="U1", view=home)["view"]
+    second = client.views_publish(user_id="U1", view={"type": "home", "blocks": []})["view"]
+    assert first["id"] == second["id"] and first["type"] == "home"
+    assert slack.home_views["U1"]["blocks"] == []
+    assert slack.views[first["id"]]["hash"] == second["hash"]
+
+    with pytest.raises(SlackApiError) as exc:
+        client.views_publish(user_id="U1", view=modal())
+    assert api_error(exc) == "invalid_arguments"
+    with pytest.raises(SlackApiError) as exc:
+        client.views_publish(user_id="U404", view=home)
+    assert exc.value.response["response_metadata"]["messages"] == ["invalid `user_id`"]
+    with pytest.raises(SlackApiError) as exc:
+        client.views_publish(user_id="U1", view={"type": "home", "blocks": [section("x")] * 101})
+    assert api_error(exc) == "invalid_arguments"
+
+
+# ----------------------------------------------------------------------------- reactions
+
+
+def test_reactions_add(client: WebClient, slack: FakeSlack) -> None:
+    ts = slack.add_message("C1", "great idea", user="U1")
+    client.reactions_add(channel="C1", name="white_check_mark", timestamp=ts)
+    assert slack.messages["C1"][ts]["reactions"] == [
+        {"name": "white_check_mark", "users": ["UBOT"], "count": 1}
+    ]
+    for kwargs, error in (
+        ({"channel": "C1", "name": "white_check_mark", "timestamp": ts}, "already_reacted"),
+        ({"channel": "C1", "name": "eyes", "timestamp": "1.000001"}, "message_not_found"),
+        ({"channel": "C1", "name": "eyes", "timestamp": "yesterday"}, "bad_timestamp"),
+        ({"channel": "C999", "name": "eyes", "timestamp": ts}, "channel_not_found"),
+    ):
+        with pytest.raises(SlackApiError) as exc:
+            client.reactions_add(**kwargs)
+        assert api_error(exc) == error
+
+
+# ----------------------------------------------------------------------------- fault injection
+
+
+def test_rate_limit_honoured_by_retry_handler(slack: FakeSlack) -> None:
+    slack.fail_next("chat.postMessage", error="ratelimited", retry_after=1)
+    client = WebClient(
+        token=TOKEN,
+        base_url=slack.url,
+        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)],
+    )
+    started = time.monotonic()
+    assert client.chat_postMessage(channel="C1", text="hi")["ok"] is True
+    assert time.monotonic() - started >= 1.0  # waited for Retry-After
+    first, second = slack.calls_to("chat.postMessage", include_failed=True)
+    assert (first.status, first.response) == (429, {"ok": False, "error": "ratelimited"})
+    assert second.ok and second.status == 200
+    assert len(slack.messages["C1"]) == 1
+
+
+def test_rate_limit_without_retry_surfaces_429(client: WebClient, slack: FakeSlack) -> None:
+    slack.fail_next("chat.postMessage", error="ratelimited", retry_after=1)
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postMessage(channel="C1", text="hi")
+    assert exc.value.response.status_code == 429
+    assert exc.value.response.headers["Retry-After"] == "1"
+    assert api_error(exc) == "ratelimited"
+
+
+def test_server_error_retried(slack: FakeSlack) -> None:
+    slack.fail_next("chat.postMessage", status=500)
+    client = WebClient(token=TOKEN, base_url=slack.url, retry_handlers=[ServerErrorRetryHandler()])
+    assert client.chat_postMessage(channel="C1", text="hi")["ok"] is True
+    statuses = [c.status for c in slack.calls_to("chat.postMessage", include_failed=True)]
+    assert statuses == [500, 200]
+
+
+def test_server_error_without_retry(client: WebClient, slack: FakeSlack) -> None:
+    slack.fail_next("chat.postMessage", status=503)
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_postMessage(channel="C1", text="hi")
+    assert exc.value.response.status_code == 503
+    assert api_error(exc) == "service_unavailable"
+
+
+def test_error_fault_is_http_200(client: WebClient, slack: FakeSlack) -> None:
+    slack.fail_next("users.info", error="user_not_found")
+    with pytest.raises(SlackApiError) as exc:
+        client.users_info(user="U1")
+    assert exc.value.response.status_code == 200 and api_error(exc) == "user_not_found"
+    assert client.users_info(user="U1")["ok"] is True  # the fault was used up
+
+
+def test_fault_times(client: WebClient, slack: FakeSlack) -> None:
+    slack.fail_next("users.info", error="fatal_error", times=3)
+    for _ in range(3):
+        with pytest.raises(SlackApiError):
+            client.users_info(user="U1")
+    assert client.users_info(user="U1")["ok"]
+    assert [c.ok for c in slack.calls_to("users.info", include_failed=True)] == [
+        False, False, False, True
+    ]
+
+
+def test_dropped_connection_surfaces_as_error(client: WebClient, slack: FakeSlack) -> None:
+    slack.fail_next("chat.postMessage", drop=True)
+    with pytest.raises((RemoteDisconnected, ConnectionError, urllib.error.URLError)):
+        client.chat_postMessage(channel="C1", text="hi")
+    (call,) = slack.calls_to("chat.postMessage", include_failed=True)
+    assert call.response is None and call.status == 0
+    assert slack.messages["C1"] == {}
+
+
+def test_dropped_connection_retried(slack: FakeSlack) -> None:
+    slack.fail_next("chat.postMessage", drop=True)
+    client = WebClient(
+        token=TOKEN, base_url=slack.url, retry_handlers=[ConnectionErrorRetryHandler()]
+    )
+    assert client.chat_postMessage(channel="C1", text="hi")["ok"] is True
+    assert [c.status for c in slack.calls_to("chat.postMessage", include_failed=True)] == [0, 200]
+
+
+def test_delay_past_client_timeout(slack: FakeSlack) -> None:
+    slack.fail_next("chat.postMessage", delay=3.0)
+    client = WebClient(token=TOKEN, base_url=slack.url, timeout=1, retry_handlers=[])
+    started = time.monotonic()
+    with pytest.raises((TimeoutError, socket.timeout, urllib.error.URLError)):
+        client.chat_postMessage(channel="C1", text="slow")
+    assert time.monotonic() - started < 2.5
+
+
+def test_delay_then_normal_answer(client: WebClient, slack: FakeSlack) -> None:
+    slack.fail_next("auth.test", delay=0.2)
+    started = time.monotonic()
+    assert client.auth_test()["ok"] is True
+    assert time.monotonic() - started >= 0.2
+
+
+def test_fail_next_needs_a_fault(slack: FakeSlack) -> None:
+    with pytest.raises(ValueError):
+        slack.fail_next("auth.test")
+
+
+# ----------------------------------------------------------------------------- robustness & helpers
+
+
+def test_exception_in_handler_answers_500_and_server_survives(
+    client: WebClient, slack: FakeSlack
+) -> None:
+    def broken(params: dict[str, Any]) -> dict[str, Any]:
+        raise KeyError("boom")
+
+    slack.register("broken.method", broken)
+    with pytest.raises(SlackApiError) as exc:
+        client.api_call("broken.method")
+    assert exc.value.response.status_code == 500
+    assert api_error(exc) == "fatal_error"
+    assert "KeyError" in slack.server_errors[0]
+    (call,) = slack.calls_to("broken.method", include_failed=True)
+    assert call.status == 500
+    assert client.auth_test()["ok"] is True
+
+
+def test_register_custom_method(client: WebClient, slack: FakeSlack) -> None:
+    def upload_url(params: dict[str, Any]) -> dict[str, Any]:
+        if "filename" not in params:
+            raise SlackError("invalid_arguments")
+        return {"upload_url": "http://127.0.0.1/upload", "file_id": "F1"}
+
+    slack.register("files.getUploadURLExternal", upload_url, accepts_json=False)
+    resp = client.files_getUploadURLExternal(filename="a.txt", length=3)
+    assert resp["file_id"] == "F1"
+
+
+def test_wait_for(slack: FakeSlack) -> None:
+    def later() -> None:
+        time.sleep(0.2)
+        WebClient(token=TOKEN, base_url=slack.url).chat_postMessage(channel="C1", text="late")
+
+    threading.Thread(target=later).start()
+    (call,) = slack.wait_for("chat.postMessage", timeout=5)
+    assert isinstance(call, Call) and call.params["text"] == "late"
+
+
+def test_wait_for_timeout_lists_calls(client: WebClient, slack: FakeSlack) -> None:
+    with pytest.raises(SlackApiError):
+        client.chat_postMessage(channel="C999", text="x")
+    with pytest.raises(AssertionError, match=r"chat\.postMessage->channel_not_found"):
+        slack.wait_for("chat.postMessage", timeout=0.2)
+
+
+def test_reset_keeps_state(client: WebClient, slack: FakeSlack) -> None:
+    ts = client.chat_postMessage(channel="C1", text="x")["ts"]
+    slack.reset()
+    assert slack.calls == []
+    assert ts in slack.messages["C1"]
+    assert client.users_info(user="U1")["ok"]
+
+
+def test_state_snapshots_are_copies(client: WebClient, slack: FakeSlack) -> None:
+    ts = client.chat_postMessage(channel="C1", text="x")["ts"]
+    slack.messages["C1"][ts]["text"] = "mutated"
+    assert slack.messages["C1"][ts]["text"] == "x"
