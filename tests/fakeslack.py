@@ -283,7 +283,13 @@ def _check_items(
     return []
 
 
-_OPTION_ELEMENTS = {"static_select", "multi_static_select", "radio_buttons", "checkboxes", "overflow"}
+_OPTION_ELEMENTS = {
+    "static_select",
+    "multi_static_select",
+    "radio_buttons",
+    "checkboxes",
+    "overflow",
+}
 
 
 def _check_element(el: Any, ptr: str) -> list[str]:
@@ -306,8 +312,12 @@ def _check_element(el: Any, ptr: str) -> list[str]:
         options = el.get("options")
         needs_options = "option_groups" not in el
         errors += _check_items(
-            options, f"{ptr}/options", max_items=100, required=needs_options,
-            name="options", parent=ptr,
+            options,
+            f"{ptr}/options",
+            max_items=100,
+            required=needs_options,
+            name="options",
+            parent=ptr,
         )
         for i, option in enumerate(options if isinstance(options, list) else []):
             optr = f"{ptr}/options/{i}"
@@ -315,7 +325,9 @@ def _check_element(el: Any, ptr: str) -> list[str]:
                 errors.append(f"must be an object [json-pointer:{optr}]")
                 continue
             errors += _check_text(
-                option.get("text"), f"{optr}/text", max_len=75,
+                option.get("text"),
+                f"{optr}/text",
+                max_len=75,
                 plain_only=kind not in ("radio_buttons", "checkboxes"),
             )
             errors += _check_str(option, "value", optr, 150)
@@ -393,7 +405,11 @@ def _v_image(block: dict[str, Any], ptr: str) -> list[str]:
         errors.append(f"missing required field: image_url [json-pointer:{ptr}]")
     if "alt_text" not in block:
         errors.append(f"missing required field: alt_text [json-pointer:{ptr}]")
-    return errors + _check_str(block, "alt_text", ptr, 2000) + _check_str(block, "image_url", ptr, 3000)
+    return (
+        errors
+        + _check_str(block, "alt_text", ptr, 2000)
+        + _check_str(block, "image_url", ptr, 3000)
+    )
 
 
 def _v_markdown(block: dict[str, Any], ptr: str) -> list[str]:
@@ -533,13 +549,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server_version = "FakeSlack/1.0"
     sys_version = ""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         self._serve()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log."""
 
     def _serve(self) -> None:
@@ -624,7 +640,7 @@ class FakeSlack:
         self._server = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},  # fast stop()
             name=f"FakeSlack:{self.port}",
             daemon=True,
         )
@@ -699,7 +715,9 @@ class FakeSlack:
         with self._lock:
             self._usergroups[usergroup_id] = list(user_ids)
 
-    def add_channel(self, channel_id: str, *, name: str | None = None, is_member: bool = True) -> None:
+    def add_channel(
+        self, channel_id: str, *, name: str | None = None, is_member: bool = True
+    ) -> None:
         """Add a public channel; the bot is a member unless ``is_member=False``."""
         with self._lock:
             self._channels[channel_id] = _Channel(
@@ -724,7 +742,11 @@ class FakeSlack:
             if ts in self._messages[channel]:
                 raise ValueError(f"message {ts} already exists in {channel}")
             message: dict[str, Any] = {
-                "type": "message", "user": user, "text": text, "ts": ts, "team": TEAM_ID,
+                "type": "message",
+                "user": user,
+                "text": text,
+                "ts": ts,
+                "team": TEAM_ID,
                 "blocks": copy.deepcopy(blocks or []),
             }
             self._store_message(channel, message, thread_ts)
@@ -763,7 +785,8 @@ class FakeSlack:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     seen = ", ".join(
-                        f"{c.method}->{'ok' if c.ok else (c.error or c.status)}" for c in self._calls
+                        f"{c.method}->{'ok' if c.ok else (c.error or c.status)}"
+                        for c in self._calls
                     )
                     raise AssertionError(
                         f"expected {count} ok call(s) to {method} within {timeout}s, "
@@ -871,12 +894,16 @@ class FakeSlack:
 
     def _handle_http(self, path: str, query: str, headers: dict[str, str], body: bytes) -> _Reply:
         """Answer one HTTP request; records it and never raises."""
-        method = unquote(path[len("/api/"):]).strip("/") if path.startswith("/api/") else path
+        method = unquote(path[len("/api/") :]).strip("/") if path.startswith("/api/") else path
         parsed = _ParsedRequest(query={}, form={}, json={})
         try:
             parsed = _parse_request(query, headers, body)
             with self._lock:
-                fault = self._faults.get(method, deque()).popleft() if self._faults.get(method) else None
+                fault = (
+                    self._faults.get(method, deque()).popleft()
+                    if self._faults.get(method)
+                    else None
+                )
             reply = self._apply_fault(fault) if fault else None
             if reply is None:
                 with self._lock:
@@ -958,8 +985,15 @@ class FakeSlack:
 
     def _add_bot_user(self) -> None:
         self._users[BOT_USER_ID] = _User(
-            id=BOT_USER_ID, name=BOT_USER_NAME, real_name="Closeloop", display_name="",
-            tz="America/Los_Angeles", email=None, is_bot=True, deleted=False, bot_id=BOT_ID,
+            id=BOT_USER_ID,
+            name=BOT_USER_NAME,
+            real_name="Closeloop",
+            display_name="",
+            tz="America/Los_Angeles",
+            email=None,
+            is_bot=True,
+            deleted=False,
+            bot_id=BOT_ID,
         )
 
     def _next_ts(self) -> str:
@@ -1007,7 +1041,9 @@ class FakeSlack:
         for block in out:
             block.setdefault("block_id", self._short_id())
             elements = list(block.get("elements") or []) if block.get("type") == "actions" else []
-            elements += [block[k] for k in ("element", "accessory") if isinstance(block.get(k), dict)]
+            elements += [
+                block[k] for k in ("element", "accessory") if isinstance(block.get(k), dict)
+            ]
             for element in elements:
                 if isinstance(element, dict) and element.get("type") not in ("image", None):
                     element.setdefault("action_id", self._short_id())
@@ -1032,7 +1068,9 @@ class FakeSlack:
                 )
         attachments = params.get("attachments")
         if attachments is not None:
-            if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
+            if not isinstance(attachments, list) or not all(
+                isinstance(a, dict) for a in attachments
+            ):
                 raise SlackError("invalid_attachments")
             if len(attachments) > 100:
                 raise SlackError("too_many_attachments")
@@ -1117,8 +1155,12 @@ class FakeSlack:
                 raise SlackError("duplicate_external_id")
 
     def _store_view(
-        self, view: dict[str, Any], *, existing: dict[str, Any] | None = None,
-        view_id: str | None = None, previous_view_id: str | None = None,
+        self,
+        view: dict[str, Any],
+        *,
+        existing: dict[str, Any] | None = None,
+        view_id: str | None = None,
+        previous_view_id: str | None = None,
     ) -> dict[str, Any]:
         """Store a validated view the way Slack answers it (id, hash, state...)."""
         view_id = view_id or (existing["id"] if existing else f"V{next(self._seq):08d}")
@@ -1252,8 +1294,14 @@ class FakeSlack:
         body: dict[str, Any] = {"channel": {"id": channel.id}}
         if _truthy(params.get("return_im")):
             body["channel"].update(
-                {"created": 1700000000, "is_im": True, "is_org_shared": False, "user": user.id,
-                 "is_user_deleted": False, "priority": 0}
+                {
+                    "created": 1700000000,
+                    "is_im": True,
+                    "is_org_shared": False,
+                    "user": user.id,
+                    "is_user_deleted": False,
+                    "priority": 0,
+                }
             )
         if already_open:
             body.update({"no_op": True, "already_open": True})

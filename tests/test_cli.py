@@ -1,0 +1,120 @@
+"""The `closeloop` command as an operator runs it, against the fake Slack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import BOT_TOKEN, SIGNING_SECRET
+from tests.harness import sign
+
+
+@pytest.fixture
+def cli_env(fake_slack, tmp_path):
+    fake_slack.add_user("UANA", tz="Europe/Berlin", name="ana")
+    fake_slack.add_user("UBEN", tz="America/Los_Angeles", name="ben")
+    fake_slack.set_usergroup("SSALES", ["UANA", "UBEN"])
+    fake_slack.add_channel("CMKTG", name="marketing-feedback")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "CLOSELOOP_ENV_FILE": str(tmp_path / "absent.env"),
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": fake_slack.url.rstrip("/"),  # without the trailing slash on purpose
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "FEEDBACK_CHANNEL": "CMKTG",
+        "SALES_USERGROUP": "SSALES",
+        "MARKETING_USERS": "UMIA",
+    }
+    return env
+
+
+def closeloop(env, *args, timeout=60):
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def test_prompt_now_sends_this_weeks_prompt_once(cli_env, fake_slack):
+    first = closeloop(cli_env, "prompt", "--now", "--user", "UANA")
+    assert first.returncode == 0, first.stderr
+    assert "UANA: prompted" in first.stdout
+    dms = [c for c in fake_slack.calls_to("chat.postMessage") if c.params["channel"] == "UANA"]
+    assert len(dms) == 1
+    again = closeloop(cli_env, "prompt", "--now")
+    assert "UANA: already prompted this week" in again.stdout
+    assert "UBEN: prompted" in again.stdout
+    dms = [c for c in fake_slack.calls_to("chat.postMessage") if c.params["channel"] == "UANA"]
+    assert len(dms) == 1
+
+
+def test_prompt_now_for_someone_outside_sales(cli_env, fake_slack):
+    out = closeloop(cli_env, "prompt", "--now", "--user", "UZED")
+    assert "UZED: not in the sales team" in out.stdout
+    assert fake_slack.calls_to("chat.postMessage") == []
+
+
+def test_migrate_then_unreachable_database_is_one_line(cli_env, tmp_path):
+    assert closeloop(cli_env, "migrate").returncode == 0
+    bad = {**cli_env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    out = closeloop(bad, "migrate")
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "DATABASE_URL" in out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_serves_http_with_healthz_and_verified_events(cli_env, fake_slack):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run"], env={**cli_env, "PORT": str(port)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "bot did not start"
+                time.sleep(0.2)
+        body = json.dumps({"type": "url_verification", "challenge": "abc", "token": "x"}).encode()
+        ts = int(time.time())
+        req = urllib.request.Request(
+            base + "/slack/events", data=body,
+            headers={"Content-Type": "application/json", "X-Slack-Request-Timestamp": str(ts),
+                     "X-Slack-Signature": sign(body, ts)},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.loads(resp.read())["challenge"] == "abc"
+        req = urllib.request.Request(
+            base + "/slack/events", data=body,
+            headers={"Content-Type": "application/json", "X-Slack-Request-Timestamp": str(ts),
+                     "X-Slack-Signature": "v0=forged"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code == 401
+        assert fake_slack.calls_to("auth.test"), "the token is checked at start-up"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert BOT_TOKEN not in out and SIGNING_SECRET not in out
