@@ -737,7 +737,13 @@ class FakeSlack:
     ) -> str:
         """Seed a message written by a person (e.g. to react to or reply under); returns ts."""
         with self._lock:
-            channel = self._resolve_channel(channel_id)
+            if channel_id in self._channels:
+                channel = channel_id
+            else:
+                try:
+                    channel = self._resolve_channel(channel_id)
+                except SlackError as exc:
+                    raise ValueError(f"unknown channel {channel_id!r}") from exc
             ts = ts or self._next_ts()
             if ts in self._messages[channel]:
                 raise ValueError(f"message {ts} already exists in {channel}")
@@ -847,7 +853,7 @@ class FakeSlack:
             raise ValueError("fail_next needs error, status, retry_after, drop or delay")
         if times < 1:
             raise ValueError("times must be >= 1")
-        if error in ("ratelimited", "rate_limited") or retry_after is not None:
+        if error in ("ratelimited", "rate_limited") or retry_after is not None or status == 429:
             status = status or 429
             error = error or "ratelimited"
             retry_after = 1 if retry_after is None else retry_after
@@ -899,11 +905,8 @@ class FakeSlack:
         try:
             parsed = _parse_request(query, headers, body)
             with self._lock:
-                fault = (
-                    self._faults.get(method, deque()).popleft()
-                    if self._faults.get(method)
-                    else None
-                )
+                queue = self._faults.get(method)
+                fault = queue.popleft() if queue else None
             reply = self._apply_fault(fault) if fault else None
             if reply is None:
                 with self._lock:
@@ -1002,8 +1005,9 @@ class FakeSlack:
         self._last_ts_us = micros
         return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
-    def _short_id(self) -> str:
-        return hashlib.sha1(str(next(self._seq)).encode()).hexdigest()[:5]
+    def _short_id(self, length: int = 5) -> str:
+        """A fresh opaque id (generated block_id/action_id, view hash suffix)."""
+        return hashlib.sha1(str(next(self._seq)).encode()).hexdigest()[:length]
 
     def _open_dm(self, user_id: str) -> _Channel:
         dm_id = self.dm_channel_id(user_id)
@@ -1173,7 +1177,7 @@ class FakeSlack:
             "callback_id": view.get("callback_id", ""),
             "external_id": view.get("external_id", ""),
             "state": {"values": {}},
-            "hash": f"{int(time.time())}.{hashlib.sha1(str(next(self._seq)).encode()).hexdigest()[:8]}",
+            "hash": f"{int(time.time())}.{self._short_id(8)}",
             "clear_on_close": bool(view.get("clear_on_close", False)),
             "notify_on_close": bool(view.get("notify_on_close", False)),
             "close": view.get("close"),
