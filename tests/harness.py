@@ -68,7 +68,7 @@ class TrackingExecutor(ThreadPoolExecutor):
     def settle(self, timeout: float = 10.0) -> None:
         with self._idle:
             if not self._idle.wait_for(lambda: self._pending == 0, timeout=timeout):
-                raise AssertionError("listeners still running after %.0fs" % timeout)
+                raise AssertionError(f"listeners still running after {timeout:.0f}s")
 
 
 class Harness:
@@ -128,7 +128,9 @@ class Harness:
             all_headers["X-Slack-Signature"] = sign(body, ts, secret)
         all_headers.update(headers or {})
         req = urllib.request.Request(
-            self.url + path, data=body if method == "POST" else None, headers=all_headers,
+            self.url + path,
+            data=body if method == "POST" else None,
+            headers=all_headers,
             method=method,
         )
         try:
@@ -143,7 +145,9 @@ class Harness:
     def interactive(self, payload: dict, *, settle: bool = True) -> Reply:
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
         return self.request(
-            "/slack/events", body, content_type="application/x-www-form-urlencoded",
+            "/slack/events",
+            body,
+            content_type="application/x-www-form-urlencoded",
             settle=settle,
         )
 
@@ -152,22 +156,31 @@ class Harness:
     def command(self, user_id: str, text: str = "", command: str = "/closeloop") -> Reply:
         fields = sample("slash_command.bolt_python_test.decoded.json")
         fields.update(
-            user_id=user_id, text=text, command=command, trigger_id=self.slack.new_trigger_id(),
+            user_id=user_id,
+            text=text,
+            command=command,
+            trigger_id=self.slack.new_trigger_id(),
             channel_id="CGENERAL",
         )
         body = urllib.parse.urlencode(fields).encode()
-        return self.request(
-            "/slack/events", body, content_type="application/x-www-form-urlencoded"
-        )
+        return self.request("/slack/events", body, content_type="application/x-www-form-urlencoded")
 
     def click(
-        self, user_id: str, action_id: str, value: str, *, channel: str, message_ts: str,
+        self,
+        user_id: str,
+        action_id: str,
+        value: str,
+        *,
+        channel: str,
+        message_ts: str,
         settle: bool = True,
     ) -> Reply:
         payload = sample("block_actions_button.bolt_python_test.json")
         payload["user"] = {"id": user_id, "username": user_id.lower(), "team_id": "T111"}
         payload["container"] = {
-            "type": "message", "message_ts": message_ts, "channel_id": channel,
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel,
             "is_ephemeral": False,
         }
         payload["channel"] = {"id": channel, "name": "x"}
@@ -183,7 +196,10 @@ class Harness:
             for element in block.get("elements") or []:
                 if element.get("action_id") == action_id:
                     return self.click(
-                        user_id, action_id, element["value"], channel=channel,
+                        user_id,
+                        action_id,
+                        element["value"],
+                        channel=channel,
                         message_ts=message["ts"],
                     )
         raise AssertionError(f"no {action_id} button on message {message.get('ts')}")
@@ -195,8 +211,11 @@ class Harness:
         payload["user"] = {"id": user_id, "username": user_id.lower(), "team_id": "T111"}
         submitted = copy.deepcopy(payload["view"])
         submitted.update(
-            id=view.get("id", "V1"), blocks=view["blocks"], callback_id=view["callback_id"],
-            private_metadata=view.get("private_metadata", ""), title=view["title"],
+            id=view.get("id", "V1"),
+            blocks=view["blocks"],
+            callback_id=view["callback_id"],
+            private_metadata=view.get("private_metadata", ""),
+            title=view["title"],
         )
         state: dict = {}
         for block in view["blocks"]:
@@ -214,7 +233,11 @@ class Harness:
         return self.interactive(payload)
 
     def event(
-        self, event: dict, *, event_id: str | None = None, retry_num: int | None = None,
+        self,
+        event: dict,
+        *,
+        event_id: str | None = None,
+        retry_num: int | None = None,
         sample_name: str = "message_im.slack_docs.json",
     ) -> Reply:
         envelope = sample(sample_name)
@@ -231,8 +254,12 @@ class Harness:
     def dm(self, user_id: str, text: str, **kwargs) -> Reply:
         return self.event(
             {
-                "type": "message", "channel": self.slack.dm_channel_id(user_id), "user": user_id, "text": text,
-                "ts": f"{time.time():.6f}", "event_ts": f"{time.time():.6f}",
+                "type": "message",
+                "channel": self.slack.dm_channel_id(user_id),
+                "user": user_id,
+                "text": text,
+                "ts": f"{time.time():.6f}",
+                "event_ts": f"{time.time():.6f}",
                 "channel_type": "im",
             },
             **kwargs,
@@ -241,7 +268,9 @@ class Harness:
     def react(self, user_id: str, channel: str, ts: str, reaction: str, **kwargs) -> Reply:
         return self.event(
             {
-                "type": "reaction_added", "user": user_id, "reaction": reaction,
+                "type": "reaction_added",
+                "user": user_id,
+                "reaction": reaction,
                 "item_user": "UBOT",
                 "item": {"type": "message", "channel": channel, "ts": ts},
                 "event_ts": f"{time.time():.6f}",

@@ -39,7 +39,10 @@ def cli_env(fake_slack, tmp_path):
 
 def closeloop(env, *args, timeout=60):
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "bot", *args],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -80,8 +83,11 @@ def _free_port() -> int:
 def test_run_serves_http_with_healthz_and_verified_events(cli_env, fake_slack):
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"], env={**cli_env, "PORT": str(port)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "bot", "run"],
+        env={**cli_env, "PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -98,16 +104,24 @@ def test_run_serves_http_with_healthz_and_verified_events(cli_env, fake_slack):
         body = json.dumps({"type": "url_verification", "challenge": "abc", "token": "x"}).encode()
         ts = int(time.time())
         req = urllib.request.Request(
-            base + "/slack/events", data=body,
-            headers={"Content-Type": "application/json", "X-Slack-Request-Timestamp": str(ts),
-                     "X-Slack-Signature": sign(body, ts)},
+            base + "/slack/events",
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Slack-Request-Timestamp": str(ts),
+                "X-Slack-Signature": sign(body, ts),
+            },
         )
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert json.loads(resp.read())["challenge"] == "abc"
         req = urllib.request.Request(
-            base + "/slack/events", data=body,
-            headers={"Content-Type": "application/json", "X-Slack-Request-Timestamp": str(ts),
-                     "X-Slack-Signature": "v0=forged"},
+            base + "/slack/events",
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Slack-Request-Timestamp": str(ts),
+                "X-Slack-Signature": "v0=forged",
+            },
         )
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=5)

@@ -80,8 +80,12 @@ def test_weekly_time_accepts_long_day_names():
 def test_cli_missing_setting_stops_with_one_line(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "CLOSELOOP_ENV_FILE": str(tmp_path / "none.env")}
     proc = subprocess.run(
-        [sys.executable, "-m", "bot", "run"], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "bot", "run"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr

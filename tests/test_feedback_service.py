@@ -24,20 +24,27 @@ def add_reps(db, *reps):
 
 
 def prompt_for(db, user_id, now):
-    due = [d for d in svc.due_prompts(db, reps=roster_svc.active_sales(db), schedule=SCHEDULE,
-                                       now=now) if d.user_id == user_id]
+    due = [
+        d
+        for d in svc.due_prompts(db, reps=roster_svc.active_sales(db), schedule=SCHEDULE, now=now)
+        if d.user_id == user_id
+    ]
     assert due, f"{user_id} not due at {now}"
     return svc.claim_prompt(db, due=due[0], schedule=SCHEDULE, now=now)
 
 
 def test_due_only_after_local_friday_four(db):
     reps = add_reps(db, ("UANA", "Europe/Berlin"), ("UBEN", "America/Los_Angeles"))
-    before = svc.due_prompts(db, reps=reps, schedule=SCHEDULE, now=FRI_BERLIN_1600.replace(minute=0, hour=14))
+    before = svc.due_prompts(
+        db, reps=reps, schedule=SCHEDULE, now=FRI_BERLIN_1600.replace(minute=0, hour=14)
+    )
     assert before == []
     at = svc.due_prompts(db, reps=reps, schedule=SCHEDULE, now=FRI_BERLIN_1600)
     assert [d.user_id for d in at] == ["UANA"]
     assert at[0].week_start == date(2026, 11, 16)
-    la = svc.due_prompts(db, reps=reps, schedule=SCHEDULE, now=datetime(2026, 11, 21, 0, 0, tzinfo=UTC))
+    la = svc.due_prompts(
+        db, reps=reps, schedule=SCHEDULE, now=datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
+    )
     assert sorted(d.user_id for d in la) == ["UANA", "UBEN"]
 
 
@@ -46,11 +53,20 @@ def test_claim_is_once_per_rep_per_week(db):
     first = prompt_for(db, "UANA", FRI_BERLIN_1600)
     assert first is not None
     # the job firing again sees nothing due, and a racing claim is refused by the database
-    assert svc.due_prompts(db, reps=roster_svc.active_sales(db), schedule=SCHEDULE, now=FRI_BERLIN_1600) == []
+    assert (
+        svc.due_prompts(
+            db, reps=roster_svc.active_sales(db), schedule=SCHEDULE, now=FRI_BERLIN_1600
+        )
+        == []
+    )
     from bot.services.feedback import DuePrompt
 
-    again = svc.claim_prompt(db, due=DuePrompt("UANA", date(2026, 11, 16), "Europe/Berlin"),
-                             schedule=SCHEDULE, now=FRI_BERLIN_1600)
+    again = svc.claim_prompt(
+        db,
+        due=DuePrompt("UANA", date(2026, 11, 16), "Europe/Berlin"),
+        schedule=SCHEDULE,
+        now=FRI_BERLIN_1600,
+    )
     assert again is None
     # reminder Monday 10:00 Berlin, closes next Friday 16:00 Berlin
     assert first.remind_at == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -59,7 +75,9 @@ def test_claim_is_once_per_rep_per_week(db):
 
 def test_rep_without_timezone_uses_default(db):
     reps = add_reps(db, ("UNOTZ", None))
-    due = svc.due_prompts(db, reps=reps, schedule=SCHEDULE, now=datetime(2026, 11, 20, 16, 0, tzinfo=UTC))
+    due = svc.due_prompts(
+        db, reps=reps, schedule=SCHEDULE, now=datetime(2026, 11, 20, 16, 0, tzinfo=UTC)
+    )
     assert due and due[0].tz == "UTC"
 
 
@@ -76,13 +94,23 @@ def test_answer_then_edit_keeps_one_answer_and_one_post(db):
     prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
     svc.mark_sent(prompt, channel="DANA", ts="1.1", now=FRI_BERLIN_1600)
     a1, post1, edited1 = svc.record_answer(
-        db, prompt=prompt, user_id="UANA", bullets=Bullets("w", "f", "i"), source="modal",
-        feedback_channel="CMKTG", now=FRI_BERLIN_1600,
+        db,
+        prompt=prompt,
+        user_id="UANA",
+        bullets=Bullets("w", "f", "i"),
+        source="modal",
+        feedback_channel="CMKTG",
+        now=FRI_BERLIN_1600,
     )
     post1.ts = "9.9"
     a2, post2, edited2 = svc.record_answer(
-        db, prompt=prompt, user_id="UANA", bullets=Bullets("w2", "f2", "i2", "Webinar"),
-        source="dm", feedback_channel="CMKTG", now=FRI_BERLIN_1600,
+        db,
+        prompt=prompt,
+        user_id="UANA",
+        bullets=Bullets("w2", "f2", "i2", "Webinar"),
+        source="dm",
+        feedback_channel="CMKTG",
+        now=FRI_BERLIN_1600,
     )
     assert (a1.id, post1.id, edited1, edited2) == (a2.id, post2.id, False, True)
     assert a2.worked == "w2" and a2.campaign == "Webinar" and a2.edit_count == 1
@@ -94,11 +122,25 @@ def test_only_the_rep_answers_and_missed_weeks_are_closed(db):
     add_reps(db, ("UANA", "Europe/Berlin"))
     prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
     with pytest.raises(NotAllowed):
-        svc.record_answer(db, prompt=prompt, user_id="UBEN", bullets=Bullets("w", "f", "i"),
-                          source="modal", feedback_channel="C", now=FRI_BERLIN_1600)
+        svc.record_answer(
+            db,
+            prompt=prompt,
+            user_id="UBEN",
+            bullets=Bullets("w", "f", "i"),
+            source="modal",
+            feedback_channel="C",
+            now=FRI_BERLIN_1600,
+        )
     with pytest.raises(DomainError):
-        svc.record_answer(db, prompt=prompt, user_id="UANA", bullets=Bullets("w", " ", "i"),
-                          source="modal", feedback_channel="C", now=FRI_BERLIN_1600)
+        svc.record_answer(
+            db,
+            prompt=prompt,
+            user_id="UANA",
+            bullets=Bullets("w", " ", "i"),
+            source="modal",
+            feedback_channel="C",
+            now=FRI_BERLIN_1600,
+        )
     prompt.status = PromptStatus.SENT
     missed = svc.close_missed(db, now=prompt.closes_at)
     assert missed == [prompt] and prompt.status == PromptStatus.MISSED
@@ -149,17 +191,27 @@ def test_acknowledgements(db):
     db.flush()
     now = FRI_BERLIN_1600
     with pytest.raises(NotAllowed):
-        loop_svc.acknowledge(db, post=post, user_id="UOUT", marketing_ids={"UMIA"}, now=now,
-                             reaction="white_check_mark")
-    first = loop_svc.acknowledge(db, post=post, user_id="UMIA", marketing_ids={"UMIA"}, now=now,
-                                 reaction="white_check_mark")
-    again = loop_svc.acknowledge(db, post=post, user_id="UMIA", marketing_ids={"UMIA"}, now=now,
-                                 reaction="white_check_mark")
-    note = loop_svc.acknowledge(db, post=post, user_id="UMIA", marketing_ids={"UMIA"}, now=now,
-                                note="pausing that campaign")
+        loop_svc.acknowledge(
+            db,
+            post=post,
+            user_id="UOUT",
+            marketing_ids={"UMIA"},
+            now=now,
+            reaction="white_check_mark",
+        )
+    first = loop_svc.acknowledge(
+        db, post=post, user_id="UMIA", marketing_ids={"UMIA"}, now=now, reaction="white_check_mark"
+    )
+    again = loop_svc.acknowledge(
+        db, post=post, user_id="UMIA", marketing_ids={"UMIA"}, now=now, reaction="white_check_mark"
+    )
+    note = loop_svc.acknowledge(
+        db, post=post, user_id="UMIA", marketing_ids={"UMIA"}, now=now, note="pausing that campaign"
+    )
     assert first is not None and again is None and note is not None
     assert post.first_ack_at == now
     assert [a.via for a in post.acks] == ["reaction", "note"]
     with pytest.raises(DomainError):
-        loop_svc.acknowledge(db, post=post, user_id="UMIA", marketing_ids={"UMIA"}, now=now,
-                             note="   ")
+        loop_svc.acknowledge(
+            db, post=post, user_id="UMIA", marketing_ids={"UMIA"}, now=now, note="   "
+        )

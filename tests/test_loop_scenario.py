@@ -74,14 +74,21 @@ def test_full_weekly_loop_two_time_zones(harness):
     assert reply.status == 200
     modal = slack.calls_to("views.open")[-1].params["view"]
     assert [b["block_id"] for b in modal["blocks"] if b["type"] == "input"] == [
-        "worked", "fell_flat", "insight", "campaign",
+        "worked",
+        "fell_flat",
+        "insight",
+        "campaign",
     ]
-    reply = h.submit("UANA", modal, {
-        "worked": "ROI calculator opener <!channel> & <@U999>",
-        "fell_flat": "Security deck; <#C1> objection: we already have SSO",
-        "insight": "Budgets moving to Q3",
-        "campaign": "Q4 webinar",
-    })
+    reply = h.submit(
+        "UANA",
+        modal,
+        {
+            "worked": "ROI calculator opener <!channel> & <@U999>",
+            "fell_flat": "Security deck; <#C1> objection: we already have SSO",
+            "insight": "Budgets moving to Q3",
+            "campaign": "Q4 webinar",
+        },
+    )
     assert reply.status == 200 and reply.body == ""
     posts = channel_posts(slack, threaded=False)
     assert len(posts) == 1
@@ -97,8 +104,11 @@ def test_full_weekly_loop_two_time_zones(harness):
     dm = stored(slack, prompt_call)
     h.click_button("UANA", dm, prompt_call.response["channel"], "feedback_open")
     modal = slack.calls_to("views.open")[-1].params["view"]
-    prefilled = {b["block_id"]: b["element"].get("initial_value") for b in modal["blocks"]
-                 if b["type"] == "input"}
+    prefilled = {
+        b["block_id"]: b["element"].get("initial_value")
+        for b in modal["blocks"]
+        if b["type"] == "input"
+    }
     assert prefilled["insight"] == "Budgets moving to Q3"
     h.submit("UANA", modal, {**prefilled, "insight": "Budgets moving to Q1 next year"})
     assert len(channel_posts(slack, threaded=False)) == 1
@@ -107,7 +117,10 @@ def test_full_weekly_loop_two_time_zones(harness):
     assert count(h, FeedbackAnswer) == 1
 
     # Ben replies in the DM with three bullets instead.
-    h.dm("UBEN", "- Case study with numbers\n- Pricing page; &quot;too expensive&quot; \n- Competitor X cut prices")
+    h.dm(
+        "UBEN",
+        '- Case study with numbers\n- Pricing page; "too expensive"\n- Competitor X cut prices',
+    )
     assert len(channel_posts(slack, threaded=False)) == 2
     confirmation = dms_to(slack, "UBEN")[-1].params
     assert "sent to marketing" in all_text(confirmation)
@@ -116,8 +129,14 @@ def test_full_weekly_loop_two_time_zones(harness):
     # Mia reacts on Ana's post: recorded, thread reply, Ana told. A retry changes nothing.
     ana_post = posts[0]
     h.react("UMIA", "CMKTG", ana_post.response["ts"], "white_check_mark", event_id="EvREACT1")
-    h.react("UMIA", "CMKTG", ana_post.response["ts"], "white_check_mark", event_id="EvREACT1",
-            retry_num=1)
+    h.react(
+        "UMIA",
+        "CMKTG",
+        ana_post.response["ts"],
+        "white_check_mark",
+        event_id="EvREACT1",
+        retry_num=1,
+    )
     thread = channel_posts(slack, threaded=True)
     assert len(thread) == 1 and thread[0].params["thread_ts"] == ana_post.response["ts"]
     assert any("acknowledged" in all_text(c.params) for c in dms_to(slack, "UANA"))
@@ -152,10 +171,15 @@ def test_full_weekly_loop_two_time_zones(harness):
     with session_scope(h.rt.session_factory) as s:
         note_ack = s.scalars(select(Acknowledgement).where(Acknowledgement.via == "note")).one()
         assert (note_ack.user_id, note_ack.note) == (
-            "UMIA", "Pausing that campaign, shifting budget to <webinars>"
+            "UMIA",
+            "Pausing that campaign, shifting budget to <webinars>",
         )
-        assert s.scalar(select(func.count()).select_from(LoopPost)
-                        .where(LoopPost.first_ack_at.is_not(None))) == 2
+        assert (
+            s.scalar(
+                select(func.count()).select_from(LoopPost).where(LoopPost.first_ack_at.is_not(None))
+            )
+            == 2
+        )
 
     assert slack.server_errors == []
 
@@ -182,8 +206,13 @@ def test_reminder_once_then_missed(harness):
         statuses = sorted(s.scalars(select(Prompt.status).where(Prompt.user_id == "UANA")))
     assert statuses == ["missed", "sent"]
     # Clicking the old prompt's button is refused with a message the rep can act on.
-    h.click("UANA", "feedback_skip_out", str(_prompt_id(h, "UANA", "missed")),
-            channel=first.response["channel"], message_ts=first.response["ts"])
+    h.click(
+        "UANA",
+        "feedback_skip_out",
+        str(_prompt_id(h, "UANA", "missed")),
+        channel=first.response["channel"],
+        message_ts=first.response["ts"],
+    )
     assert "missed" in dms_to(slack, "UANA")[-1].params["text"]
 
 
@@ -286,7 +315,7 @@ def test_events_retry_processed_once(harness):
 
 
 def test_bad_signature_and_stale_timestamp_are_refused(harness):
-    h, slack = harness, harness.slack
+    h = harness
     body = b'{"type":"event_callback","event_id":"EvBAD","event":{"type":"message"}}'
     assert h.request("/slack/events", body, secret="wrong").status == 401
     assert h.request("/slack/events", body, timestamp=int(time.time()) - 600).status == 401
@@ -305,8 +334,14 @@ def test_ack_does_not_wait_for_slow_slack(harness):
     assert button["action_id"] == "feedback_open"
     slack.fail_next("views.open", delay=2.5)
     started = time.monotonic()
-    reply = h.click("UANA", "feedback_open", button["value"], channel=call.response["channel"],
-                    message_ts=call.response["ts"], settle=False)
+    reply = h.click(
+        "UANA",
+        "feedback_open",
+        button["value"],
+        channel=call.response["channel"],
+        message_ts=call.response["ts"],
+        settle=False,
+    )
     elapsed = time.monotonic() - started
     assert reply.status == 200 and elapsed < 1.5, elapsed
     h.settle()

@@ -19,9 +19,17 @@ def test_manifest_is_valid_against_slacks_schema():
 def test_manifest_covers_what_the_app_uses():
     m = manifest()
     scopes = set(m["oauth_config"]["scopes"]["bot"])
-    assert {"chat:write", "im:history", "commands", "reactions:read", "users:read",
-            "usergroups:read"} <= scopes
-    assert {"message.im", "reaction_added"} <= set(m["settings"]["event_subscriptions"]["bot_events"])
+    assert {
+        "chat:write",
+        "im:history",
+        "commands",
+        "reactions:read",
+        "users:read",
+        "usergroups:read",
+    } <= scopes
+    assert {"message.im", "reaction_added"} <= set(
+        m["settings"]["event_subscriptions"]["bot_events"]
+    )
     assert m["settings"]["socket_mode_enabled"] is True
     assert m["settings"]["interactivity"]["is_enabled"] is True
     assert [c["command"] for c in m["features"]["slash_commands"]] == ["/closeloop"]
@@ -35,4 +43,3 @@ def test_invalid_manifest_is_rejected_by_the_schema():
     except jsonschema.ValidationError:
         return
     raise AssertionError("the schema accepted a broken manifest")
-

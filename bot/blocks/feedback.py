@@ -11,7 +11,6 @@ from bot.blocks import (
     context,
     escape,
     escape_fit,
-    mrkdwn,
     plain,
     quote,
     section,
@@ -247,8 +246,3 @@ def ack_rep_dm(*, marketer_id: str, note: str | None, channel: str, week_start: 
             f"{_week(week_start)} in <#{channel}>."
         )
     return text, [section(text)]
-
-
-def error_text(message: str) -> Message:
-    """A short message the user can act on (already safe: our own text)."""
-    return message, [section(f":warning: {mrkdwn(message)['text']}")]

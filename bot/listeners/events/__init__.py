@@ -32,11 +32,6 @@ def reaction_added(event: dict, context: dict) -> None:
     )
 
 
-def ignore(event: dict) -> None:
-    """Events we subscribe to but do not act on (acknowledged so Slack does not retry)."""
-
-
 def register(app: App) -> None:
     app.event("message")(dm_message)
     app.event("reaction_added")(reaction_added)
-    app.event("reaction_removed")(ignore)
