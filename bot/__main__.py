@@ -121,8 +121,18 @@ def _run(rt, *, scheduler: bool) -> int:
         if rt.settings.socket_mode:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+            from bot.runtime import SLACK_ERRORS
+
             handler = SocketModeHandler(app, rt.settings.slack_app_token)
-            handler.connect()
+            try:
+                handler.connect()
+            except SLACK_ERRORS as err:
+                print(
+                    f"closeloop: Slack refused the Socket Mode connection ({_first_line(err)}); "
+                    "check SLACK_APP_TOKEN (an xapp- token with connections:write)",
+                    file=sys.stderr,
+                )
+                return 2
             log.info("Closeloop connected over Socket Mode")
             while not stop.is_set():
                 stop.wait(1)

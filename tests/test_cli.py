@@ -132,3 +132,13 @@ def test_run_serves_http_with_healthz_and_verified_events(cli_env, fake_slack):
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
     assert BOT_TOKEN not in out and SIGNING_SECRET not in out
+
+
+def test_socket_mode_with_a_rejected_app_token_is_one_line(cli_env, fake_slack):
+    env = {**cli_env, "SLACK_APP_TOKEN": "xapp-1-revoked"}
+    out = closeloop(env, "run", "--no-scheduler")
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("closeloop: ") and "SLACK_APP_TOKEN" in last
+    assert "Traceback" not in out.stderr and "xapp-1-revoked" not in out.stderr
+    assert fake_slack.calls_to("apps.connections.open", include_failed=True)

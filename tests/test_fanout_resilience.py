@@ -1,0 +1,98 @@
+"""Fan-out under crashes, double firing, parallel processes and a dropping network."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import select
+
+from bot import flows
+from bot.db import session_scope
+from bot.models import Prompt
+from bot.runtime import Runtime, make_client
+from bot.services import feedback as feedback_svc
+from tests.test_loop_scenario import FRI_1500_UTC, SAT_0000_UTC, dms_to
+
+
+def test_restart_in_the_middle_of_the_fan_out_finishes_it_once(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(SAT_0000_UTC)
+    flows.sync_roster(h.rt)
+    schedule = flows.schedule_of(h.rt)
+    # The process claimed both reps' rows, sent Ana's DM, and died before sending Ben's.
+    with session_scope(h.rt.session_factory) as s:
+        due = feedback_svc.due_prompts(s, reps=feedback_svc_reps(s), schedule=schedule, now=clock())
+        ids = {
+            d.user_id: feedback_svc.claim_prompt(s, due=d, schedule=schedule, now=clock()).id
+            for d in due
+        }
+    assert flows.deliver_prompt(h.rt, ids["UANA"])
+    # A new process starts: nothing is sent twice, Ben's claimed prompt is finished.
+    restarted = Runtime(
+        settings=h.settings,
+        session_factory=h.rt.session_factory,
+        client=make_client(h.settings, timeout=3),
+        clock=clock,
+    )
+    flows.tick(restarted)
+    assert len(dms_to(slack, "UANA")) == 1 and dms_to(slack, "UBEN") == []  # claim still fresh
+    clock.advance(minutes=3)
+    flows.tick(restarted)
+    flows.tick(restarted)
+    assert len(dms_to(slack, "UANA")) == 1 and len(dms_to(slack, "UBEN")) == 1
+
+
+def feedback_svc_reps(session):
+    from bot.services import roster
+
+    return roster.active_sales(session)
+
+
+def test_two_processes_firing_together_prompt_each_rep_once(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(SAT_0000_UTC)
+    runtimes = [
+        Runtime(
+            settings=h.settings,
+            session_factory=h.rt.session_factory,
+            client=make_client(h.settings, timeout=3),
+            clock=clock,
+        )
+        for _ in range(3)
+    ]
+    barrier = threading.Barrier(len(runtimes))
+
+    def run(rt):
+        barrier.wait()
+        flows.tick(rt)
+
+    threads = [threading.Thread(target=run, args=(rt,)) for rt in runtimes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(dms_to(slack, "UANA")) == 1 and len(dms_to(slack, "UBEN")) == 1
+    with session_scope(h.rt.session_factory) as s:
+        assert len(s.scalars(select(Prompt)).all()) == 2
+
+
+def test_dropped_connections_keep_the_prompt_pending_until_it_goes_out(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    slack.fail_next("chat.postMessage", drop=True, times=3)  # outlasts the client's retries
+    flows.tick(h.rt)
+    assert dms_to(slack, "UANA") == []
+    with session_scope(h.rt.session_factory) as s:
+        prompt = s.scalars(select(Prompt)).one()
+        assert prompt.status == "pending" and prompt.last_error
+    clock.advance(minutes=1)
+    flows.tick(h.rt)
+    assert dms_to(slack, "UANA") == []  # not yet: a claim is retried after two minutes
+    clock.advance(minutes=2, seconds=1)
+    flows.tick(h.rt)
+    assert len(dms_to(slack, "UANA")) == 1
+    clock.advance(minutes=10)
+    flows.tick(h.rt)
+    assert len(dms_to(slack, "UANA")) == 1
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(Prompt.status)).one() == "sent"
