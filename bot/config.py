@@ -15,6 +15,16 @@ from datetime import time
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DATABASE_URL = "sqlite:///closeloop.db"
 
+DEFAULT_REASON_CATEGORIES = (
+    "Price",
+    "Product gap",
+    "Implementation / time to value",
+    "Timing or budget",
+    "Relationship / trust",
+    "Incumbent or competitor",
+    "Other",
+)
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 _USERGROUP_ID = re.compile(r"^S[A-Z0-9]+$")
@@ -62,6 +72,19 @@ class Settings:
     ack_emoji: str = "white_check_mark"
     port: int = 3000
     default_timezone: str = "UTC"
+    winloss_channel: str = ""  # defaults to feedback_channel
+    winloss_escalation_channel: str = ""  # defaults to winloss_channel
+    winloss_deadline_hours: int = 24
+    winloss_reminder_hours: int = 20
+    deals_webhook_secret: str | None = None
+    sales_managers: tuple[str, ...] = ()
+    reason_categories: tuple[str, ...] = DEFAULT_REASON_CATEGORIES
+
+    def __post_init__(self) -> None:
+        if not self.winloss_channel:
+            object.__setattr__(self, "winloss_channel", self.feedback_channel)
+        if not self.winloss_escalation_channel:
+            object.__setattr__(self, "winloss_escalation_channel", self.winloss_channel)
 
     @property
     def socket_mode(self) -> bool:
@@ -113,11 +136,7 @@ class Settings:
         api_url = api_url.rstrip("/") + "/"
 
         channel = _required(get, "FEEDBACK_CHANNEL", "the ID of marketing's channel (C...)")
-        if not _CHANNEL_ID.match(channel):
-            raise ConfigError(
-                f"FEEDBACK_CHANNEL={channel!r} is not a channel ID; use the ID (C...) shown in "
-                "the channel's details, not its name"
-            )
+        _check_channel("FEEDBACK_CHANNEL", channel)
 
         port_text = get("PORT") or "3000"
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -132,7 +151,36 @@ class Settings:
         default_tz = get("DEFAULT_TIMEZONE") or "UTC"
         _check_timezone("DEFAULT_TIMEZONE", default_tz)
 
+        winloss_channel = _channel(get, "WINLOSS_CHANNEL")
+        escalation_channel = _channel(get, "WINLOSS_ESCALATION_CHANNEL")
+        deadline = _hours(get, "WINLOSS_DEADLINE_HOURS", 24)
+        reminder = _hours(get, "WINLOSS_REMINDER_HOURS", 20)
+        if reminder >= deadline:
+            raise ConfigError(
+                f"WINLOSS_REMINDER_HOURS={reminder} must be less than "
+                f"WINLOSS_DEADLINE_HOURS={deadline}"
+            )
+        managers = _user_ids(get, "SALES_MANAGERS") if get("SALES_MANAGERS") else ()
+        categories_text = get("WINLOSS_REASON_CATEGORIES")
+        categories = DEFAULT_REASON_CATEGORIES
+        if categories_text:
+            categories = tuple(
+                dict.fromkeys(c.strip() for c in categories_text.split(",") if c.strip())
+            )
+            if not 2 <= len(categories) <= 50 or any(len(c) > 75 for c in categories):
+                raise ConfigError(
+                    "WINLOSS_REASON_CATEGORIES must list 2 to 50 comma-separated categories "
+                    "of at most 75 characters each"
+                )
+
         return cls(
+            winloss_channel=winloss_channel or "",
+            winloss_escalation_channel=escalation_channel or "",
+            winloss_deadline_hours=deadline,
+            winloss_reminder_hours=reminder,
+            deals_webhook_secret=get("DEALS_WEBHOOK_SECRET"),
+            sales_managers=managers,
+            reason_categories=categories,
             slack_bot_token=bot_token,
             slack_signing_secret=signing_secret,
             slack_app_token=app_token,
@@ -188,14 +236,40 @@ def _audience(get, prefix: str) -> Audience:
             f"{users_name} or {group_name} is not set: list the {prefix.lower()} team's Slack "
             f"user IDs (U..., comma-separated) or give their user group ID (S...)"
         )
-    users = tuple(u.strip() for u in users_text.split(",") if u.strip())
+    return Audience(users=_user_ids(get, users_name))
+
+
+def _user_ids(get, name: str) -> tuple[str, ...]:
+    users = tuple(u.strip() for u in (get(name) or "").split(",") if u.strip())
     bad = [u for u in users if not _USER_ID.match(u)]
     if bad or not users:
         raise ConfigError(
-            f"{users_name} has {', '.join(bad) or 'no IDs'}: use Slack user IDs (U...), "
+            f"{name} has {', '.join(bad) or 'no IDs'}: use Slack user IDs (U...), "
             "comma-separated, not names"
         )
-    return Audience(users=tuple(dict.fromkeys(users)))
+    return tuple(dict.fromkeys(users))
+
+
+def _check_channel(name: str, channel: str) -> None:
+    if not _CHANNEL_ID.match(channel):
+        raise ConfigError(
+            f"{name}={channel!r} is not a channel ID; use the ID (C...) shown in "
+            "the channel's details, not its name"
+        )
+
+
+def _channel(get, name: str) -> str | None:
+    channel = get(name)
+    if channel is not None:
+        _check_channel(name, channel)
+    return channel
+
+
+def _hours(get, name: str, default: int) -> int:
+    text = get(name) or str(default)
+    if not text.isdigit() or not 1 <= int(text) <= 24 * 14:
+        raise ConfigError(f"{name}={text!r} must be a whole number of hours (1-336)")
+    return int(text)
 
 
 def _check_timezone(name: str, value: str) -> None:

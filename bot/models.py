@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 from sqlalchemy import (
     Boolean,
@@ -11,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     TypeDecorator,
@@ -178,3 +180,95 @@ class ProcessedEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Outcome:
+    WON = "won"
+    LOST = "lost"
+    NO_DECISION = "no_decision"
+
+    ALL = (WON, LOST, NO_DECISION)
+    LABELS = {WON: "Won", LOST: "Lost", NO_DECISION: "No decision"}
+
+
+class Competitor(Base):
+    """A competitor, known by its normalised key ("competitor x"); merged ones point on."""
+
+    __tablename__ = "competitors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("competitors.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Deal(Base):
+    """A closed deal (from the CRM, an import, or a rep logging one the bot never heard of)."""
+
+    __tablename__ = "deals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The CRM's ID; NULL for a deal first heard of through /winloss (NULLs are distinct).
+    external_id: Mapped[str | None] = mapped_column(String(120), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    outcome: Mapped[str] = mapped_column(String(16))
+    closed_at: Mapped[datetime]
+    owner_user_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    owner_email: Mapped[str | None] = mapped_column(String(255))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    source: Mapped[str | None] = mapped_column(String(255))
+    origin: Mapped[str] = mapped_column(String(16))  # "crm", "import" or "slack"
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline_at: Mapped[datetime] = mapped_column(index=True)
+    nudge_channel: Mapped[str | None] = mapped_column(String(32))
+    nudge_ts: Mapped[str | None] = mapped_column(String(32))
+    nudge_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    nudge_claimed_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
+    overdue_at: Mapped[datetime | None]
+    owner_missing_reported_at: Mapped[datetime | None]
+
+    entry: Mapped[WinLossEntry | None] = relationship(back_populates="deal")
+
+
+class WinLossEntry(Base):
+    """The log entry for a deal: the customer's own words, what marketing should change."""
+
+    __tablename__ = "winloss_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id"), unique=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    reason_category: Mapped[str | None] = mapped_column(String(80))
+    competitor_id: Mapped[int | None] = mapped_column(ForeignKey("competitors.id"), index=True)
+    insight: Mapped[str | None] = mapped_column(Text)
+    logged_at: Mapped[datetime] = mapped_column(index=True)
+    on_time: Mapped[bool] = mapped_column(Boolean)
+    author_user_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    edited_at: Mapped[datetime | None]
+    edit_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    deal: Mapped[Deal] = relationship(back_populates="entry")
+    competitor: Mapped[Competitor | None] = relationship()
+    revisions: Mapped[list[WinLossRevision]] = relationship(order_by="WinLossRevision.id")
+
+
+class WinLossRevision(Base):
+    """The text an entry had before an edit (edits never lose what was said)."""
+
+    __tablename__ = "winloss_revisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("winloss_entries.id"), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    reason_category: Mapped[str | None] = mapped_column(String(80))
+    competitor_name: Mapped[str | None] = mapped_column(String(120))
+    insight: Mapped[str | None] = mapped_column(Text)
+    closed_at: Mapped[datetime]
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    source: Mapped[str | None] = mapped_column(String(255))
+    replaced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    replaced_by: Mapped[str | None] = mapped_column(String(32))

@@ -33,7 +33,8 @@ QUESTIONS = (
 Message = tuple[str, list[dict]]
 
 
-def _week(week_start: date) -> str:
+def week_label(week_start: date) -> str:
+    """``week of Nov 16``."""
     return f"week of {week_start:%b} {week_start.day}"
 
 
@@ -41,7 +42,7 @@ def prompt_message(*, prompt_id: int, week_start: date, reminder: bool = False) 
     """The Friday DM: the three-bullet template, an Answer button and the two skips."""
     lead = (
         "*Reminder:* your feedback for the " if reminder else "*Friday feedback for marketing* — "
-    ) + _week(week_start)
+    ) + week_label(week_start)
     text = (
         f"{lead}\n1. What messaging worked this week, and why?\n"
         "2. What fell flat, and which objection killed it?\n3. One market insight."
@@ -70,7 +71,7 @@ def prompt_done_message(
     *, prompt_id: int, week_start: date, status: str, skip_reason: str | None = None
 ) -> Message:
     """The DM after the rep answered, skipped, or the week closed unanswered."""
-    week = _week(week_start)
+    week = week_label(week_start)
     if status == "answered":
         text = (
             f":white_check_mark: Answered — thanks! Your feedback for the {week} is with marketing."
@@ -127,7 +128,7 @@ def feedback_modal(
         "title": plain("Weekly feedback"),
         "submit": plain("Send to marketing"),
         "close": plain("Cancel"),
-        "blocks": [context(f"Your three bullets for the {_week(week_start)}."), *blocks],
+        "blocks": [context(f"Your three bullets for the {week_label(week_start)}."), *blocks],
     }
 
 
@@ -168,7 +169,7 @@ def feedback_post(
     acknowledged_by: list[str],
 ) -> Message:
     """Marketing's channel post: the rep's three bullets and a Close the loop button."""
-    head = f"*Weekly feedback from <@{rep_id}>* — {_week(week_start)}"
+    head = f"*Weekly feedback from <@{rep_id}>* — {week_label(week_start)}"
     if edited:
         head += " _(edited)_"
     blocks = [
@@ -233,16 +234,13 @@ def ack_thread_reply(*, marketer_id: str, note: str | None, emoji: str | None) -
     return text, [section(text)]
 
 
-def ack_rep_dm(*, marketer_id: str, note: str | None, channel: str, week_start: date) -> Message:
-    """The DM telling the rep what marketing said about their feedback."""
+def ack_rep_dm(*, marketer_id: str, note: str | None, channel: str, subject: str) -> Message:
+    """The DM telling the rep what marketing said about ``subject`` (our own, escaped text)."""
     if note:
         text = (
-            f"<@{marketer_id}> from marketing read your feedback for the {_week(week_start)} "
-            f"in <#{channel}> and will change this:\n{quote(note)}"
+            f"<@{marketer_id}> from marketing read {subject} in <#{channel}> and will change "
+            f"this:\n{quote(note)}"
         )
     else:
-        text = (
-            f"<@{marketer_id}> from marketing read and acknowledged your feedback for the "
-            f"{_week(week_start)} in <#{channel}>."
-        )
+        text = f"<@{marketer_id}> from marketing read and acknowledged {subject} in <#{channel}>."
     return text, [section(text)]

@@ -308,6 +308,10 @@ def skip_week(rt: Runtime, *, user_id: str, prompt_id: int, reason: str) -> None
 
 
 def _post_content(session: Session, post: LoopPost) -> tuple[str, list[dict]]:
+    if post.kind == "winloss":
+        from bot.flows.winloss import entry_post_content
+
+        return entry_post_content(session, post)
     answer = session.get(FeedbackAnswer, post.subject_id)
     assert answer is not None
     prompt = answer.prompt
@@ -401,9 +405,7 @@ def notify_ack(rt: Runtime, ack_id: int) -> None:
         ack = session.get(Acknowledgement, ack_id)
         assert ack is not None
         post = ack.post
-        answer = session.get(FeedbackAnswer, post.subject_id)
-        assert answer is not None
-        week = answer.prompt.week_start
+        subject = _subject(session, post)
         reaction = ack.dedup_key.rsplit(":", 1)[-1] if ack.dedup_key else None
         marketer, note, channel, ts, rep, post_id = (
             ack.user_id,
@@ -416,7 +418,7 @@ def notify_ack(rt: Runtime, ack_id: int) -> None:
     text, blocks = fb_blocks.ack_thread_reply(marketer_id=marketer, note=note, emoji=reaction)
     reply = rt.post(channel=channel, thread_ts=ts, text=text, blocks=blocks)
     text, blocks = fb_blocks.ack_rep_dm(
-        marketer_id=marketer, note=note, channel=channel, week_start=week
+        marketer_id=marketer, note=note, channel=channel, subject=subject
     )
     dm = rt.post(channel=rep, text=text, blocks=blocks)
     with session_scope(rt.session_factory) as session:
@@ -425,6 +427,17 @@ def notify_ack(rt: Runtime, ack_id: int) -> None:
         ack.thread_ts = reply["ts"] if reply else None
         ack.rep_notified_at = rt.now() if dm else None
     publish_post(rt, post_id)
+
+
+def _subject(session: Session, post: LoopPost) -> str:
+    """What the post is about, for the rep ("your feedback for the week of Nov 16")."""
+    if post.kind == "winloss":
+        from bot.flows.winloss import entry_subject
+
+        return entry_subject(session, post)
+    answer = session.get(FeedbackAnswer, post.subject_id)
+    assert answer is not None
+    return f"your feedback for the {fb_blocks.week_label(answer.prompt.week_start)}"
 
 
 def acknowledge_reaction(rt: Runtime, *, user_id: str, channel: str, ts: str, emoji: str) -> None:

@@ -1,0 +1,477 @@
+"""The win/loss log: closed deals, their entries, the 24-hour rule."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.models import Deal, LoopPost, Outcome, WinLossEntry, WinLossRevision
+from bot.services import DomainError, NotAllowed
+from bot.services import competitors as competitor_svc
+from bot.services.calendar import local_instant
+
+MAX_TEXT = 3000
+MIN_REASON_WORDS = 4
+EDIT_WINDOW = timedelta(days=7)
+NUDGE_RETRY_AFTER = timedelta(minutes=2)
+
+
+class InvalidField(DomainError):
+    """A field of an incoming deal or entry is missing or malformed."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def parse_outcome(value: object, field_name: str = "outcome") -> str:
+    """``won``, ``lost`` or ``no_decision`` from any case and spelling ("No decision")."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidField(field_name, "is required (won, lost or no_decision)")
+    key = re.sub(r"[\s\-_]+", "_", value.strip().casefold())
+    if key not in Outcome.ALL:
+        raise InvalidField(field_name, f"must be won, lost or no_decision, not {value!r}")
+    return key
+
+
+def parse_instant(value: object, field_name: str) -> tuple[datetime, bool]:
+    """An ISO 8601 time (UTC when it has no offset); a bare date is allowed.
+
+    Returns the instant and whether only a date was given.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidField(field_name, "is required (ISO 8601, e.g. 2026-11-20T15:30:00Z)")
+    text = value.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC), True
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidField(
+            field_name, f"is not an ISO 8601 time: {value!r} (e.g. 2026-11-20T15:30:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC), False
+
+
+def parse_amount(value: object, field_name: str = "amount") -> Decimal | None:
+    """An optional non-negative amount ("12500", 12500.5, "12,500.00")."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise InvalidField(field_name, "must be a number")
+    try:
+        amount = Decimal(str(value).replace(",", "").strip())
+    except InvalidOperation:
+        raise InvalidField(field_name, f"must be a number, not {value!r}") from None
+    if not amount.is_finite() or amount < 0 or amount >= Decimal("1e12"):
+        raise InvalidField(field_name, "must be a positive number below 1,000,000,000,000")
+    return amount.quantize(Decimal("0.01"))
+
+
+def _text(value: object, field_name: str, *, required: bool, limit: int) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise InvalidField(field_name, "is required")
+        return None
+    if not isinstance(value, str | int):
+        raise InvalidField(field_name, "must be a string")
+    text = str(value).strip()
+    if len(text) > limit:
+        raise InvalidField(field_name, f"must be at most {limit} characters")
+    return text
+
+
+_USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class DealIn:
+    """A closed deal as the CRM (webhook, CLI, import) describes it."""
+
+    external_id: str
+    name: str
+    outcome: str
+    closed_at: datetime
+    owner_user_id: str | None = None
+    owner_email: str | None = None
+    amount: Decimal | None = None
+    source: str | None = None
+    closed_on_date_only: bool = False
+
+
+def parse_owner(value: object, field_name: str = "owner") -> tuple[str | None, str | None]:
+    """(Slack user ID, email) from one owner value."""
+    text = _text(value, field_name, required=True, limit=255)
+    assert text is not None
+    if _USER_ID.match(text):
+        return text, None
+    if _EMAIL.match(text):
+        return None, text.lower()
+    raise InvalidField(field_name, f"must be a Slack user ID (U...) or an email, not {text!r}")
+
+
+def parse_deal(data: Mapping[str, object]) -> DealIn:
+    """Validate the deal webhook's JSON object; InvalidField names the first bad field."""
+    if not isinstance(data, Mapping):
+        raise InvalidField("body", "must be a JSON object")
+    external_id = _text(data.get("deal_id"), "deal_id", required=True, limit=120)
+    name = _text(data.get("name"), "name", required=True, limit=255)
+    outcome = parse_outcome(data.get("outcome"))
+    closed_at, date_only = parse_instant(data.get("closed_at"), "closed_at")
+    slack_id = _text(data.get("owner_slack_id"), "owner_slack_id", required=False, limit=32)
+    email = _text(data.get("owner_email"), "owner_email", required=False, limit=255)
+    if slack_id is None and email is None:
+        raise InvalidField("owner_email", "or owner_slack_id is required")
+    if slack_id is not None and not _USER_ID.match(slack_id):
+        raise InvalidField("owner_slack_id", f"must be a Slack user ID (U...), not {slack_id!r}")
+    if email is not None and not _EMAIL.match(email):
+        raise InvalidField("owner_email", f"is not an email address: {email!r}")
+    source = data.get("source")
+    if source is None:
+        source = data.get("campaign")
+    return DealIn(
+        external_id=str(external_id),
+        name=str(name),
+        outcome=outcome,
+        closed_at=closed_at,
+        owner_user_id=slack_id,
+        owner_email=email.lower() if email else None,
+        amount=parse_amount(data.get("amount")),
+        source=_text(source, "source", required=False, limit=255),
+        closed_on_date_only=date_only,
+    )
+
+
+def deadline_for(closed_at: datetime, *, date_only: bool, hours: int) -> datetime:
+    """When the entry is due: ``hours`` after close; a date-only close counts from its end."""
+    return closed_at + timedelta(hours=hours) + (timedelta(days=1) if date_only else timedelta())
+
+
+# --- deals --------------------------------------------------------------------------------
+
+
+def receive_deal(
+    session: Session, *, deal: DealIn, deadline_hours: int, now: datetime, origin: str = "crm"
+) -> tuple[Deal, bool]:
+    """Store a closed deal once per CRM ID; return it and whether it is new."""
+    existing = session.scalars(select(Deal).where(Deal.external_id == deal.external_id)).first()
+    if existing is not None:
+        return existing, False
+    row = Deal(
+        external_id=deal.external_id,
+        name=deal.name,
+        outcome=deal.outcome,
+        closed_at=deal.closed_at,
+        owner_user_id=deal.owner_user_id,
+        owner_email=deal.owner_email,
+        amount=deal.amount,
+        source=deal.source,
+        origin=origin,
+        received_at=now,
+        deadline_at=deadline_for(
+            deal.closed_at, date_only=deal.closed_on_date_only, hours=deadline_hours
+        ),
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:  # the same deal arriving twice at once
+        found = session.scalars(select(Deal).where(Deal.external_id == deal.external_id)).one()
+        return found, False
+    return row, True
+
+
+def get_deal(session: Session, deal_pk: int) -> Deal:
+    deal = session.get(Deal, deal_pk)
+    if deal is None:
+        raise DomainError("That deal no longer exists.")
+    return deal
+
+
+def waiting_deals(session: Session, *, user_id: str) -> list[Deal]:
+    """The user's deals still without an entry, most urgent first."""
+    return list(
+        session.scalars(
+            select(Deal)
+            .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
+            .where(Deal.owner_user_id == user_id, WinLossEntry.id.is_(None))
+            .order_by(Deal.deadline_at, Deal.id)
+        )
+    )
+
+
+def deals_needing_owner_or_nudge(session: Session, *, now: datetime) -> list[Deal]:
+    """Deals without an entry whose owner was not resolved or whose nudge has not gone out."""
+    stale = now - NUDGE_RETRY_AFTER
+    return list(
+        session.scalars(
+            select(Deal)
+            .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
+            .where(
+                WinLossEntry.id.is_(None),
+                Deal.origin == "crm",
+                Deal.nudge_ts.is_(None),
+                Deal.owner_missing_reported_at.is_(None),
+                or_(Deal.nudge_claimed_at.is_(None), Deal.nudge_claimed_at < stale),
+            )
+            .order_by(Deal.id)
+        )
+    )
+
+
+def claim_nudge(session: Session, *, deal: Deal, now: datetime) -> bool:
+    """Take the nudge for this deal (one process, one DM); False when another run has it."""
+    stale = now - NUDGE_RETRY_AFTER
+    result = session.execute(
+        update(Deal)
+        .where(
+            Deal.id == deal.id,
+            Deal.nudge_ts.is_(None),
+            or_(Deal.nudge_claimed_at.is_(None), Deal.nudge_claimed_at < stale),
+        )
+        .values(nudge_claimed_at=now, nudge_attempts=Deal.nudge_attempts + 1)
+    )
+    return result.rowcount == 1
+
+
+def due_deal_reminders(session: Session, *, now: datetime, reminder_hours: int) -> list[Deal]:
+    """Nudged deals with no entry at hour ``reminder_hours`` after close, not yet reminded."""
+    rows = session.scalars(
+        select(Deal)
+        .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
+        .where(
+            WinLossEntry.id.is_(None),
+            Deal.nudge_ts.is_not(None),
+            Deal.reminded_at.is_(None),
+            Deal.overdue_at.is_(None),
+            Deal.deadline_at > now,
+        )
+    ).all()
+    return [d for d in rows if d.closed_at + timedelta(hours=reminder_hours) <= now]
+
+
+def claim_deal_reminder(session: Session, *, deal: Deal, now: datetime) -> bool:
+    result = session.execute(
+        update(Deal).where(Deal.id == deal.id, Deal.reminded_at.is_(None)).values(reminded_at=now)
+    )
+    return result.rowcount == 1
+
+
+def mark_overdue(session: Session, *, now: datetime) -> list[Deal]:
+    """Deals past their deadline without an entry, marked overdue exactly once."""
+    candidates = session.scalars(
+        select(Deal)
+        .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
+        .where(WinLossEntry.id.is_(None), Deal.overdue_at.is_(None), Deal.deadline_at <= now)
+        .order_by(Deal.id)
+    ).all()
+    marked = []
+    for deal in candidates:
+        result = session.execute(
+            update(Deal).where(Deal.id == deal.id, Deal.overdue_at.is_(None)).values(overdue_at=now)
+        )
+        if result.rowcount == 1:
+            deal.overdue_at = now
+            marked.append(deal)
+    return marked
+
+
+# --- entries ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryIn:
+    """What a rep typed into the /winloss modal."""
+
+    deal_name: str
+    outcome: str
+    reason: str
+    reason_category: str | None
+    competitor: str | None
+    insight: str | None
+    closed_on: date
+    amount: Decimal | None = None
+    source: str | None = None
+    deal_pk: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def reason_problem(reason: str) -> str | None:
+    """Why a reason is not in the customer's own words, or None when it is acceptable."""
+    words = re.findall(r"[^\W_]+(?:['’][^\W_]+)?", reason)
+    if len(words) < MIN_REASON_WORDS:
+        return (
+            "Please write what the customer actually said, in their words (a quote, at least "
+            "a sentence), not a label like \u201cpoor fit\u201d or \u201cprice\u201d."
+        )
+    return None
+
+
+def validate_entry(entry: EntryIn, *, categories: Sequence[str], today: date) -> dict[str, str]:
+    """Block ID -> problem for the modal (empty when the entry can be stored)."""
+    errors: dict[str, str] = {}
+    if not entry.deal_name.strip():
+        errors["deal_name"] = "Please name the deal."
+    elif len(entry.deal_name) > 255:
+        errors["deal_name"] = "Please keep the deal name under 255 characters."
+    if entry.outcome not in Outcome.ALL:
+        errors["outcome"] = "Please pick won, lost or no decision."
+    reason = entry.reason.strip()
+    if not reason:
+        errors["reason"] = "Please quote the customer's primary reason."
+    elif len(reason) > MAX_TEXT:
+        errors["reason"] = f"Please keep this under {MAX_TEXT} characters."
+    else:
+        problem = reason_problem(reason)
+        if problem:
+            errors["reason"] = problem
+    if entry.reason_category is not None and entry.reason_category not in categories:
+        errors["reason_category"] = "Please pick one of the listed categories."
+    if not (entry.insight or "").strip():
+        errors["insight"] = "Please say what marketing should do differently."
+    elif len(entry.insight or "") > MAX_TEXT:
+        errors["insight"] = f"Please keep this under {MAX_TEXT} characters."
+    if entry.competitor and len(entry.competitor) > competitor_svc.MAX_NAME:
+        errors["competitor_new"] = "Please keep the name under 120 characters."
+    if entry.closed_on > today + timedelta(days=1):
+        errors["closed_on"] = "The close date cannot be in the future."
+    if entry.source and len(entry.source) > 255:
+        errors["source"] = "Please keep this under 255 characters."
+    return errors
+
+
+def check_may_log(deal: Deal, *, user_id: str, managers: Collection[str]) -> None:
+    """Only the deal's owner or a sales manager logs or edits its entry."""
+    if user_id in managers:
+        return
+    if deal.owner_user_id != user_id:
+        raise NotAllowed(
+            "Only the deal's owner or a sales manager can log or edit this deal's win/loss entry."
+        )
+
+
+def _snapshot(entry: WinLossEntry, *, by: str, now: datetime) -> WinLossRevision:
+    return WinLossRevision(
+        entry_id=entry.id,
+        outcome=entry.outcome,
+        reason=entry.reason,
+        reason_category=entry.reason_category,
+        competitor_name=entry.competitor.name if entry.competitor else None,
+        insight=entry.insight,
+        closed_at=entry.deal.closed_at,
+        amount=entry.deal.amount,
+        source=entry.deal.source,
+        replaced_at=now,
+        replaced_by=by,
+    )
+
+
+def log_entry(
+    session: Session,
+    *,
+    entry_in: EntryIn,
+    user_id: str,
+    managers: Collection[str],
+    categories: Sequence[str],
+    deadline_hours: int,
+    tz: ZoneInfo,
+    channel: str,
+    now: datetime,
+) -> tuple[WinLossEntry, LoopPost, bool]:
+    """Store a new entry or edit an existing one; return it, its channel post, whether edited.
+
+    Raises InvalidField-style DomainError for bad input, NotAllowed for the wrong person.
+    """
+    errors = validate_entry(entry_in, categories=categories, today=now.astimezone(tz).date())
+    if errors:
+        raise DomainError(" ".join(errors.values()))
+    closed_at = local_instant(entry_in.closed_on, datetime.min.time(), tz)
+    if entry_in.deal_pk is not None:
+        deal = get_deal(session, entry_in.deal_pk)
+        check_may_log(deal, user_id=user_id, managers=managers)
+    else:
+        deal = Deal(
+            external_id=None,
+            name=entry_in.deal_name.strip(),
+            outcome=entry_in.outcome,
+            closed_at=closed_at,
+            owner_user_id=user_id,
+            origin="slack",
+            received_at=now,
+            deadline_at=deadline_for(closed_at, date_only=True, hours=deadline_hours),
+        )
+        session.add(deal)
+        session.flush()
+    entry = deal.entry
+    edited = entry is not None
+    if entry is not None:
+        if now - entry.logged_at > EDIT_WINDOW:
+            raise DomainError("Entries can be edited for 7 days after they are logged.")
+        session.add(_snapshot(entry, by=user_id, now=now))
+        entry.edit_count += 1
+        entry.edited_at = now
+    else:
+        entry = WinLossEntry(
+            deal=deal,
+            logged_at=now,
+            on_time=now <= deal.deadline_at,
+            author_user_id=user_id,
+        )
+        session.add(entry)
+    deal.name = entry_in.deal_name.strip()
+    deal.outcome = entry_in.outcome
+    if deal.origin == "slack" or entry_in.closed_on != deal.closed_at.astimezone(tz).date():
+        deal.closed_at = closed_at
+    deal.amount = entry_in.amount if entry_in.amount is not None else deal.amount
+    deal.source = (entry_in.source or "").strip() or deal.source
+    entry.outcome = entry_in.outcome
+    entry.reason = entry_in.reason.strip()
+    entry.reason_category = entry_in.reason_category
+    entry.competitor = competitor_svc.get_or_create(session, entry_in.competitor)
+    entry.insight = (entry_in.insight or "").strip() or None
+    session.flush()
+    post = session.scalars(
+        select(LoopPost).where(LoopPost.kind == "winloss", LoopPost.subject_id == entry.id)
+    ).first()
+    if post is None:
+        post = LoopPost(
+            kind="winloss",
+            subject_id=entry.id,
+            author_user_id=deal.owner_user_id or user_id,
+            channel=channel,
+            created_at=now,
+        )
+        session.add(post)
+    elif post.ts is not None:
+        post.needs_update = True
+    session.flush()
+    return entry, post, edited
+
+
+def entry_for_edit(
+    session: Session, *, entry_id: int, user_id: str, managers: Collection[str], now: datetime
+) -> WinLossEntry:
+    """The entry, if ``user_id`` may still edit it (author, owner or manager; 7 days)."""
+    entry = session.get(WinLossEntry, entry_id)
+    if entry is None:
+        raise DomainError("That entry no longer exists.")
+    if user_id not in managers and user_id not in (entry.author_user_id, entry.deal.owner_user_id):
+        raise NotAllowed("Only the entry's author or a sales manager can edit it.")
+    if now - entry.logged_at > EDIT_WINDOW:
+        raise DomainError("Entries can be edited for 7 days after they are logged.")
+    return entry
