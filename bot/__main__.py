@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from dotenv import load_dotenv
 
@@ -24,7 +25,46 @@ def _parser() -> argparse.ArgumentParser:
     prompt.add_argument("--now", action="store_true", required=True, help="send it immediately")
     prompt.add_argument("--user", nargs="+", metavar="U", help="only these reps (user IDs)")
     sub.add_parser("tick", help="run the scheduled work once (prompts, reminders, retries)")
+
+    deal = sub.add_parser("deal-closed", help="report a closed deal (as the CRM webhook does)")
+    deal.add_argument(
+        "--json", metavar="FILE", help="the webhook's JSON body from FILE (- = stdin)"
+    )
+    deal.add_argument("--deal-id")
+    deal.add_argument("--name")
+    deal.add_argument("--outcome", help="won, lost or no_decision")
+    deal.add_argument("--closed-at", help="ISO 8601; UTC when no offset")
+    deal.add_argument("--owner-email")
+    deal.add_argument("--owner-slack-id")
+    deal.add_argument("--amount")
+    deal.add_argument("--source", help="lead source or campaign")
+
+    imp = sub.add_parser("import", help="import an existing win/loss spreadsheet (CSV)")
+    imp.add_argument("kind", choices=["winloss"])
+    imp.add_argument("file")
+    imp.add_argument("--skip-bad", action="store_true", help="import the good rows anyway")
+
+    exp = sub.add_parser("export", help="write CSV to stdout (or --output)")
+    exp.add_argument("kind", choices=["winloss", "feedback"])
+    exp.add_argument("--since", type=_date, help="YYYY-MM-DD")
+    exp.add_argument("--output", "-o", help="file to write instead of stdout")
+
+    comp = sub.add_parser("competitors", help="list or merge competitor names")
+    comp_sub = comp.add_subparsers(dest="action", required=True)
+    comp_sub.add_parser("list")
+    merge = comp_sub.add_parser("merge", help="merge competitor A into B")
+    merge.add_argument("source", metavar="A")
+    merge.add_argument("target", metavar="B")
     return parser
+
+
+def _date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +104,27 @@ def main(argv: list[str] | None = None) -> int:
 
         tick(rt)
         return 0
+    if args.command in ("deal-closed", "import", "export", "competitors"):
+        from bot import admin
+
+        handler = {
+            "deal-closed": admin.deal_closed,
+            "import": admin.import_,
+            "export": admin.export,
+            "competitors": admin.competitors,
+        }[args.command]
+        return handler(rt, args)
     return _run(rt, scheduler=not args.no_scheduler)
+
+
+def _logged(fn):
+    def run() -> None:
+        try:
+            fn()
+        except Exception:
+            logging.getLogger("bot").exception("background task failed")
+
+    return run
 
 
 def _first_line(err: BaseException) -> str:
@@ -117,7 +177,15 @@ def _run(rt, *, scheduler: bool) -> int:
         sched = sched_mod.start(rt)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="background")
+
+    def run_later(fn) -> None:
+        background.submit(_logged(fn))
+
+    server = handler = None
     try:
+        from bot.server import make_http_server, make_wsgi_app
+
         if rt.settings.socket_mode:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
@@ -134,25 +202,30 @@ def _run(rt, *, scheduler: bool) -> int:
                 )
                 return 2
             log.info("Closeloop connected over Socket Mode")
-            while not stop.is_set():
-                stop.wait(1)
-            handler.close()
+            if rt.settings.deals_webhook_secret or os.environ.get("PORT"):
+                # Slack comes over the socket; HTTP serves only /healthz and the deal webhook.
+                server = make_http_server(
+                    make_wsgi_app(None, rt, run_later=run_later), "0.0.0.0", rt.settings.port
+                )
         else:
-            from bot.server import make_http_server, make_wsgi_app
-
             server = make_http_server(
-                make_wsgi_app(app, rt.session_factory), "0.0.0.0", rt.settings.port
+                make_wsgi_app(app, rt, run_later=run_later), "0.0.0.0", rt.settings.port
             )
             log.info("Closeloop serving Slack on :%s/slack/events", server.server_port)
+        if server is not None:
             threading.Thread(target=server.serve_forever, daemon=True).start()
-            while not stop.is_set():
-                stop.wait(1)
-            server.shutdown()
+        while not stop.is_set():
+            stop.wait(1)
     except KeyboardInterrupt:
         pass
     finally:
+        if server is not None:
+            server.shutdown()
+        if handler is not None:
+            handler.close()
         if sched is not None:
             sched.shutdown(wait=False)
+        background.shutdown(wait=False)
     return 0
 
 

@@ -1,36 +1,86 @@
-"""HTTP mode: Slack at POST /slack/events (signature-verified by Bolt) and GET /healthz."""
+"""The HTTP side: Slack at POST /slack/events (signature-verified by Bolt; HTTP mode only),
+closed deals at POST /hooks/deal-closed (signed with DEALS_WEBHOOK_SECRET), GET /healthz."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import text
-from sqlalchemy.orm import Session, sessionmaker
+
+from bot.runtime import Runtime
+from bot.webhook import MAX_BODY, handle_deal_closed
 
 log = logging.getLogger(__name__)
 
+_STATUS = {
+    200: "200 OK",
+    201: "201 Created",
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    413: "413 Payload Too Large",
+    503: "503 Service Unavailable",
+}
 
-def make_wsgi_app(app: App, session_factory: sessionmaker[Session]):
-    """The WSGI callable: /healthz checks the database, everything else goes to Bolt."""
-    slack = SlackRequestHandler(app, path="/slack/events")
+
+def _reply(start_response, status: int, body: bytes, content_type: str) -> list[bytes]:
+    start_response(
+        _STATUS.get(status, f"{status} Error"),
+        [("Content-Type", content_type), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def _read_body(environ) -> bytes | None:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    if length < 0 or length > MAX_BODY:
+        return None
+    return environ["wsgi.input"].read(length) if length else b""
+
+
+def make_wsgi_app(app: App | None, rt: Runtime, *, run_later: Callable[[Callable[[], None]], None]):
+    """The WSGI callable. ``app`` None (Socket Mode) serves only the webhook and /healthz."""
+    slack = SlackRequestHandler(app, path="/slack/events") if app is not None else None
 
     def wsgi(environ, start_response):
-        if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") == "GET":
+        path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
+        if path == "/healthz" and method == "GET":
             try:
-                with session_factory() as session:
+                with rt.session_factory() as session:
                     session.execute(text("SELECT 1"))
-                status, body = "200 OK", b"ok\n"
+                return _reply(start_response, 200, b"ok\n", "text/plain")
             except Exception:
                 log.exception("health check: database unreachable")
-                status, body = "503 Service Unavailable", b"database unreachable\n"
-            start_response(
-                status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+                return _reply(start_response, 503, b"database unreachable\n", "text/plain")
+        if path == "/hooks/deal-closed":
+            if method != "POST":
+                return _reply(start_response, 405, b"use POST\n", "text/plain")
+            body = _read_body(environ)
+            if body is None:
+                answer_status, answer = 413, {"ok": False, "error": "body too large"}
+            else:
+                headers = {
+                    k[5:].replace("_", "-").lower(): v
+                    for k, v in environ.items()
+                    if k.startswith("HTTP_")
+                }
+                result = handle_deal_closed(rt, body=body, headers=headers, run_later=run_later)
+                answer_status, answer = result.status, result.body
+            return _reply(
+                start_response, answer_status, json.dumps(answer).encode(), "application/json"
             )
-            return [body]
+        if slack is None:
+            return _reply(start_response, 404, b"Not Found\n", "text/plain")
         return slack(environ, start_response)
 
     return wsgi

@@ -90,7 +90,7 @@ class Harness:
 
     def start(self) -> None:
         self.server = make_http_server(
-            make_wsgi_app(self.app, self.rt.session_factory), "127.0.0.1", 0
+            make_wsgi_app(self.app, self.rt, run_later=self.run_later), "127.0.0.1", 0
         )
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -101,6 +101,10 @@ class Harness:
         self.server.server_close()
         # let listeners still running after their ack finish before tables are wiped
         self.executor.shutdown(wait=True)
+
+    def run_later(self, fn) -> None:
+        """Background work (the deal webhook's nudge) on the tracked executor."""
+        self.executor.submit(fn)
 
     def settle(self) -> None:
         """Wait until every listener, including its work after ack(), has finished."""

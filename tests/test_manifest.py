@@ -32,7 +32,7 @@ def test_manifest_covers_what_the_app_uses():
     )
     assert m["settings"]["socket_mode_enabled"] is True
     assert m["settings"]["interactivity"]["is_enabled"] is True
-    assert [c["command"] for c in m["features"]["slash_commands"]] == ["/closeloop"]
+    assert [c["command"] for c in m["features"]["slash_commands"]] == ["/closeloop", "/winloss"]
 
 
 def test_invalid_manifest_is_rejected_by_the_schema():

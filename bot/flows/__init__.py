@@ -483,8 +483,14 @@ def forget_old_events(rt: Runtime) -> None:
 
 def tick(rt: Runtime) -> None:
     """Everything time-driven, idempotent and safe to run often (the scheduler runs it every
-    minute): due prompts, retries, reminders, closing missed weeks."""
+    minute): due prompts, retries, reminders, closing missed weeks, win/loss nudges and
+    deadlines."""
+    from bot.flows import winloss as wl
+
     steps = (
+        ("deal nudges", wl.process_pending_deals),
+        ("deal reminders", wl.send_deal_reminders),
+        ("overdue deals", wl.escalate_overdue),
         ("prompts", _prompts_step),
         ("unsent prompts", retry_unsent_prompts),
         ("reminders", send_reminders),

@@ -365,7 +365,8 @@ def check_may_log(deal: Deal, *, user_id: str, managers: Collection[str]) -> Non
         )
 
 
-def _snapshot(entry: WinLossEntry, *, by: str, now: datetime) -> WinLossRevision:
+def snapshot(entry: WinLossEntry, *, by: str, now: datetime) -> WinLossRevision:
+    """The entry as it is now, kept before an edit replaces it."""
     return WinLossRevision(
         entry_id=entry.id,
         outcome=entry.outcome,
@@ -422,7 +423,7 @@ def log_entry(
     if entry is not None:
         if now - entry.logged_at > EDIT_WINDOW:
             raise DomainError("Entries can be edited for 7 days after they are logged.")
-        session.add(_snapshot(entry, by=user_id, now=now))
+        session.add(snapshot(entry, by=user_id, now=now))
         entry.edit_count += 1
         entry.edited_at = now
     else:

@@ -9,6 +9,8 @@ from slack_sdk import WebClient
 
 from bot import flows
 from bot.blocks import feedback as fb_blocks
+from bot.blocks import winloss as wl_blocks
+from bot.flows import winloss as wl_flows
 from bot.runtime import Runtime
 from bot.services import DomainError
 
@@ -55,7 +57,36 @@ def open_close_loop(ack: Ack, body: dict, client: WebClient, context: dict) -> N
     client.views_open(trigger_id=body["trigger_id"], view=flows.close_loop_view(rt, post_id))
 
 
+def open_winloss_modal(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
+    """ "Log win/loss" on a nudge or in /winloss list: the form, prefilled for that deal."""
+    ack()
+    _open_winloss(body, client, context, deal_pk=int(body["actions"][0]["value"]))
+
+
+def edit_winloss(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
+    """ "Edit" on a win/loss post: the author (or a manager) edits for 7 days."""
+    ack()
+    _open_winloss(body, client, context, entry_id=int(body["actions"][0]["value"]))
+
+
+def _open_winloss(body: dict, client: WebClient, context: dict, **which) -> None:
+    rt: Runtime = context["rt"]
+    user_id = body["user"]["id"]
+    try:
+        view = wl_flows.modal(rt, user_id=user_id, **which)
+    except DomainError as err:
+        channel = (body.get("channel") or {}).get("id")
+        if channel and not channel.startswith("D"):
+            client.chat_postEphemeral(channel=channel, user=user_id, text=str(err))
+        else:
+            rt.tell(user_id, str(err))
+        return
+    client.views_open(trigger_id=body["trigger_id"], view=view)
+
+
 def register(app: App) -> None:
+    app.action(wl_blocks.OPEN_ACTION)(open_winloss_modal)
+    app.action(wl_blocks.EDIT_ACTION)(edit_winloss)
     app.action(fb_blocks.OPEN_ACTION)(open_feedback_modal)
     app.action(re.compile(r"^feedback_skip_(nothing|out)$"))(skip_week)
     app.action(fb_blocks.CLOSE_LOOP_ACTION)(open_close_loop)

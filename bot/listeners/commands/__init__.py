@@ -6,6 +6,8 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot import flows
+from bot.blocks import winloss as wl_blocks
+from bot.flows import winloss as wl_flows
 from bot.runtime import Runtime
 from bot.services import DomainError
 
@@ -34,5 +36,23 @@ def closeloop_command(ack: Ack, command: dict, client: WebClient, context: dict)
     client.views_open(trigger_id=command["trigger_id"], view=view)
 
 
+def winloss_command(ack: Ack, command: dict, client: WebClient, context: dict) -> None:
+    """``/winloss`` opens the form; ``/winloss list`` the caller's waiting deals; ``help``."""
+    rt: Runtime = context["rt"]
+    text = (command.get("text") or "").strip().lower()
+    user_id = command["user_id"]
+    if text == "list":
+        message, blocks = wl_flows.waiting_list(rt, user_id=user_id)
+        ack(text=message, blocks=blocks)
+        return
+    if text:
+        ack(text=wl_blocks.HELP)
+        return
+    view = wl_flows.modal(rt, user_id=user_id)  # a few indexed reads, well inside 3 seconds
+    ack()
+    client.views_open(trigger_id=command["trigger_id"], view=view)
+
+
 def register(app: App) -> None:
     app.command("/closeloop")(closeloop_command)
+    app.command("/winloss")(winloss_command)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 from slack_bolt import Ack, App
 
 from bot import flows
 from bot.blocks import feedback as fb_blocks
+from bot.blocks import winloss as wl_blocks
 from bot.db import session_scope
+from bot.flows import winloss as wl_flows
 from bot.runtime import Runtime
 from bot.services import DomainError
 from bot.services import feedback as feedback_svc
+from bot.services import winloss as wl_svc
 from bot.services.feedback import Bullets
 from bot.services.loop import MAX_NOTE
 
@@ -71,6 +75,60 @@ def submit_note(ack: Ack, body: dict, view: dict, context: dict) -> None:
         rt.tell(user_id, str(err))
 
 
+def _selected(view: dict, block_id: str) -> str | None:
+    element = (view["state"]["values"].get(block_id) or {}).get(block_id) or {}
+    option = element.get("selected_option") or {}
+    return option.get("value")
+
+
+def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
+    """The /winloss form: refuse shorthand reasons inline, store, then post for marketing."""
+    rt: Runtime = context["rt"]
+    user_id = body["user"]["id"]
+    meta = json.loads(view.get("private_metadata") or "{}")
+    values = view["state"]["values"]
+    errors: dict[str, str] = {}
+    try:
+        amount = wl_svc.parse_amount(_value(view, "amount"))
+    except DomainError:
+        amount, errors["amount"] = None, "Please enter a number."
+    closed_text = ((values.get("closed_on") or {}).get("closed_on") or {}).get("selected_date")
+    closed_on = date.fromisoformat(closed_text) if closed_text else rt.now().date()
+    picked = _selected(view, "competitor")
+    typed = _value(view, "competitor_new").strip()
+    entry_in = wl_svc.EntryIn(
+        deal_name=_value(view, "deal_name"),
+        outcome=_selected(view, "outcome") or "",
+        reason=_value(view, "reason"),
+        reason_category=_selected(view, "reason_category"),
+        competitor=typed or (None if picked in (None, wl_blocks.NONE_VALUE) else picked),
+        insight=_value(view, "insight"),
+        closed_on=closed_on,
+        amount=amount,
+        source=_value(view, "source") or None,
+        deal_pk=meta.get("deal"),
+    )
+    errors.update(
+        wl_svc.validate_entry(
+            entry_in, categories=rt.settings.reason_categories, today=rt.now().date()
+        )
+    )
+    if errors:
+        ack(response_action="errors", errors=errors)
+        return
+    try:
+        with session_scope(rt.session_factory) as session:
+            _entry_id, post_id, deal_pk = wl_flows.save_entry(
+                session, rt, user_id=user_id, entry_in=entry_in
+            )
+    except DomainError as err:
+        ack(response_action="errors", errors={"reason": str(err)})
+        return
+    ack()
+    wl_flows.after_entry(rt, user_id=user_id, post_id=post_id, deal_pk=deal_pk)
+
+
 def register(app: App) -> None:
+    app.view(wl_blocks.SUBMIT_CALLBACK)(submit_winloss)
     app.view(fb_blocks.SUBMIT_CALLBACK)(submit_feedback)
     app.view(fb_blocks.NOTE_CALLBACK)(submit_note)

@@ -1,0 +1,348 @@
+"""CSV import and export of the win/loss log (and export of weekly feedback).
+
+An export imports back unchanged: the same columns, ISO 8601 times, owners as Slack user IDs
+(or the email an imported row gave).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import IO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from bot.models import Deal, FeedbackAnswer, Prompt, WinLossEntry
+from bot.services import DomainError
+from bot.services import competitors as competitor_svc
+from bot.services import winloss as wl_svc
+
+SLACK_PREFIX = "slack-"  # the exported ID of a deal first heard of in Slack
+WINLOSS_COLUMNS = (
+    "deal_id",
+    "deal_name",
+    "outcome",
+    "closed_at",
+    "logged_at",
+    "reason",
+    "reason_category",
+    "competitor",
+    "insight",
+    "amount",
+    "source",
+    "owner",
+)
+FEEDBACK_COLUMNS = (
+    "week_start",
+    "user_id",
+    "status",
+    "skip_reason",
+    "worked",
+    "fell_flat",
+    "insight",
+    "campaign",
+    "answered_at",
+    "acknowledged_at",
+    "acknowledged_by",
+    "notes",
+)
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    line: int
+    deal: wl_svc.DealIn
+    logged_at: datetime
+    reason: str
+    reason_category: str | None
+    competitor: str | None
+    insight: str | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    line: int
+    why: str
+
+
+@dataclass
+class ImportResult:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def read_winloss(
+    stream: IO[str], *, categories: Sequence[str]
+) -> tuple[list[ImportRow], list[Rejected]]:
+    """Parse and check every row; return the good rows and every rejected one with its line."""
+    reader = csv.DictReader(stream)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in WINLOSS_COLUMNS if c not in header]
+    if missing:
+        raise DomainError(f"the CSV has no column {', '.join(missing)} (line 1 is the header)")
+    by_casefold = {c.casefold(): c for c in categories}
+    rows: list[ImportRow] = []
+    rejected: list[Rejected] = []
+    seen: dict[str, int] = {}
+    for raw in reader:
+        line = reader.line_num
+        record = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k}
+        try:
+            row = _row(line, record, by_casefold)
+        except wl_svc.InvalidField as err:
+            rejected.append(Rejected(line, str(err)))
+            continue
+        first = seen.get(row.deal.external_id)
+        if first is not None:
+            rejected.append(
+                Rejected(line, f"deal_id {row.deal.external_id!r} is also on line {first}")
+            )
+            continue
+        seen[row.deal.external_id] = line
+        rows.append(row)
+    return rows, rejected
+
+
+def _row(line: int, r: dict[str, str], categories: dict[str, str]) -> ImportRow:
+    deal_id = r.get("deal_id") or ""
+    if not deal_id:
+        raise wl_svc.InvalidField("deal_id", "is required")
+    name = r.get("deal_name") or ""
+    if not name:
+        raise wl_svc.InvalidField("deal_name", "is required")
+    if len(name) > 255 or len(deal_id) > 120:
+        raise wl_svc.InvalidField("deal_name" if len(name) > 255 else "deal_id", "is too long")
+    outcome = wl_svc.parse_outcome(r.get("outcome"))
+    closed_at, date_only = wl_svc.parse_instant(r.get("closed_at"), "closed_at")
+    logged_at, _ = wl_svc.parse_instant(r.get("logged_at"), "logged_at")
+    reason = r.get("reason") or ""
+    if not reason:
+        raise wl_svc.InvalidField("reason", "is required (the customer's own words)")
+    if len(reason) > wl_svc.MAX_TEXT:
+        raise wl_svc.InvalidField("reason", f"is longer than {wl_svc.MAX_TEXT} characters")
+    category_text = r.get("reason_category") or ""
+    category = None
+    if category_text:
+        category = categories.get(category_text.casefold())
+        if category is None:
+            raise wl_svc.InvalidField(
+                "reason_category",
+                f"{category_text!r} is not one of: {', '.join(categories.values())}",
+            )
+    competitor = r.get("competitor") or None
+    if competitor and len(competitor) > competitor_svc.MAX_NAME:
+        raise wl_svc.InvalidField("competitor", "is longer than 120 characters")
+    insight = r.get("insight") or None
+    if insight and len(insight) > wl_svc.MAX_TEXT:
+        raise wl_svc.InvalidField("insight", f"is longer than {wl_svc.MAX_TEXT} characters")
+    owner_id, owner_email = wl_svc.parse_owner(r.get("owner"))
+    source = r.get("source") or None
+    if source and len(source) > 255:
+        raise wl_svc.InvalidField("source", "is longer than 255 characters")
+    deal = wl_svc.DealIn(
+        external_id=deal_id,
+        name=name,
+        outcome=outcome,
+        closed_at=closed_at,
+        owner_user_id=owner_id,
+        owner_email=owner_email,
+        amount=wl_svc.parse_amount(r.get("amount")),
+        source=source,
+        closed_on_date_only=date_only,
+    )
+    return ImportRow(line, deal, logged_at, reason, category, competitor, insight)
+
+
+def import_winloss(
+    session: Session,
+    rows: Iterable[ImportRow],
+    *,
+    deadline_hours: int,
+    now: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Upsert each row's deal and entry by deal_id; rows already as stored change nothing."""
+    result = ImportResult()
+    for count, row in enumerate(rows, start=1):
+        outcome = _import_one(session, row, deadline_hours=deadline_hours, now=now)
+        setattr(result, outcome, getattr(result, outcome) + 1)
+        if progress and count % 500 == 0:
+            session.flush()
+            progress(count)
+    session.flush()
+    return result
+
+
+def _import_one(session: Session, row: ImportRow, *, deadline_hours: int, now: datetime) -> str:
+    d = row.deal
+    deal = find_deal(session, d.external_id)
+    competitor = competitor_svc.get_or_create(session, row.competitor)
+    if deal is None:
+        deal = Deal(
+            external_id=d.external_id,
+            origin="import",
+            received_at=now,
+            name=d.name,
+            outcome=d.outcome,
+            closed_at=d.closed_at,
+            owner_user_id=d.owner_user_id,
+            owner_email=d.owner_email,
+            amount=d.amount,
+            source=d.source,
+            deadline_at=wl_svc.deadline_for(
+                d.closed_at, date_only=d.closed_on_date_only, hours=deadline_hours
+            ),
+        )
+        session.add(deal)
+        session.flush()
+    entry = deal.entry
+    wanted_deal = {
+        "name": d.name,
+        "outcome": d.outcome,
+        "closed_at": d.closed_at,
+        "owner_user_id": d.owner_user_id,
+        "owner_email": d.owner_email,
+        "amount": d.amount,
+        "source": d.source,
+    }
+    wanted_entry = {
+        "outcome": d.outcome,
+        "reason": row.reason,
+        "reason_category": row.reason_category,
+        "competitor_id": competitor.id if competitor else None,
+        "insight": row.insight,
+        "logged_at": row.logged_at,
+    }
+    if entry is None:
+        session.add(
+            WinLossEntry(
+                deal=deal,
+                on_time=row.logged_at <= deal.deadline_at,
+                author_user_id=d.owner_user_id,
+                **wanted_entry,
+            )
+        )
+        _apply(deal, wanted_deal)
+        return "new"
+    same = all(_equal(getattr(deal, k), v) for k, v in wanted_deal.items()) and all(
+        _equal(getattr(entry, k), v) for k, v in wanted_entry.items()
+    )
+    if same:
+        return "unchanged"
+    session.add(wl_svc.snapshot(entry, by="import", now=now))
+    _apply(deal, wanted_deal)
+    _apply(entry, wanted_entry)
+    entry.on_time = entry.logged_at <= deal.deadline_at
+    entry.edit_count += 1
+    entry.edited_at = now
+    return "updated"
+
+
+def find_deal(session: Session, deal_id: str) -> Deal | None:
+    """A deal by its CRM ID, or by the ``slack-<n>`` ID an export gives a Slack-only deal."""
+    deal = session.scalars(select(Deal).where(Deal.external_id == deal_id)).first()
+    if deal is None and deal_id.startswith(SLACK_PREFIX) and deal_id[len(SLACK_PREFIX) :].isdigit():
+        candidate = session.get(Deal, int(deal_id[len(SLACK_PREFIX) :]))
+        if candidate is not None and candidate.external_id is None:
+            return candidate
+    return deal
+
+
+def _apply(obj: object, values: dict) -> None:
+    for key, value in values.items():
+        setattr(obj, key, value)
+
+
+def _equal(a: object, b: object) -> bool:
+    if isinstance(a, Decimal) or isinstance(b, Decimal):
+        return (a is None and b is None) or (
+            a is not None and b is not None and Decimal(str(a)) == Decimal(str(b))
+        )
+    return a == b
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value else ""
+
+
+def winloss_rows(session: Session, *, since: date | None = None) -> Iterator[list[str]]:
+    """Every entry as a row of WINLOSS_COLUMNS, oldest close first."""
+    query = (
+        select(WinLossEntry)
+        .join(WinLossEntry.deal)
+        .options(joinedload(WinLossEntry.deal), joinedload(WinLossEntry.competitor))
+        .order_by(Deal.closed_at, Deal.id)
+    )
+    if since is not None:
+        query = query.where(Deal.closed_at >= datetime.combine(since, time(0), UTC))
+    for entry in session.scalars(query).yield_per(1000):
+        deal = entry.deal
+        yield [
+            deal.external_id or f"{SLACK_PREFIX}{deal.id}",
+            deal.name,
+            entry.outcome,
+            _iso(deal.closed_at),
+            _iso(entry.logged_at),
+            entry.reason,
+            entry.reason_category or "",
+            entry.competitor.name if entry.competitor else "",
+            entry.insight or "",
+            "" if deal.amount is None else str(deal.amount),
+            deal.source or "",
+            deal.owner_user_id or deal.owner_email or "",
+        ]
+
+
+def feedback_rows(session: Session, *, since: date | None = None) -> Iterator[list[str]]:
+    """Every weekly prompt with its answer and marketing's acknowledgements."""
+    from bot.models import LoopPost
+
+    query = (
+        select(Prompt)
+        .options(joinedload(Prompt.answer))
+        .order_by(Prompt.week_start, Prompt.user_id)
+    )
+    if since is not None:
+        query = query.where(Prompt.week_start >= since)
+    for prompt in session.scalars(query).unique().yield_per(1000):
+        answer: FeedbackAnswer | None = prompt.answer
+        acks = []
+        if answer is not None:
+            post = session.scalars(
+                select(LoopPost).where(
+                    LoopPost.kind == "feedback", LoopPost.subject_id == answer.id
+                )
+            ).first()
+            acks = list(post.acks) if post else []
+        yield [
+            prompt.week_start.isoformat(),
+            prompt.user_id,
+            prompt.status,
+            prompt.skip_reason or "",
+            answer.worked if answer else "",
+            answer.fell_flat if answer else "",
+            answer.insight if answer else "",
+            (answer.campaign or "") if answer else "",
+            _iso(prompt.answered_at),
+            _iso(acks[0].created_at) if acks else "",
+            " ".join(dict.fromkeys(a.user_id for a in acks)),
+            " | ".join(a.note for a in acks if a.note),
+        ]
+
+
+def write_csv(stream: IO[str], columns: Sequence[str], rows: Iterable[list[str]]) -> int:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(columns)
+    count = 0
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    return count
