@@ -26,7 +26,7 @@ def deal_closed(rt: Runtime, args: Namespace) -> int:
     if args.json:
         try:
             text = (
-                sys.stdin.read() if args.json == "-" else open(args.json, encoding="utf-8").read()
+                sys.stdin.read() if args.json == "-" else Path(args.json).read_text("utf-8")
             )
             data = json.loads(text)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

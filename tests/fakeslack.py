@@ -14,6 +14,11 @@ uses, with the response shapes and error codes of Slack's published OpenAPI spec
 Every request is recorded as a :class:`Call`; ``fail_next`` injects faults (429, 5xx,
 ``ok: false`` errors, dropped connections, delays). New methods are added with
 :meth:`FakeSlack.register`.
+
+``apps.connections.open`` (Socket Mode) takes the app-level token (``app_token``, ``xapp-...``)
+from the Authorization header only, and answers the WebSocket URL of ``socket_url``: a string,
+or a callable such as ``FakeSocketMode.issue_url`` (tests/fakesocket.py) called once per
+request, so each answer carries a fresh ticket.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["Call", "FakeSlack", "SlackError"]
+__all__ = ["Call", "FakeSlack", "SlackError", "DEFAULT_APP_TOKEN"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ BOT_USER_ID = "UBOT"
 BOT_USER_NAME = "closeloop"
 BOT_ID = "B0001"
 APP_ID = "A0001"
+DEFAULT_APP_TOKEN = "xapp-1-A0001-1-fakeapptoken"
 
 Params = dict[str, Any]
 Handler = Callable[[Params], dict[str, Any]]
@@ -127,6 +133,7 @@ class _ParsedRequest:
 class _Method:
     handler: Handler
     accepts_json: bool
+    token: str = "bot"  # "bot": the bot token; "app": the app-level token, header only
 
 
 @dataclass
@@ -603,10 +610,21 @@ class _Server(ThreadingHTTPServer):
 class FakeSlack:
     """In-process fake of the Slack Web API (see module docstring)."""
 
-    def __init__(self, *, bot_token: str, single_use_triggers: bool = True) -> None:
-        """``single_use_triggers``: a trigger_id works once (views.open/push), as in Slack."""
+    def __init__(
+        self,
+        *,
+        bot_token: str,
+        app_token: str = DEFAULT_APP_TOKEN,
+        single_use_triggers: bool = True,
+    ) -> None:
+        """``app_token``: the one app-level token ``apps.connections.open`` accepts.
+        ``single_use_triggers``: a trigger_id works once (views.open/push), as in Slack."""
         self.bot_token = bot_token
+        self.app_token = app_token
         self.single_use_triggers = single_use_triggers
+        # What apps.connections.open answers as "url": a ws:// URL, or a callable returning
+        # one per request (e.g. FakeSocketMode.issue_url). None: the method fails loudly.
+        self.socket_url: str | Callable[[], str] | None = None
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -868,14 +886,19 @@ class FakeSlack:
 
     # ----------------------------------------------------------------- method table
 
-    def register(self, method: str, handler: Handler, *, accepts_json: bool = True) -> None:
+    def register(
+        self, method: str, handler: Handler, *, accepts_json: bool = True, token: str = "bot"
+    ) -> None:
         """Add or replace a Web API method.
 
         ``handler(params) -> dict`` returns the response without ``ok`` and raises
         :class:`SlackError` for ``ok: false``; it runs under the state lock. Set
         ``accepts_json=False`` for methods Slack only reads from query/form parameters.
+        ``token="app"``: the method needs the app-level token, in the Authorization header.
         """
-        self._methods[method] = _Method(handler=handler, accepts_json=accepts_json)
+        if token not in ("bot", "app"):
+            raise ValueError('token must be "bot" or "app"')
+        self._methods[method] = _Method(handler=handler, accepts_json=accepts_json, token=token)
 
     def _register_builtin_methods(self) -> None:
         table: list[tuple[str, Handler, bool]] = [
@@ -895,6 +918,7 @@ class FakeSlack:
         ]
         for method, handler, accepts_json in table:
             self.register(method, handler, accepts_json=accepts_json)
+        self.register("apps.connections.open", self._apps_connections_open, token="app")
 
     # ----------------------------------------------------------------- request pipeline
 
@@ -956,11 +980,13 @@ class FakeSlack:
             return _Reply(200, {"ok": False, "error": "unknown_method", "req_method": method})
         if parsed.error:
             return _Reply(200, {"ok": False, "error": parsed.error})
-        token = self._token(headers, parsed)
-        if token is None:
-            return _Reply(200, {"ok": False, "error": "not_authed"})
-        if token != self.bot_token:
-            return _Reply(200, {"ok": False, "error": "invalid_auth"})
+        auth_error = (
+            self._check_app_token(headers, parsed)
+            if spec.token == "app"
+            else self._check_bot_token(headers, parsed)
+        )
+        if auth_error:
+            return _Reply(200, {"ok": False, "error": auth_error})
         params = {**parsed.query, **parsed.form}
         if spec.accepts_json:
             params.update(parsed.json)
@@ -976,13 +1002,39 @@ class FakeSlack:
         return _Reply(200, body)
 
     @staticmethod
-    def _token(headers: dict[str, str], parsed: _ParsedRequest) -> str | None:
-        """Bearer header, else a ``token`` query/form field (never a JSON body field)."""
+    def _bearer(headers: dict[str, str]) -> str | None:
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer " and auth[7:].strip():
             return auth[7:].strip()
+        return None
+
+    @classmethod
+    def _token(cls, headers: dict[str, str], parsed: _ParsedRequest) -> str | None:
+        """Bearer header, else a ``token`` query/form field (never a JSON body field)."""
+        bearer = cls._bearer(headers)
+        if bearer is not None:
+            return bearer
         token = parsed.form.get("token") or parsed.query.get("token")
         return str(token) if token else None
+
+    def _check_bot_token(self, headers: dict[str, str], parsed: _ParsedRequest) -> str | None:
+        """The error code for a bot-token method's credentials, None when they are good."""
+        token = self._token(headers, parsed)
+        if token is None:
+            return "not_authed"
+        return None if token == self.bot_token else "invalid_auth"
+
+    def _check_app_token(self, headers: dict[str, str], parsed: _ParsedRequest) -> str | None:
+        """Same for an app-level-token method (apps.connections.open). Slack reads that token
+        from the Authorization header only (a form ``token=xapp-...`` gets invalid_auth), and
+        refuses a valid token of the wrong type with not_allowed_token_type."""
+        bearer = self._bearer(headers)
+        if bearer is None:
+            has_field = parsed.form.get("token") or parsed.query.get("token")
+            return "invalid_auth" if has_field else "not_authed"
+        if bearer == self.app_token:
+            return None
+        return "not_allowed_token_type" if bearer == self.bot_token else "invalid_auth"
 
     # ----------------------------------------------------------------- helpers (lock held)
 
@@ -1206,6 +1258,16 @@ class FakeSlack:
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, params: Params) -> dict[str, Any]:
+        """apps.connections.open: a Socket Mode WebSocket URL (see ``socket_url``)."""
+        target = self.socket_url
+        if target is None:
+            raise RuntimeError(
+                "FakeSlack.socket_url is not set: wire a Socket Mode server first, e.g. "
+                "fake_slack.socket_url = fake_socket_mode.issue_url"
+            )
+        return {"url": target() if callable(target) else target}
 
     def _chat_post_message(self, params: Params) -> dict[str, Any]:
         """chat.postMessage: post to a channel, DM (user id / D id) or thread."""
