@@ -25,9 +25,7 @@ def deal_closed(rt: Runtime, args: Namespace) -> int:
 
     if args.json:
         try:
-            text = (
-                sys.stdin.read() if args.json == "-" else Path(args.json).read_text("utf-8")
-            )
+            text = sys.stdin.read() if args.json == "-" else Path(args.json).read_text("utf-8")
             data = json.loads(text)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             return _fail(f"cannot read the deal JSON: {err}", 2)

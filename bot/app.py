@@ -58,7 +58,12 @@ def create_app(
 
     def on_error(error: Exception, body: dict) -> None:
         """Domain errors become a message for the user; anything else is logged in full."""
-        user_id = (body.get("user") or {}).get("id") or body.get("user_id")
+        user = body.get("user")
+        user_id = (
+            (user.get("id") if isinstance(user, dict) else user)
+            or body.get("user_id")
+            or (body.get("event") or {}).get("user")
+        )
         if isinstance(error, DomainError):
             message = str(error)
         else:

@@ -104,6 +104,7 @@ class Prompt(Base):
     last_error: Mapped[str | None] = mapped_column(String(255))
     remind_at: Mapped[datetime]
     reminded_at: Mapped[datetime | None]
+    reminder_ts: Mapped[str | None] = mapped_column(String(32))
     closes_at: Mapped[datetime]
     answered_at: Mapped[datetime | None]
 
@@ -144,6 +145,7 @@ class LoopPost(Base):
     ts: Mapped[str | None] = mapped_column(String(32), index=True)  # None until posted
     needs_update: Mapped[bool] = mapped_column(Boolean, default=False)
     post_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None]  # a process is posting it (first post only)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     posted_at: Mapped[datetime | None]
     first_ack_at: Mapped[datetime | None]
@@ -169,6 +171,8 @@ class Acknowledgement(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     thread_ts: Mapped[str | None] = mapped_column(String(32))
     rep_notified_at: Mapped[datetime | None]
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    notify_claimed_at: Mapped[datetime | None]
 
     post: Mapped[LoopPost] = relationship(back_populates="acks")
 

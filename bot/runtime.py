@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +47,8 @@ class Roster:
     def __init__(self, client: WebClient, settings: Settings) -> None:
         self._client = client
         self._settings = settings
+        self._lock = threading.Lock()
+        self._marketing: tuple[float, frozenset[str]] | None = None
 
     def _members(self, audience: Audience) -> list[str]:
         if audience.usergroup is None:
@@ -56,9 +60,18 @@ class Roster:
         """Current sales reps (usergroups.users.list is read on every call)."""
         return self._members(self._settings.sales)
 
-    def marketing_ids(self) -> frozenset[str]:
-        """Current marketing members (read on every call)."""
-        return frozenset(self._members(self._settings.marketing))
+    def marketing_ids(self, *, max_age: float = 0.0) -> frozenset[str]:
+        """Marketing members, read from Slack now; ``max_age`` seconds lets a recent read
+        stand in (a button click must open its modal within 3 seconds, so it uses one; the
+        acknowledgement itself is always checked against a fresh read)."""
+        with self._lock:
+            cached = self._marketing
+        if cached is not None and max_age > 0 and time.monotonic() - cached[0] <= max_age:
+            return cached[1]
+        members = frozenset(self._members(self._settings.marketing))
+        with self._lock:
+            self._marketing = (time.monotonic(), members)
+        return members
 
     def profile(self, user_id: str) -> tuple[str | None, str | None]:
         """(tz, display name) from users.info; tz None when Slack has none."""

@@ -149,18 +149,27 @@ def fake_slack():
 
 
 @pytest.fixture
-def harness(fake_slack, session_factory, database_url, clock):
+def settings_overrides() -> dict[str, str]:
+    """Extra settings for the harness; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def harness(fake_slack, session_factory, database_url, clock, settings_overrides):
     """The running app over HTTP, with two reps in different time zones and one marketer."""
     from tests.harness import Harness
 
-    fake_slack.add_user("UANA", tz="Europe/Berlin", name="ana")
-    fake_slack.add_user("UBEN", tz="America/Los_Angeles", name="ben")
-    fake_slack.add_user("UMIA", tz="America/New_York", name="mia")
+    fake_slack.add_user("UANA", tz="Europe/Berlin", name="ana", email="ana@example.com")
+    fake_slack.add_user("UBEN", tz="America/Los_Angeles", name="ben", email="ben@example.com")
+    fake_slack.add_user("UMIA", tz="America/New_York", name="mia", email="mia@example.com")
     fake_slack.add_user("UOUT", tz="UTC", name="outsider")
+    fake_slack.add_user("UMGR", tz="Europe/London", name="manager")
     fake_slack.set_usergroup("SSALES", ["UANA", "UBEN"])
     fake_slack.set_usergroup("SMKTG", ["UMIA"])
     fake_slack.add_channel("CMKTG", name="marketing-feedback")
-    settings = make_settings(fake_slack.url, database_url)
+    fake_slack.add_channel("CWINLOSS", name="win-loss")
+    fake_slack.add_channel("CMGR", name="sales-managers")
+    settings = make_settings(fake_slack.url, database_url, **settings_overrides)
     h = Harness(settings=settings, slack=fake_slack, session_factory=session_factory, clock=clock)
     h.start()
     try:

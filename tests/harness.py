@@ -146,6 +146,26 @@ class Harness:
             self.settle()
         return reply
 
+    def deal_closed(
+        self,
+        payload: dict | bytes,
+        *,
+        secret: str | None = None,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        signed: bool = True,
+    ) -> Reply:
+        """POST /hooks/deal-closed as the CRM would, signed with DEALS_WEBHOOK_SECRET."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        if signed:
+            ts = int(self.clock().timestamp()) if timestamp is None else timestamp
+            headers["X-Closeloop-Request-Timestamp"] = str(ts)
+            headers["X-Closeloop-Signature"] = signature or sign(
+                body, ts, secret or self.settings.deals_webhook_secret or ""
+            )
+        return self.request("/hooks/deal-closed", body, headers=headers, signed=False)
+
     def interactive(self, payload: dict, *, settle: bool = True) -> Reply:
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
         return self.request(

@@ -58,5 +58,40 @@ def quote(text: str | None, limit: int = 2900) -> str:
     return "\n".join(f">{line}" for line in body.split("\n"))[:limit]
 
 
+def _safe_cut(text: str, limit: int) -> int:
+    """A cut position at most ``limit`` that does not split an ``&amp;``-style entity."""
+    cut = limit
+    amp = text.rfind("&", max(0, cut - 5), cut)
+    if amp != -1 and ";" not in text[amp:cut]:
+        cut = amp
+    return max(cut, 1)
+
+
+def quoted_sections(title: str, text: str | None, *, limit: int = 3000) -> list[dict]:
+    """``title`` and the user's whole text, escaped and block-quoted, in as many section
+    blocks as it needs (a section holds 3,000 characters; nothing is cut off)."""
+    lines = [">" + line for line in escape(text or "").split("\n")]
+    sections: list[str] = []
+    current = title
+    for line in lines:
+        while line:
+            room = limit - len(current) - 1
+            if len(line) <= room:
+                current = f"{current}\n{line}" if current else line
+                line = ""
+            elif room > 200 or not current:
+                cut = _safe_cut(line, room)
+                current = f"{current}\n{line[:cut]}" if current else line[:cut]
+                line = ">" + line[cut:]
+                sections.append(current)
+                current = ""
+            else:
+                sections.append(current)
+                current = ""
+    if current:
+        sections.append(current)
+    return [section(chunk) for chunk in sections]
+
+
 def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -13,6 +13,7 @@ from bot.blocks import (
     escape_fit,
     plain,
     quote,
+    quoted_sections,
     section,
     truncate,
 )
@@ -138,9 +139,9 @@ def answer_confirmation(*, worked: str, fell_flat: str, insight: str, edited: bo
     text = f"{head}:\n1. {worked}\n2. {fell_flat}\n3. {insight}"
     blocks = [
         section(f":white_check_mark: *{head}:*"),
-        section("*Worked:*\n" + quote(worked, 2900)),
-        section("*Fell flat:*\n" + quote(fell_flat, 2900)),
-        section("*Market insight:*\n" + quote(insight, 2900)),
+        *quoted_sections("*Worked:*", worked),
+        *quoted_sections("*Fell flat:*", fell_flat),
+        *quoted_sections("*Market insight:*", insight),
     ]
     return truncate(escape(text), 3000), blocks
 
@@ -152,6 +153,14 @@ def parse_help() -> Message:
         '- Fell flat: the security deck; "we already have SSO" killed it\n'
         "- Insight: two prospects mentioned budgets moving to Q3\n"
         "Or press *Answer* on the prompt to use the form."
+    )
+    return text, [section(text)]
+
+
+def already_answered_help() -> Message:
+    text = (
+        "Thanks! Your answer for this week is in. To change it, press *Edit answer* on the "
+        "prompt, or reply with three bullet lines (- worked … / - fell flat … / - insight …)."
     )
     return text, [section(text)]
 
@@ -174,9 +183,9 @@ def feedback_post(
         head += " _(edited)_"
     blocks = [
         section(head),
-        section("*:white_check_mark: What worked*\n" + quote(worked)),
-        section("*:x: What fell flat*\n" + quote(fell_flat)),
-        section("*:bulb: Market insight*\n" + quote(insight)),
+        *quoted_sections("*:white_check_mark: What worked*", worked),
+        *quoted_sections("*:x: What fell flat*", fell_flat),
+        *quoted_sections("*:bulb: Market insight*", insight),
     ]
     if campaign:
         blocks.append(context("Campaign / source: " + escape_fit(campaign, 300)))

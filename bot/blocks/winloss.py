@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from bot.blocks import actions, button, context, escape, escape_fit, plain, quote, section, truncate
+from bot.blocks import (
+    actions,
+    button,
+    context,
+    escape,
+    escape_fit,
+    plain,
+    quoted_sections,
+    section,
+    truncate,
+)
 from bot.blocks.feedback import CLOSE_LOOP_ACTION
 
 OPEN_ACTION = "winloss_open"
@@ -230,13 +240,13 @@ def entry_post(
     timing = lateness(on_time=on_time, logged_at=logged_at, deadline_at=deadline_at)
     blocks = [
         section(head),
-        section("*In the customer's words*\n" + quote(reason)),
+        *quoted_sections("*In the customer's words*", reason),
         section(
             f"*Category:* {escape(reason_category) or '—'}\n"
             f"*Competitor:* {escape(competitor) or 'none'}"
             + (f"\n*Source / campaign:* {escape_fit(source, 300)}" if source else "")
         ),
-        section("*What marketing should do differently*\n" + quote(insight or "—")),
+        *quoted_sections("*What marketing should do differently*", insight or "—"),
         context(
             f"Logged by {who}"
             + (f" for <@{owner_id}>" if owner_id and owner_id != author_id else "")

@@ -49,8 +49,9 @@ def sync_roster(rt: Runtime) -> list[str]:
         try:
             tz, name = rt.roster.profile(user_id)
         except SLACK_ERRORS:
-            log.exception("users.info for %s failed; using the default time zone", user_id)
-            tz, name = None, None
+            # keep the zone we knew (or the default); asked again on the next sync
+            log.exception("users.info for %s failed; keeping the last known time zone", user_id)
+            continue
         with session_scope(rt.session_factory) as session:
             roster_svc.record_profile(session, user_id=user_id, tz=tz, name=name, now=now)
     rt.last_roster_sync = now
@@ -144,8 +145,13 @@ def send_reminders(rt: Runtime) -> int:
         ]
     for prompt_id, user_id, week in claimed:
         text, blocks = fb_blocks.prompt_message(prompt_id=prompt_id, week_start=week, reminder=True)
-        if rt.post(channel=user_id, text=text, blocks=blocks):
-            count += 1
+        response = rt.post(channel=user_id, text=text, blocks=blocks)
+        with session_scope(rt.session_factory) as session:
+            if response is None:
+                feedback_svc.unclaim_reminder(session, prompt_id=prompt_id)
+                continue
+            feedback_svc.get_prompt(session, prompt_id).reminder_ts = response["ts"]
+        count += 1
     return count
 
 
@@ -156,12 +162,8 @@ def close_missed_weeks(rt: Runtime) -> int:
             (p.id, p.week_start, p.dm_channel, p.dm_ts)
             for p in feedback_svc.close_missed(session, now=rt.now())
         ]
-    for prompt_id, week, channel, ts in missed:
-        if channel and ts:
-            text, blocks = fb_blocks.prompt_done_message(
-                prompt_id=prompt_id, week_start=week, status=PromptStatus.MISSED
-            )
-            rt.update(channel=channel, ts=ts, text=text, blocks=blocks)
+    for prompt_id, _week, _channel, _ts in missed:
+        refresh_prompt_dm(rt, prompt_id)
     return len(missed)
 
 
@@ -169,19 +171,15 @@ def refresh_prompt_dm(rt: Runtime, prompt_id: int) -> None:
     """Show on the prompt DM that it was answered or skipped."""
     with session_scope(rt.session_factory) as session:
         p = feedback_svc.get_prompt(session, prompt_id)
-        channel, ts, week, status, reason = (
-            p.dm_channel,
-            p.dm_ts,
-            p.week_start,
-            p.status,
-            p.skip_reason,
-        )
-    if not (channel and ts):
+        channel, week, status, reason = p.dm_channel, p.week_start, p.status, p.skip_reason
+        messages = [ts for ts in (p.dm_ts, p.reminder_ts) if ts]
+    if not channel:
         return
     text, blocks = fb_blocks.prompt_done_message(
         prompt_id=prompt_id, week_start=week, status=status, skip_reason=reason
     )
-    rt.update(channel=channel, ts=ts, text=text, blocks=blocks)
+    for ts in messages:  # the prompt and its reminder both stop offering the buttons
+        rt.update(channel=channel, ts=ts, text=text, blocks=blocks)
 
 
 # --- views --------------------------------------------------------------------------------
@@ -269,8 +267,16 @@ def answer_from_dm(rt: Runtime, *, user_id: str, channel: str, text: str) -> Non
             )
             bullets = None
         else:
-            bullets = feedback_svc.parse_three_bullets(feedback_svc.unescape_slack(text))
-            reply = None if bullets else fb_blocks.parse_help()[0]
+            answered = prompt.status == PromptStatus.ANSWERED
+            bullets = feedback_svc.parse_three_bullets(
+                feedback_svc.unescape_slack(text), require_markers=answered
+            )
+            if bullets is not None:
+                reply = None
+            elif answered:
+                reply = fb_blocks.already_answered_help()[0]
+            else:
+                reply = fb_blocks.parse_help()[0]
         result = None
         if bullets is not None and prompt is not None:
             try:
@@ -442,7 +448,7 @@ def _subject(session: Session, post: LoopPost) -> str:
 
 def acknowledge_reaction(rt: Runtime, *, user_id: str, channel: str, ts: str, emoji: str) -> None:
     """A reaction on a loop post: counts only for ACK_EMOJI from marketing; else nothing."""
-    if emoji != rt.settings.ack_emoji:
+    if emoji.split("::", 1)[0] != rt.settings.ack_emoji:  # "+1::skin-tone-2" is "+1"
         return
     with session_scope(rt.session_factory) as session:
         post = loop_svc.post_by_message(session, channel=channel, ts=ts)

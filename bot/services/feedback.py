@@ -123,7 +123,9 @@ def unsent_prompts(session: Session, *, stale_before: datetime, now: datetime) -
     return list(
         session.scalars(
             select(Prompt)
+            .join(Member, Member.user_id == Prompt.user_id)
             .where(
+                Member.is_sales.is_(True),  # a rep who left the group is not chased
                 Prompt.status == PromptStatus.PENDING,
                 Prompt.claimed_at < stale_before,
                 Prompt.closes_at > now,
@@ -283,7 +285,9 @@ def due_reminders(session: Session, *, now: datetime) -> list[Prompt]:
     return list(
         session.scalars(
             select(Prompt)
+            .join(Member, Member.user_id == Prompt.user_id)
             .where(
+                Member.is_sales.is_(True),
                 Prompt.status == PromptStatus.SENT,
                 Prompt.reminded_at.is_(None),
                 Prompt.remind_at <= now,
@@ -307,18 +311,31 @@ def claim_reminder(session: Session, *, prompt: Prompt, now: datetime) -> bool:
     return False
 
 
+def unclaim_reminder(session: Session, *, prompt_id: int) -> None:
+    """The reminder did not go out: let a later tick try again."""
+    session.execute(update(Prompt).where(Prompt.id == prompt_id).values(reminded_at=None))
+
+
 def close_missed(session: Session, *, now: datetime) -> list[Prompt]:
     """Record unanswered prompts whose week has closed as missed; return them."""
-    missed = list(
+    unanswered = (PromptStatus.SENT, PromptStatus.PENDING)
+    candidates = list(
         session.scalars(
-            select(Prompt).where(
-                Prompt.status.in_((PromptStatus.SENT, PromptStatus.PENDING)),
-                Prompt.closes_at <= now,
-            )
+            select(Prompt).where(Prompt.status.in_(unanswered), Prompt.closes_at <= now)
         )
     )
-    for prompt in missed:
-        prompt.status = PromptStatus.MISSED
+    missed = []
+    for prompt in candidates:
+        # guarded, so an answer committed meanwhile is never overwritten
+        result = session.execute(
+            update(Prompt)
+            .where(Prompt.id == prompt.id, Prompt.status.in_(unanswered))
+            .values(status=PromptStatus.MISSED)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            session.refresh(prompt)
+            missed.append(prompt)
     return missed
 
 
@@ -327,17 +344,22 @@ def close_missed(session: Session, *, now: datetime) -> list[Prompt]:
 _BULLET = re.compile(r"^\s*(?:[-*•◦‣▪–—]|\d{1,2}[.)]|\(\d{1,2}\))\s+(.*)$")
 
 
-def parse_three_bullets(text: str) -> Bullets | None:
+def parse_three_bullets(text: str, *, require_markers: bool = False) -> Bullets | None:
     """Three bullet lines (``-``, ``*``, ``•``, ``1.``) or three plain lines; else None.
 
-    A line that does not start a bullet continues the previous one. ``text`` is the raw text
-    the rep typed (Slack's ``&amp;``/``&lt;``/``&gt;`` already decoded).
+    A line that does not start a bullet continues the previous one. ``require_markers``
+    refuses three plain lines (used once the week is answered, so a chatty three-line reply
+    never overwrites the answer). ``text`` is the raw text the rep typed (Slack's
+    ``&amp;``/``&lt;``/``&gt;`` already decoded).
     """
     lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
     if not lines:
         return None
     items: list[str] = []
-    if any(_BULLET.match(line) for line in lines):
+    has_markers = any(_BULLET.match(line) for line in lines)
+    if require_markers and not has_markers:
+        return None
+    if has_markers:
         for line in lines:
             match = _BULLET.match(line)
             if match:

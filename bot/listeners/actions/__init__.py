@@ -14,6 +14,8 @@ from bot.flows import winloss as wl_flows
 from bot.runtime import Runtime
 from bot.services import DomainError
 
+MARKETING_CACHE_SECONDS = 300.0  # a click uses a recent read; submitting re-checks fresh
+
 
 def open_feedback_modal(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     """ "Answer" / "Edit answer": open this week's form, prefilled when editing."""
@@ -44,7 +46,7 @@ def open_close_loop(ack: Ack, body: dict, client: WebClient, context: dict) -> N
     rt: Runtime = context["rt"]
     user_id = body["user"]["id"]
     post_id = int(body["actions"][0]["value"])
-    if user_id not in rt.roster.marketing_ids():
+    if user_id not in rt.roster.marketing_ids(max_age=MARKETING_CACHE_SECONDS):
         client.chat_postEphemeral(
             channel=body["channel"]["id"],
             user=user_id,

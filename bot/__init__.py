@@ -1,0 +1,1 @@
+"""Closeloop: a Slack bot that closes the feedback loop between sales and marketing."""
