@@ -56,3 +56,18 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def in_transaction(factory: sessionmaker[Session], work, *, attempts: int = 3):
+    """Run ``work(session)`` in its own transaction, again when a concurrent writer made it
+    conflict (a unique constraint hit by a racing insert); return what ``work`` returned."""
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(attempts):
+        try:
+            with session_scope(factory) as session:
+                return work(session)
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")

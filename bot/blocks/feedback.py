@@ -157,6 +157,11 @@ def parse_help() -> Message:
     return text, [section(text)]
 
 
+def no_open_prompt() -> Message:
+    text = "There is no open feedback prompt for you right now; your next one arrives on schedule."
+    return text, [section(text)]
+
+
 def already_answered_help() -> Message:
     text = (
         "Thanks! Your answer for this week is in. To change it, press *Edit answer* on the "

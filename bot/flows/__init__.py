@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bot.blocks import feedback as fb_blocks
-from bot.db import session_scope
+from bot.db import in_transaction, session_scope
 from bot.models import Acknowledgement, FeedbackAnswer, LoopPost, ProcessedEvent, PromptStatus
 from bot.runtime import SLACK_ERRORS, Runtime
 from bot.services import DomainError
@@ -257,38 +257,30 @@ def after_answer(rt: Runtime, *, user_id: str, prompt_id: int, post_id: int) -> 
 
 def answer_from_dm(rt: Runtime, *, user_id: str, channel: str, text: str) -> None:
     """A rep typed their bullets in the DM: parse, store, confirm (or explain)."""
-    now = rt.now()
     with session_scope(rt.session_factory) as session:
-        prompt = feedback_svc.open_prompt_for(session, user_id=user_id, now=now)
-        if prompt is None:
-            reply = (
-                "There is no open feedback prompt for you right now; "
-                "your next one arrives on schedule."
-            )
-            bullets = None
-        else:
-            answered = prompt.status == PromptStatus.ANSWERED
-            bullets = feedback_svc.parse_three_bullets(
-                feedback_svc.unescape_slack(text), require_markers=answered
-            )
-            if bullets is not None:
-                reply = None
-            elif answered:
-                reply = fb_blocks.already_answered_help()[0]
-            else:
-                reply = fb_blocks.parse_help()[0]
-        result = None
-        if bullets is not None and prompt is not None:
-            try:
-                result = record_answer(
-                    session, rt, user_id=user_id, prompt_id=prompt.id, bullets=bullets, source="dm"
-                )
-            except DomainError as err:
-                reply = str(err)
-    if result is None:
-        rt.post(channel=channel, text=reply or "Something went wrong; please try the form.")
+        prompt = feedback_svc.open_prompt_for(session, user_id=user_id, now=rt.now())
+        prompt_id = prompt.id if prompt else None
+        answered = prompt is not None and prompt.status == PromptStatus.ANSWERED
+    if prompt_id is None:
+        rt.post(channel=channel, text=fb_blocks.no_open_prompt()[0])
         return
-    prompt_id, post_id, edited = result
+    bullets = feedback_svc.parse_three_bullets(
+        feedback_svc.unescape_slack(text), require_markers=answered
+    )
+    if bullets is None:
+        help_text = fb_blocks.already_answered_help() if answered else fb_blocks.parse_help()
+        rt.post(channel=channel, text=help_text[0], blocks=help_text[1])
+        return
+    try:
+        prompt_id, post_id, edited = in_transaction(
+            rt.session_factory,
+            lambda session: record_answer(
+                session, rt, user_id=user_id, prompt_id=prompt_id, bullets=bullets, source="dm"
+            ),
+        )
+    except DomainError as err:
+        rt.post(channel=channel, text=str(err))
+        return
     text_, blocks = fb_blocks.answer_confirmation(
         worked=bullets.worked, fell_flat=bullets.fell_flat, insight=bullets.insight, edited=edited
     )
@@ -335,27 +327,37 @@ def _post_content(session: Session, post: LoopPost) -> tuple[str, list[dict]]:
 
 
 def publish_post(rt: Runtime, post_id: int) -> bool:
-    """Post a loop post to its channel, or update it in place; False if Slack refused."""
+    """Post a loop post to its channel, or update it in place; False if Slack refused.
+
+    The first post is claimed in the database, so two callers (an edit racing the tick, two
+    processes) never post it twice; a caller that loses the claim leaves ``needs_update`` so
+    the winner's message is brought up to date afterwards.
+    """
+    now = rt.now()
     with session_scope(rt.session_factory) as session:
         post = loop_svc.get_post(session, post_id)
+        first = post.ts is None
+        if first and not loop_svc.claim_first_post(session, post_id=post_id, now=now):
+            post.needs_update = True
+            return True
+        if not first:
+            post.needs_update = False
         text, blocks = _post_content(session, post)
         channel, ts = post.channel, post.ts
-    if ts is None:
+    if first:
         response = rt.post(channel=channel, text=text, blocks=blocks, unfurl_links=False)
+        if response is None:
+            return False  # the claim expires and a later tick posts it
         with session_scope(rt.session_factory) as session:
             post = loop_svc.get_post(session, post_id)
-            post.post_attempts += 1
-            if response is None:
-                return False
-            post.ts = response["ts"]
-            post.channel = response["channel"]
-            post.posted_at = rt.now()
+            post.ts, post.channel, post.posted_at = response["ts"], response["channel"], now
+            post.claimed_at = None
         return True
-    ok = rt.update(channel=channel, ts=ts, text=text, blocks=blocks)
-    if ok:
-        with session_scope(rt.session_factory) as session:
-            loop_svc.get_post(session, post_id).needs_update = False
-    return ok
+    if rt.update(channel=channel, ts=ts, text=text, blocks=blocks):
+        return True
+    with session_scope(rt.session_factory) as session:
+        loop_svc.get_post(session, post_id).needs_update = True
+    return False
 
 
 def retry_unpublished_posts(rt: Runtime) -> int:
@@ -406,8 +408,10 @@ def acknowledge(
 
 
 def notify_ack(rt: Runtime, ack_id: int) -> None:
-    """The thread reply and the rep's DM for one acknowledgement."""
+    """The thread reply and the rep's DM for one acknowledgement (whichever are still due)."""
     with session_scope(rt.session_factory) as session:
+        if not loop_svc.claim_notification(session, ack_id=ack_id, now=rt.now()):
+            return
         ack = session.get(Acknowledgement, ack_id)
         assert ack is not None
         post = ack.post
@@ -421,18 +425,40 @@ def notify_ack(rt: Runtime, ack_id: int) -> None:
             post.author_user_id,
             post.id,
         )
-    text, blocks = fb_blocks.ack_thread_reply(marketer_id=marketer, note=note, emoji=reaction)
-    reply = rt.post(channel=channel, thread_ts=ts, text=text, blocks=blocks)
-    text, blocks = fb_blocks.ack_rep_dm(
-        marketer_id=marketer, note=note, channel=channel, subject=subject
-    )
-    dm = rt.post(channel=rep, text=text, blocks=blocks)
+        need_reply, need_dm = ack.thread_ts is None, ack.rep_notified_at is None
+    reply = dm = None
+    if need_reply:
+        text, blocks = fb_blocks.ack_thread_reply(marketer_id=marketer, note=note, emoji=reaction)
+        reply = rt.post(channel=channel, thread_ts=ts, text=text, blocks=blocks)
+    if need_dm:
+        text, blocks = fb_blocks.ack_rep_dm(
+            marketer_id=marketer, note=note, channel=channel, subject=subject
+        )
+        dm = rt.post(channel=rep, text=text, blocks=blocks)
     with session_scope(rt.session_factory) as session:
         ack = session.get(Acknowledgement, ack_id)
         assert ack is not None
-        ack.thread_ts = reply["ts"] if reply else None
-        ack.rep_notified_at = rt.now() if dm else None
-    publish_post(rt, post_id)
+        if reply:
+            ack.thread_ts = reply["ts"]
+        if dm:
+            ack.rep_notified_at = rt.now()
+    if need_reply:
+        publish_post(rt, post_id)
+    if need_reply and not reply:
+        rt.tell(
+            marketer,
+            "Your acknowledgement is recorded, but I could not reply in the thread yet; "
+            "I will keep trying.",
+        )
+
+
+def retry_ack_notifications(rt: Runtime) -> int:
+    """Thread replies and rep DMs that failed, tried again (a few times)."""
+    with session_scope(rt.session_factory) as session:
+        ids = loop_svc.unfinished_notifications(session, now=rt.now(), max_attempts=5)
+    for ack_id in ids:
+        notify_ack(rt, ack_id)
+    return len(ids)
 
 
 def _subject(session: Session, post: LoopPost) -> str:
@@ -502,6 +528,7 @@ def tick(rt: Runtime) -> None:
         ("reminders", send_reminders),
         ("missed weeks", close_missed_weeks),
         ("unpublished posts", retry_unpublished_posts),
+        ("acknowledgement replies", retry_ack_notifications),
         ("event memory", forget_old_events),
     )
     for name, step in steps:

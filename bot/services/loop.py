@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,54 @@ def get_post(session: Session, post_id: int) -> LoopPost:
     if post is None:
         raise DomainError("That post no longer exists.")
     return post
+
+
+CLAIM_FOR = timedelta(minutes=2)
+
+
+def claim_first_post(session: Session, *, post_id: int, now: datetime) -> bool:
+    """Take the job of posting a loop post for the first time; False when another process
+    is doing it (or did it). A claim older than two minutes is a crashed one."""
+    result = session.execute(
+        update(LoopPost)
+        .where(
+            LoopPost.id == post_id,
+            LoopPost.ts.is_(None),
+            or_(LoopPost.claimed_at.is_(None), LoopPost.claimed_at < now - CLAIM_FOR),
+        )
+        .values(claimed_at=now, post_attempts=LoopPost.post_attempts + 1)
+    )
+    return result.rowcount == 1
+
+
+def claim_notification(session: Session, *, ack_id: int, now: datetime) -> bool:
+    """Take the job of sending an acknowledgement's thread reply and rep DM (what is left)."""
+    result = session.execute(
+        update(Acknowledgement)
+        .where(
+            Acknowledgement.id == ack_id,
+            or_(Acknowledgement.thread_ts.is_(None), Acknowledgement.rep_notified_at.is_(None)),
+            or_(
+                Acknowledgement.notify_claimed_at.is_(None),
+                Acknowledgement.notify_claimed_at < now - CLAIM_FOR,
+            ),
+        )
+        .values(notify_claimed_at=now, notify_attempts=Acknowledgement.notify_attempts + 1)
+    )
+    return result.rowcount == 1
+
+
+def unfinished_notifications(session: Session, *, now: datetime, max_attempts: int) -> list[int]:
+    """Acknowledgements whose thread reply or rep DM has not gone out yet."""
+    return list(
+        session.scalars(
+            select(Acknowledgement.id).where(
+                or_(Acknowledgement.thread_ts.is_(None), Acknowledgement.rep_notified_at.is_(None)),
+                Acknowledgement.notify_attempts < max_attempts,
+                Acknowledgement.created_at < now - CLAIM_FOR,
+            )
+        )
+    )
 
 
 def check_marketing(user_id: str, marketing_ids: Collection[str]) -> None:

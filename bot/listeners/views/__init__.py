@@ -10,7 +10,7 @@ from slack_bolt import Ack, App
 from bot import flows
 from bot.blocks import feedback as fb_blocks
 from bot.blocks import winloss as wl_blocks
-from bot.db import session_scope
+from bot.db import in_transaction
 from bot.flows import winloss as wl_flows
 from bot.runtime import Runtime
 from bot.services import DomainError
@@ -42,10 +42,12 @@ def submit_feedback(ack: Ack, body: dict, view: dict, context: dict) -> None:
         ack(response_action="errors", errors=errors)
         return
     try:
-        with session_scope(rt.session_factory) as session:
-            prompt_id, post_id, _edited = flows.record_answer(
+        prompt_id, post_id, _edited = in_transaction(
+            rt.session_factory,
+            lambda session: flows.record_answer(
                 session, rt, user_id=user_id, prompt_id=prompt_id, bullets=bullets, source="modal"
-            )
+            ),
+        )
     except DomainError as err:
         ack(response_action="errors", errors={"worked": str(err)})
         return
@@ -117,10 +119,10 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
         ack(response_action="errors", errors=errors)
         return
     try:
-        with session_scope(rt.session_factory) as session:
-            _entry_id, post_id, deal_pk = wl_flows.save_entry(
-                session, rt, user_id=user_id, entry_in=entry_in
-            )
+        _entry_id, post_id, deal_pk = in_transaction(
+            rt.session_factory,
+            lambda session: wl_flows.save_entry(session, rt, user_id=user_id, entry_in=entry_in),
+        )
     except DomainError as err:
         ack(response_action="errors", errors={"reason": str(err)})
         return
