@@ -208,7 +208,10 @@ def _run(rt, *, scheduler: bool) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            log.info("Closeloop connected over Socket Mode")
+            if handler.client.is_connected():
+                log.info("Closeloop connected over Socket Mode")
+            else:
+                log.warning("Socket Mode handshake failed; slack-sdk keeps retrying every 10 s")
             if rt.settings.deals_webhook_secret or os.environ.get("PORT"):
                 # Slack comes over the socket; HTTP serves only /healthz and the deal webhook.
                 server = make_http_server(

@@ -24,7 +24,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from tests.fakeslack import Call, FakeSlack, SlackError
+from tests.fakeslack import DEFAULT_APP_TOKEN, Call, FakeSlack, SlackError
 
 TOKEN = "xoxb-test-token"
 QUICK = FixedValueRetryIntervalCalculator(fixed_internal=0.05)  # keeps retry tests fast
@@ -135,6 +135,56 @@ def test_token_inside_json_body_is_not_accepted(slack: FakeSlack) -> None:
     )
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert json.load(resp) == {"ok": False, "error": "not_authed"}
+
+
+def test_apps_connections_open_answers_the_socket_url(slack: FakeSlack) -> None:
+    slack.socket_url = "ws://127.0.0.1:9/link/?ticket=fixed&app_id=A0001"
+    app_client = WebClient(base_url=slack.url)
+    response = app_client.apps_connections_open(app_token=DEFAULT_APP_TOKEN)
+    assert response.data == {"ok": True, "url": "ws://127.0.0.1:9/link/?ticket=fixed&app_id=A0001"}
+    (call,) = slack.calls_to("apps.connections.open")
+    assert call.headers["authorization"] == f"Bearer {DEFAULT_APP_TOKEN}"
+    # a callable (FakeSocketMode.issue_url) is asked once per request: a fresh ticket each time
+    tickets = iter(["t1", "t2"])
+    slack.socket_url = lambda: f"ws://127.0.0.1:9/link/?ticket={next(tickets)}"
+    urls = [app_client.apps_connections_open(app_token=DEFAULT_APP_TOKEN)["url"] for _ in "ab"]
+    assert urls == ["ws://127.0.0.1:9/link/?ticket=t1", "ws://127.0.0.1:9/link/?ticket=t2"]
+
+
+def test_apps_connections_open_needs_the_app_token_in_the_header() -> None:
+    with FakeSlack(bot_token=TOKEN, app_token="xapp-1-A0001-1-mine") as slack:
+        slack.socket_url = "ws://127.0.0.1:9/link/?ticket=t"
+        app_client = WebClient(base_url=slack.url, retry_handlers=[])
+        assert app_client.apps_connections_open(app_token="xapp-1-A0001-1-mine")["ok"] is True
+        cases = {
+            # a valid token of the wrong type (slack-ruby/slack-ruby-client#363)
+            TOKEN: "not_allowed_token_type",
+            "xapp-1-revoked": "invalid_auth",
+            DEFAULT_APP_TOKEN: "invalid_auth",  # not this fake's app token
+        }
+        for token, error in cases.items():
+            with pytest.raises(SlackApiError) as exc:
+                app_client.apps_connections_open(app_token=token)
+            assert api_error(exc) == error, token
+        # only the Authorization header counts (slackapi/python-slack-sdk#1877)
+        data = b"token=xapp-1-A0001-1-mine"
+        with urllib.request.urlopen(slack.url + "apps.connections.open", data=data) as resp:
+            assert json.load(resp) == {"ok": False, "error": "invalid_auth"}
+        with urllib.request.urlopen(slack.url + "apps.connections.open", data=b"") as resp:
+            assert json.load(resp) == {"ok": False, "error": "not_authed"}
+        # and the app token is no bot token
+        with pytest.raises(SlackApiError) as exc:
+            WebClient(token="xapp-1-A0001-1-mine", base_url=slack.url).auth_test()
+        assert api_error(exc) == "invalid_auth"
+        assert len(slack.calls_to("apps.connections.open")) == 1
+
+
+def test_apps_connections_open_without_a_socket_url_fails_loudly(slack: FakeSlack) -> None:
+    app_client = WebClient(base_url=slack.url, retry_handlers=[])
+    with pytest.raises(SlackApiError) as exc:
+        app_client.apps_connections_open(app_token=DEFAULT_APP_TOKEN)
+    assert exc.value.response.status_code == 500
+    assert "socket_url is not set" in slack.server_errors[0]
 
 
 def test_unknown_method(client: WebClient, slack: FakeSlack) -> None:

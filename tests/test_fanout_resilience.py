@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 from sqlalchemy import select
@@ -96,3 +97,61 @@ def test_dropped_connections_keep_the_prompt_pending_until_it_goes_out(harness):
     assert len(dms_to(slack, "UANA")) == 1
     with session_scope(h.rt.session_factory) as s:
         assert s.scalars(select(Prompt.status)).one() == "sent"
+
+
+def test_concurrent_submissions_store_one_answer_and_post_once(harness):
+    """Four submissions of the same week at once (double clicks, a DM reply racing the form):
+    one answer row, one channel post, no server error."""
+    from bot.models import FeedbackAnswer, LoopPost
+    from tests.test_loop_scenario import channel_posts, stored
+
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    flows.tick(h.rt)
+    call = dms_to(slack, "UANA")[0]
+    h.click_button("UANA", stored(slack, call), call.response["channel"], "feedback_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    replies = []
+
+    def submit(n):
+        replies.append(h.submit("UANA", modal, {"worked": f"w{n}", "fell_flat": "f",
+                                                "insight": "i"}))
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    h.settle()
+    assert [r.status for r in replies] == [200] * 4
+    assert len(channel_posts(slack, threaded=False)) == 1
+    with session_scope(h.rt.session_factory) as s:
+        assert len(s.scalars(select(FeedbackAnswer)).all()) == 1
+        post = s.scalars(select(LoopPost)).one()
+        answer = s.scalars(select(FeedbackAnswer)).one()
+        assert post.ts is not None
+    # whatever order they landed in, marketing's post ends up showing the stored answer
+    clock.advance(minutes=3)
+    flows.tick(h.rt)
+    assert f"w{answer.worked[1:]}" in json.dumps(stored(slack, channel_posts(slack)[0])["blocks"])
+
+
+def test_failed_thread_reply_is_retried_once_and_rep_told_once(harness):
+    from tests.test_loop_scenario import channel_posts
+
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    flows.tick(h.rt)
+    h.dm("UANA", "- a\n- b\n- c")
+    post = channel_posts(slack)[0]
+    slack.fail_next("chat.postMessage", error="channel_not_found")  # the thread reply fails
+    h.react("UMIA", "CMKTG", post.response["ts"], "white_check_mark")
+    assert channel_posts(slack, threaded=True) == []
+    told_ana = [c for c in dms_to(slack, "UANA") if "acknowledged" in json.dumps(c.params)]
+    assert len(told_ana) == 1
+    clock.advance(minutes=3)
+    flows.tick(h.rt)
+    flows.tick(h.rt)
+    assert len(channel_posts(slack, threaded=True)) == 1
+    told_ana = [c for c in dms_to(slack, "UANA") if "acknowledged" in json.dumps(c.params)]
+    assert len(told_ana) == 1
