@@ -28,13 +28,28 @@ log = logging.getLogger(__name__)
 SLACK_ERRORS = (SlackClientError, OSError)
 
 
+# Posting twice is worse than posting late: a connection that dropped after Slack took the
+# message would duplicate it, so these are not retried blindly. Closeloop's own retry (the
+# minute tick) first looks for the message by its metadata (see Runtime.find_marked).
+NOT_IDEMPOTENT = ("chat.postMessage", "chat.postEphemeral")
+
+
+class SafeConnectionRetryHandler(ConnectionErrorRetryHandler):
+    """Retries dropped connections, except for calls that would post a second message."""
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        if request.url.rstrip("/").endswith(NOT_IDEMPOTENT):
+            return False
+        return super()._can_retry(state=state, request=request, response=response, error=error)
+
+
 def make_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     """A WebClient on ``SLACK_API_URL`` that honours Retry-After and retries 5xx and drops."""
     client = WebClient(
         token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=timeout
     )
     client.retry_handlers = [
-        ConnectionErrorRetryHandler(max_retry_count=2),
+        SafeConnectionRetryHandler(max_retry_count=2),
         RateLimitErrorRetryHandler(max_retry_count=5),
         ServerErrorRetryHandler(max_retry_count=3),
     ]
@@ -131,6 +146,24 @@ class Runtime:
         except SLACK_ERRORS:
             log.exception("chat.update of %s/%s failed", kwargs.get("channel"), kwargs.get("ts"))
             return False
+
+    def find_marked(self, *, channel: str, event_type: str, key: str, value: int) -> dict | None:
+        """The recent message in ``channel`` that Closeloop marked with this metadata, if any.
+
+        Used before sending again something whose first try may have reached Slack. Raises
+        the Slack error when history cannot be read (the caller then waits and retries).
+        """
+        if channel.startswith(("U", "W")):
+            channel = self.client.conversations_open(users=channel)["channel"]["id"]
+        history = self.client.conversations_history(
+            channel=channel, limit=200, include_all_metadata=True
+        )
+        for message in history.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == event_type and payload.get(key) == value:
+                return {**message, "channel": channel}
+        return None
 
     def tell(self, user_id: str, text: str) -> None:
         """DM a user a short message of ours (never raises)."""

@@ -907,6 +907,7 @@ class FakeSlack:
             ("chat.update", self._chat_update, True),
             ("chat.postEphemeral", self._chat_post_ephemeral, True),
             ("conversations.open", self._conversations_open, True),
+            ("conversations.history", self._conversations_history, False),
             ("users.info", self._users_info, False),
             ("users.lookupByEmail", self._users_lookup_by_email, False),
             ("usergroups.users.list", self._usergroups_users_list, False),
@@ -1295,6 +1296,37 @@ class FakeSlack:
             message["subtype"] = "thread_broadcast"
         self._store_message(channel, message, thread_ts)
         return {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
+
+    def _conversations_history(self, params: Params) -> dict[str, Any]:
+        """conversations.history: top-level messages, newest first, between oldest and latest
+        (exclusive unless ``inclusive``); metadata only with ``include_all_metadata``."""
+        channel_id = _str_param(params, "channel")
+        if channel_id is None or channel_id not in self._channels:
+            raise SlackError("channel_not_found")
+        if not self._channels[channel_id].is_member:
+            raise SlackError("not_in_channel")
+        try:
+            oldest = float(_str_param(params, "oldest") or 0)
+            latest = float(_str_param(params, "latest") or 9e12)
+            limit = int(_str_param(params, "limit") or 100)
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        inclusive = _truthy(params.get("inclusive"))
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        found = []
+        for ts, message in self._messages.get(channel_id, {}).items():
+            if message.get("thread_ts") not in (None, ts):
+                continue  # replies live in conversations.replies
+            value = float(ts)
+            inside = (oldest <= value <= latest) if inclusive else (oldest < value < latest)
+            if inside:
+                shown = copy.deepcopy(message)
+                if not with_metadata:
+                    shown.pop("metadata", None)
+                found.append(shown)
+        found.sort(key=lambda m: float(m["ts"]), reverse=True)
+        limit = max(1, min(limit, 999))
+        return {"messages": found[:limit], "has_more": len(found) > limit, "pin_count": 0}
 
     def _chat_update(self, params: Params) -> dict[str, Any]:
         """chat.update: edit a bot message; omitted blocks/attachments are kept."""

@@ -39,8 +39,15 @@ def test_quoted_sections_keep_all_of_a_long_answer():
 
 def test_feedback_post_escapes_everything_the_rep_typed():
     text, blocks = fb.feedback_post(
-        post_id=7, rep_id="UANA", week_start=date(2026, 11, 16), worked=HOSTILE,
-        fell_flat=HOSTILE, insight=HOSTILE, campaign=HOSTILE, edited=False, acknowledged_by=[],
+        post_id=7,
+        rep_id="UANA",
+        week_start=date(2026, 11, 16),
+        worked=HOSTILE,
+        fell_flat=HOSTILE,
+        insight=HOSTILE,
+        campaign=HOSTILE,
+        edited=False,
+        acknowledged_by=[],
     )
     rendered = json.dumps(blocks) + text
     for raw in ("<!channel>", "<!here>", "<@U123>", "<#C1", "<https://evil"):
@@ -54,8 +61,15 @@ def test_feedback_post_escapes_everything_the_rep_typed():
 def test_feedback_post_with_three_maximal_answers_fits_in_a_message():
     long = "&" * 3000
     _text, blocks = fb.feedback_post(
-        post_id=1, rep_id="U1", week_start=date(2026, 11, 16), worked=long, fell_flat=long,
-        insight=long, campaign="c" * 255, edited=True, acknowledged_by=["UMIA", "UMIA"],
+        post_id=1,
+        rep_id="U1",
+        week_start=date(2026, 11, 16),
+        worked=long,
+        fell_flat=long,
+        insight=long,
+        campaign="c" * 255,
+        edited=True,
+        acknowledged_by=["UMIA", "UMIA"],
     )
     assert validate_blocks(blocks, "/blocks", max_blocks=50) == []
     assert "Loop closed by <@UMIA>" in json.dumps(blocks)
@@ -66,13 +80,16 @@ def test_prompt_message_and_modal_are_valid_for_slack():
     assert validate_blocks(blocks, "/blocks", max_blocks=50) == []
     ids = [e["action_id"] for e in blocks[2]["elements"]]
     assert ids == [fb.OPEN_ACTION, fb.SKIP_NOTHING_ACTION, fb.SKIP_OUT_ACTION]
-    view = fb.feedback_modal(prompt_id=3, week_start=date(2026, 11, 16),
-                             answer={"worked": "w", "fell_flat": "f", "insight": "i",
-                                     "campaign": None})
+    view = fb.feedback_modal(
+        prompt_id=3,
+        week_start=date(2026, 11, 16),
+        answer={"worked": "w", "fell_flat": "f", "insight": "i", "campaign": None},
+    )
     assert validate_view(view, allowed_types=("modal",)) == []
     inputs = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
-    assert all(inputs[k]["element"]["max_length"] == 3000 for k in ("worked", "fell_flat",
-                                                                     "insight"))
+    assert all(
+        inputs[k]["element"]["max_length"] == 3000 for k in ("worked", "fell_flat", "insight")
+    )
     assert inputs["campaign"]["optional"] is True
     assert json.loads(view["private_metadata"]) == {"prompt_id": 3}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 from sqlalchemy import select
 
@@ -80,9 +81,11 @@ def test_two_processes_firing_together_prompt_each_rep_once(harness):
 def test_dropped_connections_keep_the_prompt_pending_until_it_goes_out(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    slack.fail_next("chat.postMessage", drop=True, times=3)  # outlasts the client's retries
+    slack.fail_next("chat.postMessage", drop=True)
     flows.tick(h.rt)
     assert dms_to(slack, "UANA") == []
+    # a post is never blindly re-sent on a dropped connection: it may have arrived
+    assert len(slack.calls_to("chat.postMessage", include_failed=True)) == 1
     with session_scope(h.rt.session_factory) as s:
         prompt = s.scalars(select(Prompt)).one()
         assert prompt.status == "pending" and prompt.last_error
@@ -97,6 +100,49 @@ def test_dropped_connections_keep_the_prompt_pending_until_it_goes_out(harness):
     assert len(dms_to(slack, "UANA")) == 1
     with session_scope(h.rt.session_factory) as s:
         assert s.scalars(select(Prompt.status)).one() == "sent"
+
+
+def test_prompt_that_reached_slack_with_its_answer_lost_is_not_sent_again(harness):
+    """Slack stores the DM but the answer never comes back (a read timeout): the retry finds
+    the message by its metadata and records it instead of prompting the rep a second time."""
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    slack.fail_next("chat.postMessage", delay=4.0)  # past the harness client's 3 s timeout
+    flows.tick(h.rt)
+    slack.wait_for("chat.postMessage", count=1, timeout=10)  # Slack did post it
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(Prompt.status)).one() == "pending"
+    clock.advance(minutes=3)
+    flows.tick(h.rt)
+    assert len(dms_to(slack, "UANA")) == 1
+    with session_scope(h.rt.session_factory) as s:
+        prompt = s.scalars(select(Prompt)).one()
+        assert prompt.status == "sent" and prompt.dm_ts == dms_to(slack, "UANA")[0].response["ts"]
+
+
+def test_channel_post_that_reached_slack_with_its_answer_lost_is_not_posted_again(harness):
+    from tests.test_loop_scenario import channel_posts, stored
+
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    flows.tick(h.rt)
+    call = dms_to(slack, "UANA")[0]
+    h.click_button("UANA", stored(slack, call), call.response["channel"], "feedback_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    slack.fail_next("chat.postMessage", delay=4.0)  # the channel post: stored, answer lost
+    h.submit("UANA", modal, {"worked": "a", "fell_flat": "b", "insight": "c"})
+    deadline = time.monotonic() + 15
+    while not channel_posts(slack) and time.monotonic() < deadline:  # Slack stores it late
+        time.sleep(0.05)
+    assert len(channel_posts(slack)) == 1
+    clock.advance(minutes=3)
+    flows.tick(h.rt)
+    flows.tick(h.rt)
+    assert len(channel_posts(slack)) == 1
+    from bot.models import LoopPost
+
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(LoopPost.ts)).one() == channel_posts(slack)[0].response["ts"]
 
 
 def test_concurrent_submissions_store_one_answer_and_post_once(harness):
@@ -114,8 +160,9 @@ def test_concurrent_submissions_store_one_answer_and_post_once(harness):
     replies = []
 
     def submit(n):
-        replies.append(h.submit("UANA", modal, {"worked": f"w{n}", "fell_flat": "f",
-                                                "insight": "i"}))
+        replies.append(
+            h.submit("UANA", modal, {"worked": f"w{n}", "fell_flat": "f", "insight": "i"})
+        )
 
     threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
     for t in threads:

@@ -26,6 +26,8 @@ from bot.services.feedback import Bullets, Schedule
 log = logging.getLogger(__name__)
 
 ROSTER_SYNC_EVERY = timedelta(hours=1)
+PROMPT_MARK = "closeloop_prompt"  # message metadata: find a message whose answer was lost
+POST_MARK = "closeloop_post"
 RETRY_AFTER = timedelta(minutes=2)
 EVENT_MEMORY = timedelta(days=7)
 
@@ -104,9 +106,20 @@ def deliver_prompt(rt: Runtime, prompt_id: int) -> bool:
     """Send a claimed prompt's DM and record where it went; False (kept pending) on failure."""
     with session_scope(rt.session_factory) as session:
         prompt = feedback_svc.get_prompt(session, prompt_id)
-        user_id, week = prompt.user_id, prompt.week_start
-    text, blocks = fb_blocks.prompt_message(prompt_id=prompt_id, week_start=week)
-    response = rt.post(channel=user_id, text=text, blocks=blocks)
+        user_id, week, retry = prompt.user_id, prompt.week_start, prompt.send_attempts > 0
+    marker = {"event_type": PROMPT_MARK, "event_payload": {"prompt_id": prompt_id}}
+    response = None
+    if retry:  # the earlier try may have reached Slack with its answer lost: look first
+        try:
+            response = rt.find_marked(
+                channel=user_id, event_type=PROMPT_MARK, key="prompt_id", value=prompt_id
+            )
+        except SLACK_ERRORS:
+            log.exception("could not check whether prompt %s already went out", prompt_id)
+            return False
+    if response is None:
+        text, blocks = fb_blocks.prompt_message(prompt_id=prompt_id, week_start=week)
+        response = rt.post(channel=user_id, text=text, blocks=blocks, metadata=marker)
     with session_scope(rt.session_factory) as session:
         prompt = feedback_svc.get_prompt(session, prompt_id)
         if response is None:
@@ -343,9 +356,22 @@ def publish_post(rt: Runtime, post_id: int) -> bool:
         if not first:
             post.needs_update = False
         text, blocks = _post_content(session, post)
-        channel, ts = post.channel, post.ts
+        channel, ts, attempts = post.channel, post.ts, post.post_attempts
     if first:
-        response = rt.post(channel=channel, text=text, blocks=blocks, unfurl_links=False)
+        response = None
+        if attempts > 1:  # an earlier try may have been posted with its answer lost
+            try:
+                response = rt.find_marked(
+                    channel=channel, event_type=POST_MARK, key="post_id", value=post_id
+                )
+            except SLACK_ERRORS:
+                log.exception("could not check whether post %s already went out", post_id)
+                return False
+        if response is None:
+            marker = {"event_type": POST_MARK, "event_payload": {"post_id": post_id}}
+            response = rt.post(
+                channel=channel, text=text, blocks=blocks, unfurl_links=False, metadata=marker
+            )
         if response is None:
             return False  # the claim expires and a later tick posts it
         with session_scope(rt.session_factory) as session:
