@@ -53,7 +53,7 @@ def handle_deal_closed(
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        return Answer(400, {"ok": False, "error": f"malformed JSON: {err}", "field": "body"})
+        return Answer(400, {"ok": False, "error": f"body: malformed JSON: {err}", "field": "body"})
     try:
         deal = parse_deal(data)
     except InvalidField as err:

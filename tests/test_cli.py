@@ -18,7 +18,9 @@ from tests.harness import sign
 
 
 @pytest.fixture
-def cli_env(fake_slack, tmp_path):
+def cli_env(fake_slack, tmp_path, database_url, session_factory):
+    """The environment an operator would set; the database is the suite's (SQLite, and
+    PostgreSQL too when TEST_DATABASE_URL is set), emptied around each test."""
     fake_slack.add_user("UANA", tz="Europe/Berlin", name="ana")
     fake_slack.add_user("UBEN", tz="America/Los_Angeles", name="ben")
     fake_slack.set_usergroup("SSALES", ["UANA", "UBEN"])
@@ -29,7 +31,7 @@ def cli_env(fake_slack, tmp_path):
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_API_URL": fake_slack.url.rstrip("/"),  # without the trailing slash on purpose
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "DATABASE_URL": database_url,
         "FEEDBACK_CHANNEL": "CMKTG",
         "SALES_USERGROUP": "SSALES",
         "MARKETING_USERS": "UMIA",

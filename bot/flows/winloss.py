@@ -137,7 +137,9 @@ def waiting_list(rt: Runtime, *, user_id: str) -> tuple[str, list[dict]]:
         tz = user_zone(session, rt, user_id)
         rows = [
             (d.id, d.name, _when(d.deadline_at, tz), d.deadline_at <= now)
-            for d in wl_svc.waiting_deals(session, user_id=user_id)
+            for d in wl_svc.waiting_deals(
+                session, user_id=user_id, manager=user_id in rt.settings.sales_managers
+            )
         ]
     return wl_blocks.waiting_list(rows)
 

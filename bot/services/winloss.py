@@ -203,13 +203,17 @@ def get_deal(session: Session, deal_pk: int) -> Deal:
     return deal
 
 
-def waiting_deals(session: Session, *, user_id: str) -> list[Deal]:
-    """The user's deals still without an entry, most urgent first."""
+def waiting_deals(session: Session, *, user_id: str, manager: bool = False) -> list[Deal]:
+    """The user's deals still without an entry, most urgent first; a manager also sees the
+    deals whose owner is not in Slack (nobody else can log them)."""
+    mine = Deal.owner_user_id == user_id
+    if manager:
+        mine = or_(mine, Deal.owner_user_id.is_(None))
     return list(
         session.scalars(
             select(Deal)
             .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
-            .where(Deal.owner_user_id == user_id, WinLossEntry.id.is_(None))
+            .where(mine, WinLossEntry.id.is_(None))
             .order_by(Deal.deadline_at, Deal.id)
         )
     )

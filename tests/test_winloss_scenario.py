@@ -1,0 +1,370 @@
+"""The win/loss path end to end: a signed CRM webhook, the owner's DM, the modal, the channel
+post, marketing's acknowledgement, the reminder at hour 20 and the overdue escalation."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from bot import flows
+from bot.db import session_scope
+from bot.models import Deal, LoopPost, WinLossEntry, WinLossRevision
+from tests.test_loop_scenario import all_text, dms_to, stored
+
+SECRET = "deal-hook-secret"
+CLOSED = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings_overrides():
+    return {
+        "WINLOSS_CHANNEL": "CWINLOSS",
+        "WINLOSS_ESCALATION_CHANNEL": "CMGR",
+        "DEALS_WEBHOOK_SECRET": SECRET,
+        "SALES_MANAGERS": "UMGR",
+    }
+
+
+def deal(**changes):
+    body = {
+        "deal_id": "CRM-1",
+        "name": "Acme renewal",
+        "outcome": "LOST",
+        "closed_at": "2026-11-20T14:00:00Z",
+        "owner_email": "Ana@Example.com",
+        "amount": 12000,
+        "source": "Q4 webinar",
+    }
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def posts_in(slack, channel, *, threaded=False):
+    return [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.params["channel"] == channel and bool(c.params.get("thread_ts")) == threaded
+    ]
+
+
+def nudges_to(slack, user_id):
+    """DMs asking ``user_id`` for a win/loss entry (not the weekly prompt)."""
+    return [c for c in dms_to(slack, user_id) if "Log win/loss" in all_text(c.params)]
+
+
+def count(h, model):
+    with session_scope(h.rt.session_factory) as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def fill(modal, **values):
+    """The modal's current values (initial ones) with ``values`` typed over them."""
+    state = {}
+    for block in modal["blocks"]:
+        if block.get("type") != "input":
+            continue
+        element = block["element"]
+        initial = element.get("initial_value") or element.get("initial_date")
+        if "initial_option" in element:
+            initial = element["initial_option"]["value"]
+        state[block["block_id"]] = initial
+    state.update(values)
+    return state
+
+
+def submit_winloss(h, user_id, modal, values):
+    """Submit the win/loss modal: selects, datepicker and number input as Slack sends them."""
+    from tests.harness import sample
+
+    payload = sample("view_submission.bolt_python_test.json")
+    payload["trigger_id"] = h.slack.new_trigger_id()
+    payload["user"] = {"id": user_id, "username": user_id.lower(), "team_id": "T111"}
+    view = dict(payload["view"])
+    view.update(
+        blocks=modal["blocks"],
+        callback_id=modal["callback_id"],
+        private_metadata=modal["private_metadata"],
+        title=modal["title"],
+    )
+    state = {}
+    for block in modal["blocks"]:
+        if block.get("type") != "input":
+            continue
+        element, block_id = block["element"], block["block_id"]
+        value = values.get(block_id)
+        kind = element["type"]
+        if kind == "static_select":
+            option = next((o for o in element["options"] if o["value"] == value), None)
+            state[block_id] = {element["action_id"]: {"type": kind, "selected_option": option}}
+        elif kind == "datepicker":
+            state[block_id] = {element["action_id"]: {"type": kind, "selected_date": value}}
+        else:
+            state[block_id] = {element["action_id"]: {"type": kind, "value": value}}
+    view["state"] = {"values": state}
+    payload["view"] = view
+    return h.interactive(payload)
+
+
+QUOTE = "Honestly <!channel>, your tool is great but we can't justify a second license & training"
+
+
+def test_webhook_to_dm_modal_post_ack_and_edit(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED + timedelta(hours=1))
+
+    reply = h.deal_closed(deal())
+    assert reply.status == 201, reply.body
+    assert reply.json() == {"ok": True, "deal_id": "CRM-1", "duplicate": False}
+    assert slack.calls_to("users.lookupByEmail")[0].params["email"] == "ana@example.com"
+    (nudge,) = dms_to(slack, "UANA")
+    assert "Acme renewal" in all_text(nudge.params) and "Log win/loss" in all_text(nudge.params)
+
+    # The same deal again is one deal, and nobody is nudged twice.
+    again = h.deal_closed(deal(outcome="lost"))
+    assert again.status == 200 and again.json()["duplicate"] is True
+    assert count(h, Deal) == 1 and len(dms_to(slack, "UANA")) == 1
+
+    # The button opens the modal prefilled from the CRM.
+    h.click_button("UANA", stored(slack, nudge), nudge.response["channel"], "winloss_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    values = fill(modal)
+    assert values["deal_name"] == "Acme renewal" and values["outcome"] == "lost"
+    assert values["closed_on"] == "2026-11-20" and values["amount"] == "12000.00"
+
+    # Shorthand is refused inline, and nothing is stored.
+    for shorthand in ("poor fit", "price", "timing", "too expensive overall"):
+        refused = submit_winloss(
+            h,
+            "UANA",
+            modal,
+            fill(modal, reason=shorthand, reason_category="Price", insight="Lead with ROI"),
+        )
+        assert refused.json()["response_action"] == "errors"
+        assert "customer actually said" in refused.json()["errors"]["reason"]
+    assert count(h, WinLossEntry) == 0
+
+    accepted = submit_winloss(
+        h,
+        "UANA",
+        modal,
+        fill(
+            modal,
+            reason=QUOTE,
+            reason_category="Price",
+            competitor_new="Competitor-X ",
+            insight="Show the license consolidation story earlier <@U1>",
+        ),
+    )
+    assert accepted.status == 200 and accepted.body == ""
+    (post,) = posts_in(slack, "CWINLOSS")
+    text = all_text(post.params)
+    assert "&lt;!channel&gt;" in text and "<!channel>" not in text and "<@U1>" not in text
+    assert "Competitor-X" in text and "on time" in text and "<@UANA>" in text
+    assert "Close the loop" in text and "Edit" in text
+    assert "Logged" in stored(slack, nudge)["text"]  # the nudge DM shows it is done
+
+    # Marketing closes the loop by reaction: thread reply, the rep is told.
+    h.react("UMIA", "CWINLOSS", post.response["ts"], "white_check_mark")
+    (thread,) = posts_in(slack, "CWINLOSS", threaded=True)
+    assert thread.params["thread_ts"] == post.response["ts"]
+    told = dms_to(slack, "UANA")[-1]
+    assert "win/loss entry for Acme renewal" in all_text(told.params)
+
+    # The author edits from the post; the previous text is kept.
+    h.click_button("UANA", stored(slack, post), "CWINLOSS", "winloss_edit")
+    edit_modal = slack.calls_to("views.open")[-1].params["view"]
+    values = fill(edit_modal)
+    assert values["reason"] == QUOTE and values["competitor"] == "Competitor-X"
+    submit_winloss(
+        h,
+        "UANA",
+        edit_modal,
+        fill(edit_modal, reason="We can't justify a second license and the training it needs"),
+    )
+    assert len(posts_in(slack, "CWINLOSS")) == 1
+    assert "edited" in all_text(stored(slack, post))
+    with session_scope(h.rt.session_factory) as s:
+        (revision,) = s.scalars(select(WinLossRevision)).all()
+        assert revision.reason == QUOTE
+        assert s.scalars(select(WinLossEntry.reason)).one().startswith("We can't justify")
+
+    # Someone else may not edit; nobody may after 7 days.
+    h.click_button("UOUT", stored(slack, post), "CWINLOSS", "winloss_edit")
+    assert "author or a sales manager" in slack.calls_to("chat.postEphemeral")[-1].params["text"]
+    clock.advance(days=8)
+    opened = len(slack.calls_to("views.open"))
+    h.click_button("UANA", stored(slack, post), "CWINLOSS", "winloss_edit")
+    assert len(slack.calls_to("views.open")) == opened
+    assert "7 days" in slack.calls_to("chat.postEphemeral")[-1].params["text"]
+
+
+def test_reminder_at_hour_20_and_overdue_at_24(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED + timedelta(minutes=5))
+    assert h.deal_closed(deal(owner_email=None, owner_slack_id="UBEN")).status == 201
+    assert len(nudges_to(slack, "UBEN")) == 1
+    clock.set(CLOSED + timedelta(hours=19, minutes=59))
+    flows.tick(h.rt)
+    assert len(nudges_to(slack, "UBEN")) == 1
+    clock.set(CLOSED + timedelta(hours=20))
+    flows.tick(h.rt)
+    flows.tick(h.rt)
+    dms = nudges_to(slack, "UBEN")
+    assert len(dms) == 2 and "Reminder" in dms[1].params["text"]
+    assert posts_in(slack, "CMGR") == []
+    clock.set(CLOSED + timedelta(hours=24))
+    flows.tick(h.rt)
+    flows.tick(h.rt)
+    (escalation,) = posts_in(slack, "CMGR")
+    assert "<@UBEN>" in escalation.params["text"] and "Acme renewal" in escalation.params["text"]
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(Deal.overdue_at)).one() is not None
+
+    # Logging late is accepted and recorded as late, not hidden.
+    clock.set(CLOSED + timedelta(hours=30))
+    h.click_button("UBEN", stored(slack, dms[0]), dms[0].response["channel"], "winloss_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    submit_winloss(
+        h,
+        "UBEN",
+        modal,
+        fill(
+            modal,
+            reason="They told us the board froze all new tooling spend until March",
+            reason_category="Timing or budget",
+            competitor="__none__",
+            insight="Budget timing",
+        ),
+    )
+    (post,) = posts_in(slack, "CWINLOSS")
+    assert "late by 6 h" in all_text(post.params)
+    with session_scope(h.rt.session_factory) as s:
+        entry = s.scalars(select(WinLossEntry)).one()
+        assert entry.on_time is False and entry.competitor_id is None
+
+
+def test_deadlines_survive_a_restart(harness):
+    """The 24-hour rule lives in the database: a fresh runtime (a restarted process) finds it."""
+    from bot.runtime import Runtime, make_client
+
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    h.deal_closed(deal(owner_email=None, owner_slack_id="UBEN"))
+    restarted = Runtime(
+        settings=h.settings,
+        session_factory=h.rt.session_factory,
+        client=make_client(h.settings, timeout=3),
+        clock=clock,
+    )
+    clock.set(CLOSED + timedelta(hours=25))
+    flows.tick(restarted)
+    assert len(posts_in(slack, "CMGR")) == 1
+
+
+def test_owner_not_in_slack_is_reported_and_the_deal_kept(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    assert h.deal_closed(deal(owner_email="gone@example.com")).status == 201
+    (report,) = posts_in(slack, "CMGR")
+    assert "gone@example.com" in report.params["text"]
+    flows.tick(h.rt)
+    assert len(posts_in(slack, "CMGR")) == 1
+    assert count(h, Deal) == 1
+    # A sales manager sees it in /winloss list and may log it.
+    listing = h.command("UMGR", "list", command="/winloss").json()
+    assert "Acme renewal" in json.dumps(listing)
+    assert "Acme renewal" not in json.dumps(h.command("UANA", "list", command="/winloss").json())
+
+
+BAD_BODIES = [
+    (b"{not json", "body"),
+    (b"[]", "body"),
+    (json.dumps(deal(deal_id=None)).encode(), "deal_id"),
+    (json.dumps(deal(name=None)).encode(), "name"),
+    (json.dumps(deal(outcome=None)).encode(), "outcome"),
+    (json.dumps(deal(outcome="maybe")).encode(), "outcome"),
+    (json.dumps(deal(closed_at=None)).encode(), "closed_at"),
+    (json.dumps(deal(closed_at="yesterday")).encode(), "closed_at"),
+    (json.dumps(deal(owner_email=None)).encode(), "owner_email"),
+    (json.dumps(deal(owner_email="not-an-email")).encode(), "owner_email"),
+    (json.dumps(deal(owner_email=None, owner_slack_id="bob")).encode(), "owner_slack_id"),
+    (json.dumps(deal(amount="lots")).encode(), "amount"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_BODIES)
+def test_malformed_deals_get_400_naming_the_field_and_store_nothing(harness, body, field):
+    reply = harness.deal_closed(body)
+    assert reply.status == 400
+    assert reply.json()["field"] == field and field in reply.json()["error"]
+    assert count(harness, Deal) == 0
+    assert harness.slack.calls_to("chat.postMessage") == []
+
+
+def test_bad_signatures_get_401_and_store_nothing(harness):
+    h = harness
+    now = int(h.clock().timestamp())
+    assert h.deal_closed(deal(), signed=False).status == 401
+    assert h.deal_closed(deal(), secret="wrong-secret").status == 401
+    assert h.deal_closed(deal(), signature="v0=" + "0" * 64).status == 401
+    assert h.deal_closed(deal(), timestamp=now - 301).status == 401
+    assert h.deal_closed(deal(), timestamp=now + 301).status == 401
+    body = json.dumps(deal()).encode()
+    from tests.harness import sign
+
+    tampered = h.request(
+        "/hooks/deal-closed",
+        body.replace(b"LOST", b"WON"),
+        signed=False,
+        headers={
+            "X-Closeloop-Request-Timestamp": str(now),
+            "X-Closeloop-Signature": sign(body, now, SECRET),
+        },
+    )
+    assert tampered.status == 401
+    assert count(h, Deal) == 0
+    assert h.deal_closed(deal(), timestamp=now - 299).status == 201
+
+
+def test_winloss_command_help_list_and_a_deal_the_bot_never_heard_of(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    help_reply = h.command("UANA", "help", command="/winloss")
+    assert help_reply.status == 200 and "/winloss list" in help_reply.body  # ephemeral text
+    empty = h.command("UANA", "list", command="/winloss").json()
+    assert "Nothing waiting" in empty["text"]
+    h.command("UANA", "", command="/winloss")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    values = fill(modal)
+    assert values["deal_name"] in (None, "") and values["closed_on"] == "2026-11-20"
+    submit_winloss(
+        h,
+        "UANA",
+        modal,
+        fill(
+            modal,
+            deal_name="Globex pilot",
+            outcome="won",
+            closed_on="2026-11-19",
+            reason="Their CFO said the live ROI calculator made the decision easy for her",
+            reason_category="Other",
+            competitor_new="Initech",
+            insight="Demo the ROI calculator",
+        ),
+    )
+    with session_scope(h.rt.session_factory) as s:
+        d = s.scalars(select(Deal)).one()
+        assert (d.external_id, d.origin, d.name, d.owner_user_id) == (
+            None,
+            "slack",
+            "Globex pilot",
+            "UANA",
+        )
+        assert d.closed_at.date().isoformat() in ("2026-11-18", "2026-11-19")
+        assert s.scalars(select(WinLossEntry.on_time)).one() is True
+        assert s.scalars(select(LoopPost.kind)).one() == "winloss"
+    (post,) = posts_in(slack, "CWINLOSS")
+    assert "Globex pilot" in all_text(post.params) and "Won" in all_text(post.params)
