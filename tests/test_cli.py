@@ -21,8 +21,8 @@ from tests.harness import sign
 def cli_env(fake_slack, tmp_path, database_url, session_factory):
     """The environment an operator would set; the database is the suite's (SQLite, and
     PostgreSQL too when TEST_DATABASE_URL is set), emptied around each test."""
-    fake_slack.add_user("UANA", tz="Europe/Berlin", name="ana")
-    fake_slack.add_user("UBEN", tz="America/Los_Angeles", name="ben")
+    fake_slack.add_user("UANA", tz="Europe/Berlin", name="ana", email="ana@example.com")
+    fake_slack.add_user("UBEN", tz="America/Los_Angeles", name="ben", email="ben@example.com")
     fake_slack.set_usergroup("SSALES", ["UANA", "UBEN"])
     fake_slack.add_channel("CMKTG", name="marketing-feedback")
     env = {

@@ -100,4 +100,5 @@ def merge(session: Session, *, source: str, target: str) -> tuple[Competitor, Co
         update(Competitor).where(Competitor.merged_into_id == src.id).values(merged_into_id=dst.id)
     )
     src.merged_into_id = dst.id
+    session.flush()
     return src, dst, moved

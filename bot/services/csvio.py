@@ -312,7 +312,7 @@ def feedback_rows(session: Session, *, since: date | None = None) -> Iterator[li
     )
     if since is not None:
         query = query.where(Prompt.week_start >= since)
-    for prompt in session.scalars(query).unique().yield_per(1000):
+    for prompt in session.scalars(query).yield_per(1000):
         answer: FeedbackAnswer | None = prompt.answer
         acks = []
         if answer is not None:
