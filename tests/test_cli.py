@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,67 +12,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET
+from tests.conftest import BOT_TOKEN, SIGNING_SECRET, closeloop
 from tests.harness import sign
-
-
-@pytest.fixture
-def cli_env(fake_slack, tmp_path, database_url, session_factory):
-    """The environment an operator would set; the database is the suite's (SQLite, and
-    PostgreSQL too when TEST_DATABASE_URL is set), emptied around each test."""
-    fake_slack.add_user("UANA", tz="Europe/Berlin", name="ana", email="ana@example.com")
-    fake_slack.add_user("UBEN", tz="America/Los_Angeles", name="ben", email="ben@example.com")
-    fake_slack.set_usergroup("SSALES", ["UANA", "UBEN"])
-    fake_slack.add_channel("CMKTG", name="marketing-feedback")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "CLOSELOOP_ENV_FILE": str(tmp_path / "absent.env"),
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": fake_slack.url.rstrip("/"),  # without the trailing slash on purpose
-        "DATABASE_URL": database_url,
-        "FEEDBACK_CHANNEL": "CMKTG",
-        "SALES_USERGROUP": "SSALES",
-        "MARKETING_USERS": "UMIA",
-    }
-    return env
-
-
-def closeloop(env, *args, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def test_prompt_now_sends_this_weeks_prompt_once(cli_env, fake_slack):
-    first = closeloop(cli_env, "prompt", "--now", "--user", "UANA")
-    assert first.returncode == 0, first.stderr
-    assert "UANA: prompted" in first.stdout
-    dms = [c for c in fake_slack.calls_to("chat.postMessage") if c.params["channel"] == "UANA"]
-    assert len(dms) == 1
-    again = closeloop(cli_env, "prompt", "--now")
-    assert "UANA: already prompted this week" in again.stdout
-    assert "UBEN: prompted" in again.stdout
-    dms = [c for c in fake_slack.calls_to("chat.postMessage") if c.params["channel"] == "UANA"]
-    assert len(dms) == 1
-
-
-def test_prompt_now_for_someone_outside_sales(cli_env, fake_slack):
-    out = closeloop(cli_env, "prompt", "--now", "--user", "UZED")
-    assert "UZED: not in the sales team" in out.stdout
-    assert fake_slack.calls_to("chat.postMessage") == []
-
-
-def test_migrate_then_unreachable_database_is_one_line(cli_env, tmp_path):
-    assert closeloop(cli_env, "migrate").returncode == 0
-    bad = {**cli_env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
-    out = closeloop(bad, "migrate")
-    assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and "DATABASE_URL" in out.stderr
 
 
 def _free_port() -> int:

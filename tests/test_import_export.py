@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from bot.db import session_scope
 from bot.models import Competitor, Deal, WinLossEntry, WinLossRevision
-from tests.test_cli import cli_env, closeloop  # noqa: F401 - the fixture is used by name
+from tests.conftest import closeloop
 
 HEADER = (
     "deal_id,deal_name,outcome,closed_at,logged_at,reason,reason_category,competitor,"
