@@ -79,12 +79,17 @@ class Settings:
     deals_webhook_secret: str | None = None
     sales_managers: tuple[str, ...] = ()
     reason_categories: tuple[str, ...] = DEFAULT_REASON_CATEGORIES
+    digest_channel: str = ""  # defaults to feedback_channel
+    digest_time: time = time(9, 0)
+    digest_timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         if not self.winloss_channel:
             object.__setattr__(self, "winloss_channel", self.feedback_channel)
         if not self.winloss_escalation_channel:
             object.__setattr__(self, "winloss_escalation_channel", self.winloss_channel)
+        if not self.digest_channel:
+            object.__setattr__(self, "digest_channel", self.feedback_channel)
 
     @property
     def socket_mode(self) -> bool:
@@ -173,7 +178,17 @@ class Settings:
                     "of at most 75 characters each"
                 )
 
+        digest_tz = get("DIGEST_TIMEZONE") or "UTC"
+        _check_timezone("DIGEST_TIMEZONE", digest_tz)
+        digest_time_text = get("DIGEST_TIME") or "09:00"
+        digest_match = re.match(r"^(\d{1,2}):(\d{2})$", digest_time_text)
+        if not digest_match or int(digest_match[1]) > 23 or int(digest_match[2]) > 59:
+            raise ConfigError(f"DIGEST_TIME={digest_time_text!r} is not a 24-hour time like 09:00")
+
         return cls(
+            digest_channel=_channel(get, "DIGEST_CHANNEL") or "",
+            digest_time=time(int(digest_match[1]), int(digest_match[2])),
+            digest_timezone=digest_tz,
             winloss_channel=winloss_channel or "",
             winloss_escalation_channel=escalation_channel or "",
             winloss_deadline_hours=deadline,

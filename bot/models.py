@@ -92,7 +92,7 @@ class Prompt(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[str] = mapped_column(String(32), index=True)
-    week_start: Mapped[date] = mapped_column(Date)
+    week_start: Mapped[date] = mapped_column(Date, index=True)
     tz: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=PromptStatus.PENDING, index=True)
     skip_reason: Mapped[str | None] = mapped_column(String(32))
@@ -146,7 +146,7 @@ class LoopPost(Base):
     needs_update: Mapped[bool] = mapped_column(Boolean, default=False)
     post_attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None]  # a process is posting it (first post only)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     posted_at: Mapped[datetime | None]
     first_ack_at: Mapped[datetime | None]
 
@@ -217,7 +217,7 @@ class Deal(Base):
     external_id: Mapped[str | None] = mapped_column(String(120), unique=True)
     name: Mapped[str] = mapped_column(String(255))
     outcome: Mapped[str] = mapped_column(String(16))
-    closed_at: Mapped[datetime]
+    closed_at: Mapped[datetime] = mapped_column(index=True)
     owner_user_id: Mapped[str | None] = mapped_column(String(32), index=True)
     owner_email: Mapped[str | None] = mapped_column(String(255))
     amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
@@ -276,3 +276,18 @@ class WinLossRevision(Base):
     source: Mapped[str | None] = mapped_column(String(255))
     replaced_at: Mapped[datetime] = mapped_column(default=utcnow)
     replaced_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class Digest(Base):
+    """One monthly digest; the unique month is what makes it post exactly once."""
+
+    __tablename__ = "digests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    month: Mapped[date] = mapped_column(Date, unique=True)  # the first day of the month covered
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    channel: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[str | None] = mapped_column(String(32))
+    posted_at: Mapped[datetime | None]
+    chart_file_id: Mapped[str | None] = mapped_column(String(32))

@@ -1,8 +1,8 @@
-"""initial schema: weekly loop and win/loss log
+"""initial schema
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 16:26:02.378143
+Create Date: 2026-11-22 16:46:49.710967
 """
 
 from collections.abc import Sequence
@@ -62,9 +62,23 @@ def upgrade() -> None:
         sa.UniqueConstraint("external_id", name=op.f("uq_deals_external_id")),
     )
     with op.batch_alter_table("deals", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_deals_closed_at"), ["closed_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_deals_deadline_at"), ["deadline_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_deals_owner_user_id"), ["owner_user_id"], unique=False)
 
+    op.create_table(
+        "digests",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("claimed_at", bot.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("ts", sa.String(length=32), nullable=True),
+        sa.Column("posted_at", bot.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("chart_file_id", sa.String(length=32), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_digests")),
+        sa.UniqueConstraint("month", name=op.f("uq_digests_month")),
+    )
     op.create_table(
         "loop_posts",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -86,6 +100,7 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_loop_posts_author_user_id"), ["author_user_id"], unique=False
         )
+        batch_op.create_index(batch_op.f("ix_loop_posts_created_at"), ["created_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_loop_posts_ts"), ["ts"], unique=False)
 
     op.create_table(
@@ -130,6 +145,7 @@ def upgrade() -> None:
     with op.batch_alter_table("prompts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_prompts_status"), ["status"], unique=False)
         batch_op.create_index(batch_op.f("ix_prompts_user_id"), ["user_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_prompts_week_start"), ["week_start"], unique=False)
 
     op.create_table(
         "acknowledgements",
@@ -263,6 +279,7 @@ def downgrade() -> None:
 
     op.drop_table("acknowledgements")
     with op.batch_alter_table("prompts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_prompts_week_start"))
         batch_op.drop_index(batch_op.f("ix_prompts_user_id"))
         batch_op.drop_index(batch_op.f("ix_prompts_status"))
 
@@ -271,12 +288,15 @@ def downgrade() -> None:
     op.drop_table("members")
     with op.batch_alter_table("loop_posts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_loop_posts_ts"))
+        batch_op.drop_index(batch_op.f("ix_loop_posts_created_at"))
         batch_op.drop_index(batch_op.f("ix_loop_posts_author_user_id"))
 
     op.drop_table("loop_posts")
+    op.drop_table("digests")
     with op.batch_alter_table("deals", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deals_owner_user_id"))
         batch_op.drop_index(batch_op.f("ix_deals_deadline_at"))
+        batch_op.drop_index(batch_op.f("ix_deals_closed_at"))
 
     op.drop_table("deals")
     op.drop_table("competitors")

@@ -1,0 +1,477 @@
+"""The monthly digest's figures, computed with SQL aggregates (no loading of every row).
+
+Months are calendar months in DIGEST_TIMEZONE. Win rate is wins / (wins + losses); no
+decisions are counted apart. Rates are fractions from 0 to 1 (None when nothing to divide).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, and_, case, func, literal, select, union_all
+from sqlalchemy.orm import Session
+
+from bot.models import (
+    Competitor,
+    Deal,
+    FeedbackAnswer,
+    LoopPost,
+    Outcome,
+    Prompt,
+    PromptStatus,
+    WinLossEntry,
+)
+from bot.services import DomainError
+from bot.services.calendar import local_instant
+
+MIN_DEALS = 5  # figures drawn from fewer deals carry a warning
+QUOTES_PER_CATEGORY = 3
+OPEN_LOOP_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Month:
+    year: int
+    month: int
+
+    @classmethod
+    def parse(cls, text: str) -> Month:
+        """``2026-10`` -> Month; DomainError with one clear line otherwise."""
+        match = re.fullmatch(r"\s*(\d{4})-(\d{1,2})\s*", text or "")
+        if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 2000:
+            raise DomainError(f"--month {text!r} is not a month like 2026-10 (YYYY-MM)")
+        return cls(int(match[1]), int(match[2]))
+
+    @classmethod
+    def containing(cls, instant: datetime, tz: ZoneInfo) -> Month:
+        local = instant.astimezone(tz)
+        return cls(local.year, local.month)
+
+    @property
+    def first_day(self) -> date:
+        return date(self.year, self.month, 1)
+
+    def previous(self) -> Month:
+        return Month(self.year - 1, 12) if self.month == 1 else Month(self.year, self.month - 1)
+
+    def next(self) -> Month:
+        return Month(self.year + 1, 1) if self.month == 12 else Month(self.year, self.month + 1)
+
+    def bounds(self, tz: ZoneInfo) -> tuple[datetime, datetime]:
+        """[start, end) of the month in ``tz``, as UTC instants."""
+        midnight = datetime.min.time()
+        return (
+            local_instant(self.first_day, midnight, tz),
+            local_instant(self.next().first_day, midnight, tz),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+
+def first_working_day(month: Month) -> date:
+    """The first Monday-to-Friday day of the month."""
+    day = month.first_day
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return None if not whole else part / whole
+
+
+def _money(value) -> str | None:
+    return None if value is None else str(Decimal(value).quantize(Decimal("0.01")))
+
+
+def _hours_between(session: Session, start, end):
+    """SQL for the hours from ``start`` to ``end`` on SQLite and PostgreSQL."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 24.0
+    return func.extract("epoch", end - start) / 3600.0
+
+
+def _median(session: Session, values: Select) -> float | None:
+    """The median of a one-column select, with ORDER BY/LIMIT/OFFSET (portable SQL)."""
+    sub = values.subquery()
+    column = sub.c[0]
+    n = session.scalar(select(func.count()).select_from(sub).where(column.is_not(None))) or 0
+    if n == 0:
+        return None
+    middle = session.scalars(
+        select(column)
+        .where(column.is_not(None))
+        .order_by(column)
+        .offset((n - 1) // 2)
+        .limit(1 if n % 2 else 2)
+    ).all()
+    return float(sum(middle)) / len(middle)
+
+
+# --- win/loss -----------------------------------------------------------------------------
+
+
+def outcome_counts(session: Session, start: datetime, end: datetime) -> dict:
+    """Deals closed in [start, end): counts and amounts per outcome, and coverage."""
+    rows = session.execute(
+        select(
+            Deal.outcome,
+            func.count(Deal.id),
+            func.sum(Deal.amount),
+            func.count(WinLossEntry.id),
+        )
+        .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
+        .where(Deal.closed_at >= start, Deal.closed_at < end)
+        .group_by(Deal.outcome)
+    ).all()
+    by = {outcome: (n, amount, logged) for outcome, n, amount, logged in rows}
+    wins = by.get(Outcome.WON, (0, None, 0))[0]
+    losses = by.get(Outcome.LOST, (0, None, 0))[0]
+    total = sum(v[0] for v in by.values())
+    logged = sum(v[2] for v in by.values())
+    return {
+        "wins": wins,
+        "losses": losses,
+        "no_decisions": by.get(Outcome.NO_DECISION, (0, None, 0))[0],
+        "win_rate": _rate(wins, wins + losses),
+        "amount_won": _money(by.get(Outcome.WON, (0, None, 0))[1]),
+        "amount_lost": _money(by.get(Outcome.LOST, (0, None, 0))[1]),
+        "closed_deals": total,
+        "deals_with_entry": logged,
+        "coverage": _rate(logged, total),
+    }
+
+
+def loss_reasons(session: Session, start: datetime, end: datetime) -> dict:
+    """Lost deals' entries by reason category, each with up to three verbatim quotes."""
+    lost = and_(WinLossEntry.outcome == Outcome.LOST, Deal.closed_at >= start, Deal.closed_at < end)
+    category = func.coalesce(WinLossEntry.reason_category, "Uncategorised")
+    counts = dict(
+        session.execute(
+            select(category, func.count())
+            .select_from(WinLossEntry)
+            .join(Deal, Deal.id == WinLossEntry.deal_id)
+            .where(lost)
+            .group_by(category)
+            .order_by(func.count().desc(), category)
+        ).all()
+    )
+    ranked = (
+        select(
+            category.label("category"),
+            WinLossEntry.reason.label("reason"),
+            Deal.name.label("deal"),
+            func.row_number()
+            .over(partition_by=category, order_by=(WinLossEntry.logged_at, WinLossEntry.id))
+            .label("n"),
+        )
+        .join(Deal, Deal.id == WinLossEntry.deal_id)
+        .where(lost)
+        .subquery()
+    )
+    quotes: dict[str, list[dict]] = {c: [] for c in counts}
+    for row in session.execute(
+        select(ranked.c.category, ranked.c.reason, ranked.c.deal)
+        .where(ranked.c.n <= QUOTES_PER_CATEGORY)
+        .order_by(ranked.c.category, ranked.c.n)
+    ):
+        quotes[row.category].append({"quote": row.reason, "deal": row.deal})
+    return {"counts": counts, "quotes": quotes}
+
+
+def competitor_stats(session: Session, start: datetime, end: datetime) -> dict[str, dict]:
+    """Per competitor named in the month's entries: deals, wins, losses."""
+    rows = session.execute(
+        select(
+            Competitor.name,
+            func.count(WinLossEntry.id),
+            func.sum(case((WinLossEntry.outcome == Outcome.WON, 1), else_=0)),
+            func.sum(case((WinLossEntry.outcome == Outcome.LOST, 1), else_=0)),
+        )
+        .join(WinLossEntry, WinLossEntry.competitor_id == Competitor.id)
+        .join(Deal, Deal.id == WinLossEntry.deal_id)
+        .where(Deal.closed_at >= start, Deal.closed_at < end)
+        .group_by(Competitor.name)
+        .order_by(func.count(WinLossEntry.id).desc(), Competitor.name)
+    ).all()
+    return {
+        name: {"deals": n, "wins": int(w or 0), "losses": int(lo or 0)} for name, n, w, lo in rows
+    }
+
+
+def on_time(session: Session, start: datetime, end: datetime) -> dict:
+    """The 24-hour rule for entries on deals closed in the month: overall and per rep."""
+    rep = func.coalesce(Deal.owner_user_id, Deal.owner_email, "unknown")
+    rows = session.execute(
+        select(
+            rep,
+            func.count(WinLossEntry.id),
+            func.sum(case((WinLossEntry.on_time.is_(True), 1), else_=0)),
+        )
+        .join(Deal, Deal.id == WinLossEntry.deal_id)
+        .where(Deal.closed_at >= start, Deal.closed_at < end)
+        .group_by(rep)
+        .order_by(rep)
+    ).all()
+    per_rep = {
+        who: {"entries": n, "on_time": int(ok or 0), "rate": _rate(int(ok or 0), n)}
+        for who, n, ok in rows
+    }
+    total = sum(v["entries"] for v in per_rep.values())
+    good = sum(v["on_time"] for v in per_rep.values())
+    return {"on_time_rate": _rate(good, total), "per_rep": per_rep}
+
+
+# --- weekly feedback ----------------------------------------------------------------------
+
+_STOP = set(
+    "a an and are as at be but by for from had has have he her his i if in into is it its "
+    "me my no not of on or our out she so that the their them then there they this to too "
+    "us was we were what when which who why will with you your didn't don't it's they're "
+    "just very really more most much also than about after again all any can could did do "
+    "does get got how like one only over same some such still week".split()
+)
+
+
+def objections(texts: list[str], top: int = 5) -> list[tuple[str, int]]:
+    """The most-cited objections: two-word phrases (stop words left out) in 2+ answers."""
+    counter: Counter[str] = Counter()
+    for text in texts:
+        words = [w for w in re.findall(r"[a-z][a-z'’-]+", text.casefold()) if w not in _STOP]
+        counter.update({f"{a} {b}" for a, b in zip(words, words[1:], strict=False)})
+    return [(phrase, n) for phrase, n in counter.most_common(top) if n >= 2]
+
+
+def feedback_figures(session: Session, month: Month) -> dict:
+    """Prompts for weeks starting in the month: response rate per week and per rep."""
+    first, after = month.first_day, month.next().first_day
+    in_month = and_(
+        Prompt.week_start >= first,
+        Prompt.week_start < after,
+        Prompt.status != PromptStatus.PENDING,
+    )
+    responded = case((Prompt.status.in_((PromptStatus.ANSWERED, PromptStatus.SKIPPED)), 1), else_=0)
+    answered = case((Prompt.status == PromptStatus.ANSWERED, 1), else_=0)
+    weeks = [
+        {
+            "week_start": week.isoformat(),
+            "prompted": n,
+            "responded": int(r or 0),
+            "answered": int(a or 0),
+            "response_rate": _rate(int(r or 0), n),
+        }
+        for week, n, r, a in session.execute(
+            select(Prompt.week_start, func.count(), func.sum(responded), func.sum(answered))
+            .where(in_month)
+            .group_by(Prompt.week_start)
+            .order_by(Prompt.week_start)
+        )
+    ]
+    prompted = sum(w["prompted"] for w in weeks)
+    total_responded = sum(w["responded"] for w in weeks)
+    reps = session.execute(
+        select(Prompt.user_id, func.count(), func.sum(responded))
+        .where(in_month)
+        .group_by(Prompt.user_id)
+    ).all()
+    silent = sorted(
+        ((user, n - int(r or 0)) for user, n, r in reps if int(r or 0) < n),
+        key=lambda item: (-item[1], item[0]),
+    )
+    answers = (
+        select(FeedbackAnswer).join(Prompt, Prompt.id == FeedbackAnswer.prompt_id).where(in_month)
+    )
+    worked = session.scalars(
+        answers.with_only_columns(FeedbackAnswer.worked)
+        .order_by(FeedbackAnswer.updated_at.desc(), FeedbackAnswer.id.desc())
+        .limit(3)
+    ).all()
+    flat_texts = session.scalars(answers.with_only_columns(FeedbackAnswer.fell_flat)).all()
+    flat = session.scalars(
+        answers.with_only_columns(FeedbackAnswer.fell_flat)
+        .order_by(FeedbackAnswer.updated_at.desc(), FeedbackAnswer.id.desc())
+        .limit(3)
+    ).all()
+    return {
+        "weeks": weeks,
+        "prompted": prompted,
+        "responded": total_responded,
+        "feedback_response_rate": _rate(total_responded, prompted),
+        "reps_prompted": len(reps),
+        "reps_always_responded": sum(1 for _u, n, r in reps if int(r or 0) == n),
+        "reps_missing": [{"user_id": u, "missed": m} for u, m in silent],
+        "worked": list(worked),
+        "fell_flat": list(flat),
+        "objections": objections(list(flat_texts)),
+    }
+
+
+# --- closing the loop ---------------------------------------------------------------------
+
+
+def loop_figures(session: Session, start: datetime, end: datetime, *, now: datetime) -> dict:
+    """Posts created in the month: acknowledged share, median hours, loops open > 7 days."""
+    in_month = and_(
+        LoopPost.created_at >= start, LoopPost.created_at < end, LoopPost.ts.is_not(None)
+    )
+    total, acked = session.execute(
+        select(
+            func.count(LoopPost.id),
+            func.sum(case((LoopPost.first_ack_at.is_not(None), 1), else_=0)),
+        ).where(in_month)
+    ).one()
+    acked = int(acked or 0)
+    hours = _hours_between(
+        session, func.coalesce(LoopPost.posted_at, LoopPost.created_at), LoopPost.first_ack_at
+    )
+    median = _median(
+        session, select(hours.label("h")).where(in_month, LoopPost.first_ack_at.is_not(None))
+    )
+    open_rows = session.execute(
+        select(
+            LoopPost.kind,
+            LoopPost.channel,
+            LoopPost.ts,
+            LoopPost.author_user_id,
+            LoopPost.created_at,
+        )
+        .where(
+            in_month,
+            LoopPost.first_ack_at.is_(None),
+            LoopPost.created_at <= now - timedelta(days=OPEN_LOOP_DAYS),
+        )
+        .order_by(LoopPost.created_at)
+    ).all()
+    return {
+        "loop_posts": total,
+        "acknowledged": acked,
+        "acknowledged_rate": _rate(acked, total),
+        "median_hours_to_ack": None if median is None else round(median, 1),
+        "open_loops": [
+            {"kind": k, "channel": c, "ts": ts, "author": a, "created_at": at.isoformat()}
+            for k, c, ts, a, at in open_rows
+        ],
+    }
+
+
+def best_insights(session: Session, start: datetime, end: datetime, limit: int = 5) -> list:
+    """Insights for marketing from the month, the ones marketing acknowledged first."""
+    winloss = (
+        select(
+            WinLossEntry.insight.label("insight"),
+            LoopPost.first_ack_at.label("acked"),
+            LoopPost.author_user_id.label("who"),
+            literal("winloss").label("kind"),
+            LoopPost.created_at.label("at"),
+        )
+        .join(LoopPost, and_(LoopPost.kind == "winloss", LoopPost.subject_id == WinLossEntry.id))
+        .where(
+            LoopPost.created_at >= start,
+            LoopPost.created_at < end,
+            WinLossEntry.insight.is_not(None),
+        )
+    )
+    feedback = (
+        select(
+            FeedbackAnswer.insight.label("insight"),
+            LoopPost.first_ack_at.label("acked"),
+            LoopPost.author_user_id.label("who"),
+            literal("feedback").label("kind"),
+            LoopPost.created_at.label("at"),
+        )
+        .join(LoopPost, and_(LoopPost.kind == "feedback", LoopPost.subject_id == FeedbackAnswer.id))
+        .where(LoopPost.created_at >= start, LoopPost.created_at < end)
+    )
+    both = union_all(winloss, feedback).subquery()
+    rows = session.execute(
+        select(both)
+        .order_by(case((both.c.acked.is_(None), 1), else_=0), both.c.acked, both.c.at.desc())
+        .limit(limit)
+    ).all()
+    return [
+        {"insight": r.insight, "kind": r.kind, "by": r.who, "acknowledged": r.acked is not None}
+        for r in rows
+    ]
+
+
+# --- everything ---------------------------------------------------------------------------
+
+
+def win_rate_history(session: Session, month: Month, tz: ZoneInfo, months: int = 6) -> list:
+    """(month, win rate) for the ``months`` months ending with ``month``."""
+    series = []
+    current = month
+    for _ in range(months):
+        start, end = current.bounds(tz)
+        counts = outcome_counts(session, start, end)
+        series.append((str(current), counts["win_rate"], counts["wins"] + counts["losses"]))
+        current = current.previous()
+    return list(reversed(series))
+
+
+def compute(session: Session, *, month: Month, tz: ZoneInfo, now: datetime) -> dict:
+    """All the digest's figures for ``month`` and the month before (see the module doc)."""
+    start, end = month.bounds(tz)
+    prev_start, prev_end = month.previous().bounds(tz)
+    current = outcome_counts(session, start, end)
+    before = outcome_counts(session, prev_start, prev_end)
+    competitors = competitor_stats(session, start, end)
+    before_competitors = competitor_stats(session, prev_start, prev_end)
+    rising = sorted(
+        (
+            (name, stats["deals"] - before_competitors.get(name, {}).get("deals", 0))
+            for name, stats in competitors.items()
+        ),
+        key=lambda item: (-item[1], item[0]),
+    )
+    reasons = loss_reasons(session, start, end)
+    feedback = feedback_figures(session, month)
+    loops = loop_figures(session, start, end, now=now)
+    timing = on_time(session, start, end)
+    decided = current["wins"] + current["losses"]
+    warnings = []
+    if 0 < current["closed_deals"] < MIN_DEALS:
+        warnings.append(
+            f"Only {current['closed_deals']} closed deal(s) this month: treat rates as anecdotes."
+        )
+    change = (
+        None
+        if current["win_rate"] is None or before["win_rate"] is None
+        else current["win_rate"] - before["win_rate"]
+    )
+    return {
+        "month": str(month),
+        "timezone": tz.key,
+        **current,
+        "previous": {"month": str(month.previous()), **before},
+        "win_rate_change": change,
+        "small_sample": 0 < decided < MIN_DEALS,
+        "loss_reasons_by_category": reasons["counts"],
+        "loss_quotes": reasons["quotes"],
+        "competitors": competitors,
+        "losses_by_competitor": {n: s["losses"] for n, s in competitors.items() if s["losses"]},
+        "rising_competitors": [name for name, delta in rising if delta > 0][:3],
+        "best_insights": best_insights(session, start, end),
+        "feedback": feedback,
+        "feedback_response_rate": feedback["feedback_response_rate"],
+        **{
+            k: loops[k]
+            for k in (
+                "loop_posts",
+                "acknowledged",
+                "acknowledged_rate",
+                "median_hours_to_ack",
+                "open_loops",
+            )
+        },
+        "on_time_rate": timing["on_time_rate"],
+        "on_time_per_rep": timing["per_rep"],
+        "warnings": warnings,
+        "has_data": bool(current["closed_deals"] or feedback["prompted"] or loops["loop_posts"]),
+    }
