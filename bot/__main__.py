@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--since", type=_date, help="YYYY-MM-DD")
     exp.add_argument("--output", "-o", help="file to write instead of stdout")
 
+    dig = sub.add_parser("digest", help="the monthly digest: print it, as JSON, or post it")
+    dig.add_argument("--month", help="YYYY-MM (default: last month, in DIGEST_TIMEZONE)")
+    dig.add_argument("--json", action="store_true", help="print the figures as JSON")
+    dig.add_argument("--post", action="store_true", help="post it to DIGEST_CHANNEL now")
+
     comp = sub.add_parser("competitors", help="list or merge competitor names")
     comp_sub = comp.add_subparsers(dest="action", required=True)
     comp_sub.add_parser("list")
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tick(rt)
         return 0
-    if args.command in ("deal-closed", "import", "export", "competitors"):
+    if args.command in ("deal-closed", "import", "export", "competitors", "digest"):
         from bot import admin
 
         handler = {
@@ -119,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             "import": admin.import_,
             "export": admin.export,
             "competitors": admin.competitors,
+            "digest": admin.digest,
         }[args.command]
         return handler(rt, args)
     return _run(rt, scheduler=not args.no_scheduler)

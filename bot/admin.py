@@ -127,3 +127,28 @@ def competitors(rt: Runtime, args: Namespace) -> int:
             return _fail(str(err), 1)
         print(f"merged {src.name!r} into {dst.name!r}: {moved} entries moved")
     return 0
+
+
+def digest(rt: Runtime, args: Namespace) -> int:
+    """Print the digest (text or JSON) without Slack, or post it now (once per month)."""
+    from bot.blocks import digest as digest_blocks
+    from bot.flows import digest as digest_flows
+    from bot.services.digest import Month
+
+    try:
+        month = Month.parse(args.month) if args.month else digest_flows.default_month(rt)
+    except DomainError as err:
+        return _fail(str(err), 2)
+    if args.post:
+        ts = digest_flows.post(rt, month)
+        if ts is None:
+            print(f"the {month} digest was already posted (or is being posted); not posted again")
+            return 0
+        print(f"posted the {month} digest to {rt.settings.digest_channel} (ts {ts})")
+        return 0
+    figures = digest_flows.figures(rt, month)
+    if args.json:
+        print(json.dumps(figures, indent=2, sort_keys=True, default=str))
+    else:
+        print(digest_blocks.digest_text(figures), end="")
+    return 0

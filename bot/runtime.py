@@ -105,6 +105,7 @@ class Runtime:
     clock: Callable[[], datetime] = utcnow
     roster: Roster = field(init=False)
     last_roster_sync: datetime | None = None
+    workspace_url: str | None = None  # from auth.test, for message links
 
     def __post_init__(self) -> None:
         self.roster = Roster(self.client, self.settings)

@@ -133,6 +133,7 @@ def make_settings(slack_url: str, database_url: str, **overrides: str) -> Settin
         "FEEDBACK_CHANNEL": "CMKTG",
         "SALES_USERGROUP": "SSALES",
         "MARKETING_USERGROUP": "SMKTG",
+        "DIGEST_CHANNEL": "CDIGEST",
     }
     env.update(overrides)
     return Settings.from_env({k: v for k, v in env.items() if v is not None})
@@ -171,6 +172,7 @@ def harness(fake_slack, session_factory, database_url, clock, settings_overrides
     fake_slack.add_channel("CMKTG", name="marketing-feedback")
     fake_slack.add_channel("CWINLOSS", name="win-loss")
     fake_slack.add_channel("CMGR", name="sales-managers")
+    fake_slack.add_channel("CDIGEST", name="monthly-digest")
     settings = make_settings(fake_slack.url, database_url, **settings_overrides)
     h = Harness(settings=settings, slack=fake_slack, session_factory=session_factory, clock=clock)
     h.start()

@@ -19,6 +19,14 @@ Every request is recorded as a :class:`Call`; ``fail_next`` injects faults (429,
 from the Authorization header only, and answers the WebSocket URL of ``socket_url``: a string,
 or a callable such as ``FakeSocketMode.issue_url`` (tests/fakesocket.py) called once per
 request, so each answer carries a fresh ticket.
+
+File uploads follow the v2 flow ``WebClient.files_upload_v2`` drives:
+``files.getUploadURLExternal`` answers ``upload_url`` = ``<base>/upload/v1/<opaque>`` on this
+server; a ``POST`` of the raw bytes there (no token; recorded as a :class:`Call` with method
+``"upload"``, see :data:`UPLOAD_METHOD`) answers ``200 OK - <bytes>`` as Slack does; then
+``files.completeUploadExternal`` turns the uploads into files, shared into channels as a
+message with ``files: [...]``. ``FakeSlack.files`` shows the completed files with their bytes.
+``fail_next("upload", status=500)`` (or ``drop``/``delay``) breaks the raw upload step.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import hashlib
 import itertools
 import json
 import logging
+import mimetypes
 import re
 import socket
 import threading
@@ -41,10 +50,10 @@ from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["Call", "FakeSlack", "SlackError", "DEFAULT_APP_TOKEN"]
+__all__ = ["Call", "FakeSlack", "SlackError", "DEFAULT_APP_TOKEN", "UPLOAD_METHOD"]
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +65,17 @@ BOT_USER_NAME = "closeloop"
 BOT_ID = "B0001"
 APP_ID = "A0001"
 DEFAULT_APP_TOKEN = "xapp-1-A0001-1-fakeapptoken"
+# Base of chat.getPermalink and file permalinks (real Slack: the workspace's own domain).
+PERMALINK_BASE = "https://fake.slack.com"
+# Call.method (and fail_next key) of a raw POST to an upload URL.
+UPLOAD_METHOD = "upload"
+UPLOAD_PATH = "/upload/v1/"
 
 Params = dict[str, Any]
 Handler = Callable[[Params], dict[str, Any]]
 
 # Form fields that carry JSON; they are decoded for handlers and for Call.params.
-_JSON_FIELDS = ("blocks", "attachments", "view", "metadata")
+_JSON_FIELDS = ("blocks", "attachments", "view", "metadata", "files")
 _TS_RE = re.compile(r"^\d+\.\d+$")
 
 
@@ -115,9 +129,11 @@ class _Fault:
 @dataclass
 class _Reply:
     status: int = 200
-    body: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None  # sent as JSON unless ``raw`` is set; recorded in Call
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
+    raw: bytes | None = None  # a non-JSON answer (the upload URL's "OK - 12")
+    content_type: str = "application/json; charset=utf-8"
 
 
 @dataclass
@@ -134,6 +150,20 @@ class _Method:
     handler: Handler
     accepts_json: bool
     token: str = "bot"  # "bot": the bot token; "app": the app-level token, header only
+
+
+@dataclass
+class _Upload:
+    """One files.getUploadURLExternal ticket and, once POSTed, its bytes."""
+
+    file_id: str
+    token: str  # the opaque last part of the upload URL
+    filename: str
+    length: int  # as declared to files.getUploadURLExternal
+    alt_txt: str | None
+    snippet_type: str | None
+    content: bytes | None = None  # None until the bytes were POSTed to the upload URL
+    completed: bool = False
 
 
 @dataclass
@@ -232,6 +262,72 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes")
     return bool(value)
+
+
+# --------------------------------------------------------------------------- file uploads
+
+# files.completeUploadExternal's channel_id schema is ^[CGDZ][A-Z0-9]{8,}$ (bolt-js#2115); the
+# length rule is not enforced so the short ids of tests (C1) keep working.
+_UPLOAD_CHANNEL_RE = re.compile(r"^[CGDZ][A-Z0-9]+$")
+_UPLOAD_CHANNEL_ERROR = (
+    "[ERROR] input must match regex pattern: ^[CGDZ][A-Z0-9]{8,}$ [json-pointer:/channel_id]"
+)
+_SNIPPET_MAX_BYTES = 1024 * 1024  # "snippets are limited to 1MB"
+_FILE_TYPES = {  # extension -> (filetype, pretty_type) where they differ from EXT / "EXT"
+    "txt": ("text", "Plain Text"),
+    "jpeg": ("jpg", "JPEG"),
+    "md": ("markdown", "Markdown (raw)"),
+    "py": ("python", "Python"),
+}
+
+
+def _text_reply(status: int, text: str, *, error: str | None = None) -> _Reply:
+    """A plain-text answer (the upload URL); Call.response records ``{"ok", "body"}``."""
+    record: dict[str, Any] = {"ok": status == 200, "body": text}
+    if error:
+        record["error"] = error
+    return _Reply(
+        status, record, raw=text.encode("utf-8"), content_type="text/plain; charset=utf-8"
+    )
+
+
+def _upload_content(headers: dict[str, str], body: bytes) -> bytes:
+    """The file bytes of a POST to an upload URL: the raw body (what slack_sdk sends), or
+    the (first) file part of a multipart form, which Slack also accepts."""
+    content_type = headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        return body  # urllib labels raw bytes x-www-form-urlencoded; Slack ignores that
+    try:
+        form = _parse_multipart(content_type, body)
+    except ValueError:
+        return body
+    parts = [v for v in form.values() if isinstance(v, bytes)] or [
+        str(v).encode("utf-8") for v in form.values()
+    ]
+    return parts[0] if parts else body
+
+
+def _parse_length(value: Any) -> int | None:
+    """files.getUploadURLExternal ``length`` as an int; None when it is no integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    return None
+
+
+def _file_type(filename: str, snippet_type: str | None) -> tuple[str, str, str]:
+    """(mimetype, filetype, pretty_type) of an uploaded file, guessed from its name."""
+    if snippet_type:
+        return "text/plain", snippet_type, snippet_type.capitalize()
+    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    mimetype = mimetypes.guess_type(filename)[0] or (
+        "text/plain" if ext == "txt" else "application/octet-stream"
+    )
+    filetype, pretty = _FILE_TYPES.get(ext, (ext or "binary", ext.upper() or "Binary"))
+    return mimetype, filetype, pretty
 
 
 # --------------------------------------------------------------------------- Block Kit
@@ -574,7 +670,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         split = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        reply = self.fake._handle_http(split.path, split.query, headers, body)
+        reply = self.fake._handle_http(split.path, split.query, headers, body, verb=self.command)
         self.close_connection = True
         if reply.drop:
             try:
@@ -582,10 +678,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        payload = json.dumps(reply.body).encode("utf-8")
+        payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode("utf-8")
         try:
             self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Type", reply.content_type)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
@@ -642,6 +738,9 @@ class FakeSlack:
         self._home_views: dict[str, dict[str, Any]] = {}
         self._home_view_ids: dict[str, str] = {}
         self._used_triggers: set[str] = set()
+        self._uploads: dict[str, _Upload] = {}  # upload URL token -> ticket
+        self._uploads_by_file: dict[str, _Upload] = {}  # file id -> ticket
+        self._files: dict[str, dict[str, Any]] = {}  # completed files (see ``files``)
         self._last_ts_us = 0
         self._seq = itertools.count(1)
         self._add_bot_user()
@@ -847,6 +946,19 @@ class FakeSlack:
         with self._lock:
             return copy.deepcopy(self._home_views)
 
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        """Snapshot: file id -> file completed by files.completeUploadExternal.
+
+        Keys: ``id``, ``name`` (the filename), ``title``, ``mimetype``, ``size``, ``content``
+        (the exact bytes uploaded), ``channels`` (ids shared to, DMs included; empty when
+        private), ``message_ts`` (channel -> ts of the share message), ``initial_comment``,
+        ``thread_ts``, ``alt_txt``, ``snippet_type`` and ``file`` (the file object Slack
+        answered). Uploads never completed are not here (see ``calls_to("upload")``).
+        """
+        with self._lock:
+            return copy.deepcopy(self._files)
+
     # ----------------------------------------------------------------- fault injection
 
     def fail_next(
@@ -916,6 +1028,9 @@ class FakeSlack:
             ("views.push", self._views_push, True),
             ("views.publish", self._views_publish, True),
             ("reactions.add", self._reactions_add, True),
+            ("chat.getPermalink", self._chat_get_permalink, False),
+            ("files.getUploadURLExternal", self._files_get_upload_url_external, True),
+            ("files.completeUploadExternal", self._files_complete_upload_external, True),
         ]
         for method, handler, accepts_json in table:
             self.register(method, handler, accepts_json=accepts_json)
@@ -923,26 +1038,42 @@ class FakeSlack:
 
     # ----------------------------------------------------------------- request pipeline
 
-    def _handle_http(self, path: str, query: str, headers: dict[str, str], body: bytes) -> _Reply:
+    def _handle_http(
+        self, path: str, query: str, headers: dict[str, str], body: bytes, *, verb: str = "POST"
+    ) -> _Reply:
         """Answer one HTTP request; records it and never raises."""
-        method = unquote(path[len("/api/") :]).strip("/") if path.startswith("/api/") else path
+        is_upload = path.startswith(UPLOAD_PATH)
+        if is_upload:
+            method = UPLOAD_METHOD
+        elif path.startswith("/api/"):
+            method = unquote(path[len("/api/") :]).strip("/")
+        else:
+            method = path
         parsed = _ParsedRequest(query={}, form={}, json={})
+        upload_params: dict[str, Any] = {"path": path, "size": len(body)}
         try:
-            parsed = _parse_request(query, headers, body)
+            if not is_upload:  # upload bodies are raw bytes, whatever their Content-Type says
+                parsed = _parse_request(query, headers, body)
             with self._lock:
                 queue = self._faults.get(method)
                 fault = queue.popleft() if queue else None
             reply = self._apply_fault(fault) if fault else None
             if reply is None:
                 with self._lock:
-                    reply = self._dispatch(method, path, parsed, headers)
+                    if is_upload:
+                        reply = self._receive_upload(verb, path, headers, body, upload_params)
+                    else:
+                        reply = self._dispatch(method, path, parsed, headers)
         except Exception:
             trace = traceback.format_exc()
             log.error("FakeSlack: exception while handling %s\n%s", method, trace)
             with self._lock:
                 self._server_errors.append(trace)
             reply = _Reply(500, {"ok": False, "error": "fatal_error"})
-        params = _decode_json_fields({**parsed.query, **parsed.form, **parsed.json})
+        if is_upload:
+            params = upload_params
+        else:
+            params = _decode_json_fields({**parsed.query, **parsed.form, **parsed.json})
         call = Call(
             method=method,
             params=params,
@@ -1036,6 +1167,34 @@ class FakeSlack:
         if bearer == self.app_token:
             return None
         return "not_allowed_token_type" if bearer == self.bot_token else "invalid_auth"
+
+    def _receive_upload(
+        self, verb: str, path: str, headers: dict[str, str], body: bytes, params: dict[str, Any]
+    ) -> _Reply:
+        """``POST <upload_url>`` (lock held): keep the bytes of one upload ticket.
+
+        Answers like files.slack.com: ``200`` ``OK - <bytes received>`` (text/plain); a URL
+        that is unknown or was used already 404, another verb 405. No token is needed.
+        ``params`` (the recorded Call's) gains upload_id, file_id, filename, size, content.
+        """
+        token = path[len(UPLOAD_PATH) :].strip("/")
+        params["upload_id"] = token
+        if verb != "POST":
+            return _text_reply(405, "Method Not Allowed", error="method_not_allowed")
+        upload = self._uploads.get(token)
+        if upload is None or upload.content is not None:
+            return _text_reply(404, "Not Found", error="not_found")
+        content = _upload_content(headers, body)
+        upload.content = content
+        params.update(
+            {
+                "file_id": upload.file_id,
+                "filename": upload.filename,
+                "size": len(content),
+                "content": content,
+            }
+        )
+        return _text_reply(200, f"OK - {len(content)}")
 
     # ----------------------------------------------------------------- helpers (lock held)
 
@@ -1512,3 +1671,251 @@ class FakeSlack:
         reaction["users"].append(BOT_USER_ID)
         reaction["count"] += 1
         return {}
+
+    def _chat_get_permalink(self, params: Params) -> dict[str, Any]:
+        """chat.getPermalink: ``<PERMALINK_BASE>/archives/<channel>/p<ts without dot>``; a
+        thread reply's link carries ``?thread_ts=<parent>&cid=<channel>`` as Slack's does."""
+        channel_id = _str_param(params, "channel")
+        if channel_id is None or channel_id not in self._channels:
+            raise SlackError("channel_not_found")
+        ts = _str_param(params, "message_ts") or ""
+        message = self._messages.get(channel_id, {}).get(ts)
+        if message is None:
+            raise SlackError("message_not_found")
+        permalink = f"{PERMALINK_BASE}/archives/{channel_id}/p{ts.replace('.', '')}"
+        thread_ts = message.get("thread_ts")
+        if thread_ts and thread_ts != ts:
+            permalink += f"?thread_ts={thread_ts}&cid={channel_id}"
+        return {"channel": channel_id, "permalink": permalink}
+
+    def _files_get_upload_url_external(self, params: Params) -> dict[str, Any]:
+        """files.getUploadURLExternal: a one-shot upload URL on this server and a file id."""
+        filename = _str_param(params, "filename")
+        raw_length = params.get("length")
+        missing = [
+            f"[ERROR] missing required field: {name}"
+            for name, value in (("filename", filename), ("length", raw_length))
+            if value is None or value == ""
+        ]
+        if missing:
+            raise _invalid_arguments(*missing)
+        assert filename is not None
+        length = _parse_length(raw_length)
+        if length is None or length < 0:
+            raise _invalid_arguments("[ERROR] must be a positive integer [json-pointer:/length]")
+        if length == 0:
+            raise SlackError("missing_argument")  # documented: "when the length provided is 0"
+        alt_txt = _str_param(params, "alt_txt")
+        if alt_txt is not None and len(alt_txt) > 1000:
+            raise SlackError("alt_txt_too_large")
+        snippet_type = _str_param(params, "snippet_type")
+        if snippet_type is not None and length > _SNIPPET_MAX_BYTES:
+            raise SlackError("snippet_too_large")
+        n = next(self._seq)
+        file_id = f"F{n:010d}"
+        token = hashlib.sha1(f"{file_id}:{time.time_ns()}".encode()).hexdigest()
+        upload = _Upload(
+            file_id=file_id,
+            token=token,
+            filename=filename,
+            length=length,
+            alt_txt=alt_txt,
+            snippet_type=snippet_type,
+        )
+        self._uploads[token] = upload
+        self._uploads_by_file[file_id] = upload
+        upload_url = f"http://127.0.0.1:{self.port}{UPLOAD_PATH}{token}"
+        return {"upload_url": upload_url, "file_id": file_id}
+
+    def _files_complete_upload_external(self, params: Params) -> dict[str, Any]:
+        """files.completeUploadExternal: make files of uploaded tickets and share them to
+        ``channel_id`` / ``channels`` (one message per channel carrying all the files).
+        All-or-nothing: after an error every ticket can still be completed."""
+        entries = self._upload_entries(params.get("files"))
+        uploads: list[tuple[_Upload, str]] = []
+        for entry in entries:
+            upload = self._uploads_by_file.get(entry["id"])
+            if upload is None or upload.completed or upload.content is None:
+                raise SlackError("file_not_found")
+            if len(upload.content) != upload.length:
+                log.warning(
+                    "FakeSlack: %s: %d bytes uploaded but length=%d was declared",
+                    upload.file_id,
+                    len(upload.content),
+                    upload.length,
+                )
+                raise SlackError("file_not_found")
+            uploads.append((upload, entry.get("title") or upload.filename))
+        targets = self._upload_targets(params)
+        thread_ts = _str_param(params, "thread_ts")
+        if thread_ts and len(targets) > 1:
+            raise _invalid_arguments("[ERROR] thread_ts needs exactly one channel")
+        initial_comment = _str_param(params, "initial_comment")
+        blocks = None
+        if initial_comment is None and params.get("blocks") is not None:
+            _, blocks, _ = self._message_content({"blocks": params["blocks"]})
+        # every check passed: from here on nothing fails
+        created = int(time.time())
+        objects = [self._file_object(upload, title, created) for upload, title in uploads]
+        for obj in objects:
+            obj["is_public"] = any(not self._channels[c].is_im for c in targets)
+        share_keys = ("shares", "channels", "groups", "ims", "has_more_shares")
+        message_files = [{k: v for k, v in o.items() if k not in share_keys} for o in objects]
+        message_ts: dict[str, str] = {}
+        for channel_id in targets:
+            ts = self._next_ts()
+            message: dict[str, Any] = {
+                "type": "message",
+                "subtype": "file_share",
+                "user": BOT_USER_ID,
+                "bot_id": BOT_ID,
+                "app_id": APP_ID,
+                "team": TEAM_ID,
+                "text": initial_comment or "",
+                "ts": ts,
+                "upload": True,
+                "display_as_bot": False,
+                "files": copy.deepcopy(message_files),
+                "blocks": self._assign_ids(blocks or []),
+            }
+            self._store_message(channel_id, message, thread_ts)
+            message_ts[channel_id] = ts
+            self._add_share(objects, channel_id, message)
+        for (upload, title), obj in zip(uploads, objects, strict=True):
+            upload.completed = True
+            self._files[upload.file_id] = {
+                "id": upload.file_id,
+                "name": upload.filename,
+                "title": title,
+                "mimetype": obj["mimetype"],
+                "size": obj["size"],
+                "content": upload.content,
+                "channels": list(targets),
+                "message_ts": dict(message_ts),
+                "initial_comment": initial_comment,
+                "thread_ts": thread_ts,
+                "alt_txt": upload.alt_txt,
+                "snippet_type": upload.snippet_type,
+                "file": copy.deepcopy(obj),
+            }
+        return {"files": objects}
+
+    # ----------------------------------------------------------------- file helpers
+
+    @staticmethod
+    def _upload_entries(raw: Any) -> list[dict[str, Any]]:
+        """The ``files`` argument: a non-empty array of {"id", "title"?}, duplicates dropped."""
+        if raw is None or raw == "":
+            raise _invalid_arguments("[ERROR] missing required field: files")
+        if not isinstance(raw, list) or not raw:
+            raise _invalid_arguments("[ERROR] must be a non-empty array [json-pointer:/files]")
+        entries: list[dict[str, Any]] = []
+        for i, entry in enumerate(raw):
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                raise _invalid_arguments(
+                    f"[ERROR] missing required field: id [json-pointer:/files/{i}]"
+                )
+            if entry.get("title") is not None and not isinstance(entry["title"], str):
+                raise _invalid_arguments(
+                    f"[ERROR] must be a string [json-pointer:/files/{i}/title]"
+                )
+            if all(e["id"] != entry["id"] for e in entries):
+                entries.append(entry)
+        return entries
+
+    def _upload_targets(self, params: Params) -> list[str]:
+        """Channels to share in: ``channel_id`` (a C/G/D/Z id) plus ``channels`` (comma
+        separated channel or user ids; a user id means the bot's DM with that user)."""
+        targets: list[str] = []
+        channel_id = _str_param(params, "channel_id")
+        if channel_id is not None:
+            if not _UPLOAD_CHANNEL_RE.match(channel_id):
+                raise _invalid_arguments(_UPLOAD_CHANNEL_ERROR)
+            targets.append(self._upload_channel(channel_id, users=False))
+        raw = params.get("channels")
+        names = [str(c) for c in raw] if isinstance(raw, list) else str(raw or "").split(",")
+        names = [n.strip() for n in names if n.strip()]
+        if len(names) > 100:
+            raise SlackError("channels_limit_exceeded")
+        for name in names:
+            channel = self._upload_channel(name, users=True)
+            if channel not in targets:
+                targets.append(channel)
+        return targets
+
+    def _upload_channel(self, value: str, *, users: bool) -> str:
+        """A share target by id: channel_not_found / not_in_channel like chat.postMessage."""
+        known = value in self._channels or any(value == self.dm_channel_id(u) for u in self._users)
+        if known or (users and value in self._users):
+            return self._resolve_channel(value)
+        raise SlackError("channel_not_found")
+
+    def _file_object(self, upload: _Upload, title: str, created: int) -> dict[str, Any]:
+        """A file object like files.completeUploadExternal answers (shares filled later)."""
+        assert upload.content is not None
+        fid, name = upload.file_id, upload.filename
+        mimetype, filetype, pretty_type = _file_type(name, upload.snippet_type)
+        quoted = quote(name)
+        obj: dict[str, Any] = {
+            "id": fid,
+            "created": created,
+            "timestamp": created,
+            "name": name,
+            "title": title,
+            "mimetype": mimetype,
+            "filetype": filetype,
+            "pretty_type": pretty_type,
+            "user": BOT_USER_ID,
+            "user_team": TEAM_ID,
+            "editable": upload.snippet_type is not None,
+            "size": len(upload.content),
+            "mode": "snippet" if upload.snippet_type else "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": False,
+            "public_url_shared": False,
+            "display_as_bot": False,
+            "username": "",
+            "url_private": f"https://files.slack.com/files-pri/{TEAM_ID}-{fid}/{quoted}",
+            "url_private_download": (
+                f"https://files.slack.com/files-pri/{TEAM_ID}-{fid}/download/{quoted}"
+            ),
+            "permalink": f"{PERMALINK_BASE}/files/{BOT_USER_ID}/{fid}/{quoted}",
+            "permalink_public": f"https://slack-files.com/{TEAM_ID}-{fid}-{upload.token[:10]}",
+            "comments_count": 0,
+            "is_starred": False,
+            "shares": {},
+            "channels": [],
+            "groups": [],
+            "ims": [],
+            "has_more_shares": False,
+            "has_rich_preview": False,
+            "file_access": "visible",
+        }
+        if upload.alt_txt is not None:
+            obj["alt_txt"] = upload.alt_txt
+        return obj
+
+    def _add_share(
+        self, objects: list[dict[str, Any]], channel_id: str, message: dict[str, Any]
+    ) -> None:
+        """Record on each file object that it was shared by ``message`` in ``channel_id``."""
+        channel = self._channels[channel_id]
+        share: dict[str, Any] = {
+            "reply_users": [],
+            "reply_users_count": 0,
+            "reply_count": 0,
+            "ts": message["ts"],
+            "team_id": TEAM_ID,
+            "share_user_id": BOT_USER_ID,
+            "source": "UNKNOWN",
+            "is_silent_share": False,
+        }
+        if not channel.is_im:
+            share["channel_name"] = channel.name
+        if message.get("thread_ts"):
+            share["thread_ts"] = message["thread_ts"]
+        kind = "private" if channel.is_im else "public"
+        for obj in objects:
+            obj["shares"].setdefault(kind, {})[channel_id] = [copy.deepcopy(share)]
+            obj["ims" if channel.is_im else "channels"].append(channel_id)

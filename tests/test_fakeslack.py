@@ -24,7 +24,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from tests.fakeslack import DEFAULT_APP_TOKEN, Call, FakeSlack, SlackError
+from tests.fakeslack import DEFAULT_APP_TOKEN, UPLOAD_METHOD, Call, FakeSlack, SlackError
 
 TOKEN = "xoxb-test-token"
 QUICK = FixedValueRetryIntervalCalculator(fixed_internal=0.05)  # keeps retry tests fast
@@ -189,7 +189,7 @@ def test_apps_connections_open_without_a_socket_url_fails_loudly(slack: FakeSlac
 
 def test_unknown_method(client: WebClient, slack: FakeSlack) -> None:
     with pytest.raises(SlackApiError) as exc:
-        client.api_call("files.getUploadURLExternal", params={"filename": "a.txt", "length": 1})
+        client.api_call("chat.postMesage", params={"channel": "C1", "text": "typo"})
     assert api_error(exc) == "unknown_method"
     assert exc.value.response.status_code == 200
 
@@ -619,6 +619,274 @@ def test_reactions_add(client: WebClient, slack: FakeSlack) -> None:
         assert api_error(exc) == error
 
 
+# ----------------------------------------------------------------------------- files & permalinks
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"  # not valid UTF-8
+
+
+def upload_url(client: WebClient, filename: str = "a.txt", length: int = 3) -> tuple[str, str]:
+    resp = client.files_getUploadURLExternal(filename=filename, length=length)
+    return resp["file_id"], resp["upload_url"]
+
+
+def post_bytes(
+    url: str, data: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """POST to an upload URL like slack_sdk does; (status, Content-Type, body)."""
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+def test_files_upload_v2(client: WebClient, slack: FakeSlack) -> None:
+    resp = client.files_upload_v2(
+        channel="C1", content=PNG, filename="chart.png", title="Chart", initial_comment="hi"
+    )
+    file = resp["file"]  # slack_sdk copies files[0] there
+    assert resp["files"] == [file]
+    assert file["id"].startswith("F") and file["name"] == "chart.png"
+    assert (file["title"], file["mimetype"], file["size"]) == ("Chart", "image/png", len(PNG))
+    assert file["channels"] == ["C1"]
+    stored = slack.files[file["id"]]
+    assert stored["content"] == PNG  # the exact bytes
+    assert stored["channels"] == ["C1"] and stored["initial_comment"] == "hi"
+    assert (stored["name"], stored["title"], stored["size"]) == ("chart.png", "Chart", len(PNG))
+    ts = stored["message_ts"]["C1"]
+    assert file["shares"]["public"]["C1"][0]["ts"] == ts
+    message = slack.messages["C1"][ts]
+    assert message["text"] == "hi" and message["user"] == "UBOT"
+    assert [f["id"] for f in message["files"]] == [file["id"]]
+    assert [c.method for c in slack.calls] == [
+        "files.getUploadURLExternal",
+        UPLOAD_METHOD,
+        "files.completeUploadExternal",
+    ]
+    get_url, upload, complete = slack.calls
+    assert get_url.params == {"filename": "chart.png", "length": str(len(PNG))}
+    assert upload.ok and upload.response == {"ok": True, "body": f"OK - {len(PNG)}"}
+    assert upload.params["content"] == PNG and upload.params["file_id"] == file["id"]
+    assert "authorization" not in upload.headers  # the upload URL needs no token
+    assert complete.params["files"] == [{"id": file["id"], "title": "Chart"}]  # decoded JSON
+
+
+def test_files_upload_v2_needs_channel_membership(client: WebClient, slack: FakeSlack) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.files_upload_v2(channel="C2", content=b"x", filename="a.txt")
+    assert api_error(exc) == "not_in_channel"
+    with pytest.raises(SlackApiError) as exc:
+        client.files_upload_v2(channel="C999", content=b"x", filename="a.txt")
+    assert api_error(exc) == "channel_not_found"
+    with pytest.raises(SlackApiError) as exc:  # a user id is no channel_id (bolt-js#2115)
+        client.files_upload_v2(channel="U1", content=b"x", filename="a.txt")
+    assert api_error(exc) == "invalid_arguments"
+    assert slack.files == {} and slack.messages["C2"] == {}
+    assert len(slack.calls_to(UPLOAD_METHOD)) == 3  # the bytes went up each time
+
+
+def test_files_upload_v2_completion_rate_limit_is_retried(slack: FakeSlack) -> None:
+    slack.fail_next("files.completeUploadExternal", error="ratelimited", retry_after=1)
+    client = WebClient(
+        token=TOKEN,
+        base_url=slack.url,
+        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)],
+    )
+    started = time.monotonic()
+    resp = client.files_upload_v2(channel="C1", content="héllo", filename="a.txt")
+    assert time.monotonic() - started >= 1.0  # waited for Retry-After
+    first, second = slack.calls_to("files.completeUploadExternal", include_failed=True)
+    assert (first.status, first.error) == (429, "ratelimited")
+    assert second.ok and second.status == 200
+    assert slack.files[resp["file"]["id"]]["content"] == "héllo".encode()
+    assert len(slack.messages["C1"]) == 1
+
+
+def test_fail_next_on_upload_steps(client: WebClient, slack: FakeSlack) -> None:
+    slack.fail_next("files.getUploadURLExternal", error="file_uploads_disabled")
+    with pytest.raises(SlackApiError) as exc:
+        client.files_upload_v2(channel="C1", content=b"x", filename="a.txt")
+    assert api_error(exc) == "file_uploads_disabled"
+    slack.fail_next(UPLOAD_METHOD, status=500)
+    with pytest.raises(urllib.error.HTTPError) as http_exc:  # slack_sdk's raw urlopen
+        client.files_upload_v2(channel="C1", content=b"x", filename="a.txt")
+    assert http_exc.value.code == 500
+    (failed,) = slack.calls_to(UPLOAD_METHOD, include_failed=True)
+    assert failed.status == 500
+    assert slack.calls_to("files.completeUploadExternal", include_failed=True) == []
+    assert slack.files == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"length": "3"}, "invalid_arguments"),
+        ({"filename": "a.txt"}, "invalid_arguments"),
+        ({"filename": "a.txt", "length": "three"}, "invalid_arguments"),
+        ({"filename": "a.txt", "length": "1.5"}, "invalid_arguments"),
+        ({"filename": "a.txt", "length": "-3"}, "invalid_arguments"),
+        ({"filename": "a.txt", "length": "0"}, "missing_argument"),
+        ({"filename": "a.png", "length": "3", "alt_txt": "x" * 1001}, "alt_txt_too_large"),
+        (
+            {"filename": "a.py", "length": str(2 * 1024 * 1024), "snippet_type": "python"},
+            "snippet_too_large",
+        ),
+    ],
+)
+def test_get_upload_url_external_rejections(
+    client: WebClient, slack: FakeSlack, data: dict[str, str], error: str
+) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.api_call("files.getUploadURLExternal", data=data)
+    assert api_error(exc) == error
+
+
+def test_get_upload_url_external_names_missing_fields(client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as exc:
+        client.api_call("files.getUploadURLExternal", data={})
+    assert exc.value.response["response_metadata"]["messages"] == [
+        "[ERROR] missing required field: filename",
+        "[ERROR] missing required field: length",
+    ]
+
+
+def test_upload_url_answers_like_slack(client: WebClient, slack: FakeSlack) -> None:
+    file_id, url = upload_url(client, length=len(PNG))
+    other_id, other_url = upload_url(client, length=3)
+    assert url.startswith(f"http://127.0.0.1:{slack.port}/upload/v1/") and file_id != other_id
+    assert url != other_url
+    assert post_bytes(url, PNG) == (200, "text/plain; charset=utf-8", f"OK - {len(PNG)}")
+    assert post_bytes(url, PNG)[0] == 404  # used
+    assert post_bytes(url + "x", PNG)[0] == 404  # unknown
+    (used, unknown) = slack.calls_to(UPLOAD_METHOD, include_failed=True)[1:]
+    assert (used.error, unknown.error) == ("not_found", "not_found")
+    # Slack also takes a multipart form on the upload URL
+    boundary = "XyZ"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="filename"; filename="a.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\nabc\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    assert post_bytes(other_url, body, headers)[:2] == (200, "text/plain; charset=utf-8")
+    client.files_completeUploadExternal(files=[{"id": other_id}])
+    assert slack.files[other_id]["content"] == b"abc"
+
+
+def test_complete_upload_external_rejections(client: WebClient, slack: FakeSlack) -> None:
+    def complete_error(**kwargs: Any) -> str:
+        with pytest.raises(SlackApiError) as exc:
+            client.files_completeUploadExternal(**kwargs)
+        return api_error(exc)
+
+    file_id, url = upload_url(client, length=3)
+    assert complete_error(files=[{"id": file_id}]) == "file_not_found"  # nothing uploaded yet
+    assert complete_error(files=[{"id": "F404"}]) == "file_not_found"
+    post_bytes(url, b"abc")
+    assert complete_error(files=[{"id": file_id}], channel_id="C404") == "channel_not_found"
+    assert complete_error(files=[{"id": file_id}], channel_id="C2") == "not_in_channel"
+    assert complete_error(files=[{"id": file_id}], channels=["C1", "U404"]) == "channel_not_found"
+    assert complete_error(files=[]) == "invalid_arguments"
+    assert complete_error(files=[{"title": "no id"}]) == "invalid_arguments"
+    with pytest.raises(SlackApiError) as exc:
+        client.api_call("files.completeUploadExternal", data={"files": "[not json"})
+    assert api_error(exc) == "invalid_arguments"
+    assert slack.files == {} and slack.messages["C1"] == {}
+    # failed completions left the ticket usable; it completes once
+    assert client.files_completeUploadExternal(files=[{"id": file_id}], channel_id="C1")["ok"]
+    assert complete_error(files=[{"id": file_id}], channel_id="C1") == "file_not_found"
+    assert len(slack.messages["C1"]) == 1
+
+
+def test_complete_upload_external_length_mismatch(client: WebClient, slack: FakeSlack) -> None:
+    file_id, url = upload_url(client, length=10)
+    assert post_bytes(url, b"abc") == (200, "text/plain; charset=utf-8", "OK - 3")
+    with pytest.raises(SlackApiError) as exc:
+        client.files_completeUploadExternal(files=[{"id": file_id}], channel_id="C1")
+    assert api_error(exc) == "file_not_found"
+    assert slack.files == {}
+
+
+def test_complete_upload_external_without_channel_is_private(
+    client: WebClient, slack: FakeSlack
+) -> None:
+    resp = client.files_upload_v2(content="notes", filename="notes.txt", initial_comment="x")
+    assert resp["file"]["channels"] == [] and resp["file"]["shares"] == {}
+    assert resp["file"]["title"] == "notes.txt"  # slack_sdk's default title
+    stored = slack.files[resp["file"]["id"]]
+    assert stored["channels"] == [] and stored["content"] == b"notes"
+    assert all(not m for m in slack.messages.values())
+
+
+def test_complete_upload_external_json_body_in_thread(client: WebClient, slack: FakeSlack) -> None:
+    parent = slack.add_message("C1", "send me the chart", user="U1")
+    file_id, url = upload_url(client, "chart.png", length=len(PNG))
+    post_bytes(url, PNG)
+    resp = client.api_call(
+        "files.completeUploadExternal",
+        json={
+            "files": [{"id": file_id, "title": "Chart"}],
+            "channel_id": "C1",
+            "thread_ts": parent,
+            "initial_comment": "here",
+        },
+    )
+    assert resp["files"][0]["shares"]["public"]["C1"][0]["thread_ts"] == parent
+    messages = slack.messages["C1"]
+    (reply,) = (m for m in messages.values() if m.get("files"))
+    assert reply["thread_ts"] == parent and reply["text"] == "here"
+    assert messages[parent]["reply_count"] == 1
+
+
+def test_files_upload_v2_several_files_and_channels(client: WebClient, slack: FakeSlack) -> None:
+    resp = client.files_upload_v2(
+        file_uploads=[
+            {"content": b"a,b\n1,2\n", "filename": "data.csv", "title": "Data"},
+            {"content": PNG, "filename": "chart.png"},
+        ],
+        channels=["C1", "U1"],  # a user id shares in the bot's DM with that user
+        initial_comment="weekly",
+    )
+    dm = slack.dm_channel_id("U1")
+    ids = [f["id"] for f in resp["files"]]
+    assert len(set(ids)) == 2 and "file" not in resp.data
+    for f in resp["files"]:
+        assert (f["channels"], f["ims"]) == (["C1"], [dm])
+    for channel in ("C1", dm):
+        (message,) = slack.messages[channel].values()  # one message with both files
+        assert [f["id"] for f in message["files"]] == ids and message["text"] == "weekly"
+    assert slack.files[ids[0]]["channels"] == ["C1", dm]
+    assert slack.files[ids[0]]["mimetype"] == "text/csv"
+
+
+def test_chat_get_permalink(client: WebClient, slack: FakeSlack) -> None:
+    ts = client.chat_postMessage(channel="C1", text="x")["ts"]
+    resp = client.chat_getPermalink(channel="C1", message_ts=ts)
+    assert resp.data == {
+        "ok": True,
+        "channel": "C1",
+        "permalink": f"https://fake.slack.com/archives/C1/p{ts.replace('.', '')}",
+    }
+    reply = client.chat_postMessage(channel="C1", text="r", thread_ts=ts)["ts"]
+    link = client.chat_getPermalink(channel="C1", message_ts=reply)["permalink"]
+    assert link == (
+        f"https://fake.slack.com/archives/C1/p{reply.replace('.', '')}?thread_ts={ts}&cid=C1"
+    )
+    for kwargs, error in (
+        ({"channel": "C1", "message_ts": "1.000001"}, "message_not_found"),
+        ({"channel": "C404", "message_ts": ts}, "channel_not_found"),
+        ({"channel": "C2", "message_ts": ts}, "message_not_found"),
+    ):
+        with pytest.raises(SlackApiError) as exc:
+            client.chat_getPermalink(**kwargs)
+        assert api_error(exc) == error
+    slack.fail_next("chat.getPermalink", status=503)
+    with pytest.raises(SlackApiError) as exc:
+        client.chat_getPermalink(channel="C1", message_ts=ts)
+    assert exc.value.response.status_code == 503
+
+
 # ----------------------------------------------------------------------------- fault injection
 
 
@@ -756,9 +1024,12 @@ def test_register_custom_method(client: WebClient, slack: FakeSlack) -> None:
             raise SlackError("invalid_arguments")
         return {"upload_url": "http://127.0.0.1/upload", "file_id": "F1"}
 
+    # replaces the built-in method
     slack.register("files.getUploadURLExternal", upload_url, accepts_json=False)
     resp = client.files_getUploadURLExternal(filename="a.txt", length=3)
     assert resp["file_id"] == "F1"
+    slack.register("files.info", lambda params: {"file": {"id": params["file"]}})
+    assert client.api_call("files.info", params={"file": "F9"})["file"] == {"id": "F9"}
 
 
 def test_wait_for(slack: FakeSlack) -> None:

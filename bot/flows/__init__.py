@@ -543,6 +543,7 @@ def tick(rt: Runtime) -> None:
     """Everything time-driven, idempotent and safe to run often (the scheduler runs it every
     minute): due prompts, retries, reminders, closing missed weeks, win/loss nudges and
     deadlines."""
+    from bot.flows import digest
     from bot.flows import winloss as wl
 
     steps = (
@@ -556,6 +557,7 @@ def tick(rt: Runtime) -> None:
         ("unpublished posts", retry_unpublished_posts),
         ("acknowledgement replies", retry_ack_notifications),
         ("event memory", forget_old_events),
+        ("monthly digest", digest.post_due_digest),
     )
     for name, step in steps:
         try:

@@ -1,0 +1,49 @@
+"""The digest's chart: win rate by month (last 6 months) and losses by competitor, as PNG."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede any pyplot import anywhere
+
+from matplotlib.figure import Figure  # noqa: E402 - after choosing the backend
+
+
+def render(
+    *, month: str, history: list[tuple[str, float | None, int]], losses: dict[str, int]
+) -> bytes:
+    """PNG bytes. ``history`` is (YYYY-MM, win rate or None, decided deals) oldest first."""
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
+    labels = [m for m, _rate, _n in history]
+    rates = [(rate * 100) if rate is not None else 0 for _m, rate, _n in history]
+    bars = left.bar(labels, rates, color=["#9fb7d9"] * (len(labels) - 1) + ["#1f3a5f"])
+    for bar, (_m, rate, n) in zip(bars, history, strict=True):
+        text = "no deals" if rate is None else f"{rate:.0%}\n({n})"
+        left.annotate(
+            text,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    left.set_ylim(0, 115)
+    left.set_ylabel("win rate (%)")
+    left.set_title("Win rate by month (deals decided)")
+    left.tick_params(axis="x", labelsize=8)
+    if losses:
+        names = list(losses)[:10][::-1]
+        right.barh(names, [losses[n] for n in names], color="#c0504d")
+        right.set_xlabel("deals lost")
+        right.xaxis.get_major_locator().set_params(integer=True)
+    else:
+        right.text(0.5, 0.5, "No losses to a competitor", ha="center", va="center")
+        right.set_xticks([])
+        right.set_yticks([])
+    right.set_title(f"Losses by competitor, {month}")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    return out.getvalue()
