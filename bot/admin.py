@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from argparse import Namespace
@@ -71,7 +72,7 @@ def import_(rt: Runtime, args: Namespace) -> int:
     with stream:
         try:
             rows, rejected = csvio.read_winloss(stream, categories=rt.settings.reason_categories)
-        except (DomainError, UnicodeDecodeError) as err:
+        except (DomainError, UnicodeDecodeError, csv.Error) as err:
             return _fail(f"{args.file}: {err}", 2)
     total = len(rows) + len(rejected)
     print(f"checked {total} rows: {len(rows)} good, {len(rejected)} rejected", file=sys.stderr)

@@ -159,7 +159,9 @@ class Settings:
         winloss_channel = _channel(get, "WINLOSS_CHANNEL")
         escalation_channel = _channel(get, "WINLOSS_ESCALATION_CHANNEL")
         deadline = _hours(get, "WINLOSS_DEADLINE_HOURS", 24)
-        reminder = _hours(get, "WINLOSS_REMINDER_HOURS", 20)
+        if deadline < 2:
+            raise ConfigError("WINLOSS_DEADLINE_HOURS must be at least 2 (a reminder comes first)")
+        reminder = _hours(get, "WINLOSS_REMINDER_HOURS", max(1, deadline - 4))
         if reminder >= deadline:
             raise ConfigError(
                 f"WINLOSS_REMINDER_HOURS={reminder} must be less than "

@@ -96,3 +96,9 @@ def test_cli_missing_setting_stops_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "SLACK_BOT_TOKEN" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_reminder_hour_follows_a_shorter_deadline():
+    s = settings(WINLOSS_DEADLINE_HOURS="12")
+    assert (s.winloss_deadline_hours, s.winloss_reminder_hours) == (12, 8)
+    assert settings().winloss_reminder_hours == 20

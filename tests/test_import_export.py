@@ -181,3 +181,12 @@ def test_export_feedback_has_its_columns(cli_env):
         "week_start,user_id,status,skip_reason,worked,fell_flat,insight,campaign,answered_at,"
         "acknowledged_at,acknowledged_by,notes"
     )
+
+
+def test_a_multi_line_row_is_reported_at_its_first_line(cli_env, tmp_path, session_factory):
+    multi = (
+        'CRM-5,Multi,lost,2026-10-01,2026-10-02,"line one\nline two of the quote",Vibes,,,,,UANA'
+    )
+    path = write(tmp_path, GOOD[0], multi, GOOD[1])
+    result = closeloop(cli_env, "import", "winloss", str(path))
+    assert f"{path}:3: rejected: reason_category" in result.stderr

@@ -3,7 +3,9 @@ post, marketing's acknowledgement, the reminder at hour 20 and the overdue escal
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -246,24 +248,6 @@ def test_reminder_at_hour_20_and_overdue_at_24(harness):
         assert entry.on_time is False and entry.competitor_id is None
 
 
-def test_deadlines_survive_a_restart(harness):
-    """The 24-hour rule lives in the database: a fresh runtime (a restarted process) finds it."""
-    from bot.runtime import Runtime, make_client
-
-    h, slack, clock = harness, harness.slack, harness.clock
-    clock.set(CLOSED)
-    h.deal_closed(deal(owner_email=None, owner_slack_id="UBEN"))
-    restarted = Runtime(
-        settings=h.settings,
-        session_factory=h.rt.session_factory,
-        client=make_client(h.settings, timeout=3),
-        clock=clock,
-    )
-    clock.set(CLOSED + timedelta(hours=25))
-    flows.tick(restarted)
-    assert len(posts_in(slack, "CMGR")) == 1
-
-
 def test_owner_not_in_slack_is_reported_and_the_deal_kept(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(CLOSED)
@@ -363,8 +347,168 @@ def test_winloss_command_help_list_and_a_deal_the_bot_never_heard_of(harness):
             "Globex pilot",
             "UANA",
         )
-        assert d.closed_at.date().isoformat() in ("2026-11-18", "2026-11-19")
+        # Ana is in Berlin: the 19th starts at 23:00 UTC on the 18th
+        assert d.closed_at == datetime(2026, 11, 18, 23, 0, tzinfo=UTC)
         assert s.scalars(select(WinLossEntry.on_time)).one() is True
         assert s.scalars(select(LoopPost.kind)).one() == "winloss"
     (post,) = posts_in(slack, "CWINLOSS")
     assert "Globex pilot" in all_text(post.params) and "Won" in all_text(post.params)
+
+
+def test_reminder_and_escalation_survive_a_slack_failure(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    h.deal_closed(deal(owner_email=None, owner_slack_id="UBEN"))
+    clock.set(CLOSED + timedelta(hours=20))
+    slack.fail_next("chat.postMessage", status=500, times=4)  # outlasts the client's retries
+    flows.tick(h.rt)
+    assert len(nudges_to(slack, "UBEN")) == 1
+    flows.tick(h.rt)
+    assert len(nudges_to(slack, "UBEN")) == 2  # the reminder, on the next tick
+    clock.set(CLOSED + timedelta(hours=24))
+    slack.add_channel("CMGR", name="sales-managers", is_member=False)
+    flows.tick(h.rt)
+    assert posts_in(slack, "CMGR") == []
+    slack.add_channel("CMGR", name="sales-managers", is_member=True)
+    flows.tick(h.rt)
+    flows.tick(h.rt)
+    assert len(posts_in(slack, "CMGR")) == 1
+
+
+def test_a_nudge_whose_answer_was_lost_is_not_sent_twice(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    slack.fail_next("chat.postMessage", delay=4.0)  # Slack stores it; the client times out
+    h.deal_closed(deal())
+    deadline = time.monotonic() + 15
+    while not nudges_to(slack, "UANA") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    clock.advance(minutes=3)
+    flows.tick(h.rt)
+    flows.tick(h.rt)
+    assert len(nudges_to(slack, "UANA")) == 1
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(Deal.nudge_ts)).one() == nudges_to(slack, "UANA")[0].response["ts"]
+
+
+def test_an_unknown_owner_id_is_reported_at_once_and_a_manager_logs_it(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    h.deal_closed(deal(owner_email=None, owner_slack_id="UGONE"))
+    (report,) = posts_in(slack, "CMGR")
+    assert "UGONE" in report.params["text"]
+    listing = h.command("UMGR", "list", command="/winloss").json()
+    assert "Acme renewal" in json.dumps(listing)
+    h.click_button("UMGR", stored(slack, report), "CMGR", "winloss_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    submit_winloss(
+        h,
+        "UMGR",
+        modal,
+        fill(
+            modal,
+            reason="Their champion told us the budget moved to the data team this year",
+            reason_category="Timing or budget",
+            insight="Find a second sponsor earlier",
+        ),
+    )
+    with session_scope(h.rt.session_factory) as s:
+        entry = s.scalars(select(WinLossEntry)).one()
+        assert entry.author_user_id == "UMGR" and entry.deal.external_id == "CRM-1"
+
+
+def test_a_manager_logs_an_overdue_deal_from_the_escalation(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    h.deal_closed(deal())
+    clock.set(CLOSED + timedelta(hours=25))
+    flows.tick(h.rt)
+    (escalation,) = posts_in(slack, "CMGR")
+    h.click_button("UOUT", stored(slack, escalation), "CMGR", "winloss_open")
+    assert "owner or a sales manager" in slack.calls_to("chat.postEphemeral")[-1].params["text"]
+    h.click_button("UMGR", stored(slack, escalation), "CMGR", "winloss_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    assert fill(modal)["deal_name"] == "Acme renewal"
+
+
+def test_modal_refuses_bad_input_inline_and_stores_nothing(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    h.deal_closed(deal())
+    nudge = nudges_to(slack, "UANA")[0]
+    h.click_button("UANA", stored(slack, nudge), nudge.response["channel"], "winloss_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    good = fill(modal, reason=QUOTE, reason_category="Price", insight="Lead with ROI")
+    cases = [
+        ({"outcome": None}, "outcome"),
+        ({"reason_category": None}, "reason_category"),
+        ({"closed_on": "2026-12-25"}, "closed_on"),
+        ({"insight": " "}, "insight"),
+        ({"deal_name": ""}, "deal_name"),
+    ]
+    for change, block in cases:
+        reply = submit_winloss(h, "UANA", modal, {**good, **change})
+        body = reply.json()
+        assert body.get("response_action") == "errors" and block in body["errors"], (change, body)
+    # Someone who is neither the owner nor a manager cannot log it, even with a forged submit.
+    forged = submit_winloss(h, "UOUT", modal, good).json()
+    assert "owner or a sales manager" in forged["errors"]["reason"]
+    assert count(h, WinLossEntry) == 0
+
+
+def test_marketing_writes_what_it_will_change_on_a_winloss_post(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    h.deal_closed(deal())
+    nudge = nudges_to(slack, "UANA")[0]
+    h.click_button("UANA", stored(slack, nudge), nudge.response["channel"], "winloss_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    submit_winloss(
+        h,
+        "UANA",
+        modal,
+        fill(modal, reason=QUOTE, reason_category="Price", insight="Lead with ROI"),
+    )
+    (post,) = posts_in(slack, "CWINLOSS")
+    h.click_button("UMIA", stored(slack, post), "CWINLOSS", "loop_close")
+    note_modal = slack.calls_to("views.open")[-1].params["view"]
+    h.submit("UMIA", note_modal, {"note": "New consolidation one-pager for the Q1 campaign"})
+    (thread,) = posts_in(slack, "CWINLOSS", threaded=True)
+    assert "consolidation one-pager" in all_text(thread.params)
+    told = dms_to(slack, "UANA")[-1]
+    assert "win/loss entry for Acme renewal" in all_text(told.params)
+    assert "consolidation one-pager" in all_text(told.params)
+
+
+def test_a_crm_deal_exports_and_imports_back_unchanged(harness, tmp_path):
+    from bot.services import csvio
+
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED)
+    h.deal_closed(deal())  # owner given by email, resolved to UANA
+    nudge = nudges_to(slack, "UANA")[0]
+    h.click_button("UANA", stored(slack, nudge), nudge.response["channel"], "winloss_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    submit_winloss(
+        h,
+        "UANA",
+        modal,
+        fill(
+            modal,
+            reason=QUOTE,
+            reason_category="Price",
+            competitor_new="Competitor X",
+            insight="Lead with ROI",
+        ),
+    )
+    out = io.StringIO()
+    with session_scope(h.rt.session_factory) as s:
+        csvio.write_csv(out, csvio.WINLOSS_COLUMNS, csvio.winloss_rows(s))
+    out.seek(0)
+    rows, rejected = csvio.read_winloss(out, categories=h.settings.reason_categories)
+    assert rejected == []
+    with session_scope(h.rt.session_factory) as s:
+        result = csvio.import_winloss(s, rows, deadline_hours=24, now=clock())
+        assert (result.new, result.updated, result.unchanged) == (0, 0, 1)
+        deal_row = s.scalars(select(Deal)).one()
+        assert (deal_row.owner_user_id, deal_row.owner_email) == ("UANA", "ana@example.com")

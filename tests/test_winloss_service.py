@@ -190,3 +190,30 @@ def test_merge_moves_entries_and_future_spellings(db):
     with pytest.raises(DomainError):
         comp.merge(db, source="acme crm", target="AcmeCRM")  # already one
     assert db.query(Competitor).count() == 2
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "price, timing, poor fit",
+        "n/a n/a",
+        "Price and timing.",
+        "budget / competitor / other / tbd",
+    ],
+)
+def test_lists_of_labels_are_refused(reason):
+    assert wl.reason_problem(reason) is not None
+
+
+def test_editing_can_clear_amount_and_source(db):
+    entry, _post, _ = log(db, amount=Decimal("10"), source="Webinar")
+    log(db, deal_pk=entry.deal_id, amount=None, source=None)
+    assert entry.deal.amount is None and entry.deal.source is None
+
+
+def test_reminder_time_counts_back_from_the_deadline():
+    closed = datetime(2026, 11, 20, tzinfo=UTC)
+    deal = type("D", (), {"deadline_at": wl.deadline_for(closed, date_only=True, hours=24)})
+    assert wl.reminder_time(deal, reminder_hours=20, deadline_hours=24) == closed + timedelta(
+        hours=44
+    )

@@ -220,7 +220,7 @@ def close_loop_modal(*, post_id: int, rep_id: str) -> dict:
         "submit": plain("Send"),
         "close": plain("Cancel"),
         "blocks": [
-            section(f"Tell <@{rep_id}> what marketing will do with this feedback."),
+            section(f"Tell <@{rep_id}> what marketing will do about this."),
             {
                 "type": "input",
                 "block_id": "note",
@@ -244,7 +244,7 @@ def ack_thread_reply(*, marketer_id: str, note: str | None, emoji: str | None) -
     if note:
         text = f":white_check_mark: <@{marketer_id}> closed the loop:\n{quote(note)}"
     else:
-        text = f":{emoji or 'white_check_mark'}: <@{marketer_id}> closed the loop on this feedback."
+        text = f":{emoji or 'white_check_mark'}: <@{marketer_id}> closed the loop on this."
     return text, [section(text)]
 
 

@@ -293,24 +293,38 @@ def logged_nudge(*, deal_name: str) -> Message:
 
 
 def overdue_escalation(
-    *, deal_name: str, owner_id: str | None, owner_email: str | None, outcome: str, hours: int
+    *,
+    deal_pk: int,
+    deal_name: str,
+    owner_id: str | None,
+    owner_email: str | None,
+    outcome: str,
+    hours: int,
 ) -> Message:
     owner = f"<@{owner_id}>" if owner_id else escape(owner_email or "unknown owner")
     text = (
         f":rotating_light: *{escape_fit(deal_name, 200)}* ({dict(OUTCOMES)[outcome]}) has no "
         f"win/loss entry {hours} hours after close. Owner: {owner}."
     )
-    return text, [section(text)]
+    return text, [
+        section(text),
+        actions("winloss_overdue", button("Log it (owner or manager)", OPEN_ACTION, str(deal_pk))),
+    ]
 
 
-def owner_missing(*, deal_name: str, owner_email: str | None, owner_id: str | None) -> Message:
+def owner_missing(
+    *, deal_pk: int, deal_name: str, owner_email: str | None, owner_id: str | None
+) -> Message:
     who = escape(owner_email) if owner_email else f"user {escape(owner_id)}"
     text = (
-        f":warning: Closed deal *{escape_fit(deal_name, 200)}*: its owner ({who}) is not in "
-        "Slack, so nobody was asked for the win/loss entry. The deal is kept; a sales manager "
-        "can log it with `/winloss list` or `/winloss`."
+        f":warning: Closed deal *{escape_fit(deal_name, 200)}*: its owner ({who}) could not be "
+        "reached in Slack, so nobody was asked for the win/loss entry. The deal is kept; a "
+        "sales manager can log it here or from `/winloss list`."
     )
-    return text, [section(text)]
+    return text, [
+        section(text),
+        actions("winloss_owner_missing", button("Log it", OPEN_ACTION, str(deal_pk))),
+    ]
 
 
 def waiting_list(deals: Sequence[tuple[int, str, str, bool]]) -> Message:

@@ -15,6 +15,7 @@ from bot.flows import publish_post
 from bot.models import LoopPost, Member, WinLossEntry
 from bot.runtime import SLACK_ERRORS, Runtime
 from bot.services import competitors as competitor_svc
+from bot.services import roster as roster_svc
 from bot.services import winloss as wl_svc
 from bot.services.calendar import zone
 from bot.services.winloss import DealIn, EntryIn
@@ -22,12 +23,28 @@ from bot.services.winloss import DealIn, EntryIn
 log = logging.getLogger(__name__)
 
 MAX_NUDGE_ATTEMPTS = 5
+NUDGE_MARK = "closeloop_nudge"
 
 
-def user_zone(session: Session, rt: Runtime, user_id: str) -> ZoneInfo:
-    """The user's time zone as last read from Slack, else DEFAULT_TIMEZONE."""
+def user_zone(session: Session, rt: Runtime, user_id: str, *, fetch: bool = False) -> ZoneInfo:
+    """The user's time zone as last read from Slack, else DEFAULT_TIMEZONE. ``fetch`` reads
+    users.info for someone Closeloop has not met yet (a manager, say) and remembers it."""
     member = session.get(Member, user_id)
+    if member is None and fetch and user_id:
+        try:
+            tz, name = rt.roster.profile(user_id)
+        except SLACK_ERRORS:
+            log.warning("users.info for %s failed; using DEFAULT_TIMEZONE", user_id)
+        else:
+            roster_svc.record_profile(session, user_id=user_id, tz=tz, name=name, now=rt.now())
+            return zone(tz, rt.settings.default_timezone)
     return zone(member.tz if member else None, rt.settings.default_timezone)
+
+
+def today_for(rt: Runtime, user_id: str):
+    """The user's own date today."""
+    with session_scope(rt.session_factory) as session:
+        return rt.now().astimezone(user_zone(session, rt, user_id, fetch=True)).date()
 
 
 def _when(instant: datetime, tz: ZoneInfo) -> str:
@@ -44,7 +61,7 @@ def modal(
     """The /winloss modal: blank, for a known deal (prefilled), or to edit an entry."""
     s = rt.settings
     with session_scope(rt.session_factory) as session:
-        tz = user_zone(session, rt, user_id)
+        tz = user_zone(session, rt, user_id, fetch=True)
         today = rt.now().astimezone(tz).date()
         known = [c.name for c in competitor_svc.known(session)]
         prefill = None
@@ -198,7 +215,12 @@ def receive_deal(rt: Runtime, deal: DealIn, *, origin: str = "crm") -> tuple[int
 
 
 def process_deal(rt: Runtime, deal_pk: int) -> None:
-    """Find the owner in Slack and nudge them (or report a missing owner), once."""
+    """Find the owner in Slack and nudge them (or report an owner Slack does not know), once.
+
+    Claimed in the database (one process, one DM); the DM carries metadata so a retry after
+    a lost answer finds it instead of nudging twice; after MAX_NUDGE_ATTEMPTS failures the
+    managers are told, so a deal never waits silently.
+    """
     now = rt.now()
     with session_scope(rt.session_factory) as session:
         deal = wl_svc.get_deal(session, deal_pk)
@@ -206,26 +228,38 @@ def process_deal(rt: Runtime, deal_pk: int) -> None:
             return
         if not wl_svc.claim_nudge(session, deal=deal, now=now):
             return
-        owner, email, name = deal.owner_user_id, deal.owner_email, deal.name
-    if owner is None and email:
-        owner = _lookup_owner(rt, email)
-        if owner is None:
+        owner, email, attempts = deal.owner_user_id, deal.owner_email, deal.nudge_attempts
+    try:
+        owner = _resolve_owner(rt, owner, email)
+    except SLACK_ERRORS:
+        log.exception("looking up the owner of deal %s failed", deal_pk)
+        if attempts >= MAX_NUDGE_ATTEMPTS:
             _report_missing_owner(rt, deal_pk)
-            return
-        with session_scope(rt.session_factory) as session:
-            wl_svc.get_deal(session, deal_pk).owner_user_id = owner
-    assert owner is not None
+        return
+    if owner is None:
+        _report_missing_owner(rt, deal_pk)
+        return
     with session_scope(rt.session_factory) as session:
         deal = wl_svc.get_deal(session, deal_pk)
+        deal.owner_user_id = owner
         deadline = _when(deal.deadline_at, user_zone(session, rt, owner))
-        outcome = deal.outcome
-    text, blocks = wl_blocks.nudge_message(
-        deal_pk=deal_pk, deal_name=name, outcome=outcome, deadline=deadline
-    )
-    response = rt.post(channel=owner, text=text, blocks=blocks)
+        name, outcome = deal.name, deal.outcome
+    response = None
+    if attempts > 1:
+        try:
+            response = rt.find_marked(
+                channel=owner, event_type=NUDGE_MARK, key="deal", value=deal_pk
+            )
+        except SLACK_ERRORS:
+            log.exception("could not check whether deal %s's nudge went out", deal_pk)
+            return
+    if response is None:
+        text, blocks = wl_blocks.nudge_message(
+            deal_pk=deal_pk, deal_name=name, outcome=outcome, deadline=deadline
+        )
+        marker = {"event_type": NUDGE_MARK, "event_payload": {"deal": deal_pk}}
+        response = rt.post(channel=owner, text=text, blocks=blocks, metadata=marker)
     if response is None:  # retried by a later tick; after a few failures a manager is told
-        with session_scope(rt.session_factory) as session:
-            attempts = wl_svc.get_deal(session, deal_pk).nudge_attempts
         if attempts >= MAX_NUDGE_ATTEMPTS:
             _report_missing_owner(rt, deal_pk)
         return
@@ -234,11 +268,17 @@ def process_deal(rt: Runtime, deal_pk: int) -> None:
         deal.nudge_channel, deal.nudge_ts = response["channel"], response["ts"]
 
 
-def _lookup_owner(rt: Runtime, email: str) -> str | None:
+def _resolve_owner(rt: Runtime, owner: str | None, email: str | None) -> str | None:
+    """The owner's Slack user ID, or None when Slack has no such (active) person."""
     try:
-        user = rt.client.users_lookupByEmail(email=email)["user"]
+        if owner is not None:
+            user = rt.client.users_info(user=owner)["user"]
+        elif email:
+            user = rt.client.users_lookupByEmail(email=email)["user"]
+        else:
+            return None
     except SlackApiError as err:
-        if err.response.get("error") == "users_not_found":
+        if err.response.get("error") in ("users_not_found", "user_not_found"):
             return None
         raise
     if user.get("deleted") or user.get("is_bot"):
@@ -250,7 +290,10 @@ def _report_missing_owner(rt: Runtime, deal_pk: int) -> None:
     with session_scope(rt.session_factory) as session:
         deal = wl_svc.get_deal(session, deal_pk)
         text, blocks = wl_blocks.owner_missing(
-            deal_name=deal.name, owner_email=deal.owner_email, owner_id=deal.owner_user_id
+            deal_pk=deal.id,
+            deal_name=deal.name,
+            owner_email=deal.owner_email,
+            owner_id=deal.owner_user_id,
         )
     if rt.post(channel=rt.settings.winloss_escalation_channel, text=text, blocks=blocks):
         with session_scope(rt.session_factory) as session:
@@ -262,19 +305,20 @@ def process_pending_deals(rt: Runtime) -> int:
     with session_scope(rt.session_factory) as session:
         ids = [d.id for d in wl_svc.deals_needing_owner_or_nudge(session, now=rt.now())]
     for deal_pk in ids:
-        try:
-            process_deal(rt, deal_pk)
-        except SLACK_ERRORS:
-            log.exception("nudge for deal %s failed; retried on a later tick", deal_pk)
+        process_deal(rt, deal_pk)
     return len(ids)
 
 
 def send_deal_reminders(rt: Runtime) -> int:
-    """One reminder at hour WINLOSS_REMINDER_HOURS after close."""
+    """One reminder at hour WINLOSS_REMINDER_HOURS after close (retried if Slack fails)."""
     now = rt.now()
+    s = rt.settings
     with session_scope(rt.session_factory) as session:
         due = wl_svc.due_deal_reminders(
-            session, now=now, reminder_hours=rt.settings.winloss_reminder_hours
+            session,
+            now=now,
+            reminder_hours=s.winloss_reminder_hours,
+            deadline_hours=s.winloss_deadline_hours,
         )
         claimed = []
         for deal in due:
@@ -289,28 +333,40 @@ def send_deal_reminders(rt: Runtime) -> int:
                         _when(deal.deadline_at, tz),
                     )
                 )
+    sent = 0
     for deal_pk, owner, name, outcome, deadline in claimed:
         text, blocks = wl_blocks.nudge_message(
             deal_pk=deal_pk, deal_name=name, outcome=outcome, deadline=deadline, reminder=True
         )
-        rt.post(channel=owner, text=text, blocks=blocks)
-    return len(claimed)
+        if rt.post(channel=owner, text=text, blocks=blocks):
+            sent += 1
+        else:
+            with session_scope(rt.session_factory) as session:
+                wl_svc.unclaim_deal_reminder(session, deal_pk=deal_pk)
+    return sent
 
 
 def escalate_overdue(rt: Runtime) -> int:
-    """Deals past the deadline without an entry: marked overdue, posted to the managers."""
+    """Deals past the deadline without an entry: marked overdue, posted to the managers with
+    a button to log it (retried if Slack fails)."""
     with session_scope(rt.session_factory) as session:
         marked = [
-            (d.name, d.owner_user_id, d.owner_email, d.outcome)
+            (d.id, d.name, d.owner_user_id, d.owner_email, d.outcome)
             for d in wl_svc.mark_overdue(session, now=rt.now())
         ]
-    for name, owner, email, outcome in marked:
+    sent = 0
+    for deal_pk, name, owner, email, outcome in marked:
         text, blocks = wl_blocks.overdue_escalation(
+            deal_pk=deal_pk,
             deal_name=name,
             owner_id=owner,
             owner_email=email,
             outcome=outcome,
             hours=rt.settings.winloss_deadline_hours,
         )
-        rt.post(channel=rt.settings.winloss_escalation_channel, text=text, blocks=blocks)
-    return len(marked)
+        if rt.post(channel=rt.settings.winloss_escalation_channel, text=text, blocks=blocks):
+            sent += 1
+        else:
+            with session_scope(rt.session_factory) as session:
+                wl_svc.unmark_overdue(session, deal_pk=deal_pk)
+    return sent

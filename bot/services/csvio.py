@@ -89,8 +89,9 @@ def read_winloss(
     rows: list[ImportRow] = []
     rejected: list[Rejected] = []
     seen: dict[str, int] = {}
+    next_line = reader.line_num + 1  # after the header
     for raw in reader:
-        line = reader.line_num
+        line, next_line = next_line, reader.line_num + 1  # a quoted field may span lines
         record = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k}
         try:
             row = _row(line, record, by_casefold)
@@ -201,12 +202,17 @@ def _import_one(session: Session, row: ImportRow, *, deadline_hours: int, now: d
         session.add(deal)
         session.flush()
     entry = deal.entry
+    owner_user_id, owner_email = d.owner_user_id, d.owner_email
+    if owner_user_id is not None and owner_user_id == deal.owner_user_id:
+        owner_email = deal.owner_email  # the email the CRM gave stays with its resolved ID
+    elif owner_email is not None and owner_email == deal.owner_email:
+        owner_user_id = deal.owner_user_id  # an export of an email owner: same person
     wanted_deal = {
         "name": d.name,
         "outcome": d.outcome,
         "closed_at": d.closed_at,
-        "owner_user_id": d.owner_user_id,
-        "owner_email": d.owner_email,
+        "owner_user_id": owner_user_id,
+        "owner_email": owner_email,
         "amount": d.amount,
         "source": d.source,
     }

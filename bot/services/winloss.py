@@ -204,19 +204,17 @@ def get_deal(session: Session, deal_pk: int) -> Deal:
 
 
 def waiting_deals(session: Session, *, user_id: str, manager: bool = False) -> list[Deal]:
-    """The user's deals still without an entry, most urgent first; a manager also sees the
-    deals whose owner is not in Slack (nobody else can log them)."""
-    mine = Deal.owner_user_id == user_id
-    if manager:
-        mine = or_(mine, Deal.owner_user_id.is_(None))
-    return list(
-        session.scalars(
-            select(Deal)
-            .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
-            .where(mine, WinLossEntry.id.is_(None))
-            .order_by(Deal.deadline_at, Deal.id)
-        )
+    """Deals still without an entry, most urgent first: the user's own, or (for a sales
+    manager, who may log any deal) every one."""
+    query = (
+        select(Deal)
+        .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
+        .where(WinLossEntry.id.is_(None))
+        .order_by(Deal.deadline_at, Deal.id)
     )
+    if not manager:
+        query = query.where(Deal.owner_user_id == user_id)
+    return list(session.scalars(query.limit(200)))
 
 
 def deals_needing_owner_or_nudge(session: Session, *, now: datetime) -> list[Deal]:
@@ -253,27 +251,55 @@ def claim_nudge(session: Session, *, deal: Deal, now: datetime) -> bool:
     return result.rowcount == 1
 
 
-def due_deal_reminders(session: Session, *, now: datetime, reminder_hours: int) -> list[Deal]:
-    """Nudged deals with no entry at hour ``reminder_hours`` after close, not yet reminded."""
+def reminder_time(deal: Deal, *, reminder_hours: int, deadline_hours: int) -> datetime:
+    """Hour ``reminder_hours`` of the deal's 24 (counted back from its deadline, so a
+    date-only close is reminded on the right day)."""
+    return deal.deadline_at - timedelta(hours=deadline_hours - reminder_hours)
+
+
+def due_deal_reminders(
+    session: Session, *, now: datetime, reminder_hours: int, deadline_hours: int
+) -> list[Deal]:
+    """Nudged deals with no entry at their reminder time, not yet reminded. A deal that
+    arrived after that time gets no reminder: its nudge came later than one would."""
     rows = session.scalars(
-        select(Deal)
-        .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
-        .where(
-            WinLossEntry.id.is_(None),
+        select(Deal).where(
+            ~_has_entry(),
             Deal.nudge_ts.is_not(None),
             Deal.reminded_at.is_(None),
             Deal.overdue_at.is_(None),
             Deal.deadline_at > now,
         )
     ).all()
-    return [d for d in rows if d.closed_at + timedelta(hours=reminder_hours) <= now]
+    due = []
+    for deal in rows:
+        at = reminder_time(deal, reminder_hours=reminder_hours, deadline_hours=deadline_hours)
+        if at <= now and deal.received_at < at:
+            due.append(deal)
+    return due
+
+
+def _has_entry():
+    return select(WinLossEntry.id).where(WinLossEntry.deal_id == Deal.id).exists()
 
 
 def claim_deal_reminder(session: Session, *, deal: Deal, now: datetime) -> bool:
     result = session.execute(
-        update(Deal).where(Deal.id == deal.id, Deal.reminded_at.is_(None)).values(reminded_at=now)
+        update(Deal)
+        .where(Deal.id == deal.id, Deal.reminded_at.is_(None), ~_has_entry())
+        .values(reminded_at=now)
     )
     return result.rowcount == 1
+
+
+def unclaim_deal_reminder(session: Session, *, deal_pk: int) -> None:
+    """The reminder did not go out: a later tick tries again."""
+    session.execute(update(Deal).where(Deal.id == deal_pk).values(reminded_at=None))
+
+
+def unmark_overdue(session: Session, *, deal_pk: int) -> None:
+    """The escalation did not go out: a later tick tries again."""
+    session.execute(update(Deal).where(Deal.id == deal_pk).values(overdue_at=None))
 
 
 def mark_overdue(session: Session, *, now: datetime) -> list[Deal]:
@@ -287,7 +313,9 @@ def mark_overdue(session: Session, *, now: datetime) -> list[Deal]:
     marked = []
     for deal in candidates:
         result = session.execute(
-            update(Deal).where(Deal.id == deal.id, Deal.overdue_at.is_(None)).values(overdue_at=now)
+            update(Deal)
+            .where(Deal.id == deal.id, Deal.overdue_at.is_(None), ~_has_entry())
+            .values(overdue_at=now)
         )
         if result.rowcount == 1:
             deal.overdue_at = now
@@ -315,14 +343,70 @@ class EntryIn:
     extra: dict = field(default_factory=dict)
 
 
+SHORTHAND = {
+    "price",
+    "pricing",
+    "cost",
+    "costs",
+    "budget",
+    "no budget",
+    "timing",
+    "bad timing",
+    "fit",
+    "poor fit",
+    "bad fit",
+    "no fit",
+    "not a fit",
+    "good fit",
+    "great fit",
+    "features",
+    "feature gap",
+    "product gap",
+    "product",
+    "competitor",
+    "competition",
+    "lost to competitor",
+    "relationship",
+    "trust",
+    "champion left",
+    "no champion",
+    "no decision",
+    "other",
+    "n/a",
+    "na",
+    "none",
+    "unknown",
+    "tbd",
+    "went dark",
+    "ghosted",
+    "value",
+    "roi",
+    "integration",
+    "implementation",
+    "time to value",
+    "too expensive",
+    "expensive",
+    "cheaper",
+    "security",
+}
+
+
 def reason_problem(reason: str) -> str | None:
-    """Why a reason is not in the customer's own words, or None when it is acceptable."""
-    words = re.findall(r"[^\W_]+(?:['’][^\W_]+)?", reason)
+    """Why a reason is not in the customer's own words, or None when it is acceptable:
+    fewer than four real words, or nothing but labels ("price, timing, poor fit")."""
+    message = (
+        "Please write what the customer actually said, in their words (a quote, at least "
+        "a sentence), not a label like \u201cpoor fit\u201d or \u201cprice\u201d."
+    )
+    words = [w for w in re.findall(r"[^\W_]+(?:['’][^\W_]+)?", reason) if len(w) > 1]
     if len(words) < MIN_REASON_WORDS:
-        return (
-            "Please write what the customer actually said, in their words (a quote, at least "
-            "a sentence), not a label like \u201cpoor fit\u201d or \u201cprice\u201d."
-        )
+        return message
+    pieces = [
+        " ".join(p.split()).casefold()
+        for p in re.split(r"[,;/+&|]|\band\b|\bor\b|\.", reason.strip().strip("\"'“”"))
+    ]
+    if all(p in SHORTHAND for p in pieces if p):
+        return message
     return None
 
 
@@ -344,7 +428,7 @@ def validate_entry(entry: EntryIn, *, categories: Sequence[str], today: date) ->
         problem = reason_problem(reason)
         if problem:
             errors["reason"] = problem
-    if entry.reason_category is not None and entry.reason_category not in categories:
+    if entry.reason_category not in categories:
         errors["reason_category"] = "Please pick one of the listed categories."
     if not (entry.insight or "").strip():
         errors["insight"] = "Please say what marketing should do differently."
@@ -440,10 +524,12 @@ def log_entry(
         session.add(entry)
     deal.name = entry_in.deal_name.strip()
     deal.outcome = entry_in.outcome
-    if deal.origin == "slack" or entry_in.closed_on != deal.closed_at.astimezone(tz).date():
+    if deal.origin == "slack" and closed_at != deal.closed_at:
+        # the CRM's close time is authoritative for its deals; ours follow the rep
         deal.closed_at = closed_at
-    deal.amount = entry_in.amount if entry_in.amount is not None else deal.amount
-    deal.source = (entry_in.source or "").strip() or deal.source
+        deal.deadline_at = deadline_for(closed_at, date_only=True, hours=deadline_hours)
+    deal.amount = entry_in.amount  # the form shows the stored values, so empty clears
+    deal.source = (entry_in.source or "").strip() or None
     entry.outcome = entry_in.outcome
     entry.reason = entry_in.reason.strip()
     entry.reason_category = entry_in.reason_category

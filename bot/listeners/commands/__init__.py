@@ -48,9 +48,8 @@ def winloss_command(ack: Ack, command: dict, client: WebClient, context: dict) -
     if text:
         ack(text=wl_blocks.HELP)
         return
-    view = wl_flows.modal(rt, user_id=user_id)  # a few indexed reads, well inside 3 seconds
-    ack()
-    client.views_open(trigger_id=command["trigger_id"], view=view)
+    ack()  # first: the trigger_id lives 3 seconds from the command, not from our answer
+    client.views_open(trigger_id=command["trigger_id"], view=wl_flows.modal(rt, user_id=user_id))
 
 
 def register(app: App) -> None:

@@ -94,8 +94,9 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
         amount = wl_svc.parse_amount(_value(view, "amount"))
     except DomainError:
         amount, errors["amount"] = None, "Please enter a number."
+    today = wl_flows.today_for(rt, user_id)
     closed_text = ((values.get("closed_on") or {}).get("closed_on") or {}).get("selected_date")
-    closed_on = date.fromisoformat(closed_text) if closed_text else rt.now().date()
+    closed_on = date.fromisoformat(closed_text) if closed_text else today
     picked = _selected(view, "competitor")
     typed = _value(view, "competitor_new").strip()
     entry_in = wl_svc.EntryIn(
@@ -111,9 +112,7 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
         deal_pk=meta.get("deal"),
     )
     errors.update(
-        wl_svc.validate_entry(
-            entry_in, categories=rt.settings.reason_categories, today=rt.now().date()
-        )
+        wl_svc.validate_entry(entry_in, categories=rt.settings.reason_categories, today=today)
     )
     if errors:
         ack(response_action="errors", errors=errors)
