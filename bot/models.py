@@ -70,6 +70,7 @@ class Member(Base):
     tz: Mapped[str | None] = mapped_column(String(64))
     tz_checked_at: Mapped[datetime | None]
     is_sales: Mapped[bool] = mapped_column(Boolean, default=False)
+    home_seen_at: Mapped[datetime | None]  # opened the Home tab at least once
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

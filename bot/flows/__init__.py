@@ -32,6 +32,12 @@ RETRY_AFTER = timedelta(minutes=2)
 EVENT_MEMORY = timedelta(days=7)
 
 
+def _homes(rt: Runtime, *users: str | None, marketing: bool = False) -> None:
+    from bot.flows import home
+
+    home.changed(rt, *users, marketing=marketing)
+
+
 def schedule_of(rt: Runtime) -> Schedule:
     s = rt.settings
     return Schedule(s.prompt_schedule, s.reminder_schedule, s.default_timezone)
@@ -260,7 +266,9 @@ def record_answer(
 def after_answer(rt: Runtime, *, user_id: str, prompt_id: int, post_id: int) -> None:
     """Slack side of an answer: mark the DM answered, post (or update) marketing's copy."""
     refresh_prompt_dm(rt, prompt_id)
-    if not publish_post(rt, post_id):
+    published = publish_post(rt, post_id)
+    _homes(rt, user_id, marketing=True)
+    if not published:
         rt.tell(
             user_id,
             f"Your answer is saved, but I could not post it to <#{rt.settings.feedback_channel}> "
@@ -313,6 +321,7 @@ def skip_week(rt: Runtime, *, user_id: str, prompt_id: int, reason: str) -> None
         rt.tell(user_id, str(err))
         return
     refresh_prompt_dm(rt, prompt_id)
+    _homes(rt, user_id)
 
 
 # --- marketing's channel ------------------------------------------------------------------
@@ -470,6 +479,7 @@ def notify_ack(rt: Runtime, ack_id: int) -> None:
             ack.rep_notified_at = rt.now()
     if need_reply:
         publish_post(rt, post_id)
+        _homes(rt, rep, marketing=True)
     if need_reply and not reply:
         rt.tell(
             marketer,

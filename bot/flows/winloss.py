@@ -141,7 +141,10 @@ def after_entry(rt: Runtime, *, user_id: str, post_id: int, deal_pk: int) -> Non
         )
     with session_scope(rt.session_factory) as session:
         deal = wl_svc.get_deal(session, deal_pk)
-        channel, ts, name = deal.nudge_channel, deal.nudge_ts, deal.name
+        channel, ts, name, owner = deal.nudge_channel, deal.nudge_ts, deal.name, deal.owner_user_id
+    from bot.flows import home
+
+    home.changed(rt, user_id, owner, marketing=True)
     if channel and ts:
         text, blocks = wl_blocks.logged_nudge(deal_name=name)
         rt.update(channel=channel, ts=ts, text=text, blocks=blocks)
@@ -266,6 +269,9 @@ def process_deal(rt: Runtime, deal_pk: int) -> None:
     with session_scope(rt.session_factory) as session:
         deal = wl_svc.get_deal(session, deal_pk)
         deal.nudge_channel, deal.nudge_ts = response["channel"], response["ts"]
+    from bot.flows import home
+
+    home.changed(rt, owner)
 
 
 def _resolve_owner(rt: Runtime, owner: str | None, email: str | None) -> str | None:

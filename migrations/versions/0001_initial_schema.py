@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 16:46:49.710967
+Create Date: 2026-11-22 17:01:59.858716
 """
 
 from collections.abc import Sequence
@@ -110,6 +110,7 @@ def upgrade() -> None:
         sa.Column("tz", sa.String(length=64), nullable=True),
         sa.Column("tz_checked_at", bot.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("is_sales", sa.Boolean(), nullable=False),
+        sa.Column("home_seen_at", bot.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("first_seen_at", bot.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", bot.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_members")),

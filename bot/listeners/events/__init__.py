@@ -32,6 +32,16 @@ def reaction_added(event: dict, context: dict) -> None:
     )
 
 
+def app_home_opened(event: dict, context: dict) -> None:
+    """The Home tab was opened: show what is waiting on this person."""
+    if event.get("tab", "home") != "home":
+        return
+    from bot.flows import home
+
+    home.opened(context["rt"], event["user"])
+
+
 def register(app: App) -> None:
+    app.event("app_home_opened")(app_home_opened)
     app.event("message")(dm_message)
     app.event("reaction_added")(reaction_added)

@@ -1,0 +1,122 @@
+"""The App Home tab: what is waiting on this person."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from bot.blocks import actions, button, context, escape_fit, section
+from bot.blocks import feedback as fb_blocks
+from bot.blocks import winloss as wl_blocks
+from bot.blocks.digest import pct, permalink
+
+MAX_BLOCKS = 100
+
+
+def _when(instant: datetime, tz: ZoneInfo) -> str:
+    local = instant.astimezone(tz)
+    return f"{local:%a %b} {local.day}, {local:%H:%M}"
+
+
+def _prompt_blocks(prompt: dict | None) -> list[dict]:
+    if prompt is None:
+        return [section("*This week's feedback*\nNo prompt yet: it arrives on schedule.")]
+    week = fb_blocks.week_label(prompt["week_start"])
+    status = prompt["status"]
+    if status == "answered":
+        line = f":white_check_mark: Answered for the {week}."
+        button_ = button("Edit answer", fb_blocks.OPEN_ACTION, str(prompt["id"]))
+    elif status == "skipped":
+        label = "Out this week" if prompt["skip_reason"] == "out" else "Nothing this week"
+        line = f":zzz: Skipped ({label}) for the {week}."
+        button_ = button("Answer anyway", fb_blocks.OPEN_ACTION, str(prompt["id"]))
+    elif status == "missed":
+        return [section(f"*This week's feedback*\n:hourglass: The {week} was missed.")]
+    else:
+        line = f":hourglass_flowing_sand: Waiting for your three bullets for the {week}."
+        button_ = button("Answer", fb_blocks.OPEN_ACTION, str(prompt["id"]), style="primary")
+    return [section(f"*This week's feedback*\n{line}"), actions("home_prompt", button_)]
+
+
+def home_view(
+    *, rep: dict | None, marketing: dict | None, tz: ZoneInfo, link_base: str = ""
+) -> dict:
+    """The Home view for someone who is a rep, in marketing, both, or neither."""
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "Closeloop"}},
+    ]
+    if rep is not None:
+        blocks.extend(_prompt_blocks(rep["prompt"]))
+        blocks.append({"type": "divider"})
+        if rep["deals"]:
+            blocks.append(section(f"*Deals waiting for a win/loss entry ({len(rep['deals'])})*"))
+            for deal in rep["deals"][:20]:
+                due = (
+                    f":rotating_light: overdue since {_when(deal['deadline_at'], tz)}"
+                    if deal["overdue"]
+                    else f"due {_when(deal['deadline_at'], tz)}"
+                )
+                blocks.append(
+                    section(
+                        f"*{escape_fit(deal['name'], 200)}* — {due}",
+                        accessory=button("Log it", wl_blocks.OPEN_ACTION, str(deal["id"])),
+                    )
+                )
+        else:
+            blocks.append(section("*Deals waiting for a win/loss entry*\nNone. :tada:"))
+        if rep["recent"]:
+            lines = []
+            for item in rep["recent"]:
+                mark = (
+                    ":white_check_mark: marketing closed the loop"
+                    if item["acknowledged"]
+                    else ":hourglass: waiting for marketing"
+                )
+                late = "" if item.get("on_time", True) else " · logged late"
+                lines.append(f"• {escape_fit(item['label'], 200)} — {mark}{late}")
+            blocks.append(section("*Your last entries*\n" + "\n".join(lines)))
+    if marketing is not None:
+        if rep is not None:
+            blocks.append({"type": "divider"})
+        blocks.append(
+            section(
+                f"*{marketing['month']} so far*\n"
+                f"Win rate *{pct(marketing['win_rate'])}* ({marketing['decided']} decided) · "
+                f"Feedback response *{pct(marketing['feedback_response_rate'])}* · "
+                f"Loops closed *{pct(marketing['acknowledged_rate'])}*"
+            )
+        )
+        waiting = marketing["waiting"]
+        if waiting:
+            blocks.append(
+                section(
+                    f"*Waiting for marketing to close the loop ({marketing['waiting_total']}),"
+                    " oldest first*"
+                )
+            )
+            for post in waiting:
+                what = "Weekly feedback" if post["kind"] == "feedback" else "Win/loss entry"
+                link = (
+                    f"<{permalink(link_base, post['channel'], post['ts'])}|{what}>"
+                    if link_base
+                    else what
+                )
+                blocks.append(
+                    section(
+                        f"{link} from <@{post['author']}> · {_when(post['created_at'], tz)}",
+                        accessory=button(
+                            "Close the loop", fb_blocks.CLOSE_LOOP_ACTION, str(post["post_id"])
+                        ),
+                    )
+                )
+        else:
+            blocks.append(section("*Waiting for marketing*\nEvery loop is closed. :tada:"))
+    if rep is None and marketing is None:
+        blocks.append(
+            section(
+                "Closeloop asks sales reps for weekly feedback and win/loss entries and brings "
+                "them to marketing. You are in neither team yet; ask your Closeloop admin."
+            )
+        )
+    blocks.append(context(f"Times in {tz.key}. Updated {_when(datetime.now(tz), tz)}."))
+    return {"type": "home", "blocks": blocks[:MAX_BLOCKS]}

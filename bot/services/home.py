@@ -1,0 +1,133 @@
+"""What the Home tab shows each person: what is waiting on them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.models import Deal, FeedbackAnswer, LoopPost, Prompt, WinLossEntry
+from bot.services import digest as digest_svc
+from bot.services import winloss as wl_svc
+
+WAITING_LIMIT = 20
+RECENT_LIMIT = 5
+
+
+def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
+    """A rep's week: the latest prompt, deals waiting for an entry, recent entries."""
+    prompt = session.scalars(
+        select(Prompt).where(Prompt.user_id == user_id).order_by(Prompt.week_start.desc())
+    ).first()
+    deals = wl_svc.waiting_deals(session, user_id=user_id, manager=manager)[:WAITING_LIMIT]
+    feedback = session.execute(
+        select(
+            FeedbackAnswer.id, Prompt.week_start, FeedbackAnswer.updated_at, LoopPost.first_ack_at
+        )
+        .join(Prompt, Prompt.id == FeedbackAnswer.prompt_id)
+        .outerjoin(
+            LoopPost, (LoopPost.kind == "feedback") & (LoopPost.subject_id == FeedbackAnswer.id)
+        )
+        .where(FeedbackAnswer.user_id == user_id)
+        .order_by(FeedbackAnswer.updated_at.desc())
+        .limit(RECENT_LIMIT)
+    ).all()
+    entries = session.execute(
+        select(
+            WinLossEntry.id,
+            Deal.name,
+            WinLossEntry.outcome,
+            WinLossEntry.logged_at,
+            WinLossEntry.on_time,
+            LoopPost.first_ack_at,
+        )
+        .join(Deal, Deal.id == WinLossEntry.deal_id)
+        .outerjoin(
+            LoopPost, (LoopPost.kind == "winloss") & (LoopPost.subject_id == WinLossEntry.id)
+        )
+        .where((WinLossEntry.author_user_id == user_id) | (Deal.owner_user_id == user_id))
+        .order_by(WinLossEntry.logged_at.desc())
+        .limit(RECENT_LIMIT)
+    ).all()
+    recent = [
+        {
+            "kind": "feedback",
+            "label": f"Feedback, week of {week:%b} {week.day}",
+            "at": at,
+            "acknowledged": acked is not None,
+        }
+        for _id, week, at, acked in feedback
+    ] + [
+        {
+            "kind": "winloss",
+            "label": f"{outcome.replace('_', ' ').title()}: {name}",
+            "at": at,
+            "acknowledged": acked is not None,
+            "on_time": on_time,
+        }
+        for _id, name, outcome, at, on_time, acked in entries
+    ]
+    recent.sort(key=lambda item: item["at"], reverse=True)
+    return {
+        "prompt": None
+        if prompt is None
+        else {
+            "id": prompt.id,
+            "week_start": prompt.week_start,
+            "status": prompt.status,
+            "skip_reason": prompt.skip_reason,
+            "closes_at": prompt.closes_at,
+        },
+        "deals": [
+            {
+                "id": d.id,
+                "name": d.name,
+                "deadline_at": d.deadline_at,
+                "overdue": d.overdue_at is not None,
+                "owner": d.owner_user_id,
+            }
+            for d in deals
+        ],
+        "recent": recent[:RECENT_LIMIT],
+    }
+
+
+def marketing_view(session: Session, *, now: datetime, tz: ZoneInfo) -> dict:
+    """Marketing's queue (oldest first) and the month so far in three numbers."""
+    waiting = session.execute(
+        select(
+            LoopPost.id,
+            LoopPost.kind,
+            LoopPost.author_user_id,
+            LoopPost.created_at,
+            LoopPost.channel,
+            LoopPost.ts,
+        )
+        .where(LoopPost.ts.is_not(None), LoopPost.first_ack_at.is_(None))
+        .order_by(LoopPost.created_at, LoopPost.id)
+        .limit(WAITING_LIMIT)
+    ).all()
+    count_waiting = session.scalar(
+        select(func.count(LoopPost.id)).where(
+            LoopPost.ts.is_not(None), LoopPost.first_ack_at.is_(None)
+        )
+    )
+    month = digest_svc.Month.containing(now, tz)
+    start, end = month.bounds(tz)
+    outcomes = digest_svc.outcome_counts(session, start, end)
+    feedback = digest_svc.feedback_figures(session, month)
+    loops = digest_svc.loop_figures(session, start, end, now=now)
+    return {
+        "waiting": [
+            {"post_id": i, "kind": k, "author": a, "created_at": at, "channel": c, "ts": ts}
+            for i, k, a, at, c, ts in waiting
+        ],
+        "waiting_total": count_waiting or 0,
+        "month": str(month),
+        "win_rate": outcomes["win_rate"],
+        "decided": outcomes["wins"] + outcomes["losses"],
+        "feedback_response_rate": feedback["feedback_response_rate"],
+        "acknowledged_rate": loops["acknowledged_rate"],
+    }
