@@ -39,7 +39,12 @@ def _prompt_blocks(prompt: dict | None) -> list[dict]:
 
 
 def home_view(
-    *, rep: dict | None, marketing: dict | None, tz: ZoneInfo, link_base: str = ""
+    *,
+    rep: dict | None,
+    marketing: dict | None,
+    tz: ZoneInfo,
+    now: datetime,
+    link_base: str = "",
 ) -> dict:
     """The Home view for someone who is a rep, in marketing, both, or neither."""
     blocks: list[dict] = [
@@ -118,5 +123,5 @@ def home_view(
                 "them to marketing. You are in neither team yet; ask your Closeloop admin."
             )
         )
-    blocks.append(context(f"Times in {tz.key}. Updated {_when(datetime.now(tz), tz)}."))
+    blocks.append(context(f"Times in {tz.key}. Updated {_when(now, tz)}."))
     return {"type": "home", "blocks": blocks[:MAX_BLOCKS]}

@@ -30,11 +30,20 @@ def publish(rt: Runtime, user_id: str) -> bool:
     manager = user_id in rt.settings.sales_managers
     with session_scope(rt.session_factory) as session:
         member = session.get(Member, user_id)
-        tz = user_zone(session, rt, user_id)
-        is_rep = bool(member and member.is_sales) or manager
+        known_rep = member is not None and member.is_sales
+    if not known_rep and not manager:
+        try:  # someone the hourly roster sync has not seen yet
+            known_rep = user_id in rt.roster.sales_ids()
+        except SLACK_ERRORS:
+            log.exception("could not read the sales group for %s's Home tab", user_id)
+    with session_scope(rt.session_factory) as session:
+        tz = user_zone(session, rt, user_id, fetch=True)
+        is_rep = known_rep or manager
         rep = home_svc.rep_view(session, user_id=user_id, manager=manager) if is_rep else None
         team = home_svc.marketing_view(session, now=rt.now(), tz=zone_of(rt)) if marketing else None
-    view = home_blocks.home_view(rep=rep, marketing=team, tz=tz, link_base=_link_base(rt))
+    view = home_blocks.home_view(
+        rep=rep, marketing=team, tz=tz, now=rt.now(), link_base=_link_base(rt)
+    )
     try:
         rt.client.views_publish(user_id=user_id, view=view)
         return True

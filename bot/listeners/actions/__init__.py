@@ -47,14 +47,15 @@ def open_close_loop(ack: Ack, body: dict, client: WebClient, context: dict) -> N
     user_id = body["user"]["id"]
     post_id = int(body["actions"][0]["value"])
     if user_id not in rt.roster.marketing_ids(max_age=MARKETING_CACHE_SECONDS):
-        client.chat_postEphemeral(
-            channel=body["channel"]["id"],
-            user=user_id,
-            text=(
-                "Only the marketing team can close the loop on feedback, so nothing was "
-                "recorded. If you should be able to, ask an admin to add you to marketing."
-            ),
+        text = (
+            "Only the marketing team can close the loop on feedback, so nothing was "
+            "recorded. If you should be able to, ask an admin to add you to marketing."
         )
+        channel = (body.get("channel") or {}).get("id")
+        if channel:  # clicked in a channel: an ephemeral message there
+            client.chat_postEphemeral(channel=channel, user=user_id, text=text)
+        else:  # clicked in the Home tab: a DM
+            rt.tell(user_id, text)
         return
     client.views_open(trigger_id=body["trigger_id"], view=flows.close_loop_view(rt, post_id))
 
