@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="upgrade the database and start the bot")
     run.add_argument("--no-scheduler", action="store_true", help="serve Slack only")
     sub.add_parser("migrate", help="upgrade the database to the newest schema")
+    sub.add_parser("scheduler", help="run only the scheduler role (for a separate process)")
     prompt = sub.add_parser("prompt", help="send this week's feedback prompt")
     prompt.add_argument("--now", action="store_true", required=True, help="send it immediately")
     prompt.add_argument("--user", nargs="+", metavar="U", help="only these reps (user IDs)")
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             "digest": admin.digest,
         }[args.command]
         return handler(rt, args)
+    if args.command == "scheduler":
+        return _scheduler_only(rt)
     return _run(rt, scheduler=not args.no_scheduler)
 
 
@@ -171,23 +174,32 @@ def _prompt_now(rt, users: list[str] | None) -> int:
 def _run(rt, *, scheduler: bool) -> int:
     from slack_bolt.error import BoltError
 
-    from bot.app import create_app
+    from bot.runtime import SLACK_ERRORS
 
-    log = logging.getLogger("bot")
     try:
-        app = create_app(rt)
-    except BoltError as err:
+        rt.client.auth_test()  # one clear line now, rather than a traceback per worker
+    except SLACK_ERRORS as err:
         print(
             f"closeloop: Slack rejected SLACK_BOT_TOKEN ({_first_line(err)}); "
             "copy the Bot User OAuth Token again",
             file=sys.stderr,
         )
         return 2
-    sched = None
-    if scheduler:
-        from bot import scheduler as sched_mod
+    if not rt.settings.socket_mode:
+        from bot.wsgi import ProductionServer
 
-        sched = sched_mod.start(rt)
+        rt.session_factory.kw["bind"].dispose()  # nothing of ours crosses gunicorn's fork
+        ProductionServer(rt.settings, scheduler=scheduler).run()
+        return 0
+    from bot.app import create_app
+
+    log = logging.getLogger("bot")
+    try:
+        app = create_app(rt)
+    except BoltError as err:
+        print(f"closeloop: Slack rejected SLACK_BOT_TOKEN ({_first_line(err)})", file=sys.stderr)
+        return 2
+    role = _scheduler_role(rt) if scheduler else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="background")
@@ -197,38 +209,29 @@ def _run(rt, *, scheduler: bool) -> int:
 
     server = handler = None
     try:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
         from bot.server import make_http_server, make_wsgi_app
 
-        if rt.settings.socket_mode:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-            from bot.runtime import SLACK_ERRORS
-
-            handler = SocketModeHandler(app, rt.settings.slack_app_token)
-            try:
-                handler.connect()
-            except SLACK_ERRORS as err:
-                print(
-                    f"closeloop: Slack refused the Socket Mode connection ({_first_line(err)}); "
-                    "check SLACK_APP_TOKEN (an xapp- token with connections:write)",
-                    file=sys.stderr,
-                )
-                return 2
-            if handler.client.is_connected():
-                log.info("Closeloop connected over Socket Mode")
-            else:
-                log.warning("Socket Mode handshake failed; slack-sdk keeps retrying every 10 s")
-            if rt.settings.deals_webhook_secret or os.environ.get("PORT"):
-                # Slack comes over the socket; HTTP serves only /healthz and the deal webhook.
-                server = make_http_server(
-                    make_wsgi_app(None, rt, run_later=run_later), "0.0.0.0", rt.settings.port
-                )
-        else:
-            server = make_http_server(
-                make_wsgi_app(app, rt, run_later=run_later), "0.0.0.0", rt.settings.port
+        handler = SocketModeHandler(app, rt.settings.slack_app_token)
+        try:
+            handler.connect()
+        except SLACK_ERRORS as err:
+            print(
+                f"closeloop: Slack refused the Socket Mode connection ({_first_line(err)}); "
+                "check SLACK_APP_TOKEN (an xapp- token with connections:write)",
+                file=sys.stderr,
             )
-            log.info("Closeloop serving Slack on :%s/slack/events", server.server_port)
-        if server is not None:
+            return 2
+        if handler.client.is_connected():
+            log.info("Closeloop connected over Socket Mode")
+        else:
+            log.warning("Socket Mode handshake failed; slack-sdk keeps retrying every 10 s")
+        if rt.settings.deals_webhook_secret or os.environ.get("PORT"):
+            # Slack comes over the socket; HTTP serves only /healthz and the deal webhook.
+            server = make_http_server(
+                make_wsgi_app(None, rt, run_later=run_later), "0.0.0.0", rt.settings.port
+            )
             threading.Thread(target=server.serve_forever, daemon=True).start()
         while not stop.is_set():
             stop.wait(1)
@@ -239,9 +242,33 @@ def _run(rt, *, scheduler: bool) -> int:
             server.shutdown()
         if handler is not None:
             handler.close()
-        if sched is not None:
-            sched.shutdown(wait=False)
+        if role is not None:
+            role.stop()
         background.shutdown(wait=False)
+    return 0
+
+
+def _scheduler_role(rt):
+    from bot import scheduler as sched_mod
+    from bot.leader import SchedulerRole
+
+    return SchedulerRole(
+        engine=rt.session_factory.kw["bind"], start_scheduler=lambda: sched_mod.start(rt)
+    ).start()
+
+
+def _scheduler_only(rt) -> int:
+    """``closeloop scheduler``: no HTTP, no socket; take the scheduler role when free."""
+    role = _scheduler_role(rt)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            stop.wait(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        role.stop()
     return 0
 
 

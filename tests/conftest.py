@@ -212,30 +212,3 @@ def closeloop(env, *args, timeout=60):
         text=True,
         timeout=timeout,
     )
-
-
-def test_prompt_now_sends_this_weeks_prompt_once(cli_env, fake_slack):
-    first = closeloop(cli_env, "prompt", "--now", "--user", "UANA")
-    assert first.returncode == 0, first.stderr
-    assert "UANA: prompted" in first.stdout
-    dms = [c for c in fake_slack.calls_to("chat.postMessage") if c.params["channel"] == "UANA"]
-    assert len(dms) == 1
-    again = closeloop(cli_env, "prompt", "--now")
-    assert "UANA: already prompted this week" in again.stdout
-    assert "UBEN: prompted" in again.stdout
-    dms = [c for c in fake_slack.calls_to("chat.postMessage") if c.params["channel"] == "UANA"]
-    assert len(dms) == 1
-
-
-def test_prompt_now_for_someone_outside_sales(cli_env, fake_slack):
-    out = closeloop(cli_env, "prompt", "--now", "--user", "UZED")
-    assert "UZED: not in the sales team" in out.stdout
-    assert fake_slack.calls_to("chat.postMessage") == []
-
-
-def test_migrate_then_unreachable_database_is_one_line(cli_env, tmp_path):
-    assert closeloop(cli_env, "migrate").returncode == 0
-    bad = {**cli_env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
-    out = closeloop(bad, "migrate")
-    assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and "DATABASE_URL" in out.stderr

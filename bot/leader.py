@@ -1,0 +1,169 @@
+"""Exactly one process holds the scheduler role, whatever number of processes run.
+
+APScheduler 3 cannot share a job store between processes, so each process runs a
+:class:`SchedulerRole` thread that tries to take a database-wide lock every few seconds and
+runs the scheduler only while it holds it: a PostgreSQL session advisory lock (released by
+PostgreSQL the moment the holder's connection dies, so a survivor takes over within one poll),
+or on SQLite, where every process shares one file, an exclusive ``flock`` on a file beside the
+database. The tick the scheduler runs is idempotent and claims everything in the database, so
+even a brief overlap during a takeover cannot send anything twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 0x436C6F73  # "Clos": the advisory lock id for the scheduler role
+POLL_SECONDS = float(os.environ.get("CLOSELOOP_SCHEDULER_POLL") or 10.0)  # takeover < 60 s
+
+
+class _PostgresLock:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn = None
+
+    def try_acquire(self) -> bool:
+        if self._conn is not None:
+            return self.still_held()
+        conn = self._engine.connect()
+        try:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
+            conn.commit()
+        except Exception:
+            conn.close()
+            raise
+        if got:
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def still_held(self) -> bool:
+        try:
+            assert self._conn is not None
+            self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
+            return True
+        except Exception:
+            log.warning("lost the database connection that held the scheduler lock")
+            self.release()
+            return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                # A pooled connection would keep the session (and its lock) alive: unlock,
+                # then drop the connection itself rather than returning it to the pool.
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+            except Exception:
+                pass
+            try:
+                self._conn.invalidate()
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+
+class _FileLock:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def still_held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # the kernel drops the lock with the descriptor
+            self._fd = None
+
+
+def make_lock(engine: Engine):
+    """The scheduler lock suited to ``engine``'s database."""
+    if engine.dialect.name == "postgresql":
+        return _PostgresLock(engine)
+    database = engine.url.database
+    if not database or database == ":memory:":
+        return _FileLock(Path(os.environ.get("TMPDIR", "/tmp")) / f"closeloop-{os.getpid()}.lock")
+    return _FileLock(Path(database).with_suffix(Path(database).suffix + ".scheduler.lock"))
+
+
+class SchedulerRole:
+    """A thread that takes the scheduler role when it can and gives it up when it must."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        start_scheduler: Callable[[], object],
+        poll_seconds: float = POLL_SECONDS,
+        lock=None,
+    ) -> None:
+        self._lock = lock or make_lock(engine)
+        self._start_scheduler = start_scheduler
+        self._poll = poll_seconds
+        self._stop = threading.Event()
+        self._scheduler = None
+        self._thread = threading.Thread(target=self._run, name="scheduler-role", daemon=True)
+        self.changed = threading.Event()  # set whenever the role is taken or given up
+
+    @property
+    def is_leader(self) -> bool:
+        return self._scheduler is not None
+
+    def start(self) -> SchedulerRole:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._poll + 5)
+        self._give_up()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                held = self._lock.try_acquire()
+            except Exception:
+                log.exception("could not reach the database for the scheduler lock")
+                held = False
+            if held and self._scheduler is None:
+                log.info("this process now runs the scheduler")
+                self._scheduler = self._start_scheduler()
+                self.changed.set()
+            elif not held and self._scheduler is not None:
+                self._give_up()
+            self._stop.wait(self._poll)
+
+    def _give_up(self) -> None:
+        if self._scheduler is not None:
+            log.info("this process no longer runs the scheduler")
+            try:
+                self._scheduler.shutdown(wait=False)
+            except Exception:
+                log.exception("stopping the scheduler failed")
+            self._scheduler = None
+            self.changed.set()
+        self._lock.release()
