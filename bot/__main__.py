@@ -14,6 +14,13 @@ from dotenv import load_dotenv
 
 from bot.config import ConfigError, Settings
 
+SECRET_SETTINGS = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "DEALS_WEBHOOK_SECRET",
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="closeloop", description=__doc__)
@@ -83,12 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("alembic", "apscheduler.executors", "apscheduler.scheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from bot import logs
+
+    logs.configure(level, [os.environ.get(name) for name in SECRET_SETTINGS])
     try:
         settings = Settings.from_env()
     except ConfigError as err:

@@ -82,6 +82,7 @@ class Settings:
     digest_channel: str = ""  # defaults to feedback_channel
     digest_time: time = time(9, 0)
     digest_timezone: str = "UTC"
+    slack_post_rate: float = 5.0  # chat.postMessage calls a second, at most, on average
 
     def __post_init__(self) -> None:
         if not self.winloss_channel:
@@ -187,7 +188,18 @@ class Settings:
         if not digest_match or int(digest_match[1]) > 23 or int(digest_match[2]) > 59:
             raise ConfigError(f"DIGEST_TIME={digest_time_text!r} is not a 24-hour time like 09:00")
 
+        rate_text = get("SLACK_POST_RATE") or "5"
+        try:
+            post_rate = float(rate_text)
+        except ValueError:
+            post_rate = 0.0
+        if not 0.1 <= post_rate <= 100:
+            raise ConfigError(
+                f"SLACK_POST_RATE={rate_text!r} must be messages a second between 0.1 and 100"
+            )
+
         return cls(
+            slack_post_rate=post_rate,
             digest_channel=_channel(get, "DIGEST_CHANNEL") or "",
             digest_time=time(int(digest_match[1]), int(digest_match[2])),
             digest_timezone=digest_tz,

@@ -56,6 +56,34 @@ def make_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     return client
 
 
+class Pacer:
+    """A token bucket: at most ``rate`` calls a second on average, ``burst`` at once.
+
+    Fan-out (prompts, reminders, nudges) goes through it so Closeloop paces itself to
+    Slack's limits instead of hammering Slack until it answers ``ratelimited``.
+    """
+
+    def __init__(self, rate: float, burst: int = 1, clock=time.monotonic, sleep=time.sleep):
+        self.rate, self.burst = rate, max(1, burst)
+        self._tokens = float(self.burst)
+        self._last = clock()
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            delay = (1 - self._tokens) / self.rate
+            self._tokens = 0.0
+            self._last = now + delay
+        self._sleep(delay)
+
+
 class Roster:
     """Reads who is in sales and in marketing, from the settings or a Slack user group."""
 
@@ -104,6 +132,7 @@ class Runtime:
     client: WebClient
     clock: Callable[[], datetime] = utcnow
     roster: Roster = field(init=False)
+    pacer: Pacer | None = None  # chat.postMessage pacing (None: unpaced, as in tests)
     last_roster_sync: datetime | None = None
     workspace_url: str | None = None  # from auth.test, for message links
 
@@ -126,6 +155,7 @@ class Runtime:
             session_factory=session_factory,
             client=client or make_client(settings),
             clock=clock or utcnow,
+            pacer=Pacer(settings.slack_post_rate, burst=max(1, int(settings.slack_post_rate))),
         )
 
     def now(self) -> datetime:
@@ -133,6 +163,8 @@ class Runtime:
 
     def post(self, **kwargs) -> dict | None:
         """chat.postMessage; on failure log the traceback and return None."""
+        if self.pacer is not None:
+            self.pacer.wait()
         try:
             return self.client.chat_postMessage(**kwargs).data  # type: ignore[return-value]
         except SLACK_ERRORS:

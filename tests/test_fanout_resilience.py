@@ -207,3 +207,20 @@ def test_failed_thread_reply_is_retried_once_and_rep_told_once(harness):
     assert len(channel_posts(slack, threaded=True)) == 1
     told_ana = [c for c in dms_to(slack, "UANA") if "acknowledged" in json.dumps(c.params)]
     assert len(told_ana) == 1
+
+
+def test_pacer_spaces_calls_to_the_rate():
+    from bot.runtime import Pacer
+
+    now = [0.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = Pacer(rate=5, burst=2, clock=lambda: now[0], sleep=sleep)
+    for _ in range(12):
+        pacer.wait()
+    # two at once (the burst), then one every 0.2 s: 10 more take 2 s
+    assert abs(now[0] - 2.0) < 1e-9 and len(slept) == 10
