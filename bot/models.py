@@ -292,3 +292,4 @@ class Digest(Base):
     ts: Mapped[str | None] = mapped_column(String(32))
     posted_at: Mapped[datetime | None]
     chart_file_id: Mapped[str | None] = mapped_column(String(32))
+    chart_claimed_at: Mapped[datetime | None]  # a process is uploading the chart

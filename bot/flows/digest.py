@@ -105,11 +105,24 @@ def post(rt: Runtime, month: Month) -> str | None:
 
 def upload_chart(rt: Runtime, month: Month, *, data: dict | None = None) -> bool:
     """The chart as a PNG in the digest's thread (files upload v2)."""
+    now = rt.now()
     with session_scope(rt.session_factory) as session:
         row = session.scalars(select(Digest).where(Digest.month == month.first_day)).one()
         channel, ts, done = row.channel, row.ts, row.chart_file_id
-    if ts is None or done:
-        return bool(done)
+        if ts is None or done:
+            return bool(done)
+        claimed = session.execute(  # one process uploads; a stale claim (a crash) is retaken
+            update(Digest)
+            .where(
+                Digest.id == row.id,
+                Digest.chart_file_id.is_(None),
+                (Digest.chart_claimed_at.is_(None))
+                | (Digest.chart_claimed_at < now - RECLAIM_AFTER),
+            )
+            .values(chart_claimed_at=now)
+        ).rowcount
+    if claimed != 1:
+        return False
     data = data or figures(rt, month)
     with session_scope(rt.session_factory) as session:
         history = digest_svc.win_rate_history(session, month, zone_of(rt))

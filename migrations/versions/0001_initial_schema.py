@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 17:01:59.858716
+Create Date: 2026-11-22 17:11:36.336214
 """
 
 from collections.abc import Sequence
@@ -76,6 +76,7 @@ def upgrade() -> None:
         sa.Column("ts", sa.String(length=32), nullable=True),
         sa.Column("posted_at", bot.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("chart_file_id", sa.String(length=32), nullable=True),
+        sa.Column("chart_claimed_at", bot.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_digests")),
         sa.UniqueConstraint("month", name=op.f("uq_digests_month")),
     )
