@@ -138,6 +138,10 @@ def upload_chart(rt: Runtime, month: Month, *, data: dict | None = None) -> bool
         )
     except SLACK_ERRORS:
         log.exception("uploading the %s digest chart failed; retried later", month)
+        with session_scope(rt.session_factory) as session:  # free the claim for the retry
+            session.execute(
+                update(Digest).where(Digest.month == month.first_day).values(chart_claimed_at=None)
+            )
         return False
     with session_scope(rt.session_factory) as session:
         row = session.scalars(select(Digest).where(Digest.month == month.first_day)).one()
