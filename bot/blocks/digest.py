@@ -34,15 +34,19 @@ def _quote(text: str, limit: int = 280) -> str:
     return "> “" + escape_fit(" ".join(text.split()), limit) + "”"
 
 
-def _sections(figures: dict, *, link_base: str, mention) -> list[tuple[str, str]]:
-    """(title, body) pairs; ``mention(user)`` renders a person (a Slack mention or a name)."""
+def _sections(
+    figures: dict, *, link_base: str, mention, bold=lambda text: f"*{text}*"
+) -> list[tuple[str, str]]:
+    """(title, body) pairs; ``mention(user)`` renders a person (a Slack mention or a name),
+    ``bold`` our own emphasis (the terminal has none; user text is never touched)."""
+    b = bold
     f = figures
     prev = f["previous"]
     parts: list[tuple[str, str]] = []
     decided = f["wins"] + f["losses"]
     lines = [
-        f"Wins *{f['wins']}* · Losses *{f['losses']}* · No decision *{f['no_decisions']}*",
-        f"Win rate *{pct(f['win_rate'])}*{change(f['win_rate_change'], prev['month'])}"
+        f"Wins {b(f['wins'])} · Losses {b(f['losses'])} · No decision {b(f['no_decisions'])}",
+        f"Win rate {b(pct(f['win_rate']))}{change(f['win_rate_change'], prev['month'])}"
         + (" — from fewer than 5 deals" if f["small_sample"] else ""),
     ]
     if f["amount_won"] or f["amount_lost"]:
@@ -54,7 +58,7 @@ def _sections(figures: dict, *, link_base: str, mention) -> list[tuple[str, str]
     if f["loss_reasons_by_category"]:
         body = []
         for category, n in f["loss_reasons_by_category"].items():
-            body.append(f"*{escape_fit(category, 80)}* — {n}")
+            body.append(f"{b(escape_fit(category, 80))} — {n}")
             body.extend(_quote(q["quote"]) for q in f["loss_quotes"].get(category, [])[:3])
         parts.append(("Why we lost, in the customers' words", "\n".join(body)))
 
@@ -96,9 +100,9 @@ def _sections(figures: dict, *, link_base: str, mention) -> list[tuple[str, str]
                 )
             )
         if fb["worked"]:
-            body.append("*What worked*\n" + "\n".join(_quote(t) for t in fb["worked"]))
+            body.append(b("What worked") + "\n" + "\n".join(_quote(t) for t in fb["worked"]))
         if fb["fell_flat"]:
-            body.append("*What fell flat*\n" + "\n".join(_quote(t) for t in fb["fell_flat"]))
+            body.append(b("What fell flat") + "\n" + "\n".join(_quote(t) for t in fb["fell_flat"]))
         if fb["objections"]:
             body.append(
                 "Most-cited objections: "
@@ -108,7 +112,7 @@ def _sections(figures: dict, *, link_base: str, mention) -> list[tuple[str, str]
 
     if f["loop_posts"]:
         body = [
-            f"Marketing acknowledged *{pct(f['acknowledged_rate'])}* of {f['loop_posts']} "
+            f"Marketing acknowledged {b(pct(f['acknowledged_rate']))} of {f['loop_posts']} "
             "feedback and win/loss posts"
             + (
                 f", in a median of {f['median_hours_to_ack']} h"
@@ -132,7 +136,7 @@ def _sections(figures: dict, *, link_base: str, mention) -> list[tuple[str, str]
 
     if f["on_time_per_rep"]:
         reps = sorted(f["on_time_per_rep"].items(), key=lambda item: item[1]["rate"] or 0)
-        body = [f"Logged within 24 hours: *{pct(f['on_time_rate'])}*"]
+        body = [f"Logged within 24 hours: {b(pct(f['on_time_rate']))}"]
         body.extend(
             f"{mention(who)}: {s['on_time']}/{s['entries']}"
             + (" (fewer than 5 deals)" if s["entries"] < 5 else "")
@@ -186,9 +190,10 @@ def digest_text(figures: dict) -> str:
         )
         return "\n".join(lines) + "\n"
     lines.extend(f"! {w}" for w in figures["warnings"])
-    for heading, body in _sections(figures, link_base="", mention=lambda u: u or "unknown"):
-        plain = (
-            body.replace("*", "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-        )
+    for heading, body in _sections(
+        figures, link_base="", mention=lambda u: u or "unknown", bold=str
+    ):
+        # undo only our mrkdwn escaping; user text is otherwise printed as typed
+        plain = body.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
         lines.extend(["", heading, "-" * len(heading), plain])
     return "\n".join(lines) + "\n"

@@ -374,6 +374,7 @@ def best_insights(session: Session, start: datetime, end: datetime, limit: int =
         .where(
             LoopPost.created_at >= start,
             LoopPost.created_at < end,
+            LoopPost.ts.is_not(None),
             WinLossEntry.insight.is_not(None),
         )
     )
@@ -386,7 +387,7 @@ def best_insights(session: Session, start: datetime, end: datetime, limit: int =
             LoopPost.created_at.label("at"),
         )
         .join(LoopPost, and_(LoopPost.kind == "feedback", LoopPost.subject_id == FeedbackAnswer.id))
-        .where(LoopPost.created_at >= start, LoopPost.created_at < end)
+        .where(LoopPost.created_at >= start, LoopPost.created_at < end, LoopPost.ts.is_not(None))
     )
     both = union_all(winloss, feedback).subquery()
     rows = session.execute(
