@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from bot.config import WeeklyTime
 from bot.models import FeedbackAnswer, LoopPost, Member, Prompt, PromptStatus
 from bot.services import DomainError, NotAllowed
+from bot.services import loop as loop_svc
 from bot.services.calendar import (
     next_occurrence,
     occurrence_in_week,
@@ -244,21 +245,14 @@ def record_answer(
     prompt.skip_reason = None
     prompt.answered_at = prompt.answered_at or now
     session.flush()
-    post = session.scalars(
-        select(LoopPost).where(LoopPost.kind == "feedback", LoopPost.subject_id == answer.id)
-    ).first()
-    if post is None:
-        post = LoopPost(
-            kind="feedback",
-            subject_id=answer.id,
-            author_user_id=user_id,
-            channel=feedback_channel,
-            created_at=now,
-        )
-        session.add(post)
-    elif post.ts is not None:
-        post.needs_update = True
-    session.flush()
+    post = loop_svc.ensure_post(
+        session,
+        kind="feedback",
+        subject_id=answer.id,
+        author=user_id,
+        channel=feedback_channel,
+        now=now,
+    )
     return answer, post, edited
 
 

@@ -22,6 +22,29 @@ def post_by_message(session: Session, *, channel: str, ts: str) -> LoopPost | No
     ).first()
 
 
+def ensure_post(
+    session: Session, *, kind: str, subject_id: int, author: str, channel: str, now: datetime
+) -> LoopPost:
+    """The loop post for a subject: created (to be posted) the first time, marked for an
+    update in place when it already went out."""
+    post = session.scalars(
+        select(LoopPost).where(LoopPost.kind == kind, LoopPost.subject_id == subject_id)
+    ).first()
+    if post is None:
+        post = LoopPost(
+            kind=kind,
+            subject_id=subject_id,
+            author_user_id=author,
+            channel=channel,
+            created_at=now,
+        )
+        session.add(post)
+    elif post.ts is not None:
+        post.needs_update = True
+    session.flush()
+    return post
+
+
 def get_post(session: Session, post_id: int) -> LoopPost:
     post = session.get(LoopPost, post_id)
     if post is None:

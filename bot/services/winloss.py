@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from bot.models import Deal, LoopPost, Outcome, WinLossEntry, WinLossRevision
 from bot.services import DomainError, NotAllowed
 from bot.services import competitors as competitor_svc
+from bot.services import loop as loop_svc
 from bot.services.calendar import local_instant
 
 MAX_TEXT = 3000
@@ -536,21 +537,14 @@ def log_entry(
     entry.competitor = competitor_svc.get_or_create(session, entry_in.competitor)
     entry.insight = (entry_in.insight or "").strip() or None
     session.flush()
-    post = session.scalars(
-        select(LoopPost).where(LoopPost.kind == "winloss", LoopPost.subject_id == entry.id)
-    ).first()
-    if post is None:
-        post = LoopPost(
-            kind="winloss",
-            subject_id=entry.id,
-            author_user_id=deal.owner_user_id or user_id,
-            channel=channel,
-            created_at=now,
-        )
-        session.add(post)
-    elif post.ts is not None:
-        post.needs_update = True
-    session.flush()
+    post = loop_svc.ensure_post(
+        session,
+        kind="winloss",
+        subject_id=entry.id,
+        author=deal.owner_user_id or user_id,
+        channel=channel,
+        now=now,
+    )
     return entry, post, edited
 
 
