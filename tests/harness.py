@@ -102,6 +102,32 @@ class Harness:
         # let listeners still running after their ack finish before tables are wiped
         self.executor.shutdown(wait=True)
 
+    def another_process(self) -> Runtime:
+        """A second runtime on the same database and Slack: a restarted or parallel process."""
+        return Runtime(
+            settings=self.settings,
+            session_factory=self.rt.session_factory,
+            client=make_client(self.settings, timeout=3),
+            clock=self.clock,
+        )
+
+    def tick_together(self, count: int = 3, timeout: float = 60) -> None:
+        """``count`` processes run the scheduler's tick at the same instant."""
+        from bot import flows
+
+        runtimes = [self.another_process() for _ in range(count)]
+        barrier = threading.Barrier(count)
+
+        def run(rt: Runtime) -> None:
+            barrier.wait()
+            flows.tick(rt)
+
+        threads = [threading.Thread(target=run, args=(rt,)) for rt in runtimes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout)
+
     def run_later(self, fn) -> None:
         """Background work (the deal webhook's nudge) on the tracked executor."""
         self.executor.submit(fn)

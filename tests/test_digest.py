@@ -23,7 +23,7 @@ from bot.blocks import digest as digest_blocks
 from bot.db import session_scope
 from bot.flows import digest as digest_flows
 from bot.models import Deal, Digest, FeedbackAnswer, LoopPost, Prompt, WinLossEntry
-from bot.runtime import Runtime, make_client
+from bot.runtime import Runtime
 from bot.services import DomainError, competitors
 from bot.services.digest import Month, compute, first_working_day, win_rate_history
 from tests.conftest import closeloop
@@ -791,12 +791,7 @@ def digest_posts(slack, *, include_failed=True):
 
 
 def fresh_runtime(h) -> Runtime:
-    return Runtime(
-        settings=h.settings,
-        session_factory=h.rt.session_factory,
-        client=make_client(h.settings, timeout=3),
-        clock=h.clock,
-    )
+    return h.another_process()
 
 
 def assert_posted_once_with_chart(h) -> str:
@@ -885,18 +880,7 @@ def test_several_processes_ticking_together_post_once(harness):
     h, clock = harness, harness.clock
     build_posting_data(h.rt.session_factory)
     clock.set(NOV_2_0900_NEW_YORK)
-    runtimes = [fresh_runtime(h) for _ in range(3)]
-    barrier = threading.Barrier(len(runtimes))
-
-    def run(rt):
-        barrier.wait()
-        flows.tick(rt)
-
-    threads = [threading.Thread(target=run, args=(rt,)) for rt in runtimes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    h.tick_together(3)
     assert_posted_once_with_chart(h)
 
 

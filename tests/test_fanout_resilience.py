@@ -11,7 +11,6 @@ from sqlalchemy import select
 from bot import flows
 from bot.db import session_scope
 from bot.models import Prompt
-from bot.runtime import Runtime, make_client
 from bot.services import feedback as feedback_svc
 from tests.test_loop_scenario import FRI_1500_UTC, SAT_0000_UTC, dms_to
 
@@ -30,12 +29,7 @@ def test_restart_in_the_middle_of_the_fan_out_finishes_it_once(harness):
         }
     assert flows.deliver_prompt(h.rt, ids["UANA"])
     # A new process starts: nothing is sent twice, Ben's claimed prompt is finished.
-    restarted = Runtime(
-        settings=h.settings,
-        session_factory=h.rt.session_factory,
-        client=make_client(h.settings, timeout=3),
-        clock=clock,
-    )
+    restarted = h.another_process()
     flows.tick(restarted)
     assert len(dms_to(slack, "UANA")) == 1 and dms_to(slack, "UBEN") == []  # claim still fresh
     clock.advance(minutes=3)
@@ -53,26 +47,7 @@ def feedback_svc_reps(session):
 def test_two_processes_firing_together_prompt_each_rep_once(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(SAT_0000_UTC)
-    runtimes = [
-        Runtime(
-            settings=h.settings,
-            session_factory=h.rt.session_factory,
-            client=make_client(h.settings, timeout=3),
-            clock=clock,
-        )
-        for _ in range(3)
-    ]
-    barrier = threading.Barrier(len(runtimes))
-
-    def run(rt):
-        barrier.wait()
-        flows.tick(rt)
-
-    threads = [threading.Thread(target=run, args=(rt,)) for rt in runtimes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    h.tick_together(3, timeout=30)
     assert len(dms_to(slack, "UANA")) == 1 and len(dms_to(slack, "UBEN")) == 1
     with session_scope(h.rt.session_factory) as s:
         assert len(s.scalars(select(Prompt)).all()) == 2
