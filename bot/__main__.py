@@ -115,17 +115,19 @@ def main(argv: list[str] | None = None) -> int:
 
     rt = Runtime.build(settings)
     if args.command == "prompt":
-        return _prompt_now(rt, args.user)
+        return _with_role(rt, lambda sends: _prompt_now(rt, args.user, sends=sends))
     if args.command == "tick":
         from bot.flows import tick
 
-        tick(rt)
-        return 0
-    if args.command in ("deal-closed", "import", "export", "competitors", "digest"):
+        return _with_role(rt, lambda sends: tick(rt, send_outbox=sends) or 0)
+    if args.command == "deal-closed":
+        from bot import admin
+
+        return _with_role(rt, lambda sends: admin.deal_closed(rt, args, sends=sends))
+    if args.command in ("import", "export", "competitors", "digest"):
         from bot import admin
 
         handler = {
-            "deal-closed": admin.deal_closed,
             "import": admin.import_,
             "export": admin.export,
             "competitors": admin.competitors,
@@ -151,12 +153,26 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def _prompt_now(rt, users: list[str] | None) -> int:
+QUEUED_NOTE = "the running bot (it holds the scheduler role) sends it within seconds"
+
+
+def _with_role(rt, command) -> int:
+    """Run a one-off command, sending the outbox itself only if no running bot has the role."""
+    from bot.flows import outbox
+    from bot.leader import role_if_free
+
+    with role_if_free(rt.session_factory.kw["bind"]) as held:
+        if held:
+            outbox.recover(rt)  # no scheduler is running: any claim left is a dead process's
+        return command(held)
+
+
+def _prompt_now(rt, users: list[str] | None, *, sends: bool = True) -> int:
     from bot.flows import send_due_prompts
     from bot.runtime import SLACK_ERRORS
 
     try:
-        result = send_due_prompts(rt, only_users=users, force=True)
+        result = send_due_prompts(rt, only_users=users, force=True, send=sends)
     except SLACK_ERRORS as err:
         print(f"closeloop: Slack refused the request: {_first_line(err)}", file=sys.stderr)
         return 1
@@ -166,11 +182,13 @@ def _prompt_now(rt, users: list[str] | None) -> int:
         print(f"{user}: already prompted this week")
     for user in result.sent:
         print(f"{user}: prompted")
+    for user in result.queued:
+        print(f"{user}: queued; " + ("Slack failed, it is retried" if sends else QUEUED_NOTE))
     for user in result.failed:
-        print(f"{user}: Slack refused the DM; it will be retried by the running bot")
+        print(f"{user}: Slack refused the DM (see the log); not prompted")
     print(
-        f"{len(result.sent)} prompted, {len(result.already)} already had this week's prompt, "
-        f"{len(result.failed)} failed"
+        f"{len(result.sent)} prompted, {len(result.queued)} queued, {len(result.already)} "
+        f"already had this week's prompt, {len(result.failed)} failed"
     )
     return 1 if result.failed else 0
 
@@ -254,11 +272,8 @@ def _run(rt, *, scheduler: bool) -> int:
 
 def _scheduler_role(rt):
     from bot import scheduler as sched_mod
-    from bot.leader import SchedulerRole
 
-    return SchedulerRole(
-        engine=rt.session_factory.kw["bind"], start_scheduler=lambda: sched_mod.start(rt)
-    ).start()
+    return sched_mod.role(rt)
 
 
 def _scheduler_only(rt) -> int:

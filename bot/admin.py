@@ -9,6 +9,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from bot.db import session_scope
+from bot.flows import outbox as outbox_flow
 from bot.runtime import SLACK_ERRORS, Runtime
 from bot.services import DomainError, csvio
 from bot.services import competitors as competitor_svc
@@ -20,7 +21,7 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def deal_closed(rt: Runtime, args: Namespace) -> int:
+def deal_closed(rt: Runtime, args: Namespace, *, sends: bool = True) -> int:
     """Store a closed deal and nudge its owner, exactly like POST /hooks/deal-closed."""
     from bot.flows import winloss as wl_flows
 
@@ -60,7 +61,14 @@ def deal_closed(rt: Runtime, args: Namespace) -> int:
             f"deal {deal.external_id}: stored; Slack failed ({err}); the bot will retry the nudge"
         )
         return 0
-    print(f"deal {deal.external_id}: stored; owner asked for the win/loss entry")
+    if not sends:
+        print(f"deal {deal.external_id}: stored; the running bot asks the owner for the entry")
+        return 0
+    outbox_flow.drain(rt)
+    if wl_flows.nudge_sent(rt, deal_pk):
+        print(f"deal {deal.external_id}: stored; owner asked for the win/loss entry")
+    else:
+        print(f"deal {deal.external_id}: stored; the owner's nudge is queued and retried")
     return 0
 
 

@@ -83,6 +83,7 @@ class Settings:
     digest_time: time = time(9, 0)
     digest_timezone: str = "UTC"
     slack_post_rate: float = 5.0  # chat.postMessage calls a second, at most, on average
+    outbox_workers: int = 8  # fan-out messages in flight at once (each still paced)
 
     def __post_init__(self) -> None:
         if not self.winloss_channel:
@@ -193,13 +194,17 @@ class Settings:
             post_rate = float(rate_text)
         except ValueError:
             post_rate = 0.0
-        if not 0.1 <= post_rate <= 100:
+        if not 0.1 <= post_rate <= 1000:
             raise ConfigError(
-                f"SLACK_POST_RATE={rate_text!r} must be messages a second between 0.1 and 100"
+                f"SLACK_POST_RATE={rate_text!r} must be messages a second between 0.1 and 1000"
             )
+        workers_text = get("OUTBOX_WORKERS") or "8"
+        if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
+            raise ConfigError(f"OUTBOX_WORKERS={workers_text!r} must be a whole number, 1 to 64")
 
         return cls(
             slack_post_rate=post_rate,
+            outbox_workers=int(workers_text),
             digest_channel=_channel(get, "DIGEST_CHANNEL") or "",
             digest_time=time(int(digest_match[1]), int(digest_match[2])),
             digest_timezone=digest_tz,

@@ -15,7 +15,8 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -120,8 +121,10 @@ class SchedulerRole:
         start_scheduler: Callable[[], object],
         poll_seconds: float = POLL_SECONDS,
         lock=None,
+        on_give_up: Callable[[], None] | None = None,
     ) -> None:
         self._lock = lock or make_lock(engine)
+        self._on_give_up = on_give_up
         self._start_scheduler = start_scheduler
         self._poll = poll_seconds
         self._stop = threading.Event()
@@ -160,6 +163,8 @@ class SchedulerRole:
     def _give_up(self) -> None:
         if self._scheduler is not None:
             log.info("this process no longer runs the scheduler")
+            if self._on_give_up is not None:
+                self._on_give_up()
             try:
                 self._scheduler.shutdown(wait=False)
             except Exception:
@@ -167,3 +172,23 @@ class SchedulerRole:
             self._scheduler = None
             self.changed.set()
         self._lock.release()
+
+
+@contextmanager
+def role_if_free(engine: Engine) -> Iterator[bool]:
+    """For a one-off command: hold the scheduler role while it runs, if no process has it.
+
+    Yields whether it is held. Only the holder sends the outbox, so a command that could not
+    take the role leaves its messages queued for the process that has it.
+    """
+    lock = make_lock(engine)
+    try:
+        held = lock.try_acquire()
+    except Exception:
+        log.exception("could not reach the database for the scheduler lock")
+        held = False
+    try:
+        yield held
+    finally:
+        if held:
+            lock.release()

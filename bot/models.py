@@ -6,10 +6,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -293,3 +295,44 @@ class Digest(Base):
     posted_at: Mapped[datetime | None]
     chart_file_id: Mapped[str | None] = mapped_column(String(32))
     chart_claimed_at: Mapped[datetime | None]  # a process is uploading the chart
+
+
+class OutboxState:
+    PENDING = "pending"  # waiting to be sent (or retried at not_before)
+    SENDING = "sending"  # claimed by a process; it may or may not have reached Slack
+    SENT = "sent"
+    FAILED = "failed"  # Slack refused it for good (e.g. the user is deactivated)
+    DROPPED = "dropped"  # no longer wanted (the rep answered, the week closed)
+
+
+class OutboxMessage(Base):
+    """One outgoing fan-out message (prompt, reminder, nudge), stored before it is sent.
+
+    The unique ``key`` (``prompt:17``) makes enqueueing idempotent; the row is claimed before
+    the send and carries its id in the message metadata, so a send whose outcome was lost
+    (crash, dropped connection) is looked for in Slack before it is sent again.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[int | None] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    blocks: Mapped[list | None] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)
+    not_before: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    maybe_sent: Mapped[bool] = mapped_column(Boolean, default=False)  # look before resending
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    sent_channel: Mapped[str | None] = mapped_column(String(32))
+    sent_ts: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_outbox_state_not_before", "state", "not_before"),)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -134,6 +136,9 @@ class Runtime:
     roster: Roster = field(init=False)
     pacer: Pacer | None = None  # chat.postMessage pacing (None: unpaced, as in tests)
     last_roster_sync: datetime | None = None
+    instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    outbox_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    sends_outbox: bool = False  # holds the scheduler role, so sends what it queues at once
     workspace_url: str | None = None  # from auth.test, for message links
 
     def __post_init__(self) -> None:
@@ -161,12 +166,16 @@ class Runtime:
     def now(self) -> datetime:
         return self.clock()
 
-    def post(self, **kwargs) -> dict | None:
-        """chat.postMessage; on failure log the traceback and return None."""
+    def send(self, **kwargs) -> dict:
+        """chat.postMessage, paced; raises the Slack or network error once retries are spent."""
         if self.pacer is not None:
             self.pacer.wait()
+        return self.client.chat_postMessage(**kwargs).data  # type: ignore[return-value]
+
+    def post(self, **kwargs) -> dict | None:
+        """chat.postMessage, paced; on failure log the traceback and return None."""
         try:
-            return self.client.chat_postMessage(**kwargs).data  # type: ignore[return-value]
+            return self.send(**kwargs)
         except SLACK_ERRORS:
             log.exception("chat.postMessage to %s failed", kwargs.get("channel"))
             return None

@@ -62,7 +62,7 @@ def handle_deal_closed(
 
     deal_pk, created = wl_flows.receive_deal(rt, deal)
     if created:
-        run_later(lambda: wl_flows.process_deal(rt, deal_pk))
+        run_later(lambda: wl_flows.nudge_new_deal(rt, deal_pk))
     return Answer(
         201 if created else 200,
         {"ok": True, "deal_id": deal.external_id, "duplicate": not created},

@@ -33,12 +33,8 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
     background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="background")
     if scheduler:
         from bot import scheduler as sched_mod
-        from bot.leader import SchedulerRole
 
-        role = SchedulerRole(
-            engine=rt.session_factory.kw["bind"], start_scheduler=lambda: sched_mod.start(rt)
-        ).start()
-        atexit.register(role.stop)
+        atexit.register(sched_mod.role(rt).stop)
     return make_wsgi_app(app, rt, run_later=lambda fn: background.submit(_logged(fn)))
 
 

@@ -37,6 +37,7 @@ import itertools
 import json
 import logging
 import mimetypes
+import random
 import re
 import socket
 import threading
@@ -49,6 +50,7 @@ from datetime import datetime
 from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from math import ceil
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -124,6 +126,14 @@ class _Fault:
     retry_after: int | None = None
     drop: bool = False
     delay: float | None = None
+
+
+@dataclass
+class _Bucket:
+    rate: float
+    burst: int
+    tokens: float
+    last: float
 
 
 @dataclass
@@ -729,6 +739,10 @@ class FakeSlack:
         self._methods: dict[str, _Method] = {}
         self._calls: list[Call] = []
         self._faults: dict[str, deque[_Fault]] = {}
+        self._limits: dict[str, _Bucket] = {}
+        self._chaos: dict[str, tuple[float, random.Random, tuple[int, ...], int]] = {}
+        self._after: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.rate_limited = 0  # calls refused by limit_rate (not by inject_faults)
         self._server_errors: list[str] = []
         self._users: dict[str, _User] = {}
         self._usergroups: dict[str, list[str]] = {}
@@ -991,10 +1005,73 @@ class FakeSlack:
         with self._lock:
             self._faults.setdefault(method, deque()).extend(copy.copy(fault) for _ in range(times))
 
+    def limit_rate(self, method: str, *, per_second: float, burst: int = 1) -> None:
+        """Enforce a rate limit on ``method`` as Slack does: a token bucket of ``burst`` refilled
+        at ``per_second``; a call finding it empty gets HTTP 429 ``ratelimited`` with a
+        Retry-After (whole seconds, at least 1). Only calls that are answered count."""
+        with self._lock:
+            self._limits[method] = _Bucket(per_second, burst, float(burst), time.monotonic())
+
+    def inject_faults(
+        self,
+        method: str,
+        *,
+        fraction: float,
+        seed: int = 0,
+        statuses: tuple[int, ...] = (429, 500),
+        retry_after: int = 1,
+    ) -> None:
+        """Answer a random ``fraction`` of calls to ``method`` with one of ``statuses``
+        (429 carries Retry-After), reproducibly for a ``seed``; such calls do not count
+        against a :meth:`limit_rate` limit (Slack did nothing with them)."""
+        with self._lock:
+            self._chaos[method] = (fraction, random.Random(seed), statuses, retry_after)
+
+    def after_success(self, method: str, hook: Callable[[dict[str, Any]], None] | None) -> None:
+        """Call ``hook(response body)`` after each successful ``method`` call, under the state
+        lock and before the answer is written: a test can kill the caller at the moment Slack
+        has done the work but the caller cannot know it."""
+        with self._lock:
+            if hook is None:
+                self._after.pop(method, None)
+            else:
+                self._after[method] = hook
+
+    def _chaos_or_limit(self, method: str) -> _Reply | None:
+        with self._lock:
+            chaos = self._chaos.get(method)
+            if chaos is not None:
+                fraction, rng, statuses, retry_after = chaos
+                if rng.random() < fraction:
+                    status = rng.choice(statuses)
+                    if status == 429:
+                        return _Reply(
+                            429,
+                            {"ok": False, "error": "ratelimited"},
+                            {"Retry-After": str(retry_after)},
+                        )
+                    return _Reply(status, {"ok": False, "error": "fatal_error"})
+            bucket = self._limits.get(method)
+            if bucket is None:
+                return None
+            now = time.monotonic()
+            bucket.tokens = min(bucket.burst, bucket.tokens + (now - bucket.last) * bucket.rate)
+            bucket.last = now
+            if bucket.tokens >= 1:
+                bucket.tokens -= 1
+                return None
+            wait = (1 - bucket.tokens) / bucket.rate
+            self.rate_limited += 1
+            return _Reply(
+                429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(max(1, ceil(wait)))}
+            )
+
     def clear_faults(self) -> None:
-        """Drop all pending injected faults."""
+        """Drop all pending injected faults, random faults and rate limits."""
         with self._lock:
             self._faults.clear()
+            self._chaos.clear()
+            self._limits.clear()
 
     # ----------------------------------------------------------------- method table
 
@@ -1059,11 +1136,16 @@ class FakeSlack:
                 fault = queue.popleft() if queue else None
             reply = self._apply_fault(fault) if fault else None
             if reply is None:
+                reply = self._chaos_or_limit(method)
+            if reply is None:
                 with self._lock:
                     if is_upload:
                         reply = self._receive_upload(verb, path, headers, body, upload_params)
                     else:
                         reply = self._dispatch(method, path, parsed, headers)
+                    hook = self._after.get(method)
+                    if hook is not None and reply.status == 200 and (reply.body or {}).get("ok"):
+                        hook(reply.body)  # before the answer is written (see after_success)
         except Exception:
             trace = traceback.format_exc()
             log.error("FakeSlack: exception while handling %s\n%s", method, trace)

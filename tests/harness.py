@@ -83,6 +83,7 @@ class Harness:
             settings=settings, session_factory=session_factory, client=client, clock=clock
         )
         self.executor = TrackingExecutor()
+        self.rt.sends_outbox = True  # like a one-process install, where it holds the role
         self.app = create_app(self.rt, listener_executor=self.executor)
         self._event_seq = 0
 

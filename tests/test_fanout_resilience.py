@@ -10,38 +10,67 @@ from sqlalchemy import select
 
 from bot import flows
 from bot.db import session_scope
-from bot.models import Prompt
-from bot.services import feedback as feedback_svc
+from bot.flows import outbox as outbox_flow
+from bot.models import OutboxMessage, Prompt
+from bot.services import outbox as outbox_svc
 from tests.test_loop_scenario import FRI_1500_UTC, SAT_0000_UTC, dms_to
 
 
+def _died_after_sending_to(h, user_id):
+    """A process queued both reps' prompts, claimed them, posted ``user_id``'s DM (Slack has
+    it) and was killed before it could record that."""
+    flows.send_due_prompts(h.rt, send=False)
+    with session_scope(h.rt.session_factory) as s:
+        batch = outbox_svc.claim(s, owner="dead-process", now=h.clock(), limit=10)
+    assert {m.channel for m in batch} == {"UANA", "UBEN"}
+    sent = next(m for m in batch if m.channel == user_id)
+    marker = {"event_type": outbox_flow.MARK, "event_payload": {"outbox_id": sent.id}}
+    h.rt.send(channel=user_id, text=sent.text, blocks=sent.blocks, metadata=marker)
+
+
+def _assert_each_prompted_once(h, slack):
+    assert len(dms_to(slack, "UANA")) == 1 and len(dms_to(slack, "UBEN")) == 1
+    with session_scope(h.rt.session_factory) as s:
+        prompts = {p.user_id: p for p in s.scalars(select(Prompt))}
+        assert {p.status for p in prompts.values()} == {"sent"}
+        for user in ("UANA", "UBEN"):
+            assert prompts[user].dm_ts == dms_to(slack, user)[0].response["ts"]
+        assert outbox_svc.counts(s) == {"sent": 2}
+
+
 def test_restart_in_the_middle_of_the_fan_out_finishes_it_once(harness):
+    """A killed process's claims lapse after their lease; whichever process then ticks looks
+    for each message in Slack first: Ana's is found and recorded, Ben's is sent."""
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(SAT_0000_UTC)
-    flows.sync_roster(h.rt)
-    schedule = flows.schedule_of(h.rt)
-    # The process claimed both reps' rows, sent Ana's DM, and died before sending Ben's.
-    with session_scope(h.rt.session_factory) as s:
-        due = feedback_svc.due_prompts(s, reps=feedback_svc_reps(s), schedule=schedule, now=clock())
-        ids = {
-            d.user_id: feedback_svc.claim_prompt(s, due=d, schedule=schedule, now=clock()).id
-            for d in due
-        }
-    assert flows.deliver_prompt(h.rt, ids["UANA"])
-    # A new process starts: nothing is sent twice, Ben's claimed prompt is finished.
+    _died_after_sending_to(h, "UANA")
     restarted = h.another_process()
     flows.tick(restarted)
-    assert len(dms_to(slack, "UANA")) == 1 and dms_to(slack, "UBEN") == []  # claim still fresh
+    assert len(dms_to(slack, "UANA")) == 1 and dms_to(slack, "UBEN") == []  # claims still held
     clock.advance(minutes=3)
     flows.tick(restarted)
     flows.tick(restarted)
-    assert len(dms_to(slack, "UANA")) == 1 and len(dms_to(slack, "UBEN")) == 1
+    _assert_each_prompted_once(h, slack)
 
 
-def feedback_svc_reps(session):
-    from bot.services import roster
+def test_the_next_scheduler_takes_back_a_dead_holders_claims_at_once(harness):
+    """Taking the scheduler role means the previous holder is gone: its claims are released
+    at once (no lease to wait for), and nothing it sent is sent again."""
+    from bot import scheduler
 
-    return roster.active_sales(session)
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(SAT_0000_UTC)
+    _died_after_sending_to(h, "UBEN")
+    restarted = h.another_process()
+    sched = scheduler.start(restarted, engine=h.rt.session_factory.kw["bind"])
+    try:
+        sched.pause()  # the test ticks by hand, on the fake clock
+        flows.tick(restarted)
+    finally:
+        sched.shutdown(wait=False)
+    _assert_each_prompted_once(h, slack)
+    looked = slack.calls_to("conversations.history")
+    assert len(looked) == 2  # both were looked for, being claimed when the holder died
 
 
 def test_two_processes_firing_together_prompt_each_rep_once(harness):
@@ -67,14 +96,16 @@ def test_dropped_connections_keep_the_prompt_pending_until_it_goes_out(harness):
     ]
     assert len(to_ana) == 1
     with session_scope(h.rt.session_factory) as s:
-        prompt = s.scalars(select(Prompt)).one()
-        assert prompt.status == "pending" and prompt.last_error
+        assert s.scalars(select(Prompt.status)).one() == "pending"
+        message = s.scalars(select(OutboxMessage)).one()
+        assert message.state == "pending" and message.maybe_sent and message.attempts == 1
+        assert "RemoteDisconnected" in message.last_error
+    flows.tick(h.rt)
+    assert dms_to(slack, "UANA") == []  # not yet: retried after a backoff
     clock.advance(minutes=1)
     flows.tick(h.rt)
-    assert dms_to(slack, "UANA") == []  # not yet: a claim is retried after two minutes
-    clock.advance(minutes=2, seconds=1)
-    flows.tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1
+    assert len(slack.calls_to("conversations.history")) == 1  # looked for it before resending
     clock.advance(minutes=10)
     flows.tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1

@@ -15,18 +15,29 @@ from sqlalchemy.orm import Session
 
 from bot.blocks import feedback as fb_blocks
 from bot.db import in_transaction, session_scope
-from bot.models import Acknowledgement, FeedbackAnswer, LoopPost, ProcessedEvent, PromptStatus
+from bot.flows import outbox as outbox_flow
+from bot.models import (
+    Acknowledgement,
+    FeedbackAnswer,
+    LoopPost,
+    Member,
+    OutboxState,
+    ProcessedEvent,
+    Prompt,
+    PromptStatus,
+)
 from bot.runtime import SLACK_ERRORS, Runtime
 from bot.services import DomainError
 from bot.services import feedback as feedback_svc
 from bot.services import loop as loop_svc
+from bot.services import outbox as outbox_svc
 from bot.services import roster as roster_svc
 from bot.services.feedback import Bullets, Schedule
+from bot.services.outbox import Outgoing
 
 log = logging.getLogger(__name__)
 
 ROSTER_SYNC_EVERY = timedelta(hours=1)
-PROMPT_MARK = "closeloop_prompt"  # message metadata: find a message whose answer was lost
 POST_MARK = "closeloop_post"
 RETRY_AFTER = timedelta(minutes=2)
 EVENT_MEMORY = timedelta(days=7)
@@ -75,12 +86,20 @@ class FanOut:
     already: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     not_sales: list[str] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)  # in the outbox, not confirmed sent yet
+
+
+ENQUEUE_CHUNK = 500  # prompts claimed and queued per transaction
 
 
 def send_due_prompts(
-    rt: Runtime, *, only_users: list[str] | None = None, force: bool = False
+    rt: Runtime, *, only_users: list[str] | None = None, force: bool = False, send: bool = True
 ) -> FanOut:
-    """Prompt every rep whose prompt is due (``force``: this week's, now) exactly once."""
+    """Prompt every rep whose prompt is due (``force``: this week's, now) exactly once.
+
+    Each prompt row and its outbox message are written in one transaction, so a crash leaves
+    either both or neither; ``send`` then drains the outbox (only the scheduler role may).
+    """
     result = FanOut()
     sales = set(sync_roster(rt))
     if only_users:
@@ -94,83 +113,110 @@ def send_due_prompts(
         due = feedback_svc.due_prompts(session, reps=reps, schedule=schedule, now=now, force=force)
         due_ids = {d.user_id for d in due}
         result.already = [r.user_id for r in reps if r.user_id not in due_ids] if force else []
-    for item in due:
+    queued: dict[str, str] = {}
+    for start in range(0, len(due), ENQUEUE_CHUNK):
         with session_scope(rt.session_factory) as session:
-            prompt = feedback_svc.claim_prompt(session, due=item, schedule=schedule, now=now)
-            prompt_id = prompt.id if prompt else None
-        if prompt_id is None:
-            result.already.append(item.user_id)
-            continue
-        if deliver_prompt(rt, prompt_id):
-            result.sent.append(item.user_id)
-        else:
-            result.failed.append(item.user_id)
+            for item in due[start : start + ENQUEUE_CHUNK]:
+                prompt = feedback_svc.claim_prompt(session, due=item, schedule=schedule, now=now)
+                if prompt is None:
+                    result.already.append(item.user_id)
+                    continue
+                session.flush()
+                text, blocks = fb_blocks.prompt_message(
+                    prompt_id=prompt.id, week_start=prompt.week_start
+                )
+                key = f"prompt:{prompt.id}"
+                outbox_svc.enqueue(
+                    session,
+                    key=key,
+                    kind="prompt",
+                    channel=item.user_id,
+                    text=text,
+                    blocks=blocks,
+                    subject_id=prompt.id,
+                    expires_at=prompt.closes_at,
+                    now=now,
+                )
+                queued[key] = item.user_id
+    if send:  # also finishes what an earlier, interrupted run left in the outbox
+        outbox_flow.drain(rt)
+    if queued:
+        with session_scope(rt.session_factory) as session:
+            states = outbox_svc.states_of(session, list(queued))
+        for key, user_id in queued.items():
+            state = states.get(key)
+            if state == OutboxState.SENT:
+                result.sent.append(user_id)
+            elif state in (OutboxState.FAILED, OutboxState.DROPPED):
+                result.failed.append(user_id)
+            else:
+                result.queued.append(user_id)
     return result
 
 
-def deliver_prompt(rt: Runtime, prompt_id: int) -> bool:
-    """Send a claimed prompt's DM and record where it went; False (kept pending) on failure."""
-    with session_scope(rt.session_factory) as session:
-        prompt = feedback_svc.get_prompt(session, prompt_id)
-        user_id, week, retry = prompt.user_id, prompt.week_start, prompt.send_attempts > 0
-    marker = {"event_type": PROMPT_MARK, "event_payload": {"prompt_id": prompt_id}}
-    response = None
-    if retry:  # the earlier try may have reached Slack with its answer lost: look first
-        try:
-            response = rt.find_marked(
-                channel=user_id, event_type=PROMPT_MARK, key="prompt_id", value=prompt_id
-            )
-        except SLACK_ERRORS:
-            log.exception("could not check whether prompt %s already went out", prompt_id)
-            return False
-    if response is None:
-        text, blocks = fb_blocks.prompt_message(prompt_id=prompt_id, week_start=week)
-        response = rt.post(channel=user_id, text=text, blocks=blocks, metadata=marker)
-    with session_scope(rt.session_factory) as session:
-        prompt = feedback_svc.get_prompt(session, prompt_id)
-        if response is None:
-            feedback_svc.mark_send_failed(prompt, error="chat.postMessage failed")
-            return False
-        feedback_svc.mark_sent(prompt, channel=response["channel"], ts=response["ts"], now=rt.now())
-    return True
+def _prompt_wanted(session: Session, message: Outgoing, now: datetime) -> bool:
+    prompt = session.get(Prompt, message.subject_id)
+    member = session.get(Member, message.channel)
+    return (
+        prompt is not None
+        and prompt.status == PromptStatus.PENDING
+        and prompt.closes_at > now
+        and (member is None or member.is_sales)  # a rep who left the group is not chased
+    )
 
 
-def retry_unsent_prompts(rt: Runtime) -> int:
-    """Resend prompts claimed but never confirmed (crash or Slack failure)."""
-    now = rt.now()
-    stale_before = now - RETRY_AFTER
-    sent = 0
+def _prompt_sent(session: Session, message: Outgoing, channel: str, ts: str, now: datetime):
+    prompt = session.get(Prompt, message.subject_id)
+    if prompt is not None:
+        feedback_svc.mark_sent(prompt, channel=channel, ts=ts, now=now)
+
+
+def _prompt_refused(rt: Runtime, message: Outgoing, error: str) -> None:
     with session_scope(rt.session_factory) as session:
-        ids = [
-            p.id
-            for p in feedback_svc.unsent_prompts(session, stale_before=stale_before, now=now)
-            if feedback_svc.reclaim(session, prompt=p, now=now, stale_before=stale_before)
-        ]
-    for prompt_id in ids:
-        sent += deliver_prompt(rt, prompt_id)
-    return sent
+        prompt = session.get(Prompt, message.subject_id)
+        if prompt is not None:
+            feedback_svc.mark_send_failed(prompt, error=error)
+
+
+def _reminder_wanted(session: Session, message: Outgoing, now: datetime) -> bool:
+    prompt = session.get(Prompt, message.subject_id)
+    return prompt is not None and prompt.status == PromptStatus.SENT and prompt.closes_at > now
+
+
+def _reminder_sent(session: Session, message: Outgoing, channel: str, ts: str, now: datetime):
+    prompt = session.get(Prompt, message.subject_id)
+    if prompt is not None:
+        prompt.reminder_ts = ts
+
+
+outbox_flow.register(
+    "prompt", outbox_flow.Kind(wanted=_prompt_wanted, sent=_prompt_sent, gave_up=_prompt_refused)
+)
+outbox_flow.register("reminder", outbox_flow.Kind(wanted=_reminder_wanted, sent=_reminder_sent))
 
 
 def send_reminders(rt: Runtime) -> int:
-    """One reminder per unanswered prompt, at the reminder time."""
+    """One reminder per unanswered prompt, at the reminder time (queued in the outbox)."""
     now = rt.now()
     count = 0
     with session_scope(rt.session_factory) as session:
-        due = feedback_svc.due_reminders(session, now=now)
-        claimed = [
-            (p.id, p.user_id, p.week_start)
-            for p in due
-            if feedback_svc.claim_reminder(session, prompt=p, now=now)
-        ]
-    for prompt_id, user_id, week in claimed:
-        text, blocks = fb_blocks.prompt_message(prompt_id=prompt_id, week_start=week, reminder=True)
-        response = rt.post(channel=user_id, text=text, blocks=blocks)
-        with session_scope(rt.session_factory) as session:
-            if response is None:
-                feedback_svc.unclaim_reminder(session, prompt_id=prompt_id)
+        for prompt in feedback_svc.due_reminders(session, now=now):
+            if not feedback_svc.claim_reminder(session, prompt=prompt, now=now):
                 continue
-            feedback_svc.get_prompt(session, prompt_id).reminder_ts = response["ts"]
-        count += 1
+            text, blocks = fb_blocks.prompt_message(
+                prompt_id=prompt.id, week_start=prompt.week_start, reminder=True
+            )
+            count += outbox_svc.enqueue(
+                session,
+                key=f"reminder:{prompt.id}",
+                kind="reminder",
+                channel=prompt.user_id,
+                text=text,
+                blocks=blocks,
+                subject_id=prompt.id,
+                expires_at=prompt.closes_at,
+                now=now,
+            )
     return count
 
 
@@ -549,10 +595,10 @@ def forget_old_events(rt: Runtime) -> None:
 # --- the scheduler's tick -----------------------------------------------------------------
 
 
-def tick(rt: Runtime) -> None:
+def tick(rt: Runtime, *, send_outbox: bool = True) -> None:
     """Everything time-driven, idempotent and safe to run often (the scheduler runs it every
     minute): due prompts, retries, reminders, closing missed weeks, win/loss nudges and
-    deadlines."""
+    deadlines. ``send_outbox``: False for a process without the scheduler role (it queues)."""
     from bot.flows import digest
     from bot.flows import winloss as wl
 
@@ -561,8 +607,8 @@ def tick(rt: Runtime) -> None:
         ("deal reminders", wl.send_deal_reminders),
         ("overdue deals", wl.escalate_overdue),
         ("prompts", _prompts_step),
-        ("unsent prompts", retry_unsent_prompts),
         ("reminders", send_reminders),
+        ("outbox", outbox_flow.drain),
         ("missed weeks", close_missed_weeks),
         ("unpublished posts", retry_unpublished_posts),
         ("acknowledgement replies", retry_ack_notifications),
@@ -570,6 +616,8 @@ def tick(rt: Runtime) -> None:
         ("monthly digest", digest.post_due_digest),
     )
     for name, step in steps:
+        if step is outbox_flow.drain and not send_outbox:
+            continue
         try:
             step(rt)
         except Exception:  # one failing step must not stop the others
@@ -584,4 +632,4 @@ def _prompts_step(rt: Runtime) -> None:
             reps = roster_svc.active_sales(session)
             if not feedback_svc.due_prompts(session, reps=reps, schedule=schedule_of(rt), now=now):
                 return
-    send_due_prompts(rt)
+    send_due_prompts(rt, send=False)  # the tick's outbox step sends them

@@ -11,19 +11,21 @@ from sqlalchemy.orm import Session
 
 from bot.blocks import winloss as wl_blocks
 from bot.db import session_scope
+from bot.flows import outbox as outbox_flow
 from bot.flows import publish_post
-from bot.models import LoopPost, Member, WinLossEntry
+from bot.models import Deal, LoopPost, Member, WinLossEntry
 from bot.runtime import SLACK_ERRORS, Runtime
 from bot.services import competitors as competitor_svc
+from bot.services import outbox as outbox_svc
 from bot.services import roster as roster_svc
 from bot.services import winloss as wl_svc
 from bot.services.calendar import zone
+from bot.services.outbox import Outgoing
 from bot.services.winloss import DealIn, EntryIn
 
 log = logging.getLogger(__name__)
 
 MAX_NUDGE_ATTEMPTS = 5
-NUDGE_MARK = "closeloop_nudge"
 
 
 def user_zone(session: Session, rt: Runtime, user_id: str, *, fetch: bool = False) -> ZoneInfo:
@@ -220,15 +222,17 @@ def receive_deal(rt: Runtime, deal: DealIn, *, origin: str = "crm") -> tuple[int
 def process_deal(rt: Runtime, deal_pk: int) -> None:
     """Find the owner in Slack and nudge them (or report an owner Slack does not know), once.
 
-    Claimed in the database (one process, one DM); the DM carries metadata so a retry after
-    a lost answer finds it instead of nudging twice; after MAX_NUDGE_ATTEMPTS failures the
-    managers are told, so a deal never waits silently.
+    Claimed in the database (one process, one owner lookup); the DM goes through the outbox,
+    which sends it once and retries it. After MAX_NUDGE_ATTEMPTS failed lookups, or when Slack
+    refuses the DM for good, the managers are told, so a deal never waits silently.
     """
     now = rt.now()
     with session_scope(rt.session_factory) as session:
         deal = wl_svc.get_deal(session, deal_pk)
         if deal.entry is not None or deal.nudge_ts is not None:
             return
+        if outbox_svc.exists(session, f"deal-nudge:{deal_pk}"):
+            return  # queued already: the outbox sends it (and retries it)
         if not wl_svc.claim_nudge(session, deal=deal, now=now):
             return
         owner, email, attempts = deal.owner_user_id, deal.owner_email, deal.nudge_attempts
@@ -246,32 +250,68 @@ def process_deal(rt: Runtime, deal_pk: int) -> None:
         deal = wl_svc.get_deal(session, deal_pk)
         deal.owner_user_id = owner
         deadline = _when(deal.deadline_at, user_zone(session, rt, owner))
-        name, outcome = deal.name, deal.outcome
-    response = None
-    if attempts > 1:
-        try:
-            response = rt.find_marked(
-                channel=owner, event_type=NUDGE_MARK, key="deal", value=deal_pk
-            )
-        except SLACK_ERRORS:
-            log.exception("could not check whether deal %s's nudge went out", deal_pk)
-            return
-    if response is None:
         text, blocks = wl_blocks.nudge_message(
-            deal_pk=deal_pk, deal_name=name, outcome=outcome, deadline=deadline
+            deal_pk=deal_pk, deal_name=deal.name, outcome=deal.outcome, deadline=deadline
         )
-        marker = {"event_type": NUDGE_MARK, "event_payload": {"deal": deal_pk}}
-        response = rt.post(channel=owner, text=text, blocks=blocks, metadata=marker)
-    if response is None:  # retried by a later tick; after a few failures a manager is told
-        if attempts >= MAX_NUDGE_ATTEMPTS:
-            _report_missing_owner(rt, deal_pk)
-        return
+        outbox_svc.enqueue(
+            session,
+            key=f"deal-nudge:{deal_pk}",
+            kind="deal_nudge",
+            channel=owner,
+            text=text,
+            blocks=blocks,
+            subject_id=deal_pk,
+            now=now,
+        )
+
+
+def nudge_new_deal(rt: Runtime, deal_pk: int) -> None:
+    """A deal just arrived: queue its owner's nudge, and send it now if this process sends
+    the outbox (otherwise the scheduler's outbox job does, within seconds)."""
+    process_deal(rt, deal_pk)
+    if rt.sends_outbox:
+        outbox_flow.drain(rt)
+
+
+def nudge_sent(rt: Runtime, deal_pk: int) -> bool:
     with session_scope(rt.session_factory) as session:
-        deal = wl_svc.get_deal(session, deal_pk)
-        deal.nudge_channel, deal.nudge_ts = response["channel"], response["ts"]
+        return wl_svc.get_deal(session, deal_pk).nudge_ts is not None
+
+
+def _nudge_wanted(session: Session, message: Outgoing, now: datetime) -> bool:
+    deal = session.get(Deal, message.subject_id)
+    return deal is not None and deal.entry is None
+
+
+def _nudge_sent(session: Session, message: Outgoing, channel: str, ts: str, now: datetime):
+    deal = session.get(Deal, message.subject_id)
+    if deal is not None:
+        deal.nudge_channel, deal.nudge_ts = channel, ts
+
+
+def _nudge_home(rt: Runtime, message: Outgoing) -> None:
     from bot.flows import home
 
-    home.changed(rt, owner)
+    home.changed(rt, message.channel)
+
+
+def _nudge_refused(rt: Runtime, message: Outgoing, error: str) -> None:
+    if message.subject_id is not None:
+        _report_missing_owner(rt, message.subject_id)  # the managers are told; never silent
+
+
+def _deal_reminder_wanted(session: Session, message: Outgoing, now: datetime) -> bool:
+    deal = session.get(Deal, message.subject_id)
+    return deal is not None and deal.entry is None and deal.overdue_at is None
+
+
+outbox_flow.register(
+    "deal_nudge",
+    outbox_flow.Kind(
+        wanted=_nudge_wanted, sent=_nudge_sent, after=_nudge_home, gave_up=_nudge_refused
+    ),
+)
+outbox_flow.register("deal_reminder", outbox_flow.Kind(wanted=_deal_reminder_wanted))
 
 
 def _resolve_owner(rt: Runtime, owner: str | None, email: str | None) -> str | None:
@@ -316,9 +356,10 @@ def process_pending_deals(rt: Runtime) -> int:
 
 
 def send_deal_reminders(rt: Runtime) -> int:
-    """One reminder at hour WINLOSS_REMINDER_HOURS after close (retried if Slack fails)."""
+    """One reminder at hour WINLOSS_REMINDER_HOURS after close (queued in the outbox)."""
     now = rt.now()
     s = rt.settings
+    queued = 0
     with session_scope(rt.session_factory) as session:
         due = wl_svc.due_deal_reminders(
             session,
@@ -326,30 +367,29 @@ def send_deal_reminders(rt: Runtime) -> int:
             reminder_hours=s.winloss_reminder_hours,
             deadline_hours=s.winloss_deadline_hours,
         )
-        claimed = []
         for deal in due:
-            if wl_svc.claim_deal_reminder(session, deal=deal, now=now):
-                tz = user_zone(session, rt, deal.owner_user_id or "")
-                claimed.append(
-                    (
-                        deal.id,
-                        deal.owner_user_id,
-                        deal.name,
-                        deal.outcome,
-                        _when(deal.deadline_at, tz),
-                    )
-                )
-    sent = 0
-    for deal_pk, owner, name, outcome, deadline in claimed:
-        text, blocks = wl_blocks.nudge_message(
-            deal_pk=deal_pk, deal_name=name, outcome=outcome, deadline=deadline, reminder=True
-        )
-        if rt.post(channel=owner, text=text, blocks=blocks):
-            sent += 1
-        else:
-            with session_scope(rt.session_factory) as session:
-                wl_svc.unclaim_deal_reminder(session, deal_pk=deal_pk)
-    return sent
+            if not wl_svc.claim_deal_reminder(session, deal=deal, now=now):
+                continue
+            tz = user_zone(session, rt, deal.owner_user_id or "")
+            text, blocks = wl_blocks.nudge_message(
+                deal_pk=deal.id,
+                deal_name=deal.name,
+                outcome=deal.outcome,
+                deadline=_when(deal.deadline_at, tz),
+                reminder=True,
+            )
+            queued += outbox_svc.enqueue(
+                session,
+                key=f"deal-reminder:{deal.id}",
+                kind="deal_reminder",
+                channel=deal.owner_user_id or "",
+                text=text,
+                blocks=blocks,
+                subject_id=deal.id,
+                expires_at=deal.deadline_at,
+                now=now,
+            )
+    return queued
 
 
 def escalate_overdue(rt: Runtime) -> int:
