@@ -16,20 +16,18 @@ import argparse
 import random
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sqlalchemy import create_engine, insert, text  # noqa: E402
+from common import throwaway_database  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 
-from bot import migrate  # noqa: E402
-from bot.db import make_engine, make_session_factory, normalise_url  # noqa: E402
+from bot.db import make_engine, make_session_factory  # noqa: E402
 from bot.models import (  # noqa: E402
     Acknowledgement,
     Competitor,
@@ -268,27 +266,9 @@ def main() -> int:
     parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite in a temp dir)")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    cleanup = None
-    if args.database_url:
-        admin = create_engine(normalise_url(args.database_url), isolation_level="AUTOCOMMIT")
-        name = f"closeloop_bench_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = admin.url.set(database=name).render_as_string(hide_password=False)
-
-        def cleanup():
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            admin.dispose()
-    else:
-        url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-    try:
-        migrate.upgrade(url)
+    with throwaway_database(args.database_url) as url:
         counts = generate(url)
         timings = measure(url, args.runs)
-    finally:
-        if cleanup:
-            cleanup()
     backend = "postgresql" if args.database_url else "sqlite"
     print(f"backend: {backend}")
     print("rows: " + ", ".join(f"{k}={v}" for k, v in counts.items()))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackClientError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -58,6 +58,15 @@ def make_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     return client
 
 
+def fanout_client(client: WebClient) -> WebClient:
+    """The same client without waiting inside a call: the outbox retries ``ratelimited``
+    (after its Retry-After) and 5xx answers itself, so a sender thread never sleeps while
+    other messages could go out."""
+    twin = WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout)
+    twin.retry_handlers = [SafeConnectionRetryHandler(max_retry_count=2)]
+    return twin
+
+
 class Pacer:
     """A token bucket: at most ``rate`` calls a second on average, ``burst`` at once.
 
@@ -71,6 +80,11 @@ class Pacer:
         self._last = clock()
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
+
+    def refund(self) -> None:
+        """Give back the token of a call Slack refused (429 or 5xx): it posted nothing."""
+        with self._lock:
+            self._tokens = min(float(self.burst), self._tokens + 1)
 
     def wait(self) -> None:
         with self._lock:
@@ -134,6 +148,7 @@ class Runtime:
     client: WebClient
     clock: Callable[[], datetime] = utcnow
     roster: Roster = field(init=False)
+    fanout_client: WebClient = field(init=False, repr=False)
     pacer: Pacer | None = None  # chat.postMessage pacing (None: unpaced, as in tests)
     last_roster_sync: datetime | None = None
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -143,6 +158,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.roster = Roster(self.client, self.settings)
+        self.fanout_client = fanout_client(self.client)
 
     @classmethod
     def build(
@@ -166,11 +182,19 @@ class Runtime:
     def now(self) -> datetime:
         return self.clock()
 
-    def send(self, **kwargs) -> dict:
-        """chat.postMessage, paced; raises the Slack or network error once retries are spent."""
+    def send(self, *, fanout: bool = False, **kwargs) -> dict:
+        """chat.postMessage, paced; raises the Slack or network error once retries are spent.
+
+        ``fanout``: one try only (see :func:`fanout_client`); a refusal returns its token."""
         if self.pacer is not None:
             self.pacer.wait()
-        return self.client.chat_postMessage(**kwargs).data  # type: ignore[return-value]
+        client = self.fanout_client if fanout else self.client
+        try:
+            return client.chat_postMessage(**kwargs).data  # type: ignore[return-value]
+        except SlackApiError as err:
+            if self.pacer is not None and (err.response.status_code in (429, 500, 503)):
+                self.pacer.refund()
+            raise
 
     def post(self, **kwargs) -> dict | None:
         """chat.postMessage, paced; on failure log the traceback and return None."""

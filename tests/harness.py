@@ -329,3 +329,36 @@ class Harness:
             sample_name="reaction_added.slack_docs.json",
             **kwargs,
         )
+
+
+ZONES = ("America/New_York", "Europe/Berlin", "Asia/Kolkata", "America/Los_Angeles")
+
+
+def seed_sales_roster(fake_slack, session_factory, user_ids: list[str]) -> None:
+    """A large sales team, in Slack (user group SSALES) and in the database with time zones
+    already read, so a fan-out does not start with one users.info call per rep."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from bot.db import session_scope
+    from bot.models import Member
+
+    for n, user_id in enumerate(user_ids):
+        fake_slack.add_user(user_id, tz=ZONES[n % len(ZONES)], name=f"rep{n}")
+    fake_slack.set_usergroup("SSALES", user_ids)
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "user_id": user_id,
+            "name": f"rep{n}",
+            "tz": ZONES[n % len(ZONES)],
+            "tz_checked_at": now,
+            "is_sales": True,
+            "first_seen_at": now,
+            "updated_at": now,
+        }
+        for n, user_id in enumerate(user_ids)
+    ]
+    with session_scope(session_factory) as session:
+        session.execute(insert(Member), rows)

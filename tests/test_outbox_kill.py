@@ -15,14 +15,14 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from bot.db import session_scope
 from bot.flows.outbox import MARK
-from bot.models import Member, OutboxMessage, Prompt
+from bot.models import OutboxMessage, Prompt
 from bot.services import outbox as outbox_svc
+from tests.harness import seed_sales_roster
 
 REPS = 5000
 KILL_AT = 2500
@@ -30,32 +30,6 @@ KILL_AT = 2500
 
 def _reps() -> list[str]:
     return [f"UREP{n:05d}" for n in range(REPS)]
-
-
-def _seed_roster(fake_slack, session_factory) -> None:
-    """5,000 reps in Slack and in the database, time zones known (no users.info storm)."""
-    zones = ["America/New_York", "Europe/Berlin", "Asia/Kolkata", "America/Los_Angeles"]
-    reps = _reps()
-    for n, user_id in enumerate(reps):
-        fake_slack.add_user(user_id, tz=zones[n % len(zones)], name=f"rep{n}")
-    fake_slack.set_usergroup("SSALES", reps)
-    now = datetime.now(UTC)
-    with session_scope(session_factory) as session:
-        session.execute(
-            insert(Member),
-            [
-                {
-                    "user_id": user_id,
-                    "name": f"rep{n}",
-                    "tz": zones[n % len(zones)],
-                    "tz_checked_at": now,
-                    "is_sales": True,
-                    "first_seen_at": now,
-                    "updated_at": now,
-                }
-                for n, user_id in enumerate(reps)
-            ],
-        )
 
 
 def _wait_until_the_role_is_free(session_factory, timeout: float = 30) -> None:
@@ -83,7 +57,7 @@ def _prompts_by_rep(fake_slack) -> Counter:
 def test_sigkill_mid_fan_out_then_restart_prompts_every_rep_exactly_once(
     cli_env, fake_slack, session_factory
 ):
-    _seed_roster(fake_slack, session_factory)
+    seed_sales_roster(fake_slack, session_factory, _reps())
     env = {**cli_env, "SLACK_POST_RATE": "1000", "OUTBOX_WORKERS": "8", "LOG_LEVEL": "WARNING"}
     stored = 0
     lock = threading.Lock()

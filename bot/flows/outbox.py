@@ -9,7 +9,9 @@ timeout) is first looked for in the channel's history and only sent if it is not
 
 from __future__ import annotations
 
+import heapq
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -87,6 +89,29 @@ class _Result:
     error: str | None = None
     maybe_sent: bool = False
     final: bool = False
+    retry_after: float | None = None  # Slack asked for a retry after this many seconds
+    status: int | None = None  # the HTTP status of Slack's refusal
+
+
+# A refused send is retried by the drain itself, without a database round trip, a few times:
+# after Slack's Retry-After for ``ratelimited``, after a short backoff for a 500 or 503.
+LOCAL_RETRIES = {429: 5, 500: 3, 503: 3}
+MAX_LOCAL_WAIT = 60.0  # a longer Retry-After goes back to the database instead
+
+
+def _retry_after(err: SlackApiError) -> float | None:
+    status = err.response.status_code
+    if status == 429:
+        headers = {k.lower(): v for k, v in (err.response.headers or {}).items()}
+        value = headers.get("retry-after")
+        value = value[0] if isinstance(value, list) else value
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):
+            return 1.0
+    if status in (500, 503):
+        return 0.25
+    return None
 
 
 def recover(rt: Runtime) -> int:
@@ -112,6 +137,7 @@ def _attempt(rt: Runtime, message: Outgoing) -> _Result:
     metadata = {"event_type": MARK, "event_payload": {"outbox_id": message.id}}
     try:
         response = rt.send(
+            fanout=True,
             channel=message.channel,
             text=message.text,
             blocks=message.blocks,
@@ -123,9 +149,13 @@ def _attempt(rt: Runtime, message: Outgoing) -> _Result:
         status = err.response.status_code
         return _Result(
             message,
-            error=code or f"HTTP {status}",
-            maybe_sent=status >= 500,  # a 5xx may still have posted it
+            error=f"HTTP {status} {code or ''}".strip(),
+            # Slack's own 500/503 answer means it did not post; a gateway's 502/504 may hide
+            # a message that was posted.
+            maybe_sent=status >= 500 and status not in (500, 503),
             final=code in PERMANENT_ERRORS,
+            retry_after=_retry_after(err),
+            status=status,
         )
     except SLACK_ERRORS as err:  # dropped connection or timeout: it may have been posted
         return _Result(message, error=f"{type(err).__name__}: {err}"[:255], maybe_sent=True)
@@ -195,8 +225,11 @@ def drain(rt: Runtime) -> Drained:
     """Send everything due in the outbox, ``OUTBOX_WORKERS`` at a time, paced by the runtime.
 
     Claims are kept small enough to be sent well inside their lease at SLACK_POST_RATE, and
-    results are settled in small transactions as they arrive. A second call while one runs
-    in this process returns at once (the running one picks up what was added).
+    results are settled in small transactions as they arrive. A message Slack refuses with
+    ``ratelimited`` (or a 500/503) waits its Retry-After (or a short backoff) in memory while
+    the other senders go on, then is tried again; after a few refusals it goes back to the
+    database with a longer backoff. A second call while one runs in this process returns at
+    once (the running one picks up what was added).
     """
     import bot.flows.winloss  # noqa: F401  (registers the win/loss kinds)
 
@@ -207,33 +240,59 @@ def drain(rt: Runtime) -> Drained:
     try:
         with session_scope(rt.session_factory) as session:
             outbox_svc.expire(session, now=rt.now())
-        workers = rt.settings.outbox_workers
-        rate = rt.pacer.rate if rt.pacer is not None else 1000.0
-        window = max(1, min(workers * 4, int(rate * LEASE.total_seconds() / 4)))
-        inflight: dict[Future, Outgoing] = {}
-        exhausted = False
-        with ThreadPoolExecutor(workers, thread_name_prefix="outbox") as pool:
-            while True:
-                if not exhausted and len(inflight) < window:
-                    batch, claimed_any = _claim(rt, window - len(inflight), drained)
-                    exhausted = not claimed_any
-                    for message in batch:
-                        inflight[pool.submit(_attempt, rt, message)] = message
-                if not inflight:
-                    if exhausted:
-                        break
-                    continue
-                done, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
-                results = []
-                for future in done:
-                    message = inflight.pop(future)
-                    try:
-                        results.append(future.result())
-                    except Exception as err:  # a bug, not Slack: retry later, look first
-                        log.exception("sending outbox message %s crashed", message.id)
-                        results.append(_Result(message, error=repr(err)[:255], maybe_sent=True))
-                if results:
-                    _settle(rt, results, drained)
+        _drain(rt, drained)
     finally:
         lock.release()
     return drained
+
+
+def _drain(rt: Runtime, drained: Drained) -> None:
+    workers = rt.settings.outbox_workers
+    rate = rt.pacer.rate if rt.pacer is not None else 1000.0
+    window = max(1, min(workers * 4, int(rate * LEASE.total_seconds() / 4)))
+    inflight: dict[Future, Outgoing] = {}
+    later: list[tuple[float, int, Outgoing]] = []  # (due on the monotonic clock, id, message)
+    tries: dict[int, int] = {}
+    exhausted = False
+    with ThreadPoolExecutor(workers, thread_name_prefix="outbox") as pool:
+        while True:
+            now = time.monotonic()
+            while later and later[0][0] <= now:
+                message = heapq.heappop(later)[2]
+                inflight[pool.submit(_attempt, rt, message)] = message
+            if not exhausted and len(inflight) + len(later) < window:
+                batch, claimed_any = _claim(rt, window - len(inflight) - len(later), drained)
+                exhausted = not claimed_any
+                for message in batch:
+                    inflight[pool.submit(_attempt, rt, message)] = message
+            if not inflight and not later:
+                if exhausted:
+                    return
+                continue
+            timeout = min(1.0, max(0.0, later[0][0] - now)) if later else 1.0
+            if not inflight:
+                time.sleep(timeout)
+                continue
+            done, _ = wait(list(inflight), timeout=timeout, return_when=FIRST_COMPLETED)
+            results = []
+            for future in done:
+                message = inflight.pop(future)
+                try:
+                    result = future.result()
+                except Exception as err:  # a bug, not Slack: retry later, look first
+                    log.exception("sending outbox message %s crashed", message.id)
+                    result = _Result(message, error=repr(err)[:255], maybe_sent=True)
+                status, n = result.status, tries.get(message.id, 0)
+                if (
+                    result.retry_after is not None
+                    and status is not None
+                    and n < LOCAL_RETRIES.get(status, 0)
+                    and result.retry_after <= MAX_LOCAL_WAIT
+                ):
+                    tries[message.id] = n + 1
+                    delay = result.retry_after * (2**n if status != 429 else 1)
+                    heapq.heappush(later, (time.monotonic() + delay, message.id, message))
+                    continue
+                results.append(result)
+            if results:
+                _settle(rt, results, drained)
