@@ -93,6 +93,7 @@ class Call:
     headers: dict[str, str]
     response: dict[str, Any] | None
     status: int  # HTTP status; 0 when the connection was dropped without an answer
+    at: float = field(default_factory=time.monotonic)  # when it was answered (monotonic)
 
     @property
     def ok(self) -> bool:

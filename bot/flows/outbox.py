@@ -249,7 +249,9 @@ def drain(rt: Runtime) -> Drained:
 def _drain(rt: Runtime, drained: Drained) -> None:
     workers = rt.settings.outbox_workers
     rate = rt.pacer.rate if rt.pacer is not None else 1000.0
-    window = max(1, min(workers * 4, int(rate * LEASE.total_seconds() / 4)))
+    # In flight at once: a second of sends (enough to ride out a busy database), never more
+    # than a quarter of the lease can send.
+    window = max(1, min(max(workers * 4, int(rate)), int(rate * LEASE.total_seconds() / 4)))
     inflight: dict[Future, Outgoing] = {}
     later: list[tuple[float, int, Outgoing]] = []  # (due on the monotonic clock, id, message)
     tries: dict[int, int] = {}

@@ -86,37 +86,27 @@ def claim(session: Session, *, owner: str, now: datetime, limit: int) -> list[Ou
         (OutboxMessage.state == OutboxState.PENDING) & (OutboxMessage.not_before <= now),
         (OutboxMessage.state == OutboxState.SENDING) & (OutboxMessage.claimed_at < now - LEASE),
     )
-    candidates = (
-        select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.claimed_at)
+    ids = session.scalars(
+        select(OutboxMessage.id)
         .where(due)
         .order_by(OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
-    )
-    rows = session.execute(candidates).all()
-    if not rows:
+    ).all()
+    if not ids:
         return []
     batch = f"{owner}:{uuid.uuid4().hex[:8]}"
-    for row_id, state, claimed_at in rows:
-        session.execute(
-            update(OutboxMessage)
-            .where(
-                OutboxMessage.id == row_id,
-                OutboxMessage.state == state,
-                (
-                    OutboxMessage.claimed_at.is_(None)
-                    if claimed_at is None
-                    else OutboxMessage.claimed_at == claimed_at
-                ),
-            )
-            .values(
-                state=OutboxState.SENDING,
-                claimed_by=batch,
-                claimed_at=now,
-                attempts=OutboxMessage.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), due)  # re-checked: a racing claim took none of them
+        .values(
+            state=OutboxState.SENDING,
+            claimed_by=batch,
+            claimed_at=now,
+            attempts=OutboxMessage.attempts + 1,
         )
+        .execution_options(synchronize_session=False)
+    )
     claimed = session.scalars(
         select(OutboxMessage).where(OutboxMessage.claimed_by == batch).order_by(OutboxMessage.id)
     ).all()

@@ -1,0 +1,118 @@
+"""The outbox's rules, through the running app and the fake Slack: what is sent, retried,
+dropped or given up, and what the user and the database see in each case."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from bot import flows
+from bot.db import session_scope
+from bot.flows import outbox as outbox_flow
+from bot.models import OutboxMessage, Prompt
+from bot.services import outbox as outbox_svc
+from tests.test_loop_scenario import FRI_1500_UTC, dms_to
+
+
+def _rows(h):
+    with session_scope(h.rt.session_factory) as s:
+        return {
+            m.key: (m.state, m.attempts, m.last_error) for m in s.scalars(select(OutboxMessage))
+        }
+
+
+def test_enqueueing_the_same_key_twice_stores_one_message(db, clock):
+    assert outbox_svc.enqueue(db, key="prompt:1", kind="prompt", channel="U1", text="a", now=clock())
+    assert not outbox_svc.enqueue(
+        db, key="prompt:1", kind="prompt", channel="U1", text="b", now=clock()
+    )
+    assert db.scalars(select(OutboxMessage.text)).all() == ["a"]
+
+
+def test_two_claims_at_once_never_take_the_same_message(session_factory, clock):
+    with session_scope(session_factory) as s:
+        for n in range(10):
+            outbox_svc.enqueue(s, key=f"k{n}", kind="x", channel="U1", text="t", now=clock())
+    with session_scope(session_factory) as s:
+        first = outbox_svc.claim(s, owner="p1", now=clock(), limit=6)
+    with session_scope(session_factory) as s:
+        second = outbox_svc.claim(s, owner="p2", now=clock(), limit=6)
+    assert len(first) == 6 and len(second) == 4
+    assert not {m.id for m in first} & {m.id for m in second}
+    with session_scope(session_factory) as s:
+        assert outbox_svc.claim(s, owner="p3", now=clock(), limit=6) == []
+        # a lapsed claim is taken back, and the taker is told to look in Slack first
+        again = outbox_svc.claim(s, owner="p3", now=clock() + timedelta(minutes=3), limit=20)
+    assert len(again) == 10 and all(m.look_first for m in again)
+
+
+def test_ratelimited_prompt_waits_its_retry_after_then_goes_out_once(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    slack.fail_next("chat.postMessage", retry_after=1)
+    flows.tick(h.rt)
+    refused, sent = slack.calls_to("chat.postMessage", include_failed=True)[:2]
+    assert refused.status == 429 and sent.status == 200
+    assert sent.at - refused.at >= 0.95  # Retry-After: 1 was honoured
+    assert len(dms_to(slack, "UANA")) == 1
+    assert slack.calls_to("conversations.history") == []  # a 429 posted nothing: no look
+    assert _rows(h)["prompt:1"][:2] == ("sent", 1)
+
+
+def test_a_user_slack_refuses_for_good_is_recorded_not_retried(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    slack.fail_next("chat.postMessage", error="user_not_found")
+    flows.tick(h.rt)
+    assert dms_to(slack, "UANA") == []
+    state, attempts, error = _rows(h)["prompt:1"]
+    assert (state, attempts) == ("failed", 1) and "user_not_found" in error
+    with session_scope(h.rt.session_factory) as s:
+        prompt = s.scalars(select(Prompt).where(Prompt.user_id == "UANA")).one()
+        assert prompt.status == "pending" and "user_not_found" in prompt.last_error
+    clock.advance(hours=1)
+    flows.tick(h.rt)
+    assert dms_to(slack, "UANA") == []  # not hammered
+    clock.set(FRI_1500_UTC + timedelta(days=7, minutes=1))
+    flows.tick(h.rt)
+    with session_scope(h.rt.session_factory) as s:  # the week closed: recorded as missed
+        weeks = s.scalars(
+            select(Prompt.status).where(Prompt.user_id == "UANA").order_by(Prompt.week_start)
+        ).all()
+    assert weeks == ["missed", "sent"]  # and the next week's prompt went out as usual
+
+
+def test_a_reminder_queued_before_the_rep_answered_is_dropped(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    flows.tick(h.rt)
+    clock.set(FRI_1500_UTC + timedelta(days=3, hours=8))  # Monday 10:00 in Berlin
+    flows.send_reminders(h.rt)  # queued, not sent yet (Slack was slow, say)
+    h.dm("UANA", "- the ROI calculator\n- pricing page confused them\n- budgets move to Q1")
+    flows.tick(h.rt)
+    reminders = [c for c in dms_to(slack, "UANA") if "reminder" in c.params["text"].lower()]
+    assert reminders == []
+    assert _rows(h)["reminder:1"][0] == "dropped"
+
+
+def test_a_prompt_not_sent_before_its_week_closed_expires(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    flows.send_due_prompts(h.rt, send=False)
+    clock.set(FRI_1500_UTC + timedelta(days=7, minutes=1))  # Slack down all week, say
+    outbox_flow.drain(h.rt)
+    assert dms_to(slack, "UANA") == []
+    assert _rows(h)["prompt:1"][0] == "dropped"
+
+
+def test_a_second_drain_in_the_same_process_returns_at_once(harness):
+    h = harness
+    h.rt.outbox_lock.acquire()
+    try:
+        started = time.monotonic()
+        result = outbox_flow.drain(h.rt)
+        assert time.monotonic() - started < 1 and result.sent == []
+    finally:
+        h.rt.outbox_lock.release()
