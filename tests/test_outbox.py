@@ -17,9 +17,11 @@ from tests.test_loop_scenario import FRI_1500_UTC, dms_to
 
 
 def _rows(h):
+    """(state, attempts, last error) by "kind:channel" (ids keep counting on PostgreSQL)."""
     with session_scope(h.rt.session_factory) as s:
         return {
-            m.key: (m.state, m.attempts, m.last_error) for m in s.scalars(select(OutboxMessage))
+            f"{m.kind}:{m.channel}": (m.state, m.attempts, m.last_error)
+            for m in s.scalars(select(OutboxMessage))
         }
 
 
@@ -58,7 +60,7 @@ def test_ratelimited_prompt_waits_its_retry_after_then_goes_out_once(harness):
     assert sent.at - refused.at >= 0.95  # Retry-After: 1 was honoured
     assert len(dms_to(slack, "UANA")) == 1
     assert slack.calls_to("conversations.history") == []  # a 429 posted nothing: no look
-    assert _rows(h)["prompt:1"][:2] == ("sent", 1)
+    assert _rows(h)["prompt:UANA"][:2] == ("sent", 1)
 
 
 def test_a_user_slack_refuses_for_good_is_recorded_not_retried(harness):
@@ -67,7 +69,7 @@ def test_a_user_slack_refuses_for_good_is_recorded_not_retried(harness):
     slack.fail_next("chat.postMessage", error="user_not_found")
     flows.tick(h.rt)
     assert dms_to(slack, "UANA") == []
-    state, attempts, error = _rows(h)["prompt:1"]
+    state, attempts, error = _rows(h)["prompt:UANA"]
     assert (state, attempts) == ("failed", 1) and "user_not_found" in error
     with session_scope(h.rt.session_factory) as s:
         prompt = s.scalars(select(Prompt).where(Prompt.user_id == "UANA")).one()
@@ -94,7 +96,7 @@ def test_a_reminder_queued_before_the_rep_answered_is_dropped(harness):
     flows.tick(h.rt)
     reminders = [c for c in dms_to(slack, "UANA") if "reminder" in c.params["text"].lower()]
     assert reminders == []
-    assert _rows(h)["reminder:1"][0] == "dropped"
+    assert _rows(h)["reminder:UANA"][0] == "dropped"
 
 
 def test_a_prompt_not_sent_before_its_week_closed_expires(harness):
@@ -104,7 +106,7 @@ def test_a_prompt_not_sent_before_its_week_closed_expires(harness):
     clock.set(FRI_1500_UTC + timedelta(days=7, minutes=1))  # Slack down all week, say
     outbox_flow.drain(h.rt)
     assert dms_to(slack, "UANA") == []
-    assert _rows(h)["prompt:1"][0] == "dropped"
+    assert _rows(h)["prompt:UANA"][0] == "dropped"
 
 
 def test_a_second_drain_in_the_same_process_returns_at_once(harness):
