@@ -153,9 +153,16 @@ class SchedulerRole:
                 log.exception("could not reach the database for the scheduler lock")
                 held = False
             if held and self._scheduler is None:
-                log.info("this process now runs the scheduler")
-                self._scheduler = self._start_scheduler()
-                self.changed.set()
+                try:
+                    self._scheduler = self._start_scheduler()
+                except Exception:
+                    # e.g. the database went away between the lock and the job store: give
+                    # the role back (a file lock would otherwise stay held) and try again
+                    log.exception("could not start the scheduler; will try again")
+                    self._lock.release()
+                else:
+                    log.info("this process now runs the scheduler")
+                    self.changed.set()
             elif not held and self._scheduler is not None:
                 self._give_up()
             self._stop.wait(self._poll)

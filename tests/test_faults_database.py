@@ -482,20 +482,11 @@ class WaitingScheduler:
         self.real.shutdown(wait=True)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_scheduler_role_taken_during_an_outage_runs_the_tick_once_the_database_is_back(
-    request, h, outage, engine
+    h, outage, engine
 ):
-    if outage.backend == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="on SQLite the scheduler role's lock is a file, so it is taken while "
-                "the database is unreachable; starting APScheduler's job store then raises "
-                "inside SchedulerRole._run, which is not caught: the role thread dies still "
-                "holding the lock and no process runs the scheduler again (bot/leader.py)",
-            )
-        )
+    """On SQLite the role's lock is a file, taken even while the database is unreachable:
+    the scheduler then fails to start, gives the role back, and starts once it can."""
     slack, clock = h.slack, h.clock
     clock.set(FRI_1500_UTC)
     outage.down()

@@ -26,7 +26,9 @@ def _rows(h):
 
 
 def test_enqueueing_the_same_key_twice_stores_one_message(db, clock):
-    assert outbox_svc.enqueue(db, key="prompt:1", kind="prompt", channel="U1", text="a", now=clock())
+    assert outbox_svc.enqueue(
+        db, key="prompt:1", kind="prompt", channel="U1", text="a", now=clock()
+    )
     assert not outbox_svc.enqueue(
         db, key="prompt:1", kind="prompt", channel="U1", text="b", now=clock()
     )
