@@ -287,11 +287,6 @@ def test_acknowledgement_when_slack_fails_the_thread_reply(h, fault, via):
     assert slack.server_errors == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the rep's DM after an acknowledgement is re-sent blindly: a DM that reached "
-    "Slack with its answer lost is sent again by the retry tick (flows.notify_ack)",
-)
 def test_acknowledgement_whose_rep_dm_reached_slack_unanswered_is_not_sent_twice(h):
     slack = h.slack
     post = _answered_post(h)

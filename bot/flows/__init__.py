@@ -195,6 +195,15 @@ outbox_flow.register(
 outbox_flow.register("reminder", outbox_flow.Kind(wanted=_reminder_wanted, sent=_reminder_sent))
 
 
+def _ack_dm_sent(session: Session, message: Outgoing, channel: str, ts: str, now: datetime):
+    ack = session.get(Acknowledgement, message.subject_id)
+    if ack is not None:
+        ack.rep_notified_at = now
+
+
+outbox_flow.register("ack_dm", outbox_flow.Kind(sent=_ack_dm_sent))
+
+
 def send_reminders(rt: Runtime) -> int:
     """One reminder per unanswered prompt, at the reminder time (queued in the outbox)."""
     now = rt.now()
@@ -507,22 +516,32 @@ def notify_ack(rt: Runtime, ack_id: int) -> None:
             post.id,
         )
         need_reply, need_dm = ack.thread_ts is None, ack.rep_notified_at is None
-    reply = dm = None
+    reply = None
     if need_reply:
         text, blocks = fb_blocks.ack_thread_reply(marketer_id=marketer, note=note, emoji=reaction)
         reply = rt.post(channel=channel, thread_ts=ts, text=text, blocks=blocks)
-    if need_dm:
-        text, blocks = fb_blocks.ack_rep_dm(
-            marketer_id=marketer, note=note, channel=channel, subject=subject
-        )
-        dm = rt.post(channel=rep, text=text, blocks=blocks)
     with session_scope(rt.session_factory) as session:
         ack = session.get(Acknowledgement, ack_id)
         assert ack is not None
         if reply:
             ack.thread_ts = reply["ts"]
-        if dm:
-            ack.rep_notified_at = rt.now()
+    if need_dm:  # through the outbox: sent once even when Slack's answer is lost
+        text, blocks = fb_blocks.ack_rep_dm(
+            marketer_id=marketer, note=note, channel=channel, subject=subject
+        )
+        with session_scope(rt.session_factory) as session:
+            outbox_svc.enqueue(
+                session,
+                key=f"ack-dm:{ack_id}",
+                kind="ack_dm",
+                channel=rep,
+                text=text,
+                blocks=blocks,
+                subject_id=ack_id,
+                now=rt.now(),
+            )
+        if rt.sends_outbox:
+            outbox_flow.drain(rt)
     if need_reply:
         publish_post(rt, post_id)
         _homes(rt, rep, marketing=True)
