@@ -180,7 +180,7 @@ def pseudonym_of(h) -> str:
     return name
 
 
-def test_forget_a_rep_keeps_the_figures_and_nothing_of_her(harness, env):
+def test_forget_a_rep_keeps_the_figures_and_nothing_of_her(harness, env, tmp_path):
     h, slack = harness, harness.slack
     posts = build_history(h)
     before_rows = rows(h)
@@ -281,6 +281,15 @@ def test_forget_a_rep_keeps_the_figures_and_nothing_of_her(harness, env):
     report = posts_in(slack, "CMGR")[-1]
     assert "Umbrella expansion" in report.params["text"]
     assert "owner has left" in report.params["text"] and "UANA" not in json.dumps(report.params)
+
+    # The win/loss export still imports back unchanged (the owner is the pseudonym).
+    exported = closeloop(env, "export", "winloss")
+    assert exported.returncode == 0 and fake in exported.stdout and "UANA" not in exported.stdout
+    csv_file = tmp_path / "winloss.csv"
+    csv_file.write_text(exported.stdout, encoding="utf-8")
+    reimported = closeloop(env, "import", "winloss", str(csv_file))
+    assert reimported.returncode == 0, reimported.stderr
+    assert "0 new, 0 updated, 2 unchanged" in reimported.stdout
 
     # Twice is fine: nothing more to forget, one line, nonzero; nothing changed.
     settled = rows(h)
