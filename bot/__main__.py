@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     merge = comp_sub.add_parser("merge", help="merge competitor A into B")
     merge.add_argument("source", metavar="A")
     merge.add_argument("target", metavar="B")
+
+    forget = sub.add_parser(
+        "forget-user",
+        help="forget one person (a departed employee): delete or pseudonymise their data, "
+        "keep the counts",
+    )
+    forget.add_argument("user_id", metavar="USER_ID", help="their Slack user ID (U…)")
+    forget.add_argument("--yes", action="store_true", help="do not ask before forgetting")
     return parser
 
 
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         from bot import admin
 
         return _with_role(rt, lambda sends: admin.deal_closed(rt, args, sends=sends))
-    if args.command in ("import", "export", "competitors", "digest"):
+    if args.command in ("import", "export", "competitors", "digest", "forget-user"):
         from bot import admin
 
         handler = {
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "export": admin.export,
             "competitors": admin.competitors,
             "digest": admin.digest,
+            "forget-user": admin.forget_user,
         }[args.command]
         return handler(rt, args)
     if args.command == "scheduler":

@@ -1,4 +1,5 @@
-"""The operator's commands: deal-closed, import, export, competitors (see bot.__main__)."""
+"""The operator's commands: deal-closed, import, export, competitors, digest, forget-user
+(see bot.__main__)."""
 
 from __future__ import annotations
 
@@ -160,4 +161,123 @@ def digest(rt: Runtime, args: Namespace) -> int:
         print(json.dumps(figures, indent=2, sort_keys=True, default=str))
     else:
         print(digest_blocks.digest_text(figures), end="")
+    return 0
+
+
+STILL_IN_SLACK = (
+    "Still in Slack, out of Closeloop's reach: the DMs between Closeloop and {user} (prompts, "
+    "their replies, confirmations, win/loss nudges), the DMs that told reps about {user}'s "
+    "acknowledgements, escalations already posted to the sales managers, monthly digests "
+    "already posted, and anything people wrote themselves. "
+    "A workspace admin can delete those in Slack; logs and backups follow their own retention."
+)
+
+
+def _footprint_lines(found) -> list[str]:
+    """What forget-user will do, one line per kind of data found."""
+    n = found
+    lines = [
+        (n.member, "their member record (Slack name, time zone): deleted"),
+        (n.prompts, f"{n.prompts} weekly prompt(s): kept for the response rates, pseudonymised"),
+        (
+            n.answers,
+            f"{n.answers} feedback answer(s): kept for the counts, the text they wrote deleted",
+        ),
+        (
+            n.posts,
+            f"{n.posts} channel post(s) of theirs: pseudonymised, re-rendered without them, "
+            "no longer open to acknowledgement",
+        ),
+        (
+            n.acknowledgements,
+            f"{n.acknowledgements} acknowledgement(s) they made: kept for the acknowledged "
+            f"rate, pseudonymised, {n.notes} note(s) deleted",
+        ),
+        (
+            n.deals_logged,
+            f"{n.deals_logged} deal(s) of theirs with an entry: kept, owner pseudonymised, "
+            "email removed",
+        ),
+        (
+            n.deals_waiting,
+            f"{n.deals_waiting} deal(s) of theirs still waiting for an entry: owner removed; "
+            "the sales managers are told",
+        ),
+        (
+            n.entries,
+            f"{n.entries} win/loss entr(y/ies) they wrote: kept (the customer's words belong "
+            "to the deal), author unlinked",
+        ),
+        (n.revisions, f"{n.revisions} entry revision(s) they made: kept, unlinked"),
+        (
+            n.mentions,
+            f"{n.mentions} other record(s) naming their user ID or email: the mention replaced",
+        ),
+    ]
+    return [f"  {text}" for present, text in lines if present]
+
+
+def forget_user(rt: Runtime, args: Namespace) -> int:
+    """Forget one person: delete what they wrote, pseudonymise the rest, keep the counts."""
+    from bot.flows import privacy as privacy_flows
+    from bot.services import privacy as privacy_svc
+
+    user_id = args.user_id.strip()
+    if not privacy_svc.USER_ID.match(user_id):
+        return _fail(f"{user_id!r} is not a Slack user ID (U… or W…); nothing changed", 2)
+    named, unread = privacy_flows.roster_conflicts(rt, user_id)
+    if named:
+        return _fail(
+            f"{user_id} is still in {', '.join(named)}; remove them there first (or Closeloop "
+            "meets them again); nothing changed",
+            2,
+        )
+    for group in unread:
+        print(
+            f"closeloop: warning: could not read {group} from Slack; if {user_id} is still in "
+            "it, the next roster sync brings them back",
+            file=sys.stderr,
+        )
+    with session_scope(rt.session_factory) as session:
+        found = privacy_svc.footprint(session, user_id=user_id)
+    if found.empty:
+        return _fail(
+            f"Closeloop holds nothing about {user_id} (never seen here, or already forgotten); "
+            "nothing changed",
+            1,
+        )
+    print(f"{user_id}: what Closeloop holds, and what forgetting does with it")
+    print("\n".join(_footprint_lines(found)))
+    if not args.yes:
+        try:
+            answer = input(f"Forget {user_id}? This cannot be undone. [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    report = privacy_flows.forget_user(rt, user_id=user_id)
+    print(f'forgot {user_id}: Closeloop names them "a former colleague" from now on')
+    done = [f"{report.posts_updated} channel post(s) re-rendered without them"]
+    if report.replies_updated:
+        done.append(f"{report.replies_updated} thread reply(ies) edited")
+    print("Slack: " + ", ".join(done))
+    if report.posts_failed:
+        print(
+            f"closeloop: warning: Slack refused {report.posts_failed} post update(s) now; the "
+            "running bot retries them every minute",
+            file=sys.stderr,
+        )
+    for channel, ts in report.replies_failed:
+        print(
+            f"closeloop: warning: could not edit the thread reply {ts} in {channel}; "
+            "delete it in Slack",
+            file=sys.stderr,
+        )
+    if report.forgotten.waiting_deals:
+        print(
+            "now without an owner (the sales managers are told on the next tick): "
+            + ", ".join(report.forgotten.waiting_deals)
+        )
+    print(STILL_IN_SLACK.format(user=user_id))
     return 0

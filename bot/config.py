@@ -78,6 +78,7 @@ class Settings:
     winloss_reminder_hours: int = 20
     deals_webhook_secret: str | None = None
     sales_managers: tuple[str, ...] = ()
+    admin_users: tuple[str, ...] = ()  # may run /closeloop admin; empty: nobody from Slack
     reason_categories: tuple[str, ...] = DEFAULT_REASON_CATEGORIES
     digest_channel: str = ""  # defaults to feedback_channel
     digest_time: time = time(9, 0)
@@ -170,6 +171,7 @@ class Settings:
                 f"WINLOSS_DEADLINE_HOURS={deadline}"
             )
         managers = _user_ids(get, "SALES_MANAGERS") if get("SALES_MANAGERS") else ()
+        admins = _user_ids(get, "ADMIN_USERS") if get("ADMIN_USERS") else ()
         categories_text = get("WINLOSS_REASON_CATEGORIES")
         categories = DEFAULT_REASON_CATEGORIES
         if categories_text:
@@ -214,6 +216,7 @@ class Settings:
             winloss_reminder_hours=reminder,
             deals_webhook_secret=get("DEALS_WEBHOOK_SECRET"),
             sales_managers=managers,
+            admin_users=admins,
             reason_categories=categories,
             slack_bot_token=bot_token,
             slack_signing_secret=signing_secret,

@@ -31,6 +31,17 @@ NAMING_CONVENTION = {
 }
 
 
+# What ``closeloop forget-user`` (services.privacy) puts where a forgotten person's user ID
+# was: "forgotten-" and a random token, one per person, never derived from the ID.
+FORGOTTEN_PREFIX = "forgotten-"
+FORMER_COLLEAGUE = "a former colleague"  # how messages name a forgotten person
+
+
+def is_forgotten(user_id: str | None) -> bool:
+    """True for the pseudonym of someone ``closeloop forget-user`` forgot."""
+    return bool(user_id) and user_id.startswith(FORGOTTEN_PREFIX)
+
+
 def utcnow() -> datetime:
     """The current instant, timezone-aware UTC."""
     return datetime.now(UTC)

@@ -204,11 +204,12 @@ def cli_env(fake_slack, tmp_path, database_url, session_factory):
     return env
 
 
-def closeloop(env, *args, timeout=60):
+def closeloop(env, *args, timeout=60, input=None):  # noqa: A002 - subprocess's name
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input,
     )

@@ -27,6 +27,11 @@ server; a ``POST`` of the raw bytes there (no token; recorded as a :class:`Call`
 ``files.completeUploadExternal`` turns the uploads into files, shared into channels as a
 message with ``files: [...]``. ``FakeSlack.files`` shows the completed files with their bytes.
 ``fail_next("upload", status=500)`` (or ``drop``/``delay``) breaks the raw upload step.
+
+Slash-command ``response_url``s: ``new_response_url()`` issues one on this server (the harness
+puts it in every command it sends); a JSON ``POST`` there (no token) is recorded as a
+:class:`Call` with method ``"response_url"`` (:data:`RESPONSE_URL_METHOD`) and answered
+``200 ok`` as Slack does, at most 5 times per URL; an unknown or used-up URL gets 404.
 """
 
 from __future__ import annotations
@@ -55,7 +60,14 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["Call", "FakeSlack", "SlackError", "DEFAULT_APP_TOKEN", "UPLOAD_METHOD"]
+__all__ = [
+    "Call",
+    "FakeSlack",
+    "SlackError",
+    "DEFAULT_APP_TOKEN",
+    "UPLOAD_METHOD",
+    "RESPONSE_URL_METHOD",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +84,10 @@ PERMALINK_BASE = "https://fake.slack.com"
 # Call.method (and fail_next key) of a raw POST to an upload URL.
 UPLOAD_METHOD = "upload"
 UPLOAD_PATH = "/upload/v1/"
+# Call.method of a POST to a slash command's response_url (see new_response_url).
+RESPONSE_URL_METHOD = "response_url"
+RESPONSE_PATH = "/commands/"
+RESPONSE_URL_USES = 5  # Slack: up to 5 responses within 30 minutes
 
 Params = dict[str, Any]
 Handler = Callable[[Params], dict[str, Any]]
@@ -756,6 +772,7 @@ class FakeSlack:
         self._uploads: dict[str, _Upload] = {}  # upload URL token -> ticket
         self._uploads_by_file: dict[str, _Upload] = {}  # file id -> ticket
         self._files: dict[str, dict[str, Any]] = {}  # completed files (see ``files``)
+        self._response_urls: dict[str, int] = {}  # response_url path -> uses left
         self._last_ts_us = 0
         self._seq = itertools.count(1)
         self._add_bot_user()
@@ -893,6 +910,14 @@ class FakeSlack:
     def dm_channel_id(self, user_id: str) -> str:
         """The stable IM channel id (``D...``) of the bot's DM with ``user_id``."""
         return "D" + hashlib.sha1(user_id.encode()).hexdigest()[:8].upper()
+
+    def new_response_url(self) -> str:
+        """A fresh slash-command ``response_url`` on this server (5 uses)."""
+        n = next(self._seq)
+        path = f"{RESPONSE_PATH}{TEAM_ID}/{n}/{hashlib.sha1(str(n).encode()).hexdigest()[:24]}"
+        with self._lock:
+            self._response_urls[path] = RESPONSE_URL_USES
+        return f"http://127.0.0.1:{self.port}{path}"
 
     def new_trigger_id(self) -> str:
         """A fresh, realistic-looking trigger_id for views.open/push."""
@@ -1121,8 +1146,11 @@ class FakeSlack:
     ) -> _Reply:
         """Answer one HTTP request; records it and never raises."""
         is_upload = path.startswith(UPLOAD_PATH)
+        is_response = path.startswith(RESPONSE_PATH)
         if is_upload:
             method = UPLOAD_METHOD
+        elif is_response:
+            method = RESPONSE_URL_METHOD
         elif path.startswith("/api/"):
             method = unquote(path[len("/api/") :]).strip("/")
         else:
@@ -1142,6 +1170,8 @@ class FakeSlack:
                 with self._lock:
                     if is_upload:
                         reply = self._receive_upload(verb, path, headers, body, upload_params)
+                    elif is_response:
+                        reply = self._receive_response(verb, path, parsed)
                     else:
                         reply = self._dispatch(method, path, parsed, headers)
                     hook = self._after.get(method)
@@ -1278,6 +1308,18 @@ class FakeSlack:
             }
         )
         return _text_reply(200, f"OK - {len(content)}")
+
+    def _receive_response(self, verb: str, path: str, parsed: _ParsedRequest) -> _Reply:
+        """``POST <response_url>`` (lock held): a JSON message with text or blocks."""
+        if verb != "POST":
+            return _text_reply(405, "Method Not Allowed", error="method_not_allowed")
+        left = self._response_urls.get(path, 0)
+        if left <= 0:
+            return _text_reply(404, "expired_url", error="expired_url")
+        if parsed.error or not (parsed.json.get("text") or parsed.json.get("blocks")):
+            return _text_reply(400, "no_text", error="no_text")
+        self._response_urls[path] = left - 1
+        return _text_reply(200, "ok")
 
     # ----------------------------------------------------------------- helpers (lock held)
 

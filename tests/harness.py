@@ -211,6 +211,7 @@ class Harness:
             text=text,
             command=command,
             trigger_id=self.slack.new_trigger_id(),
+            response_url=self.slack.new_response_url(),  # never hooks.slack.com
             channel_id="CGENERAL",
         )
         body = urllib.parse.urlencode(fields).encode()

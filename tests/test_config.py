@@ -53,6 +53,7 @@ def test_api_url_with_or_without_trailing_slash(url):
         ({"WINLOSS_REMINDER_HOURS": "30"}, "WINLOSS_REMINDER_HOURS"),
         ({"WINLOSS_DEADLINE_HOURS": "soon"}, "WINLOSS_DEADLINE_HOURS"),
         ({"SALES_MANAGERS": "bob"}, "SALES_MANAGERS"),
+        ({"ADMIN_USERS": "U1,@alice"}, "ADMIN_USERS"),
         ({"DEFAULT_TIMEZONE": "Mars/Base"}, "DEFAULT_TIMEZONE"),
         ({"MARKETING_USERGROUP": "marketing"}, "MARKETING_USERGROUP"),
         ({"PROMPT_SCHEDULE": "friday at four"}, "PROMPT_SCHEDULE"),
@@ -102,3 +103,9 @@ def test_reminder_hour_follows_a_shorter_deadline():
     s = settings(WINLOSS_DEADLINE_HOURS="12")
     assert (s.winloss_deadline_hours, s.winloss_reminder_hours) == (12, 8)
     assert settings().winloss_reminder_hours == 20
+
+
+def test_admin_users_are_optional_and_deduplicated():
+    assert settings().admin_users == ()
+    assert settings(ADMIN_USERS=" ").admin_users == ()
+    assert settings(ADMIN_USERS="U1, W2,U1").admin_users == ("U1", "W2")

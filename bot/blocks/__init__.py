@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from bot.models import FORMER_COLLEAGUE, is_forgotten
+
 
 def escape(text: str | None) -> str:
     """Escape user text for mrkdwn so ``<!channel>``, ``<@U1>`` and ``&`` show literally."""
     if not text:
         return ""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mention(user_id: str | None, *, nobody: str = "someone") -> str:
+    """``<@U123>`` for a Slack user; someone ``closeloop forget-user`` forgot is named by no
+    ID at all ("a former colleague")."""
+    if not user_id:
+        return nobody
+    if is_forgotten(user_id):
+        return FORMER_COLLEAGUE
+    return f"<@{user_id}>"
 
 
 def plain(text: str, *, emoji: bool = True) -> dict:

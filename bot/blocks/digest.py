@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from bot.blocks import context, escape_fit, section, truncate
+from bot.blocks import FORMER_COLLEAGUE, context, escape_fit, mention, section, truncate
+from bot.models import is_forgotten
 
 MAX_BLOCKS = 50
 
@@ -167,7 +168,11 @@ def digest_message(figures: dict, *, link_base: str = "") -> tuple[str, list[dic
     for heading, body in _sections(
         figures,
         link_base=link_base,
-        mention=lambda u: f"<@{u}>" if u and u[0] in "UW" else escape_fit(u or "unknown", 80),
+        mention=lambda u: (
+            mention(u)
+            if u and (u[0] in "UW" or is_forgotten(u))
+            else escape_fit(u or "unknown", 80)
+        ),
     ):
         blocks.append(section(truncate(f"*{heading}*\n{body}", 3000)))
         if len(blocks) >= MAX_BLOCKS - 1:
@@ -191,7 +196,10 @@ def digest_text(figures: dict) -> str:
         return "\n".join(lines) + "\n"
     lines.extend(f"! {w}" for w in figures["warnings"])
     for heading, body in _sections(
-        figures, link_base="", mention=lambda u: u or "unknown", bold=str
+        figures,
+        link_base="",
+        mention=lambda u: FORMER_COLLEAGUE if is_forgotten(u) else (u or "unknown"),
+        bold=str,
     ):
         # undo only our mrkdwn escaping; user text is otherwise printed as typed
         plain = body.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

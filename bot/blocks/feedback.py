@@ -11,12 +11,14 @@ from bot.blocks import (
     context,
     escape,
     escape_fit,
+    mention,
     plain,
     quote,
     quoted_sections,
     section,
     truncate,
 )
+from bot.models import is_forgotten
 
 OPEN_ACTION = "feedback_open"
 SKIP_NOTHING_ACTION = "feedback_skip_nothing"
@@ -182,8 +184,16 @@ def feedback_post(
     edited: bool,
     acknowledged_by: list[str],
 ) -> Message:
-    """Marketing's channel post: the rep's three bullets and a Close the loop button."""
-    head = f"*Weekly feedback from <@{rep_id}>* — {week_label(week_start)}"
+    """Marketing's channel post: the rep's three bullets and a Close the loop button.
+
+    The answer of someone ``closeloop forget-user`` forgot has no text left: the post says
+    so, names nobody, and offers no button (there is no one to close the loop with).
+    """
+    rep = mention(rep_id)
+    head = f"*Weekly feedback from {rep}* — {week_label(week_start)}"
+    if not (worked or fell_flat or insight):
+        text = f"{head}\n_Removed: its author's data was deleted._"
+        return text, [section(text), *(_acknowledged(acknowledged_by) if acknowledged_by else [])]
     if edited:
         head += " _(edited)_"
     blocks = [
@@ -194,20 +204,26 @@ def feedback_post(
     ]
     if campaign:
         blocks.append(context("Campaign / source: " + escape_fit(campaign, 300)))
-    if acknowledged_by:
-        who = ", ".join(f"<@{u}>" for u in dict.fromkeys(acknowledged_by))
-        blocks.append(context(f":white_check_mark: Loop closed by {who}"))
-    else:
-        blocks.append(context(":hourglass: Waiting for marketing to close the loop"))
-    blocks.append(
-        actions("loop", button("Close the loop", CLOSE_LOOP_ACTION, str(post_id), style="primary"))
-    )
+    blocks.extend(_acknowledged(acknowledged_by))
+    if not is_forgotten(rep_id):
+        blocks.append(
+            actions(
+                "loop", button("Close the loop", CLOSE_LOOP_ACTION, str(post_id), style="primary")
+            )
+        )
     text = truncate(
-        f"Weekly feedback from <@{rep_id}>: worked: {escape(worked)} | fell flat: "
+        f"Weekly feedback from {rep}: worked: {escape(worked)} | fell flat: "
         f"{escape(fell_flat)} | insight: {escape(insight)}",
         3000,
     )
     return text, blocks
+
+
+def _acknowledged(acknowledged_by: list[str]) -> list[dict]:
+    if acknowledged_by:
+        who = ", ".join(dict.fromkeys(mention(u) for u in acknowledged_by))
+        return [context(f":white_check_mark: Loop closed by {who}")]
+    return [context(":hourglass: Waiting for marketing to close the loop")]
 
 
 def close_loop_modal(*, post_id: int, rep_id: str) -> dict:
@@ -220,7 +236,7 @@ def close_loop_modal(*, post_id: int, rep_id: str) -> dict:
         "submit": plain("Send"),
         "close": plain("Cancel"),
         "blocks": [
-            section(f"Tell <@{rep_id}> what marketing will do about this."),
+            section(f"Tell {mention(rep_id)} what marketing will do about this."),
             {
                 "type": "input",
                 "block_id": "note",
@@ -242,9 +258,9 @@ def close_loop_modal(*, post_id: int, rep_id: str) -> dict:
 def ack_thread_reply(*, marketer_id: str, note: str | None, emoji: str | None) -> Message:
     """The reply in the post's thread saying marketing closed the loop."""
     if note:
-        text = f":white_check_mark: <@{marketer_id}> closed the loop:\n{quote(note)}"
+        text = f":white_check_mark: {mention(marketer_id)} closed the loop:\n{quote(note)}"
     else:
-        text = f":{emoji or 'white_check_mark'}: <@{marketer_id}> closed the loop on this."
+        text = f":{emoji or 'white_check_mark'}: {mention(marketer_id)} closed the loop on this."
     return text, [section(text)]
 
 
@@ -252,9 +268,12 @@ def ack_rep_dm(*, marketer_id: str, note: str | None, channel: str, subject: str
     """The DM telling the rep what marketing said about ``subject`` (our own, escaped text)."""
     if note:
         text = (
-            f"<@{marketer_id}> from marketing read {subject} in <#{channel}> and will change "
-            f"this:\n{quote(note)}"
+            f"{mention(marketer_id)} from marketing read {subject} in <#{channel}> and will "
+            f"change this:\n{quote(note)}"
         )
     else:
-        text = f"<@{marketer_id}> from marketing read and acknowledged {subject} in <#{channel}>."
+        text = (
+            f"{mention(marketer_id)} from marketing read and acknowledged {subject} in "
+            f"<#{channel}>."
+        )
     return text, [section(text)]

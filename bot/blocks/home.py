@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from bot.blocks import actions, button, context, escape_fit, section
+from bot.blocks import actions, button, context, escape_fit, mention, section
 from bot.blocks import feedback as fb_blocks
 from bot.blocks import winloss as wl_blocks
 from bot.blocks.digest import pct, permalink
@@ -108,7 +108,7 @@ def home_view(
                 )
                 blocks.append(
                     section(
-                        f"{link} from <@{post['author']}> · {_when(post['created_at'], tz)}",
+                        f"{link} from {mention(post['author'])} · {_when(post['created_at'], tz)}",
                         accessory=button(
                             "Close the loop", fb_blocks.CLOSE_LOOP_ACTION, str(post["post_id"])
                         ),

@@ -14,12 +14,14 @@ from bot.blocks import (
     context,
     escape,
     escape_fit,
+    mention,
     plain,
     quoted_sections,
     section,
     truncate,
 )
 from bot.blocks.feedback import CLOSE_LOOP_ACTION
+from bot.models import is_forgotten
 
 OPEN_ACTION = "winloss_open"
 EDIT_ACTION = "winloss_edit"
@@ -229,14 +231,17 @@ def entry_post(
     edited: bool,
     acknowledged_by: list[str],
 ) -> Message:
-    """The win/loss channel post, with Close the loop and Edit."""
+    """The win/loss channel post, with Close the loop and Edit (Edit only when the deal's
+    owner was forgotten: the entry stays, but there is nobody to close the loop with)."""
     label = dict(OUTCOMES)[outcome]
     head = f"{OUTCOME_EMOJI[outcome]} *{label}: {escape_fit(deal_name, 200)}*"
     if amount is not None:
         head += f" · {money(amount)}"
     if edited:
         head += " _(edited)_"
-    who = f"<@{author_id}>" if author_id else "an import"
+    who = mention(author_id, nobody="an import")
+    if author_id is None and is_forgotten(owner_id):
+        who = mention(owner_id)
     timing = lateness(on_time=on_time, logged_at=logged_at, deadline_at=deadline_at)
     blocks = [
         section(head),
@@ -249,22 +254,25 @@ def entry_post(
         *quoted_sections("*What marketing should do differently*", insight or "—"),
         context(
             f"Logged by {who}"
-            + (f" for <@{owner_id}>" if owner_id and owner_id != author_id else "")
+            + (
+                f" for {mention(owner_id)}"
+                if owner_id and owner_id != author_id and who != mention(owner_id)
+                else ""
+            )
             + f" · {timing}"
         ),
     ]
     if acknowledged_by:
-        names = ", ".join(f"<@{u}>" for u in dict.fromkeys(acknowledged_by))
+        names = ", ".join(dict.fromkeys(mention(u) for u in acknowledged_by))
         blocks.append(context(f":white_check_mark: Loop closed by {names}"))
-    else:
+    elif not is_forgotten(owner_id):
         blocks.append(context(":hourglass: Waiting for marketing to close the loop"))
-    blocks.append(
-        actions(
-            "winloss_post",
-            button("Close the loop", CLOSE_LOOP_ACTION, str(post_id), style="primary"),
-            button("Edit", EDIT_ACTION, str(entry_id)),
-        )
+    loop = (
+        []
+        if is_forgotten(owner_id)
+        else [button("Close the loop", CLOSE_LOOP_ACTION, str(post_id), style="primary")]
     )
+    blocks.append(actions("winloss_post", *loop, button("Edit", EDIT_ACTION, str(entry_id))))
     text = truncate(f"{label}: {escape(deal_name)} — \u201c{escape(reason)}\u201d", 3000)
     return text, blocks
 
@@ -301,7 +309,7 @@ def overdue_escalation(
     outcome: str,
     hours: int,
 ) -> Message:
-    owner = f"<@{owner_id}>" if owner_id else escape(owner_email or "unknown owner")
+    owner = mention(owner_id) if owner_id else escape(owner_email or "unknown owner")
     text = (
         f":rotating_light: *{escape_fit(deal_name, 200)}* ({dict(OUTCOMES)[outcome]}) has no "
         f"win/loss entry {hours} hours after close. Owner: {owner}."
@@ -315,11 +323,15 @@ def overdue_escalation(
 def owner_missing(
     *, deal_pk: int, deal_name: str, owner_email: str | None, owner_id: str | None
 ) -> Message:
-    who = escape(owner_email) if owner_email else f"user {escape(owner_id)}"
+    if owner_email or owner_id:
+        who = escape(owner_email) if owner_email else f"user {escape(owner_id)}"
+        why = f"its owner ({who}) could not be reached in Slack"
+    else:  # the owner was forgotten (closeloop forget-user) before logging it
+        why = "its owner has left"
     text = (
-        f":warning: Closed deal *{escape_fit(deal_name, 200)}*: its owner ({who}) could not be "
-        "reached in Slack, so nobody was asked for the win/loss entry. The deal is kept; a "
-        "sales manager can log it here or from `/winloss list`."
+        f":warning: Closed deal *{escape_fit(deal_name, 200)}*: {why}, so nobody was asked for "
+        "the win/loss entry. The deal is kept; a sales manager can log it here or from "
+        "`/winloss list`."
     )
     return text, [
         section(text),

@@ -113,6 +113,14 @@ def modal(
         )
 
 
+def check_may_log(rt: Runtime, *, user_id: str, deal_pk: int) -> None:
+    """NotAllowed unless ``user_id`` owns the deal or is a sales manager (before anything
+    else is read or stored for a submission; log_entry checks again when it stores)."""
+    with session_scope(rt.session_factory) as session:
+        deal = wl_svc.get_deal(session, deal_pk)
+        wl_svc.check_may_log(deal, user_id=user_id, managers=rt.settings.sales_managers)
+
+
 def save_entry(
     session: Session, rt: Runtime, *, user_id: str, entry_in: EntryIn
 ) -> tuple[int, int, int]:

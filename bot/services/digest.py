@@ -287,14 +287,17 @@ def feedback_figures(session: Session, month: Month) -> dict:
     answers = (
         select(FeedbackAnswer).join(Prompt, Prompt.id == FeedbackAnswer.prompt_id).where(in_month)
     )
+    # a forgotten person's answers keep their row (the counts) but no text: skipped here
     worked = session.scalars(
         answers.with_only_columns(FeedbackAnswer.worked)
+        .where(FeedbackAnswer.worked != "")
         .order_by(FeedbackAnswer.updated_at.desc(), FeedbackAnswer.id.desc())
         .limit(3)
     ).all()
     flat_texts = session.scalars(answers.with_only_columns(FeedbackAnswer.fell_flat)).all()
     flat = session.scalars(
         answers.with_only_columns(FeedbackAnswer.fell_flat)
+        .where(FeedbackAnswer.fell_flat != "")
         .order_by(FeedbackAnswer.updated_at.desc(), FeedbackAnswer.id.desc())
         .limit(3)
     ).all()
@@ -387,7 +390,12 @@ def best_insights(session: Session, start: datetime, end: datetime, limit: int =
             LoopPost.created_at.label("at"),
         )
         .join(LoopPost, and_(LoopPost.kind == "feedback", LoopPost.subject_id == FeedbackAnswer.id))
-        .where(LoopPost.created_at >= start, LoopPost.created_at < end, LoopPost.ts.is_not(None))
+        .where(
+            LoopPost.created_at >= start,
+            LoopPost.created_at < end,
+            LoopPost.ts.is_not(None),
+            FeedbackAnswer.insight != "",  # a forgotten person's answer has no text left
+        )
     )
     both = union_all(winloss, feedback).subquery()
     rows = session.execute(

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.models import Deal, FeedbackAnswer, LoopPost, Prompt, WinLossEntry
+from bot.models import FORGOTTEN_PREFIX, Deal, FeedbackAnswer, LoopPost, Prompt, WinLossEntry
 from bot.services import digest as digest_svc
 from bot.services import winloss as wl_svc
 
@@ -94,6 +94,15 @@ def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
     }
 
 
+# Posted, not acknowledged, and by someone still known: the posts of a person
+# ``closeloop forget-user`` forgot cannot be acknowledged any more (services.loop).
+_open_loop = (
+    LoopPost.ts.is_not(None),
+    LoopPost.first_ack_at.is_(None),
+    LoopPost.author_user_id.not_like(f"{FORGOTTEN_PREFIX}%"),
+)
+
+
 def marketing_view(session: Session, *, now: datetime, tz: ZoneInfo) -> dict:
     """Marketing's queue (oldest first) and the month so far in three numbers."""
     waiting = session.execute(
@@ -105,15 +114,11 @@ def marketing_view(session: Session, *, now: datetime, tz: ZoneInfo) -> dict:
             LoopPost.channel,
             LoopPost.ts,
         )
-        .where(LoopPost.ts.is_not(None), LoopPost.first_ack_at.is_(None))
+        .where(*_open_loop)
         .order_by(LoopPost.created_at, LoopPost.id)
         .limit(WAITING_LIMIT)
     ).all()
-    count_waiting = session.scalar(
-        select(func.count(LoopPost.id)).where(
-            LoopPost.ts.is_not(None), LoopPost.first_ack_at.is_(None)
-        )
-    )
+    count_waiting = session.scalar(select(func.count(LoopPost.id)).where(*_open_loop))
     month = digest_svc.Month.containing(now, tz)
     start, end = month.bounds(tz)
     outcomes = digest_svc.outcome_counts(session, start, end)

@@ -9,7 +9,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.models import Acknowledgement, LoopPost
+from bot.models import Acknowledgement, LoopPost, is_forgotten
 from bot.services import DomainError, NotAllowed
 
 MAX_NOTE = 3000
@@ -125,6 +125,11 @@ def acknowledge(
     retried event or a remove-and-re-add never posts a second thread reply. Notes always add.
     """
     check_marketing(user_id, marketing_ids)
+    if is_forgotten(post.author_user_id):
+        raise DomainError(
+            "The author of this post has left and their data was deleted, so there is nobody "
+            "to close the loop with. Nothing was recorded."
+        )
     if reaction is None:
         note = (note or "").strip()
         if not note:

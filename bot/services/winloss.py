@@ -13,7 +13,14 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.models import Deal, LoopPost, Outcome, WinLossEntry, WinLossRevision
+from bot.models import (
+    FORGOTTEN_PREFIX,
+    Deal,
+    LoopPost,
+    Outcome,
+    WinLossEntry,
+    WinLossRevision,
+)
 from bot.services import DomainError, NotAllowed
 from bot.services import competitors as competitor_svc
 from bot.services import loop as loop_svc
@@ -98,6 +105,7 @@ def _text(value: object, field_name: str, *, required: bool, limit: int) -> str 
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PSEUDONYM = re.compile(rf"^{FORGOTTEN_PREFIX}[0-9a-f]{{1,22}}$")
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ def parse_owner(value: object, field_name: str = "owner") -> tuple[str | None, s
     """(Slack user ID, email) from one owner value."""
     text = _text(value, field_name, required=True, limit=255)
     assert text is not None
-    if _USER_ID.match(text):
+    if _USER_ID.match(text) or _PSEUDONYM.match(text):  # an export of a forgotten owner
         return text, None
     if _EMAIL.match(text):
         return None, text.lower()

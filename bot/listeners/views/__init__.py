@@ -88,6 +88,12 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
     rt: Runtime = context["rt"]
     user_id = body["user"]["id"]
     meta = json.loads(view.get("private_metadata") or "{}")
+    if meta.get("deal") is not None:  # someone else's deal: refused before anything is read
+        try:
+            wl_flows.check_may_log(rt, user_id=user_id, deal_pk=int(meta["deal"]))
+        except DomainError as err:
+            ack(response_action="errors", errors={"reason": str(err)})
+            return
     values = view["state"]["values"]
     errors: dict[str, str] = {}
     try:

@@ -1,0 +1,412 @@
+"""Forgetting one person (``closeloop forget-user U123``): a departed employee's data is
+removed or pseudonymised, and every count the digest is built from stays as it was.
+
+What happens to each place a person can appear (README, "Forgetting a person"):
+
+* ``members``: their row (Slack name, time zone) is deleted.
+* ``prompts``: kept with their status, so response rates do not change; the user ID becomes
+  the pseudonym and the DM's channel and timestamps are cleared.
+* ``feedback_answers``: kept as rows (they are counted), the user ID pseudonymised; the text
+  they wrote (what worked, what fell flat, the insight, the campaign) is deleted.
+* ``loop_posts`` they authored: the author becomes the pseudonym; a post that never reached
+  Slack is deleted (it was never counted); the posted ones are re-rendered in Slack without
+  their name or text. Nobody can acknowledge them any more (there is nobody to tell).
+* ``acknowledgements`` they made: kept (they are the acknowledged rate and the time to
+  acknowledge), user ID pseudonymised, their note deleted.
+* ``deals`` they owned: a deal with an entry keeps its pseudonymised owner (the 24-hour rule
+  per rep still adds up) and loses the owner's email; a deal still waiting for its entry
+  loses its owner, and the managers are told on the next tick (as for an unknown owner).
+* ``winloss_entries`` and ``winloss_revisions``: the customer's words, the category, the
+  competitor and the advice to marketing belong to the company's deal record and are kept;
+  the author (and who replaced a revision) is unlinked (NULL).
+* Anywhere else (other people's text, keys): a mention of the user ID becomes "a former
+  colleague", the bare ID the pseudonym, and their email address "[email removed]".
+
+The pseudonym is ``forgotten-`` and a random token, one per person and run: it is not
+derived from the user ID, so nobody can find the rows again by hashing an ID they know.
+That is also why a second run cannot tell "already forgotten" from "never known".
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import String, Text, and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from bot.models import (
+    FORGOTTEN_PREFIX,
+    FORMER_COLLEAGUE,
+    Acknowledgement,
+    Base,
+    Deal,
+    FeedbackAnswer,
+    LoopPost,
+    Member,
+    Prompt,
+    WinLossEntry,
+    WinLossRevision,
+)
+
+USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
+EMAIL_REMOVED = "[email removed]"
+
+# Columns that hold the person's ID or their own text, handled one by one in forget();
+# everything else is scanned for mentions.
+_HANDLED = {
+    ("members", "user_id"),
+    ("members", "name"),
+    ("prompts", "user_id"),
+    ("feedback_answers", "user_id"),
+    ("loop_posts", "author_user_id"),
+    ("acknowledgements", "user_id"),
+    ("acknowledgements", "dedup_key"),
+    ("deals", "owner_user_id"),
+    ("deals", "owner_email"),
+    ("winloss_entries", "author_user_id"),
+    ("winloss_revisions", "replaced_by"),
+}
+
+
+def new_pseudonym() -> str:
+    """A fresh ``forgotten-…`` pseudonym (fits every user-ID column)."""
+    return FORGOTTEN_PREFIX + secrets.token_hex(6)
+
+
+@dataclass
+class Footprint:
+    """What Closeloop holds about one person."""
+
+    user_id: str
+    member: bool = False
+    prompts: int = 0
+    answers: int = 0
+    posts: int = 0
+    acknowledgements: int = 0
+    notes: int = 0
+    deals_logged: int = 0
+    deals_waiting: int = 0
+    entries: int = 0
+    revisions: int = 0
+    mentions: int = 0  # rows of other data naming their ID or email
+    emails: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.member
+            or self.prompts
+            or self.answers
+            or self.posts
+            or self.acknowledgements
+            or self.deals_logged
+            or self.deals_waiting
+            or self.entries
+            or self.revisions
+            or self.mentions
+        )
+
+
+@dataclass
+class Forgotten:
+    """What forget() did, and what is left to do in Slack."""
+
+    pseudonym: str
+    footprint: Footprint
+    post_ids: list[int] = field(default_factory=list)  # channel posts to re-render
+    ack_ids: list[int] = field(default_factory=list)  # thread replies to re-render
+    unposted_deleted: int = 0
+    waiting_deals: list[str] = field(default_factory=list)  # now without an owner
+
+
+@dataclass(frozen=True)
+class _Hit:
+    table: str
+    pk: tuple
+    column: str
+    value: str
+
+
+def _id_pattern(user_id: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(user_id)}(?![A-Za-z0-9])")
+
+
+def _emails(session: Session, user_id: str) -> tuple[str, ...]:
+    """Their email addresses, as the CRM gave them on the deals they own."""
+    rows = session.scalars(
+        select(func.lower(Deal.owner_email))
+        .where(Deal.owner_user_id == user_id, Deal.owner_email.is_not(None))
+        .distinct()
+    )
+    return tuple(sorted(e for e in rows if e))
+
+
+def _their_deals(user_id: str, emails: tuple[str, ...]):
+    """Deals they own: by user ID, or by their email where no other user ID is set."""
+    mine = Deal.owner_user_id == user_id
+    if emails:
+        mine = or_(
+            mine,
+            and_(Deal.owner_user_id.is_(None), func.lower(Deal.owner_email).in_(emails)),
+        )
+    return mine
+
+
+def _has_entry():
+    return select(WinLossEntry.id).where(WinLossEntry.deal_id == Deal.id).exists()
+
+
+def _scan(session: Session, user_id: str, emails: tuple[str, ...]) -> list[_Hit]:
+    """Every (row, text column) in every table that contains the user ID or an email."""
+    pattern = _id_pattern(user_id)
+    hits = []
+    for table in Base.metadata.sorted_tables:
+        pk = list(table.primary_key.columns)
+        for column in table.columns:
+            if not isinstance(column.type, String | Text):
+                continue
+            needles = [column.contains(user_id, autoescape=True)]
+            needles += [func.lower(column).contains(e, autoescape=True) for e in emails]
+            for row in session.execute(select(*pk, column).where(or_(*needles))):
+                value = row[-1]
+                lowered = value.lower()
+                if pattern.search(value) or any(e in lowered for e in emails):
+                    hits.append(_Hit(table.name, tuple(row[:-1]), column.name, value))
+    return hits
+
+
+def _own_text(session: Session, user_id: str) -> set[tuple[str, tuple]]:
+    """(table, pk) of the rows holding their own text (deleted, not scrubbed)."""
+    answers = session.scalars(select(FeedbackAnswer.id).where(FeedbackAnswer.user_id == user_id))
+    notes = session.scalars(select(Acknowledgement.id).where(Acknowledgement.user_id == user_id))
+    return {("feedback_answers", (i,)) for i in answers} | {
+        ("acknowledgements", (i,)) for i in notes
+    }
+
+
+def _mentions(session: Session, user_id: str, emails: tuple[str, ...]) -> list[_Hit]:
+    own = _own_text(session, user_id)
+    return [
+        h
+        for h in _scan(session, user_id, emails)
+        if (h.table, h.column) not in _HANDLED and (h.table, h.pk) not in own
+    ]
+
+
+def _count(session: Session, query) -> int:
+    return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+
+def footprint(session: Session, *, user_id: str) -> Footprint:
+    """What Closeloop holds about ``user_id`` (nothing is changed)."""
+    return _footprint(session, user_id)[0]
+
+
+def _footprint(session: Session, user_id: str) -> tuple[Footprint, list[_Hit]]:
+    emails = _emails(session, user_id)
+    mine = _their_deals(user_id, emails)
+    mentions = _mentions(session, user_id, emails)
+    found = Footprint(
+        user_id=user_id,
+        member=session.get(Member, user_id) is not None,
+        prompts=_count(session, select(Prompt.id).where(Prompt.user_id == user_id)),
+        answers=_count(session, select(FeedbackAnswer.id).where(FeedbackAnswer.user_id == user_id)),
+        posts=_count(session, select(LoopPost.id).where(LoopPost.author_user_id == user_id)),
+        acknowledgements=_count(
+            session, select(Acknowledgement.id).where(Acknowledgement.user_id == user_id)
+        ),
+        notes=_count(
+            session,
+            select(Acknowledgement.id).where(
+                Acknowledgement.user_id == user_id, Acknowledgement.note.is_not(None)
+            ),
+        ),
+        deals_logged=_count(session, select(Deal.id).where(mine, _has_entry())),
+        deals_waiting=_count(session, select(Deal.id).where(mine, ~_has_entry())),
+        entries=_count(
+            session, select(WinLossEntry.id).where(WinLossEntry.author_user_id == user_id)
+        ),
+        revisions=_count(
+            session, select(WinLossRevision.id).where(WinLossRevision.replaced_by == user_id)
+        ),
+        mentions=len({(h.table, h.pk) for h in mentions}),
+        emails=emails,
+    )
+    return found, mentions
+
+
+def scrub(text: str, *, user_id: str, pseudonym: str, emails: tuple[str, ...] = ()) -> str:
+    """``text`` without the person: a mention becomes "a former colleague", the bare ID
+    the pseudonym, an email address of theirs "[email removed]"."""
+    text = re.sub(rf"<@{re.escape(user_id)}(?:\|[^>]*)?>", FORMER_COLLEAGUE, text)
+    text = _id_pattern(user_id).sub(pseudonym, text)
+    for email in emails:
+        text = re.sub(re.escape(email), EMAIL_REMOVED, text, flags=re.IGNORECASE)
+    return text
+
+
+def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> Forgotten:
+    """Remove or pseudonymise everything about ``user_id`` in ``session`` (see the module
+    doc); the caller commits, then re-renders ``post_ids`` and ``ack_ids`` in Slack."""
+    if not USER_ID.match(user_id):
+        raise ValueError(f"{user_id!r} is not a Slack user ID")
+    if not pseudonym.startswith(FORGOTTEN_PREFIX) or len(pseudonym) > 32:
+        raise ValueError(f"{pseudonym!r} is not a pseudonym")
+    found, mentions = _footprint(session, user_id)  # before any row changes
+    result = Forgotten(pseudonym=pseudonym, footprint=found)
+    if found.empty:
+        return result
+    emails = found.emails
+
+    # What Slack shows of them, to re-render once this is committed.
+    entry_ids = set(
+        session.scalars(
+            select(WinLossEntry.id)
+            .join(Deal, Deal.id == WinLossEntry.deal_id)
+            .where(or_(WinLossEntry.author_user_id == user_id, _their_deals(user_id, emails)))
+        )
+    )
+    answer_ids = set(
+        session.scalars(select(FeedbackAnswer.id).where(FeedbackAnswer.user_id == user_id))
+    )
+    ack_ids = set(
+        session.scalars(select(Acknowledgement.id).where(Acknowledgement.user_id == user_id))
+    )
+    for hit in mentions:
+        if hit.table == "feedback_answers":
+            answer_ids.add(hit.pk[0])
+        elif hit.table == "winloss_entries":
+            entry_ids.add(hit.pk[0])
+        elif hit.table == "deals":
+            entry_ids.update(
+                session.scalars(select(WinLossEntry.id).where(WinLossEntry.deal_id == hit.pk[0]))
+            )
+        elif hit.table == "acknowledgements":
+            ack_ids.add(hit.pk[0])
+    acked_posts = select(Acknowledgement.post_id).where(Acknowledgement.id.in_(ack_ids))
+    result.post_ids = sorted(
+        session.scalars(
+            select(LoopPost.id).where(
+                LoopPost.ts.is_not(None),
+                or_(
+                    LoopPost.author_user_id == user_id,
+                    LoopPost.id.in_(acked_posts),
+                    and_(LoopPost.kind == "feedback", LoopPost.subject_id.in_(answer_ids)),
+                    and_(LoopPost.kind == "winloss", LoopPost.subject_id.in_(entry_ids)),
+                ),
+            )
+        )
+    )
+    result.ack_ids = sorted(
+        session.scalars(
+            select(Acknowledgement.id).where(
+                Acknowledgement.id.in_(ack_ids), Acknowledgement.thread_ts.is_not(None)
+            )
+        )
+    )
+
+    session.execute(  # re-rendered by the caller now, or by the running bot's next tick
+        update(LoopPost)
+        .where(LoopPost.id.in_(result.post_ids))
+        .values(needs_update=True)
+        .execution_options(synchronize_session=False)
+    )
+
+    # Their own rows, one table at a time.
+    session.execute(delete(Member).where(Member.user_id == user_id))
+    session.execute(
+        update(Prompt)
+        .where(Prompt.user_id == user_id)
+        .values(user_id=pseudonym, dm_channel=None, dm_ts=None, reminder_ts=None, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(FeedbackAnswer)
+        .where(FeedbackAnswer.user_id == user_id)
+        .values(user_id=pseudonym, worked="", fell_flat="", insight="", campaign=None)
+        .execution_options(synchronize_session=False)
+    )
+    unposted = select(LoopPost.id).where(
+        LoopPost.author_user_id == user_id, LoopPost.kind == "feedback", LoopPost.ts.is_(None)
+    )
+    result.unposted_deleted = session.execute(
+        delete(LoopPost)
+        .where(LoopPost.id.in_(unposted.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    their_posts = select(LoopPost.id).where(LoopPost.author_user_id == user_id)
+    session.execute(  # nobody is left to tell about an acknowledgement of their posts
+        update(Acknowledgement)
+        .where(
+            Acknowledgement.post_id.in_(their_posts.scalar_subquery()),
+            Acknowledgement.rep_notified_at.is_(None),
+        )
+        .values(rep_notified_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(LoopPost)
+        .where(LoopPost.author_user_id == user_id)
+        .values(author_user_id=pseudonym)
+        .execution_options(synchronize_session=False)
+    )
+    for ack in session.scalars(select(Acknowledgement).where(Acknowledgement.user_id == user_id)):
+        ack.user_id = pseudonym
+        ack.note = None
+        if ack.dedup_key:
+            ack.dedup_key = _id_pattern(user_id).sub(pseudonym, ack.dedup_key)
+    mine = _their_deals(user_id, emails)
+    result.waiting_deals = list(
+        session.scalars(select(Deal.name).where(mine, ~_has_entry()).order_by(Deal.id))
+    )
+    session.execute(  # waiting for an entry: no owner now; the managers are told (tick)
+        update(Deal)
+        .where(mine, ~_has_entry())
+        .values(
+            owner_user_id=None,
+            owner_email=None,
+            nudge_channel=None,
+            nudge_ts=None,
+            nudge_claimed_at=None,
+            nudge_attempts=0,
+            reminded_at=None,
+            owner_missing_reported_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Deal)
+        .where(mine, _has_entry())
+        .values(owner_user_id=pseudonym, owner_email=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(WinLossEntry)
+        .where(WinLossEntry.author_user_id == user_id)
+        .values(author_user_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(WinLossRevision)
+        .where(WinLossRevision.replaced_by == user_id)
+        .values(replaced_by=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+
+    # Mentions in everything else (other people's text, keys), checked again afterwards.
+    for hit in _scan(session, user_id, emails):
+        table = Base.metadata.tables[hit.table]
+        column = table.c[hit.column]
+        value = scrub(hit.value, user_id=user_id, pseudonym=pseudonym, emails=emails)
+        limit = getattr(column.type, "length", None)
+        session.execute(
+            update(table)
+            .where(*(c == v for c, v in zip(table.primary_key.columns, hit.pk, strict=True)))
+            .values({hit.column: value[:limit] if limit else value})
+        )
+    session.flush()
+    return result
