@@ -228,13 +228,14 @@ def test_forget_a_rep_keeps_the_figures_and_nothing_of_her(harness, env, tmp_pat
             "Pausing the security deck; thanks a former colleague ([email removed]) for flagging it"
         )
 
-    # Ben and Mia are untouched (apart from the mention of Ana in their text).
+    # Ben and Mia are untouched (apart from the mention of Ana in their text, and the
+    # outbox record of messages sent about her, which is deleted).
     def theirs(snapshot: str | dict) -> list[str]:
         data = json.loads(snapshot) if isinstance(snapshot, str) else snapshot
         return sorted(
             r
             for table, found in data.items()
-            if table not in ("feedback_answers", "acknowledgements", "loop_posts")
+            if table not in ("feedback_answers", "acknowledgements", "loop_posts", "outbox")
             for r in found
             if "UBEN" in r or "UMIA" in r or "ben@example.com" in r
         )

@@ -34,7 +34,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import String, Text, and_, delete, func, or_, select, update
+from sqlalchemy import String, Text, and_, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.models import (
@@ -46,6 +46,8 @@ from bot.models import (
     FeedbackAnswer,
     LoopPost,
     Member,
+    OutboxMessage,
+    OutboxState,
     Prompt,
     WinLossEntry,
     WinLossRevision,
@@ -260,6 +262,19 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
     if found.empty:
         return result
     emails = found.emails
+
+    # The outbox is the bot's own record of messages: what went to them, and the settled
+    # messages about them, go (a message still waiting to be sent is sent as it is).
+    session.execute(delete(OutboxMessage).where(OutboxMessage.channel == user_id))
+    session.execute(
+        delete(OutboxMessage).where(
+            OutboxMessage.state.in_((OutboxState.SENT, OutboxState.FAILED, OutboxState.DROPPED)),
+            or_(
+                OutboxMessage.text.contains(user_id, autoescape=True),
+                cast(OutboxMessage.blocks, Text).contains(user_id, autoescape=True),
+            ),
+        )
+    )
 
     # What Slack shows of them, to re-render once this is committed.
     entry_ids = set(
