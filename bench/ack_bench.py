@@ -794,10 +794,18 @@ def verify_closeloop(outcome: Outcome, *, slack_url: str, db_url: str, before: d
     opened = ok.get("views.open", 0) - before.get("views.open", 0)
     stored = stored_submissions(db_url)
     calls = {k: v - before.get(k, 0) for k, v in ok.items() if v - before.get(k, 0)}
-    outcome.verified = stored == views_sent and opened == slash_sent and not stats["failed_calls"]
+    # A request Bolt gave up on (no ack in 3 s) still runs later, beside the same rep's next
+    # one: then an edit can be lost or land unacked, so the counts may be off by that many.
+    unacked = sum(1 for r in everything if not acked(r))
+    outcome.verified = (
+        abs(stored - views_sent) <= unacked
+        and abs(opened - slash_sent) <= unacked
+        and not stats["failed_calls"]
+    )
     outcome.notes.append(
         f"processed: {stored}/{views_sent} acked submissions stored (answers + edits in the "
         f"database), {opened}/{slash_sent} acked slash commands opened the modal (views.open)"
+        + (f"; {unacked} not acked, so these may be off by as many" if unacked else "")
     )
     outcome.notes.append(
         "fake Slack calls after the acks: "
