@@ -14,10 +14,18 @@ import os
 from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
+from sqlalchemy import Engine
 
 from bot.config import Settings
 
 log = logging.getLogger(__name__)
+
+# Database connections a worker keeps open. SQLAlchemy's default pool keeps 5 and closes any
+# connection above that (up to 10 more) the moment it is returned; a worker's 16 listener
+# threads use more than 5 at once under load, so it opened and closed a connection for about
+# one Slack request in four, a new PostgreSQL backend (~7 ms) each time, half of them before
+# the ack (bench/ack_bench.py). The same maximum, 15, kept open instead.
+DB_POOL_SIZE = 15
 
 
 def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
@@ -25,10 +33,13 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
     from concurrent.futures import ThreadPoolExecutor
 
     from bot.app import create_app
+    from bot.db import make_session_factory
     from bot.runtime import Runtime
     from bot.server import make_wsgi_app
 
-    rt = Runtime.build(settings)
+    rt = Runtime.build(
+        settings, session_factory=make_session_factory(_worker_engine(settings.database_url))
+    )
     app = create_app(rt)
     background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="background")
     if scheduler:
@@ -36,6 +47,18 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
 
         atexit.register(sched_mod.role(rt).stop)
     return make_wsgi_app(app, rt, run_later=lambda fn: background.submit(_logged(fn)))
+
+
+def _worker_engine(url: str) -> Engine:
+    """The worker's engine, its pool holding up to DB_POOL_SIZE connections open."""
+    from sqlalchemy.engine import make_url
+
+    from bot.db import make_engine, normalise_url
+
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return make_engine(url)  # one connection per thread by design; nothing to size
+    return make_engine(url, pool_size=DB_POOL_SIZE, max_overflow=0)
 
 
 def _logged(fn):
