@@ -68,7 +68,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -531,30 +530,11 @@ def slack_stats(slack_url: str) -> dict:
 
 
 def throwaway_postgres(base_url: str):
-    """(url, drop) for a new database beside ``base_url``'s, as tests/conftest.py does."""
-    from sqlalchemy import create_engine, text
+    """(url, drop) for a new database beside ``base_url``'s (tests.conftest's helper)."""
+    from tests.conftest import postgres_database
 
-    from bot.db import normalise_url
-
-    admin = create_engine(normalise_url(base_url), isolation_level="AUTOCOMMIT")
-    name = f"closeloop_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-
-    return url, drop
+    database = postgres_database(base_url, prefix="closeloop_bench")
+    return database.__enter__(), lambda: database.__exit__(None, None, None)
 
 
 def closeloop_env(slack_url: str, database_url: str, secret: str, workdir: Path) -> dict:

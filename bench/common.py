@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,35 +17,17 @@ if str(ROOT) not in sys.path:
 def throwaway_database(database_url: str | None) -> Iterator[str]:
     """A migrated, empty database: SQLite in a temporary directory, or (given a PostgreSQL
     URL) a new database beside that one, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
     from bot import migrate
-    from bot.db import normalise_url
+    from tests.conftest import postgres_database
 
     if not database_url:
         url = f"sqlite:///{tempfile.mkdtemp(prefix='closeloop-bench-')}/bench.db"
         migrate.upgrade(url)
         yield url
         return
-    admin = create_engine(normalise_url(database_url), isolation_level="AUTOCOMMIT")
-    name = f"closeloop_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
+    with postgres_database(database_url, prefix="closeloop_bench") as url:
         migrate.upgrade(url)
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def memory_kib(pid: int) -> dict[str, int]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -38,11 +39,11 @@ class FakeClock:
         self.current += timedelta(**kwargs)
 
 
-def _postgres_database() -> Iterator[str]:
-    """A throwaway database beside TEST_DATABASE_URL's, dropped afterwards."""
-    base_url = normalise_url(os.environ["TEST_DATABASE_URL"])
-    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
-    name = f"closeloop_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def postgres_database(base_url: str, *, prefix: str = "closeloop_test") -> Iterator[str]:
+    """A throwaway database beside ``base_url``'s, dropped afterwards (tests and bench/)."""
+    admin = create_engine(normalise_url(base_url), isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = admin.url.set(database=name).render_as_string(hide_password=False)
@@ -69,11 +70,9 @@ def database_url(request, tmp_path_factory) -> Iterator[str]:
         migrate.upgrade(url)
         yield url
     else:
-        gen = _postgres_database()
-        url = next(gen)
-        migrate.upgrade(url)
-        yield url
-        gen.close()
+        with postgres_database(os.environ["TEST_DATABASE_URL"]) as url:
+            migrate.upgrade(url)
+            yield url
 
 
 @pytest.fixture(scope="session")
