@@ -38,6 +38,7 @@ from sqlalchemy import func, select
 from bot import flows
 from bot.db import session_scope
 from bot.flows import admin as admin_flows
+from bot.flows import outbox as outbox_flow
 from bot.models import Acknowledgement, Base, Competitor, Digest, Prompt, WinLossEntry
 from bot.services import NotAllowed
 from bot.services import competitors as competitor_svc
@@ -309,16 +310,19 @@ def test_admin_prompt_now_for_named_reps_then_everyone(h):
     assert "Sending this week's prompt" in said(reply)  # the ack, at once
     (answer,) = responses(slack, mark)
     assert answer["response_type"] == "ephemeral"
-    assert "Prompted <@UANA>" in answer["text"]
+    assert "Queued for <@UANA>" in answer["text"]
     assert "Not in the sales team" in answer["text"] and "<@UOUT>" in answer["text"]
+    assert dms_to(slack, "UANA") == []  # queued: the scheduler role's outbox job sends it
+    outbox_flow.drain(h.rt)
     assert len(dms_to(slack, "UANA")) == 1 and dms_to(slack, "UBEN") == []
     assert dms_to(slack, "UOUT") == []
 
     mark = len(slack.calls)
     h.command(ADMIN, "admin prompt-now")
     (answer,) = responses(slack, mark)
-    assert "Prompted <@UBEN>" in answer["text"]
+    assert "Queued for <@UBEN>" in answer["text"]
     assert "Already had this week's prompt: <@UANA>" in answer["text"]
+    outbox_flow.drain(h.rt)
     assert len(dms_to(slack, "UANA")) == 1 and len(dms_to(slack, "UBEN")) == 1
     with session_scope(h.rt.session_factory) as s:
         assert s.scalar(select(func.count()).select_from(Prompt)) == 2

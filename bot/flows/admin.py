@@ -31,8 +31,9 @@ def prompt_now(rt: Runtime, *, user_id: str, users: list[str] | None) -> str:
     check(rt, user_id)
     log.info("admin %s: prompt-now %s", user_id, users or "everyone")
     try:
-        # queued in the outbox; sent here only if this process holds the scheduler role
-        result = send_due_prompts(rt, only_users=users or None, force=True, send=rt.sends_outbox)
+        # Queued only: a fan-out to thousands must not hold a listener thread for minutes;
+        # the scheduler role's outbox job sends them within seconds.
+        result = send_due_prompts(rt, only_users=users or None, force=True, send=False)
     except SLACK_ERRORS as err:
         log.exception("prompt-now for admin %s failed", user_id)
         return admin_blocks.slack_failed("sending the prompts", str(err))
