@@ -107,12 +107,8 @@ def _exit_when_stdin_closes() -> None:
 def role_fake_slack(reps: int) -> None:
     """The fake Slack with ``reps`` sales reps (user group SSALES), one marketer, marketing's
     channel, and a ``bench.stats`` method answering the count of calls per method."""
-    from tests import fakeslack
     from tests.fakeslack import FakeSlack
 
-    # Its ThreadingHTTPServer has socketserver's listen backlog of 5, and resets connections
-    # beyond it under a burst; real Slack does not, and the retries would be timed as ours.
-    fakeslack._Server.request_queue_size = 1024
     slack = FakeSlack(bot_token=BOT_TOKEN)
     ids = [rep_id(i) for i in range(reps)]
     for i, user in enumerate(ids):
