@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from dotenv import load_dotenv
 
@@ -148,16 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     return _run(rt, scheduler=not args.no_scheduler)
 
 
-def _logged(fn):
-    def run() -> None:
-        try:
-            fn()
-        except Exception:
-            logging.getLogger("bot").exception("background task failed")
-
-    return run
-
-
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
@@ -233,11 +222,6 @@ def _run(rt, *, scheduler: bool) -> int:
     role = _scheduler_role(rt) if scheduler else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="background")
-
-    def run_later(fn) -> None:
-        background.submit(_logged(fn))
-
     server = handler = None
     try:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -260,9 +244,7 @@ def _run(rt, *, scheduler: bool) -> int:
             log.warning("Socket Mode handshake failed; slack-sdk keeps retrying every 10 s")
         if rt.settings.deals_webhook_secret or os.environ.get("PORT"):
             # Slack comes over the socket; HTTP serves only /healthz and the deal webhook.
-            server = make_http_server(
-                make_wsgi_app(None, rt, run_later=run_later), "0.0.0.0", rt.settings.port
-            )
+            server = make_http_server(make_wsgi_app(None, rt), "0.0.0.0", rt.settings.port)
             threading.Thread(target=server.serve_forever, daemon=True).start()
         while not stop.is_set():
             stop.wait(1)
@@ -275,7 +257,7 @@ def _run(rt, *, scheduler: bool) -> int:
             handler.close()
         if role is not None:
             role.stop()
-        background.shutdown(wait=False)
+        rt.drain_later()  # what listeners left for after their ack
     return 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 
 from slack_bolt import App, BoltResponse
 
@@ -27,12 +27,19 @@ def create_app(
 ) -> App:
     """The Bolt app for ``rt``. Socket Mode needs no signing secret; HTTP mode verifies it.
 
-    Listeners ack first and finish their Slack calls on ``listener_executor``'s threads.
+    A listener runs on the thread that answers Slack (``process_before_response``): it
+    validates, stores what must not be lost, calls ``ack()`` and returns at once, handing
+    what can wait to ``context["later"]`` (:meth:`Runtime.later`; ``listener_executor``
+    replaces its threads, as the tests do to wait for that work). So the answer leaves the
+    moment the listener returns, instead of when Bolt's waiting thread next looks (it polls
+    every 10 ms), and the work after the ack yields to the requests still being answered.
+    Events are processed before their 200, so a failure is answered 500 and Slack retries.
     """
     settings = rt.settings
+    if listener_executor is not None:
+        rt.later_executor = listener_executor
     app = App(
-        listener_executor=listener_executor
-        or ThreadPoolExecutor(max_workers=16, thread_name_prefix="listener"),
+        process_before_response=True,
         client=rt.client,
         signing_secret=settings.slack_signing_secret or "",
         request_verification_enabled=not settings.socket_mode,
@@ -41,8 +48,11 @@ def create_app(
         logger=logging.getLogger("bot.bolt"),
     )
 
-    def inject_runtime(context, next):  # noqa: A002 - Bolt's argument name
+    def inject_runtime(context, body, next):  # noqa: A002 - Bolt's argument name
         context["rt"] = rt
+        context["later"] = lambda fn, *args, **kwargs: rt.later(
+            fn, *args, on_error=lambda error: on_error(error, body), **kwargs
+        )
         next()
 
     def process_each_event_once(body, next):  # noqa: A002

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -139,6 +140,47 @@ class Roster:
         return user.get("tz"), name or user.get("name")
 
 
+class Foreground:
+    """The Slack requests this process is answering now, so work that can wait yields to them.
+
+    Slack wants each request answered within 3 seconds and a person is watching a modal
+    close. What a listener does after its ack (posting to marketing's channel, updating the
+    rep's DM, opening a modal) goes to :meth:`Runtime.later`, whose threads start a task only
+    when no request is being answered here, or after ``patience`` seconds at most: a burst of
+    50 submissions is acknowledged first and its follow-up work runs right after, instead of
+    50 acks queueing behind 50 rounds of database and Slack calls for the one interpreter
+    lock. ``patience`` bounds the wait, so a steady stream of requests delays that work but
+    never starves it (a modal's trigger_id lives 3 seconds).
+    """
+
+    def __init__(self, patience: float = 0.25) -> None:
+        self.patience = patience
+        self._answering = 0
+        self._idle = threading.Condition()
+
+    def enter(self) -> None:
+        with self._idle:
+            self._answering += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._answering -= 1
+            if self._answering <= 0:
+                self._answering = 0
+                self._idle.notify_all()
+
+    @property
+    def answering(self) -> int:
+        return self._answering
+
+    def wait_idle(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._answering == 0, timeout=self.patience)
+
+
+LATER_WORKERS = 4  # threads for work after the ack, per process
+
+
 @dataclass
 class Runtime:
     """The wiring for one running bot (or one test)."""
@@ -155,10 +197,58 @@ class Runtime:
     outbox_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     sends_outbox: bool = False  # holds the scheduler role, so sends what it queues at once
     workspace_url: str | None = None  # from auth.test, for message links
+    foreground: Foreground = field(default_factory=Foreground, repr=False)
+    # Where work after the ack runs; None: this runtime's own LATER_WORKERS threads.
+    later_executor: Executor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.roster = Roster(self.client, self.settings)
         self.fanout_client = fanout_client(self.client)
+        self._later_lock = threading.Lock()
+
+    def later(
+        self,
+        fn: Callable[..., object],
+        /,
+        *args,
+        on_error: Callable[[Exception], None] | None = None,
+        **kwargs,
+    ) -> Future:
+        """Run ``fn(*args, **kwargs)`` on this process's after-the-ack threads, once no Slack
+        request is being answered here (see :class:`Foreground`). A failure is logged and
+        handed to ``on_error`` (a listener's: tell the person); it never escapes.
+
+        In memory: a process killed before the task ran loses it, so only work that the
+        minute tick redoes from the database (posts, DM refreshes, nudges) or that the user
+        can simply repeat (opening a modal) goes here.
+        """
+        with self._later_lock:
+            if self.later_executor is None:
+                self.later_executor = ThreadPoolExecutor(
+                    max_workers=LATER_WORKERS, thread_name_prefix="after-ack"
+                )
+            executor = self.later_executor
+
+        def run() -> None:
+            self.foreground.wait_idle()
+            try:
+                fn(*args, **kwargs)
+            except Exception as err:
+                log.error("work after the ack failed (%s)", _name(fn), exc_info=err)
+                if on_error is not None:
+                    try:
+                        on_error(err)
+                    except Exception:
+                        log.exception("reporting a failure after the ack failed")
+
+        return executor.submit(run)
+
+    def drain_later(self) -> None:
+        """Finish the work queued with :meth:`later` (a graceful shutdown)."""
+        with self._later_lock:
+            executor, self.later_executor = self.later_executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
 
     @classmethod
     def build(
@@ -236,3 +326,7 @@ class Runtime:
     def tell(self, user_id: str, text: str) -> None:
         """DM a user a short message of ours (never raises)."""
         self.post(channel=user_id, text=text)
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)

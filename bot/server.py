@@ -48,9 +48,19 @@ def _read_body(environ) -> bytes | None:
     return environ["wsgi.input"].read(length) if length else b""
 
 
-def make_wsgi_app(app: App | None, rt: Runtime, *, run_later: Callable[[Callable[[], None]], None]):
-    """The WSGI callable. ``app`` None (Socket Mode) serves only the webhook and /healthz."""
+def make_wsgi_app(
+    app: App | None,
+    rt: Runtime,
+    *,
+    run_later: Callable[[Callable[[], None]], object] | None = None,
+):
+    """The WSGI callable. ``app`` None (Socket Mode) serves only the webhook and /healthz.
+
+    ``run_later`` runs the deal webhook's nudge after its answer (default :meth:`Runtime.later`).
+    While a Slack request is being answered, work after other acks waits (``rt.foreground``).
+    """
     slack = SlackRequestHandler(app, path="/slack/events") if app is not None else None
+    run_later = run_later or rt.later
 
     def wsgi(environ, start_response):
         path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
@@ -81,7 +91,11 @@ def make_wsgi_app(app: App | None, rt: Runtime, *, run_later: Callable[[Callable
             )
         if slack is None:
             return _reply(start_response, 404, b"Not Found\n", "text/plain")
-        return slack(environ, start_response)
+        rt.foreground.enter()
+        try:
+            return slack(environ, start_response)
+        finally:
+            rt.foreground.leave()
 
     return wsgi
 

@@ -30,8 +30,6 @@ DB_POOL_SIZE = 15
 
 def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
     """The WSGI callable for one worker (called in the worker, after the fork)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from bot.app import create_app
     from bot.db import make_session_factory
     from bot.runtime import Runtime
@@ -41,12 +39,12 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
         settings, session_factory=make_session_factory(_worker_engine(settings.database_url))
     )
     app = create_app(rt)
-    background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="background")
+    atexit.register(rt.drain_later)  # registered first, so it runs after the role stops
     if scheduler:
         from bot import scheduler as sched_mod
 
         atexit.register(sched_mod.role(rt).stop)
-    return make_wsgi_app(app, rt, run_later=lambda fn: background.submit(_logged(fn)))
+    return make_wsgi_app(app, rt)
 
 
 def _worker_engine(url: str) -> Engine:
@@ -59,16 +57,6 @@ def _worker_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         return make_engine(url)  # one connection per thread by design; nothing to size
     return make_engine(url, pool_size=DB_POOL_SIZE, max_overflow=0)
-
-
-def _logged(fn):
-    def run() -> None:
-        try:
-            fn()
-        except Exception:
-            log.exception("background task failed")
-
-    return run
 
 
 class ProductionServer(BaseApplication):

@@ -20,7 +20,10 @@ MARKETING_CACHE_SECONDS = 300.0  # a click uses a recent read; submitting re-che
 def open_feedback_modal(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     """ "Answer" / "Edit answer": open this week's form, prefilled when editing."""
     ack()
-    rt: Runtime = context["rt"]
+    context["later"](_open_feedback, body, client, context["rt"])
+
+
+def _open_feedback(body: dict, client: WebClient, rt: Runtime) -> None:
     user_id = body["user"]["id"]
     try:
         view = flows.feedback_view(rt, user_id=user_id, prompt_id=int(body["actions"][0]["value"]))
@@ -35,15 +38,22 @@ def skip_week(ack: Ack, body: dict, context: dict) -> None:
     ack()
     action = body["actions"][0]
     reason = action["action_id"].removeprefix("feedback_skip_")
-    flows.skip_week(
-        context["rt"], user_id=body["user"]["id"], prompt_id=int(action["value"]), reason=reason
+    context["later"](
+        flows.skip_week,
+        context["rt"],
+        user_id=body["user"]["id"],
+        prompt_id=int(action["value"]),
+        reason=reason,
     )
 
 
 def open_close_loop(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     """ "Close the loop": marketing gets the note form; anyone else an ephemeral explanation."""
     ack()
-    rt: Runtime = context["rt"]
+    context["later"](_open_close_loop, body, client, context["rt"])
+
+
+def _open_close_loop(body: dict, client: WebClient, rt: Runtime) -> None:
     user_id = body["user"]["id"]
     post_id = int(body["actions"][0]["value"])
     if user_id not in rt.roster.marketing_ids(max_age=MARKETING_CACHE_SECONDS):
@@ -63,13 +73,15 @@ def open_close_loop(ack: Ack, body: dict, client: WebClient, context: dict) -> N
 def open_winloss_modal(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     """ "Log win/loss" on a nudge or in /winloss list: the form, prefilled for that deal."""
     ack()
-    _open_winloss(body, client, context, deal_pk=int(body["actions"][0]["value"]))
+    context["later"](_open_winloss, body, client, context, deal_pk=int(body["actions"][0]["value"]))
 
 
 def edit_winloss(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     """ "Edit" on a win/loss post: the author (or a manager) edits for 7 days."""
     ack()
-    _open_winloss(body, client, context, entry_id=int(body["actions"][0]["value"]))
+    context["later"](
+        _open_winloss, body, client, context, entry_id=int(body["actions"][0]["value"])
+    )
 
 
 def _open_winloss(body: dict, client: WebClient, context: dict, **which) -> None:

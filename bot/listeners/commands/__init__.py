@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
@@ -71,7 +72,9 @@ def closeloop_command(
     first, *rest = re.split(r"\s+", raw, maxsplit=1)
     if first.lower() == "admin":
         text = rest[0] if rest else ""
-        admin_command(ack, respond, context["rt"], user_id=command["user_id"], text=text)
+        admin_command(
+            ack, respond, context["rt"], context["later"], user_id=command["user_id"], text=text
+        )
         return
     text = raw.lower()
     if text not in ("", "answer", "feedback"):
@@ -84,10 +87,12 @@ def closeloop_command(
         ack(text=str(err))  # ephemeral, works in any channel
         return
     ack()
-    client.views_open(trigger_id=command["trigger_id"], view=view)
+    context["later"](client.views_open, trigger_id=command["trigger_id"], view=view)
 
 
-def admin_command(ack: Ack, respond: Respond, rt: Runtime, *, user_id: str, text: str) -> None:
+def admin_command(
+    ack: Ack, respond: Respond, rt: Runtime, later, *, user_id: str, text: str
+) -> None:
     """``/closeloop admin [help | prompt-now | digest | merge-competitor]``.
 
     A non-admin is answered at once (ephemeral) and nothing is stored or sent. Input errors
@@ -111,7 +116,7 @@ def admin_command(ack: Ack, respond: Respond, rt: Runtime, *, user_id: str, text
             ack(text=admin_blocks.bad_people(bad))
             return
         ack(text=admin_blocks.working("Sending this week's prompt"))
-        answer = admin_flows.prompt_now(rt, user_id=user_id, users=users)
+        work = partial(admin_flows.prompt_now, rt, user_id=user_id, users=users)
     elif word == "digest":
         month = None
         if args.strip():
@@ -121,20 +126,20 @@ def admin_command(ack: Ack, respond: Respond, rt: Runtime, *, user_id: str, text
                 ack(text=admin_blocks.bad_month(unescape_slack(args.strip())))
                 return
         ack(text=admin_blocks.working("Posting the digest"))
-        answer = admin_flows.post_digest(rt, user_id=user_id, month=month)
+        work = partial(admin_flows.post_digest, rt, user_id=user_id, month=month)
     elif word == "merge-competitor":
         names = parse_merge(args)
         if names is None:
             ack(text=admin_blocks.bad_merge(unescape_slack(args.strip())))
             return
         ack()
-        answer = admin_flows.merge_competitors(
-            rt, user_id=user_id, source=names[0], target=names[1]
+        work = partial(
+            admin_flows.merge_competitors, rt, user_id=user_id, source=names[0], target=names[1]
         )
     else:
         ack(text=admin_blocks.unknown_subcommand(unescape_slack(word)))
         return
-    respond(text=answer, response_type="ephemeral")
+    later(lambda: respond(text=work(), response_type="ephemeral"))
 
 
 def winloss_command(ack: Ack, command: dict, client: WebClient, context: dict) -> None:
@@ -150,7 +155,11 @@ def winloss_command(ack: Ack, command: dict, client: WebClient, context: dict) -
         ack(text=wl_blocks.HELP)
         return
     ack()  # first: the trigger_id lives 3 seconds from the command, not from our answer
-    client.views_open(trigger_id=command["trigger_id"], view=wl_flows.modal(rt, user_id=user_id))
+    context["later"](_open_winloss, client, rt, trigger_id=command["trigger_id"], user_id=user_id)
+
+
+def _open_winloss(client: WebClient, rt: Runtime, *, trigger_id: str, user_id: str) -> None:
+    client.views_open(trigger_id=trigger_id, view=wl_flows.modal(rt, user_id=user_id))
 
 
 def register(app: App) -> None:

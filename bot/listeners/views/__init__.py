@@ -52,7 +52,7 @@ def submit_feedback(ack: Ack, body: dict, view: dict, context: dict) -> None:
         ack(response_action="errors", errors={"worked": str(err)})
         return
     ack()
-    flows.after_answer(rt, user_id=user_id, prompt_id=prompt_id, post_id=post_id)
+    context["later"](flows.after_answer, rt, user_id=user_id, prompt_id=prompt_id, post_id=post_id)
 
 
 def submit_note(ack: Ack, body: dict, view: dict, context: dict) -> None:
@@ -132,7 +132,7 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
         ack(response_action="errors", errors={"reason": str(err)})
         return
     ack()
-    wl_flows.after_entry(rt, user_id=user_id, post_id=post_id, deal_pk=deal_pk)
+    context["later"](wl_flows.after_entry, rt, user_id=user_id, post_id=post_id, deal_pk=deal_pk)
 
 
 def register(app: App) -> None:
