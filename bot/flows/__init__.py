@@ -262,34 +262,41 @@ def refresh_prompt_dm(rt: Runtime, prompt_id: int) -> None:
 def feedback_view(rt: Runtime, *, user_id: str, prompt_id: int) -> dict:
     """The answer modal for a prompt, prefilled with the answer when editing."""
     with session_scope(rt.session_factory) as session:
-        prompt = feedback_svc.get_prompt(session, prompt_id)
-        feedback_svc.check_can_answer(prompt, user_id)
-        answer = prompt.answer
-        existing = (
-            {
-                "worked": answer.worked,
-                "fell_flat": answer.fell_flat,
-                "insight": answer.insight,
-                "campaign": answer.campaign,
-            }
-            if answer
-            else None
-        )
-        return fb_blocks.feedback_modal(
-            prompt_id=prompt.id, week_start=prompt.week_start, answer=existing
-        )
+        return _feedback_modal(feedback_svc.get_prompt(session, prompt_id), user_id)
 
 
 def current_feedback_view(rt: Runtime, *, user_id: str) -> dict:
-    """The modal for the caller's open prompt; DomainError when there is none."""
+    """The modal for the caller's open prompt; DomainError when there is none.
+
+    One session and one query (the answer joined in): a slash command reads this before
+    its ack, to answer "no open prompt" in place."""
     with session_scope(rt.session_factory) as session:
-        prompt = feedback_svc.open_prompt_for(session, user_id=user_id, now=rt.now())
-        prompt_id = prompt.id if prompt else None
-    if prompt_id is None:
-        raise DomainError(
-            "You have no open feedback prompt right now; the next one arrives on schedule."
+        prompt = feedback_svc.open_prompt_for(
+            session, user_id=user_id, now=rt.now(), with_answer=True
         )
-    return feedback_view(rt, user_id=user_id, prompt_id=prompt_id)
+        if prompt is None:
+            raise DomainError(
+                "You have no open feedback prompt right now; the next one arrives on schedule."
+            )
+        return _feedback_modal(prompt, user_id)
+
+
+def _feedback_modal(prompt: Prompt, user_id: str) -> dict:
+    feedback_svc.check_can_answer(prompt, user_id)
+    answer = prompt.answer
+    existing = (
+        {
+            "worked": answer.worked,
+            "fell_flat": answer.fell_flat,
+            "insight": answer.insight,
+            "campaign": answer.campaign,
+        }
+        if answer
+        else None
+    )
+    return fb_blocks.feedback_modal(
+        prompt_id=prompt.id, week_start=prompt.week_start, answer=existing
+    )
 
 
 def close_loop_view(rt: Runtime, post_id: int) -> dict:

@@ -9,7 +9,7 @@ from datetime import date, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from bot.config import WeeklyTime
 from bot.models import FeedbackAnswer, LoopPost, Member, Prompt, PromptStatus
@@ -175,11 +175,16 @@ def get_prompt(session: Session, prompt_id: int) -> Prompt:
     return prompt
 
 
-def open_prompt_for(session: Session, *, user_id: str, now: datetime) -> Prompt | None:
-    """The rep's most recent prompt that can still be answered."""
+def open_prompt_for(
+    session: Session, *, user_id: str, now: datetime, with_answer: bool = False
+) -> Prompt | None:
+    """The rep's most recent prompt that can still be answered (its answer loaded in the same
+    query when ``with_answer``)."""
+    query = select(Prompt)
+    if with_answer:
+        query = query.options(joinedload(Prompt.answer))
     return session.scalars(
-        select(Prompt)
-        .where(
+        query.where(
             Prompt.user_id == user_id,
             Prompt.status.in_(PromptStatus.OPEN),
             Prompt.closes_at > now,
