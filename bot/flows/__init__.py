@@ -312,7 +312,7 @@ def record_answer(
     session: Session, rt: Runtime, *, user_id: str, prompt_id: int, bullets: Bullets, source: str
 ) -> tuple[int, int, bool]:
     """Store an answer in ``session``; return (prompt id, post id, edited). Raises DomainError."""
-    prompt = feedback_svc.get_prompt(session, prompt_id)
+    prompt = feedback_svc.get_prompt(session, prompt_id, with_answer=True)
     _answer, post, edited = feedback_svc.record_answer(
         session,
         prompt=prompt,

@@ -168,8 +168,9 @@ def mark_send_failed(prompt: Prompt, *, error: str) -> None:
 # --- answering ---------------------------------------------------------------------------
 
 
-def get_prompt(session: Session, prompt_id: int) -> Prompt:
-    prompt = session.get(Prompt, prompt_id)
+def get_prompt(session: Session, prompt_id: int, *, with_answer: bool = False) -> Prompt:
+    options = [joinedload(Prompt.answer)] if with_answer else None
+    prompt = session.get(Prompt, prompt_id, options=options)
     if prompt is None:
         raise DomainError("That prompt no longer exists.")
     return prompt
