@@ -20,11 +20,19 @@ and, for reference, to two controls that locate the cost:
 - ``bolt-gunicorn``: the same minimal Bolt app under gunicorn with Closeloop's exact settings
   (bot.wsgi.ProductionServer), i.e. Bolt and gunicorn without Closeloop's own work.
 
-Latency is request-to-response, measured with time.perf_counter in the client threads (one
-http.client connection per thread, reused while the server keeps it open). It is a closed loop:
-each connection sends its next request as soon as the last one is answered, so at C
-connections throughput T gives a mean latency of C / T (Little's law). Thread i plays rep i
-(a rep's own requests never overlap), so C reps are set up.
+Latency is request-to-response, measured with time.perf_counter in the load generator: one
+thread driving C keep-alive connections with non-blocking sockets (epoll), every request built
+and signed before the clock starts, so the generator's own cost stays small (it shares the
+machine's 2 cores with the servers). Connection i plays rep i (a rep's own requests never
+overlap), so C reps are set up. Two load patterns, each measured (``--patterns``):
+
+- ``burst``: all C connections send a request at the same moment; the round ends when all are
+  answered and the next starts ``--gap`` seconds (default 1) after it began. This is "50
+  requests at once", as when a Friday prompt lands and reps answer together, with the work
+  after the acks free to finish between rounds.
+- ``closed``: each connection sends its next request as soon as the last one is answered: the
+  server is saturated for the whole run, so at C connections throughput T gives a mean
+  latency of C / T (Little's law): a capacity figure more than a latency one.
 
 A warm-up precedes each measurement; on Closeloop it includes every rep's first answer, whose
 post to marketing's channel is paced at SLACK_POST_RATE (5 a second), and the measurement
