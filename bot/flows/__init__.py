@@ -7,6 +7,7 @@ crash or a Slack failure leaves a row that the next tick retries instead of a lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -465,6 +466,37 @@ def retry_unpublished_posts(rt: Runtime) -> int:
     return sum(publish_post(rt, i) for i in ids)
 
 
+def record_acknowledgement(
+    session: Session,
+    rt: Runtime,
+    *,
+    user_id: str,
+    post_id: int,
+    marketing_ids: Collection[str],
+    note: str | None = None,
+    reaction: str | None = None,
+) -> int | None:
+    """Store marketing's acknowledgement in ``session``; its id, or None for a repeat.
+
+    Raises NotAllowed / DomainError for the caller to show. No Slack call: a modal
+    submission stores this before it answers Slack, then calls :func:`notify_ack`.
+    """
+    post = loop_svc.get_post(session, post_id)
+    ack = loop_svc.acknowledge(
+        session,
+        post=post,
+        user_id=user_id,
+        marketing_ids=marketing_ids,
+        note=note,
+        reaction=reaction,
+        now=rt.now(),
+    )
+    if ack is None:
+        return None
+    session.flush()
+    return ack.id
+
+
 def acknowledge(
     rt: Runtime,
     *,
@@ -478,21 +510,20 @@ def acknowledge(
     Raises NotAllowed / DomainError for the caller to show; returns False for a repeat.
     """
     marketing = rt.roster.marketing_ids()
-    with session_scope(rt.session_factory) as session:
-        post = loop_svc.get_post(session, post_id)
-        ack = loop_svc.acknowledge(
+    ack_id = in_transaction(
+        rt.session_factory,
+        lambda session: record_acknowledgement(
             session,
-            post=post,
+            rt,
             user_id=user_id,
+            post_id=post_id,
             marketing_ids=marketing,
             note=note,
             reaction=reaction,
-            now=rt.now(),
-        )
-        if ack is None:
-            return False
-        session.flush()
-        ack_id = ack.id
+        ),
+    )
+    if ack_id is None:
+        return False
     notify_ack(rt, ack_id)
     return True
 
