@@ -6,7 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+
+# What a unit of work raises when the database cannot be reached: the server is down or
+# restarting, the connection was cut, the pool waited in vain. The work was rolled back
+# (or, if the connection died during COMMIT itself, its fate is unknown).
+UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
 
 
 def normalise_url(url: str) -> str:

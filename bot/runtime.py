@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +35,7 @@ SLACK_ERRORS = (SlackClientError, OSError)
 # message would duplicate it, so these are not retried blindly. Closeloop's own retry (the
 # minute tick) first looks for the message by its metadata (see Runtime.find_marked).
 NOT_IDEMPOTENT = ("chat.postMessage", "chat.postEphemeral")
+THREAD_PAGES = 20  # conversations.replies pages read at most when looking for a reply
 
 
 class SafeConnectionRetryHandler(ConnectionErrorRetryHandler):
@@ -305,23 +306,50 @@ class Runtime:
             log.exception("chat.update of %s/%s failed", kwargs.get("channel"), kwargs.get("ts"))
             return False
 
-    def find_marked(self, *, channel: str, event_type: str, key: str, value: int) -> dict | None:
+    def find_marked(
+        self,
+        *,
+        channel: str,
+        event_type: str,
+        key: str,
+        value: int,
+        thread_ts: str | None = None,
+    ) -> dict | None:
         """The recent message in ``channel`` that Closeloop marked with this metadata, if any.
 
-        Used before sending again something whose first try may have reached Slack. Raises
-        the Slack error when history cannot be read (the caller then waits and retries).
+        Used before sending again something whose first try may have reached Slack. With
+        ``thread_ts`` it looks among that thread's replies (``conversations.replies``, every
+        page), which ``conversations.history`` does not list. Raises the Slack error when
+        the messages cannot be read (the caller then waits and retries).
         """
         if channel.startswith(("U", "W")):
             channel = self.client.conversations_open(users=channel)["channel"]["id"]
-        history = self.client.conversations_history(
-            channel=channel, limit=200, include_all_metadata=True
-        )
-        for message in history.get("messages") or []:
+        if thread_ts is None:
+            history = self.client.conversations_history(
+                channel=channel, limit=200, include_all_metadata=True
+            )
+            messages = history.get("messages") or []
+        else:
+            messages = self._thread(channel, thread_ts)
+        for message in messages:
             metadata = message.get("metadata") or {}
             payload = metadata.get("event_payload") or {}
             if metadata.get("event_type") == event_type and payload.get(key) == value:
                 return {**message, "channel": channel}
         return None
+
+    def _thread(self, channel: str, thread_ts: str) -> Iterator[dict]:
+        """Every message of a thread, the parent first, page by page (Slack may cap a
+        page well below ``limit``: 15 for some apps)."""
+        cursor = None
+        for _ in range(THREAD_PAGES):
+            page = self.client.conversations_replies(
+                channel=channel, ts=thread_ts, limit=200, cursor=cursor, include_all_metadata=True
+            )
+            yield from page.get("messages") or []
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return
 
     def tell(self, user_id: str, text: str) -> None:
         """DM a user a short message of ours (never raises)."""

@@ -11,6 +11,10 @@ uses, with the response shapes and error codes of Slack's published OpenAPI spec
         client.chat_postMessage(channel="C1", text="hi")
         (call,) = slack.calls_to("chat.postMessage")
 
+Messages are stored per channel; ``conversations.history`` lists the top-level ones (newest
+first) and ``conversations.replies`` one thread (its parent first, then the replies,
+cursor-paginated), each with message metadata only when ``include_all_metadata`` is set.
+
 Every request is recorded as a :class:`Call`; ``fail_next`` injects faults (429, 5xx,
 ``ok: false`` errors, dropped connections, delays). New methods are added with
 :meth:`FakeSlack.register`.
@@ -36,6 +40,7 @@ puts it in every command it sends); a JSON ``POST`` there (no token) is recorded
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import itertools
@@ -289,6 +294,18 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes")
     return bool(value)
+
+
+def _ts_micros(ts: str) -> int:
+    """A message ts ("1700000000.000100") as whole microseconds."""
+    seconds, _, fraction = ts.partition(".")
+    return int(seconds) * 1_000_000 + int((fraction + "000000")[:6])
+
+
+def _cursor_for(message: dict[str, Any]) -> str:
+    """An opaque ``next_cursor`` resuming at ``message``, shaped like Slack's
+    (base64 of ``next_ts:<ts in microseconds>``)."""
+    return base64.b64encode(f"next_ts:{_ts_micros(message['ts'])}".encode()).decode()
 
 
 # --------------------------------------------------------------------------- file uploads
@@ -1125,6 +1142,7 @@ class FakeSlack:
             ("chat.postEphemeral", self._chat_post_ephemeral, True),
             ("conversations.open", self._conversations_open, True),
             ("conversations.history", self._conversations_history, False),
+            ("conversations.replies", self._conversations_replies, False),
             ("users.info", self._users_info, False),
             ("users.lookupByEmail", self._users_lookup_by_email, False),
             ("usergroups.users.list", self._usergroups_users_list, False),
@@ -1613,6 +1631,74 @@ class FakeSlack:
         found.sort(key=lambda m: float(m["ts"]), reverse=True)
         limit = max(1, min(limit, 999))
         return {"messages": found[:limit], "has_more": len(found) > limit, "pin_count": 0}
+
+    def _conversations_replies(self, params: Params) -> dict[str, Any]:
+        """conversations.replies: a thread, oldest first. The first page starts with the
+        parent message; ``ts`` may name the parent or any reply (a message without replies
+        comes back alone). Replies are kept between ``oldest`` and ``latest`` (exclusive
+        unless ``inclusive``); metadata only with ``include_all_metadata``. Cursor-paginated:
+        at most ``limit`` messages a page (default and maximum 1000), ``has_more`` and
+        ``response_metadata.next_cursor`` while more follow."""
+        channel_id = _str_param(params, "channel")
+        if channel_id is None or channel_id not in self._channels:
+            raise SlackError("channel_not_found")
+        if not self._channels[channel_id].is_member:
+            raise SlackError("not_in_channel")
+        messages = self._messages.get(channel_id, {})
+        ts = _str_param(params, "ts")
+        if ts is None or ts not in messages:
+            raise SlackError("thread_not_found")
+        try:
+            oldest = float(_str_param(params, "oldest") or 0)
+            latest = float(_str_param(params, "latest") or 9e12)
+            limit = int(_str_param(params, "limit") or 1000)
+        except ValueError:
+            raise SlackError("invalid_arguments") from None
+        limit = max(1, min(limit, 1000))
+        inclusive = _truthy(params.get("inclusive"))
+        root_ts = messages[ts].get("thread_ts") or ts
+        thread = [messages[root_ts]] if root_ts in messages else []
+        replies = []
+        for reply_ts, message in messages.items():
+            if reply_ts == root_ts or message.get("thread_ts") != root_ts:
+                continue
+            value = float(reply_ts)
+            if (oldest <= value <= latest) if inclusive else (oldest < value < latest):
+                replies.append(message)
+        thread += sorted(replies, key=lambda m: float(m["ts"]))
+        start = 0
+        cursor = _str_param(params, "cursor")
+        if cursor is not None:
+            start = self._cursor_position(cursor, [m["ts"] for m in thread])
+        page = thread[start : start + limit]
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        shown = []
+        for message in page:
+            copied = copy.deepcopy(message)
+            if not with_metadata:
+                copied.pop("metadata", None)
+            shown.append(copied)
+        answer: dict[str, Any] = {"messages": shown, "has_more": start + limit < len(thread)}
+        if answer["has_more"]:
+            answer["response_metadata"] = {"next_cursor": _cursor_for(thread[start + limit])}
+        return answer
+
+    @staticmethod
+    def _cursor_position(cursor: str, stamps: list[str]) -> int:
+        """Where a ``next_cursor`` of :func:`_cursor_for` resumes in ``stamps``."""
+        try:
+            decoded = base64.b64decode(cursor.encode(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise SlackError("invalid_cursor") from None
+        if not decoded.startswith("next_ts:"):
+            raise SlackError("invalid_cursor")
+        wanted = decoded.removeprefix("next_ts:")
+        if not wanted.isdigit():
+            raise SlackError("invalid_cursor")
+        for position, ts in enumerate(stamps):
+            if _ts_micros(ts) >= int(wanted):
+                return position
+        return len(stamps)
 
     def _chat_update(self, params: Params) -> dict[str, Any]:
         """chat.update: edit a bot message; omitted blocks/attachments are kept."""

@@ -139,8 +139,10 @@ def test_a_forged_close_the_loop_submission_from_outside_marketing_stores_nothin
     post, modal = feedback_post_and_note_modal(h)
     before, mark = database(h), len(h.slack.calls)
     reply = h.submit(who, modal, {"note": "We will change everything <!channel>"})
-    assert reply.status == 200  # the modal closes; the refusal comes as a DM
-    only_told(writes(h.slack, mark), who, "Only the marketing team")
+    # Refused before Slack is answered: the modal stays open and says why; nothing is sent.
+    assert reply.status == 200 and reply.json()["response_action"] == "errors"
+    assert "Only the marketing team" in reply.json()["errors"]["note"]
+    assert writes(h.slack, mark) == []
     assert database(h) == before
     assert "Loop closed" not in all_text(stored(h.slack, post))
 

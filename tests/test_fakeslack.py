@@ -299,6 +299,99 @@ def test_post_message_thread_replies(client: WebClient, slack: FakeSlack) -> Non
     assert client.chat_postMessage(channel="C1", text="x", thread_ts="1.000001")["ok"]
 
 
+def test_conversations_replies_lists_the_thread_parent_first(
+    client: WebClient, slack: FakeSlack
+) -> None:
+    parent = client.chat_postMessage(channel="C1", text="parent")["ts"]
+    marker = {"event_type": "closeloop_test", "event_payload": {"n": 1}}
+    first = client.chat_postMessage(channel="C1", text="r1", thread_ts=parent, metadata=marker)
+    nested = client.chat_postMessage(channel="C1", text="r2", thread_ts=first["ts"])["ts"]
+    client.chat_postMessage(channel="C1", text="elsewhere")  # not in the thread
+
+    thread = client.conversations_replies(channel="C1", ts=parent)
+    assert [m["text"] for m in thread["messages"]] == ["parent", "r1", "r2"]
+    assert thread["has_more"] is False and "response_metadata" not in thread.data
+    head = thread["messages"][0]
+    assert (head["ts"], head["thread_ts"], head["reply_count"]) == (parent, parent, 2)
+    assert head["latest_reply"] == nested
+    assert all(m["thread_ts"] == parent for m in thread["messages"])
+    assert "metadata" not in thread["messages"][1]  # only when asked for
+    # Any message of the thread names it; metadata comes with include_all_metadata.
+    again = client.conversations_replies(channel="C1", ts=nested, include_all_metadata=True)
+    assert [m["ts"] for m in again["messages"]] == [m["ts"] for m in thread["messages"]]
+    assert again["messages"][1]["metadata"] == marker
+    # A message without replies comes back alone; so does a DM's.
+    lone = client.chat_postMessage(channel="C1", text="lone")["ts"]
+    assert [m["text"] for m in client.conversations_replies(channel="C1", ts=lone)["messages"]] == [
+        "lone"
+    ]
+    dm = client.chat_postMessage(channel="U1", text="hello")
+    answer = client.conversations_replies(channel=dm["channel"], ts=dm["ts"])
+    assert [m["text"] for m in answer["messages"]] == ["hello"]
+    # conversations.history lists the parent, never its replies.
+    top = client.conversations_history(channel="C1")["messages"]
+    assert {m["text"] for m in top} == {"parent", "elsewhere", "lone"}
+
+
+def test_conversations_replies_pages_with_a_cursor(client: WebClient) -> None:
+    parent = client.chat_postMessage(channel="C1", text="parent")["ts"]
+    for n in range(5):
+        client.chat_postMessage(channel="C1", text=f"r{n}", thread_ts=parent)
+    seen, pages, cursor = [], 0, None
+    while True:
+        page = client.conversations_replies(channel="C1", ts=parent, limit=2, cursor=cursor)
+        pages += 1
+        assert len(page["messages"]) <= 2
+        seen += [m["text"] for m in page["messages"]]
+        cursor = (page.get("response_metadata") or {}).get("next_cursor")
+        assert page["has_more"] is bool(cursor)
+        if not cursor:
+            break
+    assert seen == ["parent", "r0", "r1", "r2", "r3", "r4"] and pages == 3
+    with pytest.raises(SlackApiError) as excinfo:
+        client.conversations_replies(channel="C1", ts=parent, cursor="not a cursor")
+    assert api_error(excinfo) == "invalid_cursor"
+
+
+def test_conversations_replies_time_range(client: WebClient) -> None:
+    parent = client.chat_postMessage(channel="C1", text="parent")["ts"]
+    stamps = [
+        client.chat_postMessage(channel="C1", text=f"r{n}", thread_ts=parent)["ts"]
+        for n in range(3)
+    ]
+    inside = client.conversations_replies(
+        channel="C1", ts=parent, oldest=stamps[0], latest=stamps[2]
+    )
+    assert [m["text"] for m in inside["messages"]] == ["parent", "r1"]
+    inclusive = client.conversations_replies(
+        channel="C1", ts=parent, oldest=stamps[0], latest=stamps[2], inclusive=True
+    )
+    assert [m["text"] for m in inclusive["messages"]] == ["parent", "r0", "r1", "r2"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"channel": "C999", "ts": "1.000001"}, "channel_not_found"),
+        ({"channel": "C2", "ts": "1.000001"}, "not_in_channel"),
+        ({"channel": "C1", "ts": "1.000001"}, "thread_not_found"),
+        ({"channel": "C1", "ts": ""}, "thread_not_found"),
+    ],
+)
+def test_conversations_replies_rejections(
+    client: WebClient, kwargs: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(SlackApiError) as excinfo:
+        client.conversations_replies(**kwargs)
+    assert api_error(excinfo) == error
+
+
+def test_conversations_replies_without_a_channel(client: WebClient) -> None:
+    with pytest.raises(SlackApiError) as excinfo:
+        client.api_call("conversations.replies", http_verb="GET", params={"ts": "1.000001"})
+    assert api_error(excinfo) == "channel_not_found"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [

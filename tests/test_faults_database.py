@@ -344,29 +344,45 @@ def test_rep_clicking_and_submitting_during_an_outage_is_told_and_can_redo_it(h,
     assert len(sorry_to(slack, "UANA")) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Close-the-loop note modal is acknowledged (closed) before the note is "
-    "stored, so a database failure loses the marketer's note while the reply says "
-    "'Nothing you typed is lost' (bot/listeners/views submit_note acks first)",
-)
 def test_marketers_note_submitted_during_an_outage_is_not_lost(h, outage, engine):
-    slack, clock = h.slack, h.clock
-    clock.set(FRI_1500_UTC)
+    """The note is stored before Slack is answered: while the database is away the modal
+    stays open with the marketer's text and says it was not saved; afterwards the same
+    submission closes the loop, once."""
+    slack = h.slack
+    h.clock.set(FRI_1500_UTC)
     flows.tick(h.rt)
     h.dm("UANA", BULLETS)
     (post,) = channel_posts(slack)
     h.click_button("UMIA", stored(slack, post), "CMKTG", "loop_close")
     note_modal = slack.calls_to("views.open")[-1].params["view"]
+    typed = {"note": "Moving budget to the ROI webinar"}
+    posts_before = len(all_posts(slack))
 
     outage.down()
-    slack.fail_next("chat.postMessage", delay=APOLOGY_LATENCY)
-    reply = h.submit("UMIA", note_modal, {"note": "Moving budget to the ROI webinar"})
+    started = time.monotonic()
+    reply = h.submit("UMIA", note_modal, typed)
+    assert time.monotonic() - started < 3
     outage.up()
-    # Either Slack keeps the modal open (the note is still on the marketer's screen) ...
-    kept_open = reply.status != 200 or reply.json().get("response_action") == "errors"
-    # ... or the note was stored after all.
-    assert kept_open or count(engine, Acknowledgement) == 1
+    # Slack keeps the modal open (the note is still on the marketer's screen) and says why.
+    assert reply.status == 200
+    body = reply.json()
+    assert body["response_action"] == "errors"
+    assert "not saved" in body["errors"]["note"] and "again" in body["errors"]["note"]
+    assert count(engine, Acknowledgement) == 0
+    assert len(all_posts(slack)) == posts_before  # no thread reply, no DM, no apology
+    assert "Loop closed" not in all_text(stored(slack, post))
+
+    # Submitted again once the database is back: stored, the modal closes, the loop closes.
+    reply = h.submit("UMIA", note_modal, typed)
+    assert (reply.status, reply.body) == (200, "")
+    with engine.connect() as conn:
+        (note,) = conn.execute(sql_select(Acknowledgement.note)).scalars().all()
+    assert note == typed["note"]
+    (thread_reply,) = channel_posts(slack, threaded=True)
+    assert "ROI webinar" in all_text(thread_reply.params)
+    assert len([c for c in dms_to(slack, "UANA") if "ROI webinar" in all_text(c.params)]) == 1
+    assert "Loop closed by <@UMIA>" in all_text(stored(slack, post))
+    assert sorry_to(slack, "UMIA") == []
 
 
 # --- (c) Slack events delivered during the outage and redelivered afterwards ----------------

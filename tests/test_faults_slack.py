@@ -227,24 +227,8 @@ def _acknowledge(h, post, via):
     return h.submit("UMIA", note_modal, {"note": NOTE})
 
 
-ACK_FAULTS = [
-    pytest.param(
-        fault,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the thread reply after an acknowledgement is re-sent blindly: a reply "
-            "that reached Slack with its answer lost is posted a second time by the retry "
-            "tick (flows.notify_ack has no find_marked check, unlike prompts and posts)",
-        ),
-    )
-    if fault == "slow"
-    else fault
-    for fault in ALL
-]
-
-
 @pytest.mark.parametrize("via", ["reaction", "note"])
-@pytest.mark.parametrize("fault", ACK_FAULTS)
+@pytest.mark.parametrize("fault", ALL)
 def test_acknowledgement_when_slack_fails_the_thread_reply(h, fault, via):
     slack = h.slack
     post = _answered_post(h)
@@ -275,6 +259,16 @@ def test_acknowledgement_when_slack_fails_the_thread_reply(h, fault, via):
     assert len(replies) == 1, f"{len(replies)} thread replies"
     thread_reply = replies[0]
     assert thread_reply.params["thread_ts"] == post.response["ts"]
+    # What a person opening the thread sees: the post and one reply.
+    thread = slack.messages["CMKTG"]
+    assert [ts for ts, m in thread.items() if m.get("thread_ts") == post.response["ts"]] == [
+        post.response["ts"],
+        thread_reply.response["ts"],
+    ]
+    # The retry looked in the thread (conversations.replies) before posting again.
+    looked = slack.calls_to("conversations.replies")
+    assert bool(looked) == (fault not in ABSORBED)
+    assert all(c.params["ts"] == post.response["ts"] for c in looked)
     assert "<@UMIA> closed the loop" in all_text(thread_reply.params)
     assert len(told(slack, "UANA", "from marketing read")) == 1  # the rep: once
     assert len(told(slack, "UMIA", "could not reply")) == (0 if fault in ABSORBED else 1)
@@ -285,6 +279,58 @@ def test_acknowledgement_when_slack_fails_the_thread_reply(h, fault, via):
         assert ack.rep_notified_at is not None
     assert count(h, Acknowledgement) == 1
     assert slack.server_errors == []
+
+
+def test_thread_reply_is_not_re_sent_while_its_thread_cannot_be_read(h):
+    """The reply reached Slack with its answer lost; the retry's look into the thread fails
+    (500s outlasting the client's retries): nothing is posted blindly, and the next retry
+    finds the reply and records it."""
+    slack = h.slack
+    post = _answered_post(h)
+    inject(slack, "slow")
+    _acknowledge(h, post, "reaction")
+    check_the_fault_happened(slack, "slow", "CMKTG", threaded=True)
+    inject(slack, "server_error", "conversations.replies")
+    h.clock.advance(minutes=3)
+    flows.tick(h.rt)
+    assert [c.status for c in slack.calls_to("conversations.replies", include_failed=True)] == [
+        500
+    ] * 4
+    assert len(tries_to(slack, "CMKTG", threaded=True)) == 1  # not posted again blindly
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(Acknowledgement.thread_ts)).one() is None
+    h.clock.advance(minutes=3)  # the retry's claim lapses
+    flows.tick(h.rt)
+    (thread_reply,) = delivered(slack, "CMKTG", threaded=True)
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(Acknowledgement.thread_ts)).one() == thread_reply.response["ts"]
+    assert len(told(slack, "UMIA", "could not reply")) == 1  # told once, not at each retry
+    assert slack.server_errors == []
+
+
+def test_find_marked_reads_every_page_of_a_thread(h):
+    """A long thread: the marked reply is on the second page of conversations.replies."""
+    slack = h.slack
+    parent = slack.add_message("CMKTG", "a busy post", user="UANA")
+    for n in range(250):
+        slack.add_message("CMKTG", f"reply {n}", user="UANA", thread_ts=parent)
+    marker = {"event_type": flows.ACK_REPLY_MARK, "event_payload": {"ack_id": 7}}
+    sent = h.rt.post(channel="CMKTG", thread_ts=parent, text="ours", metadata=marker)
+    found = h.rt.find_marked(
+        channel="CMKTG", thread_ts=parent, event_type=flows.ACK_REPLY_MARK, key="ack_id", value=7
+    )
+    assert found is not None and (found["ts"], found["channel"]) == (sent["ts"], "CMKTG")
+    assert len(slack.calls_to("conversations.replies")) == 2
+    assert (
+        h.rt.find_marked(
+            channel="CMKTG",
+            thread_ts=parent,
+            event_type=flows.ACK_REPLY_MARK,
+            key="ack_id",
+            value=8,
+        )
+        is None
+    )
 
 
 def test_acknowledgement_whose_rep_dm_reached_slack_unanswered_is_not_sent_twice(h):

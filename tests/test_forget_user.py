@@ -274,8 +274,9 @@ def test_forget_a_rep_keeps_the_figures_and_nothing_of_her(harness, env, tmp_pat
     h.click("UMIA", "loop_close", str(post_id), channel="CMKTG", message_ts=ts)
     note_modal = slack.calls_to("views.open")[-1].params["view"]
     assert "a former colleague" in json.dumps(note_modal)
-    h.submit("UMIA", note_modal, {"note": "We will act on it"})
-    assert "has left and their data was deleted" in dms_to(slack, "UMIA")[-1].params["text"]
+    refused = h.submit("UMIA", note_modal, {"note": "We will act on it"}).json()
+    assert refused["response_action"] == "errors"  # the modal says why and stays open
+    assert "has left and their data was deleted" in refused["errors"]["note"]
     assert rows(h)["acknowledgements"] == before_ack["acknowledgements"]
     # Her deal still waiting for its entry goes to the managers as one without an owner.
     flows.tick(h.rt)

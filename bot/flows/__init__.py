@@ -7,6 +7,7 @@ crash or a Slack failure leaves a row that the next tick retries instead of a lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ROSTER_SYNC_EVERY = timedelta(hours=1)
 POST_MARK = "closeloop_post"
+ACK_REPLY_MARK = "closeloop_ack_reply"  # metadata of a thread reply: {"ack_id": id}
 RETRY_AFTER = timedelta(minutes=2)
 EVENT_MEMORY = timedelta(days=7)
 
@@ -472,6 +474,37 @@ def retry_unpublished_posts(rt: Runtime) -> int:
     return sum(publish_post(rt, i) for i in ids)
 
 
+def record_acknowledgement(
+    session: Session,
+    rt: Runtime,
+    *,
+    user_id: str,
+    post_id: int,
+    marketing_ids: Collection[str],
+    note: str | None = None,
+    reaction: str | None = None,
+) -> int | None:
+    """Store marketing's acknowledgement in ``session``; its id, or None for a repeat.
+
+    Raises NotAllowed / DomainError for the caller to show. No Slack call: a modal
+    submission stores this before it answers Slack, then calls :func:`notify_ack`.
+    """
+    post = loop_svc.get_post(session, post_id)
+    ack = loop_svc.acknowledge(
+        session,
+        post=post,
+        user_id=user_id,
+        marketing_ids=marketing_ids,
+        note=note,
+        reaction=reaction,
+        now=rt.now(),
+    )
+    if ack is None:
+        return None
+    session.flush()
+    return ack.id
+
+
 def acknowledge(
     rt: Runtime,
     *,
@@ -485,21 +518,20 @@ def acknowledge(
     Raises NotAllowed / DomainError for the caller to show; returns False for a repeat.
     """
     marketing = rt.roster.marketing_ids()
-    with session_scope(rt.session_factory) as session:
-        post = loop_svc.get_post(session, post_id)
-        ack = loop_svc.acknowledge(
+    ack_id = in_transaction(
+        rt.session_factory,
+        lambda session: record_acknowledgement(
             session,
-            post=post,
+            rt,
             user_id=user_id,
+            post_id=post_id,
             marketing_ids=marketing,
             note=note,
             reaction=reaction,
-            now=rt.now(),
-        )
-        if ack is None:
-            return False
-        session.flush()
-        ack_id = ack.id
+        ),
+    )
+    if ack_id is None:
+        return False
     notify_ack(rt, ack_id)
     return True
 
@@ -523,10 +555,19 @@ def notify_ack(rt: Runtime, ack_id: int) -> None:
             post.id,
         )
         need_reply, need_dm = ack.thread_ts is None, ack.rep_notified_at is None
+        retrying = ack.notify_attempts > 1  # an earlier try may have reached Slack
     reply = None
     if need_reply:
         text, blocks = fb_blocks.ack_thread_reply(marketer_id=marketer, note=note, emoji=reaction)
-        reply = rt.post(channel=channel, thread_ts=ts, text=text, blocks=blocks)
+        reply = _thread_reply(
+            rt,
+            ack_id=ack_id,
+            channel=channel,
+            thread_ts=ts,
+            text=text,
+            blocks=blocks,
+            look_first=retrying,
+        )
     with session_scope(rt.session_factory) as session:
         ack = session.get(Acknowledgement, ack_id)
         assert ack is not None
@@ -552,12 +593,49 @@ def notify_ack(rt: Runtime, ack_id: int) -> None:
     if need_reply:
         publish_post(rt, post_id)
         _homes(rt, rep, marketing=True)
-    if need_reply and not reply:
+    if need_reply and not reply and not retrying:  # told once, not at every retry
         rt.tell(
             marketer,
             "Your acknowledgement is recorded, but I could not reply in the thread yet; "
             "I will keep trying.",
         )
+
+
+def _thread_reply(
+    rt: Runtime,
+    *,
+    ack_id: int,
+    channel: str,
+    thread_ts: str | None,
+    text: str,
+    blocks: list[dict],
+    look_first: bool,
+) -> dict | None:
+    """Post an acknowledgement's thread reply exactly once; None when it is not there yet.
+
+    The reply carries the acknowledgement's id in its metadata. A retry first looks for it
+    among the thread's replies: a reply whose answer was lost (a timeout, a dropped
+    connection) is recorded, not posted again; when the thread cannot be read, nothing is
+    posted and the next tick tries again.
+    """
+    if look_first:
+        try:
+            found = rt.find_marked(
+                channel=channel,
+                thread_ts=thread_ts,
+                event_type=ACK_REPLY_MARK,
+                key="ack_id",
+                value=ack_id,
+            )
+        except SLACK_ERRORS:
+            log.exception(
+                "could not check whether the reply for acknowledgement %s went out", ack_id
+            )
+            return None
+        if found is not None:
+            return found
+    marker = {"event_type": ACK_REPLY_MARK, "event_payload": {"ack_id": ack_id}}
+    return rt.post(channel=channel, thread_ts=thread_ts, text=text, blocks=blocks, metadata=marker)
 
 
 def retry_ack_notifications(rt: Runtime) -> int:

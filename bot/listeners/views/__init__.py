@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import date
 
 from slack_bolt import Ack, App
@@ -10,14 +11,16 @@ from slack_bolt import Ack, App
 from bot import flows
 from bot.blocks import feedback as fb_blocks
 from bot.blocks import winloss as wl_blocks
-from bot.db import in_transaction
+from bot.db import UNAVAILABLE, in_transaction
 from bot.flows import winloss as wl_flows
-from bot.runtime import Runtime
+from bot.runtime import SLACK_ERRORS, Runtime
 from bot.services import DomainError
 from bot.services import feedback as feedback_svc
 from bot.services import winloss as wl_svc
 from bot.services.feedback import Bullets
 from bot.services.loop import MAX_NOTE
+
+log = logging.getLogger(__name__)
 
 
 def _value(view: dict, block_id: str) -> str:
@@ -55,8 +58,20 @@ def submit_feedback(ack: Ack, body: dict, view: dict, context: dict) -> None:
     context["later"](flows.after_answer, rt, user_id=user_id, prompt_id=prompt_id, post_id=post_id)
 
 
+NOTE_NOT_SAVED = (
+    "Your note was not saved: Closeloop's database did not answer. "
+    "Your text is still here; please submit it again in a minute."
+)
+NOTE_NOT_CHECKED = (
+    "Your note was not saved: Closeloop could not check with Slack who is in marketing. "
+    "Your text is still here; please submit it again in a minute."
+)
+
+
 def submit_note(ack: Ack, body: dict, view: dict, context: dict) -> None:
-    """Marketing's "what we will change" note."""
+    """Marketing's "what we will change" note: store it, then tell Slack, then reply in the
+    thread and tell the rep. A note that cannot be stored keeps the modal open, with the
+    marketer's text and the reason, instead of closing it on a note that was lost."""
     rt: Runtime = context["rt"]
     user_id = body["user"]["id"]
     note = _value(view, "note").strip()
@@ -69,12 +84,30 @@ def submit_note(ack: Ack, body: dict, view: dict, context: dict) -> None:
             errors={"note": f"Please keep it under {MAX_NOTE} characters."},
         )
         return
-    ack()
     post_id = int(json.loads(view["private_metadata"])["post_id"])
     try:
-        flows.acknowledge(rt, user_id=user_id, post_id=post_id, note=note)
-    except DomainError as err:
-        rt.tell(user_id, str(err))
+        marketing = rt.roster.marketing_ids()  # fresh: membership is checked as it stores
+    except SLACK_ERRORS:
+        log.exception("could not read marketing's members for %s's note", user_id)
+        ack(response_action="errors", errors={"note": NOTE_NOT_CHECKED})
+        return
+    try:
+        ack_id = in_transaction(
+            rt.session_factory,
+            lambda session: flows.record_acknowledgement(
+                session, rt, user_id=user_id, post_id=post_id, marketing_ids=marketing, note=note
+            ),
+        )
+    except DomainError as err:  # not in marketing, the post is gone, its author forgotten
+        ack(response_action="errors", errors={"note": str(err)})
+        return
+    except UNAVAILABLE:
+        log.exception("could not store %s's note on post %s", user_id, post_id)
+        ack(response_action="errors", errors={"note": NOTE_NOT_SAVED})
+        return
+    ack()
+    if ack_id is not None:  # a note always adds one; None only for a repeated reaction
+        context["later"](flows.notify_ack, rt, ack_id)
 
 
 def _selected(view: dict, block_id: str) -> str | None:
