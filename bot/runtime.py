@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -23,6 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.config import Audience, Settings
 from bot.db import make_engine, make_session_factory
 from bot.models import utcnow
+
+if TYPE_CHECKING:
+    from slack_bolt import App
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +159,7 @@ class Runtime:
     outbox_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     sends_outbox: bool = False  # holds the scheduler role, so sends what it queues at once
     workspace_url: str | None = None  # from auth.test, for message links
+    bolt_app: App | None = field(default=None, repr=False)  # replays stored events (tick)
 
     def __post_init__(self) -> None:
         self.roster = Roster(self.client, self.settings)
