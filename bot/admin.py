@@ -213,6 +213,11 @@ def _footprint_lines(found) -> list[str]:
             n.mentions,
             f"{n.mentions} other record(s) naming their user ID or email: the mention replaced",
         ),
+        (
+            n.events,
+            f"{n.events} stored Slack event(s) sent by them or naming them: theirs deleted "
+            "(never processed), the mention replaced in others'",
+        ),
     ]
     return [f"  {text}" for present, text in lines if present]
 

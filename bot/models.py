@@ -191,13 +191,38 @@ class Acknowledgement(Base):
     post: Mapped[LoopPost] = relationship(back_populates="acks")
 
 
-class ProcessedEvent(Base):
-    """Events API deliveries already handled, by event_id, so a retry is processed once."""
+class InboxState:
+    PENDING = "pending"  # stored; waiting for Slack's retry or the tick's replay (due_at)
+    PROCESSING = "processing"  # claimed by ``claimed_by`` until ``due_at`` (its lease)
+    DONE = "done"  # processed; kept (without its payload) so a retry is ignored
+    FAILED = "failed"  # gave up after the last attempt (the payload is kept to look at)
 
-    __tablename__ = "processed_events"
+    UNFINISHED = (PENDING, PROCESSING)
+    FINISHED = (DONE, FAILED)
+
+
+class InboundEvent(Base):
+    """One Events API event, by event_id, stored before it is processed (the inbox).
+
+    A delivery is claimed (``processing``, a lease until ``due_at``) and marked ``done`` only
+    after its listener finished; a failed or abandoned claim is processed again by Slack's
+    retry or the tick's replay, a bounded number of times. Retries of a ``done`` event, or of
+    one another process is working on, are acknowledged and ignored.
+    """
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (Index("ix_inbound_events_state_due_at", "state", "due_at"),)
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    event_type: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))  # None once done
+    state: Mapped[str] = mapped_column(String(16), default=InboxState.PROCESSING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    due_at: Mapped[datetime | None]  # the claim's lease ends, or the next try is due
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(255))
 
 
 class Outcome:

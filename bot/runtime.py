@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -24,6 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.config import Audience, Settings
 from bot.db import make_engine, make_session_factory
 from bot.models import utcnow
+
+if TYPE_CHECKING:
+    from slack_bolt import App
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +205,7 @@ class Runtime:
     foreground: Foreground = field(default_factory=Foreground, repr=False)
     # Where work after the ack runs; None: this runtime's own LATER_WORKERS threads.
     later_executor: Executor | None = field(default=None, repr=False)
+    bolt_app: App | None = field(default=None, repr=False)  # replays stored events (tick)
 
     def __post_init__(self) -> None:
         self.roster = Roster(self.client, self.settings)

@@ -291,6 +291,7 @@ class Harness:
         event_id: str | None = None,
         retry_num: int | None = None,
         sample_name: str = "message_im.slack_docs.json",
+        settle: bool = True,
     ) -> Reply:
         envelope = sample(sample_name)
         envelope["event"] = event
@@ -301,7 +302,9 @@ class Harness:
         headers = {}
         if retry_num is not None:
             headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
-        return self.request("/slack/events", json.dumps(envelope).encode(), headers=headers)
+        return self.request(
+            "/slack/events", json.dumps(envelope).encode(), headers=headers, settle=settle
+        )
 
     def dm(self, user_id: str, text: str, **kwargs) -> Reply:
         return self.event(

@@ -154,7 +154,7 @@ def test_a_reaction_on_a_winloss_post_from_outside_marketing_stores_nothing(h):
         h.react(who, "CWINLOSS", entry_post.response["ts"], "white_check_mark")
     # A reaction is public and has no reply channel: nothing is said, nothing is done.
     assert writes(h.slack, mark) == []
-    processed = {"processed_events"}  # each delivery is remembered, by event_id only
+    processed = {"inbound_events"}  # each delivery is remembered, by event_id
     after = database(h)
     assert {k: v for k, v in after.items() if k not in processed} == {
         k: v for k, v in before.items() if k not in processed

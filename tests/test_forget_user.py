@@ -18,6 +18,7 @@ from bot.models import (
     Base,
     Deal,
     FeedbackAnswer,
+    InboundEvent,
     LoopPost,
     Member,
     Prompt,
@@ -26,6 +27,7 @@ from bot.models import (
 )
 from bot.services import privacy
 from tests.conftest import closeloop
+from tests.harness import sample
 from tests.test_loop_scenario import FRI_1500_UTC, SAT_0000_UTC, channel_posts, dms_to, stored
 from tests.test_winloss_scenario import SECRET, deal, fill, nudges_to, posts_in, submit_winloss
 
@@ -400,3 +402,66 @@ def test_an_unposted_answer_is_deleted_and_pseudonyms_are_random(db):
     assert privacy.new_pseudonym() != privacy.new_pseudonym()
     with pytest.raises(ValueError):
         privacy.forget(db, user_id="not-an-id", pseudonym=privacy.new_pseudonym(), now=NOW)
+
+
+def _stored_event(db, event_id: str, event: dict, *, state: str) -> None:
+    """An Events API envelope stored in the inbox as a process would, left in ``state``."""
+    from bot.services import inbox
+
+    envelope = sample("message_im.slack_docs.json")
+    envelope.update(event=event, event_id=event_id)
+    envelope["authorizations"][0]["user_id"] = "UBOT"
+    assert inbox.claim(db, event_id=event_id, payload=envelope, owner="p1", now=NOW) == 1
+    if state == "pending":
+        inbox.release(db, event_id=event_id, owner="p1", error="boom", now=NOW)
+    elif state == "done":
+        inbox.finish(db, event_id=event_id, owner="p1", now=NOW)
+
+
+def test_stored_events_sent_by_them_are_never_processed_and_others_are_scrubbed(db):
+    from bot.services import inbox
+
+    dm = {"type": "message", "channel": "D1", "channel_type": "im", "ts": "1.1"}
+    _stored_event(db, "EvHERS", {**dm, "user": "U1", "text": "- a\n- b\n- c"}, state="pending")
+    _stored_event(db, "EvHERS2", {**dm, "user": "U1", "text": "- x\n- y"}, state="processing")
+    _stored_event(
+        db,
+        "EvABOUT",
+        {**dm, "user": "U2", "text": "- as <@U1> said\n- U12 too\n- mail Ana@example.com"},
+        state="pending",
+    )
+    _stored_event(db, "EvOTHER", {**dm, "user": "U2", "text": "- nothing of her"}, state="pending")
+    _stored_event(db, "EvDONE", {**dm, "user": "U1", "text": "- done"}, state="done")
+    db.add(
+        Deal(
+            name="Acme",
+            outcome="lost",
+            closed_at=NOW,
+            owner_user_id="U1",
+            owner_email="ana@example.com",
+            origin="crm",
+            deadline_at=NOW,
+        )
+    )
+    db.flush()
+    assert privacy.footprint(db, user_id="U1").events == 3
+
+    result = privacy.forget(db, user_id="U1", pseudonym="forgotten-abc", now=NOW)
+
+    db.expire_all()
+    events = {e.event_id: e for e in db.scalars(select(InboundEvent))}
+    for hers in ("EvHERS", "EvHERS2"):  # never processed: it would store her words again
+        assert (events[hers].state, events[hers].payload) == ("failed", None)
+    about = events["EvABOUT"]
+    assert about.state == "pending"  # still processed, without her
+    assert about.payload["event"]["text"] == (
+        "- as a former colleague said\n- U12 too\n- mail [email removed]"
+    )
+    assert about.payload["event"]["user"] == "U2" and about.payload["event_id"] == "EvABOUT"
+    assert events["EvOTHER"].payload["event"]["text"] == "- nothing of her"
+    assert events["EvDONE"].state == "done"  # a processed event keeps no payload
+    assert "U1" not in json.dumps([e.payload for e in events.values()]).replace("U12", "")
+    due = inbox.due_for_replay(db, now=NOW + timedelta(hours=1))
+    assert {d.event_id for d in due} == {"EvABOUT", "EvOTHER"}
+    assert result.footprint.events == 3
+    assert privacy.footprint(db, user_id="U1").events == 0

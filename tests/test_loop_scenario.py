@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from bot import flows
 from bot.db import session_scope
-from bot.models import Acknowledgement, FeedbackAnswer, LoopPost, ProcessedEvent, Prompt
+from bot.models import Acknowledgement, FeedbackAnswer, InboundEvent, LoopPost, Prompt
 
 FRI_1500_UTC = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)  # 16:00 in Berlin, 07:00 in LA
 SAT_0000_UTC = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)  # 16:00 Friday in LA
@@ -315,7 +315,7 @@ def test_events_retry_processed_once(harness):
     h.dm("UANA", "- a\n- b\n- c", event_id="EvONCE", retry_num=1)
     h.dm("UANA", "- a\n- b\n- c", event_id="EvONCE", retry_num=2)
     assert len(channel_posts(slack)) == 1
-    assert count(h, ProcessedEvent) == 1
+    assert count(h, InboundEvent) == 1
 
 
 def test_bad_signature_and_stale_timestamp_are_refused(harness):
@@ -324,7 +324,7 @@ def test_bad_signature_and_stale_timestamp_are_refused(harness):
     assert h.request("/slack/events", body, secret="wrong").status == 401
     assert h.request("/slack/events", body, timestamp=int(time.time()) - 600).status == 401
     assert h.request("/slack/events", body, signed=False).status == 401
-    assert count(h, ProcessedEvent) == 0
+    assert count(h, InboundEvent) == 0
     assert h.request("/healthz", method="GET", signed=False).status == 200
 
 

@@ -24,7 +24,7 @@ from bot import flows
 from bot.app import create_app
 from bot.db import session_scope
 from bot.listeners.commands import HELP
-from bot.models import FeedbackAnswer, ProcessedEvent
+from bot.models import FeedbackAnswer, InboundEvent
 from bot.runtime import Runtime, make_client
 from tests.conftest import FakeClock, make_settings
 from tests.fakeslack import FakeSlack
@@ -232,7 +232,7 @@ def test_dm_bullets_over_the_socket_post_once_to_marketing(bot):
     (post,) = channel_posts(bot.slack)
     assert "<@UANA>" in all_text(post.params) and "ROI calculator opener" in all_text(post.params)
     assert "sent to marketing" in all_text(dms_to(bot.slack, "UANA")[-1].params)
-    assert count(bot, FeedbackAnswer) == 1 and count(bot, ProcessedEvent) == 1
+    assert count(bot, FeedbackAnswer) == 1 and count(bot, InboundEvent) == 1
     assert bot.socket.errors == [] and bot.slack.server_errors == []
 
 
@@ -255,7 +255,7 @@ def test_redelivered_event_is_acked_but_processed_once(bot, new_envelope_id):
     assert len(channel_posts(bot.slack)) == 1
     assert len(dms_to(bot.slack, "UANA")) == dms_before
     assert len(bot.slack.calls_to("chat.update")) == updates_before
-    assert count(bot, FeedbackAnswer) == 1 and count(bot, ProcessedEvent) == 1
+    assert count(bot, FeedbackAnswer) == 1 and count(bot, InboundEvent) == 1
     assert bot.socket.errors == []
 
 

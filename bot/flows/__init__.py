@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.blocks import feedback as fb_blocks
@@ -23,7 +23,6 @@ from bot.models import (
     LoopPost,
     Member,
     OutboxState,
-    ProcessedEvent,
     Prompt,
     PromptStatus,
 )
@@ -42,7 +41,6 @@ ROSTER_SYNC_EVERY = timedelta(hours=1)
 POST_MARK = "closeloop_post"
 ACK_REPLY_MARK = "closeloop_ack_reply"  # metadata of a thread reply: {"ack_id": id}
 RETRY_AFTER = timedelta(minutes=2)
-EVENT_MEMORY = timedelta(days=7)
 
 
 def _homes(rt: Runtime, *users: str | None, marketing: bool = False) -> None:
@@ -674,39 +672,19 @@ def acknowledge_reaction(rt: Runtime, *, user_id: str, channel: str, ts: str, em
         log.info("reaction from %s on post %s not counted: %s", user_id, post_id, err)
 
 
-# --- events -------------------------------------------------------------------------------
-
-
-def first_delivery(session: Session, event_id: str, now: datetime) -> bool:
-    """Claim an Events API ``event_id``; False when it was already processed (a retry)."""
-    from sqlalchemy.exc import IntegrityError
-
-    try:
-        with session.begin_nested():
-            session.add(ProcessedEvent(event_id=event_id, received_at=now))
-    except IntegrityError:
-        return False
-    return True
-
-
-def forget_old_events(rt: Runtime) -> None:
-    with session_scope(rt.session_factory) as session:
-        session.execute(
-            delete(ProcessedEvent).where(ProcessedEvent.received_at < rt.now() - EVENT_MEMORY)
-        )
-
-
 # --- the scheduler's tick -----------------------------------------------------------------
 
 
 def tick(rt: Runtime, *, send_outbox: bool = True) -> None:
     """Everything time-driven, idempotent and safe to run often (the scheduler runs it every
-    minute): due prompts, retries, reminders, closing missed weeks, win/loss nudges and
-    deadlines. ``send_outbox``: False for a process without the scheduler role (it queues)."""
-    from bot.flows import digest
+    minute): events never finished, due prompts, retries, reminders, closing missed weeks,
+    win/loss nudges and deadlines. ``send_outbox``: False for a process without the scheduler
+    role (it queues)."""
+    from bot.flows import digest, inbox
     from bot.flows import winloss as wl
 
     steps = (
+        ("events", inbox.replay_events),
         ("deal nudges", wl.process_pending_deals),
         ("deal reminders", wl.send_deal_reminders),
         ("overdue deals", wl.escalate_overdue),
@@ -716,7 +694,7 @@ def tick(rt: Runtime, *, send_outbox: bool = True) -> None:
         ("missed weeks", close_missed_weeks),
         ("unpublished posts", retry_unpublished_posts),
         ("acknowledgement replies", retry_ack_notifications),
-        ("event memory", forget_old_events),
+        ("event memory", inbox.forget_old_events),
         ("monthly digest", digest.post_due_digest),
     )
     for name, step in steps:

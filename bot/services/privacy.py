@@ -19,6 +19,9 @@ What happens to each place a person can appear (README, "Forgetting a person"):
 * ``winloss_entries`` and ``winloss_revisions``: the customer's words, the category, the
   competitor and the advice to marketing belong to the company's deal record and are kept;
   the author (and who replaced a revision) is unlinked (NULL).
+* ``inbound_events`` (Slack events stored for processing; a processed one keeps no payload):
+  an event they sent loses its payload and, if it was not processed yet, is never processed
+  (it would bring their data back); another's event naming them is scrubbed like text.
 * Anywhere else (other people's text, keys): a mention of the user ID becomes "a former
   colleague", the bare ID the pseudonym, and their email address "[email removed]".
 
@@ -29,6 +32,7 @@ That is also why a second run cannot tell "already forgotten" from "never known"
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -44,6 +48,8 @@ from bot.models import (
     Base,
     Deal,
     FeedbackAnswer,
+    InboundEvent,
+    InboxState,
     LoopPost,
     Member,
     OutboxMessage,
@@ -94,6 +100,7 @@ class Footprint:
     entries: int = 0
     revisions: int = 0
     mentions: int = 0  # rows of other data naming their ID or email
+    events: int = 0  # stored Slack events (with their payload) sent by them or naming them
     emails: tuple[str, ...] = ()
 
     @property
@@ -109,6 +116,7 @@ class Footprint:
             or self.entries
             or self.revisions
             or self.mentions
+            or self.events
         )
 
 
@@ -198,6 +206,41 @@ def _mentions(session: Session, user_id: str, emails: tuple[str, ...]) -> list[_
     ]
 
 
+def _their_events(
+    session: Session, user_id: str, emails: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """(events they sent, others' events naming them), among stored events with a payload."""
+    as_text = cast(InboundEvent.payload, Text)
+    needles = [as_text.contains(user_id, autoescape=True)]
+    needles += [func.lower(as_text).contains(e, autoescape=True) for e in emails]
+    pattern = _id_pattern(user_id)
+    sent, naming = [], []
+    rows = session.execute(
+        select(InboundEvent.event_id, InboundEvent.payload).where(
+            InboundEvent.payload.is_not(None), or_(*needles)
+        )
+    )
+    for event_id, payload in rows:
+        if (payload.get("event") or {}).get("user") == user_id:
+            sent.append(event_id)
+            continue
+        text = json.dumps(payload, ensure_ascii=False)
+        if pattern.search(text) or any(e in text.lower() for e in emails):
+            naming.append(event_id)
+    return sent, naming
+
+
+def _scrub_payload(value, **names):
+    """An event payload with every string in it scrubbed (see :func:`scrub`)."""
+    if isinstance(value, str):
+        return scrub(value, **names)
+    if isinstance(value, list):
+        return [_scrub_payload(v, **names) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub_payload(v, **names) for k, v in value.items()}
+    return value
+
+
 def _count(session: Session, query) -> int:
     return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
@@ -235,6 +278,7 @@ def _footprint(session: Session, user_id: str) -> tuple[Footprint, list[_Hit]]:
             session, select(WinLossRevision.id).where(WinLossRevision.replaced_by == user_id)
         ),
         mentions=len({(h.table, h.pk) for h in mentions}),
+        events=sum(len(ids) for ids in _their_events(session, user_id, emails)),
         emails=emails,
     )
     return found, mentions
@@ -275,6 +319,38 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
             ),
         )
     )
+
+    # Stored Slack events: theirs lose the payload and are never processed (that would
+    # store their words again); others' that name them are scrubbed and processed as usual.
+    sent, naming = _their_events(session, user_id, emails)
+    if sent:
+        session.execute(
+            update(InboundEvent)
+            .where(
+                InboundEvent.event_id.in_(sent),
+                InboundEvent.state.in_(InboxState.UNFINISHED),
+            )
+            .values(
+                state=InboxState.FAILED,
+                claimed_by=None,
+                due_at=None,
+                finished_at=now,
+                last_error="not processed: its sender was forgotten (closeloop forget-user)",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(InboundEvent)
+            .where(InboundEvent.event_id.in_(sent))
+            .values(payload=None)
+            .execution_options(synchronize_session=False)
+        )
+    for event_id in naming:
+        event = session.get(InboundEvent, event_id)
+        assert event is not None and event.payload is not None
+        event.payload = _scrub_payload(
+            event.payload, user_id=user_id, pseudonym=pseudonym, emails=emails
+        )
 
     # What Slack shows of them, to re-render once this is committed.
     entry_ids = set(
