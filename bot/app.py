@@ -92,8 +92,18 @@ def create_app(
             context[EVENT], context[EVENT_ATTEMPT] = event_id, attempt
         next()
 
-    def on_error(error: Exception, body: dict, context) -> None:
-        """Domain errors become a message for the user; anything else is logged in full."""
+    def on_error(error: Exception, body: dict, context) -> BoltResponse | None:
+        """Domain errors become a message for the user; anything else is logged in full.
+
+        A stored event is answered 200 even when its processing failed: the inbox has it and
+        processes it again (Slack's retry of a 500 would add nothing, and Slack turns off the
+        event subscriptions of an app that keeps answering errors)."""
+        told = _tell_about(error, body, context)
+        if context.get(EVENT) and not isinstance(error, BoltUnhandledRequestError):
+            return BoltResponse(status=200, body="")
+        return told
+
+    def _tell_about(error: Exception, body: dict, context) -> None:
         if isinstance(error, BoltUnhandledRequestError):
             log.info("no listener for this request (%s)", body.get("type") or "unknown type")
             if context.get(EVENT):  # an event nothing of ours listens to: done with it

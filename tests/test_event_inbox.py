@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import date, timedelta
 
@@ -16,12 +15,12 @@ import pytest
 from sqlalchemy import select
 
 from bot import flows
-from bot.app import SORRY, create_app
+from bot.app import SORRY
 from bot.db import session_scope
 from bot.flows import inbox as inbox_flow
 from bot.models import Digest, FeedbackAnswer, InboundEvent
 from bot.services import inbox as inbox_svc
-from tests.harness import Harness, TrackingExecutor
+from tests.harness import Harness
 from tests.test_loop_scenario import FRI_1500_UTC, all_text, channel_posts, dms_to
 
 BULLETS = "- ROI opener\n- Security deck\n- Budgets move to Q3"
@@ -39,24 +38,44 @@ def h(harness, engine):
     return harness
 
 
-class DiesAfterAck(TrackingExecutor):
-    """A worker that is killed right after acknowledging an event: its listener never runs
-    (nor anything after it), as with a SIGKILL between the ack and the work."""
+@contextmanager
+def frozen_before_processing(worker: Harness):
+    """``worker`` stores and claims the event it is given, then freezes before its listener
+    does anything (as a process SIGKILLed at that moment: nothing after the claim happens
+    while the test looks). The delivery is sent from a thread; yields once it is stuck."""
+    real = flows.answer_from_dm
+    stuck, released = threading.Event(), threading.Event()
 
-    def submit(self, fn, /, *args, **kwargs):
-        future: Future = Future()
-        future.set_result(None)
-        return future
+    def answer_from_dm(rt, **kwargs):
+        if rt is worker.rt:
+            stuck.set()
+            released.wait(30)
+            raise RuntimeError("this process was killed")  # never reaches the real work
+        return real(rt, **kwargs)
+
+    import bot.listeners.events as events_listeners
+
+    events_listeners.flows.answer_from_dm = answer_from_dm  # the module the listener calls
+    try:
+        thread = threading.Thread(
+            target=lambda: worker.dm("UANA", BULLETS, event_id="EvCRASH", settle=False),
+            daemon=True,
+        )
+        thread.start()
+        assert stuck.wait(5)
+        yield
+    finally:
+        released.set()
+        events_listeners.flows.answer_from_dm = real
+        thread.join(10)
 
 
 @contextmanager
-def another_worker(h: Harness, *, executor=None):
+def another_worker(h: Harness):
     """A second worker (gunicorn process) on the same database and Slack."""
     worker = Harness(
         settings=h.settings, slack=h.slack, session_factory=h.rt.session_factory, clock=h.clock
     )
-    if executor is not None:
-        worker.app = create_app(worker.rt, listener_executor=executor)
     worker.start()
     try:
         yield worker
@@ -108,9 +127,12 @@ def assert_answered_once(h: Harness, event_id: str) -> None:
 @pytest.mark.parametrize("replayer", ["web worker", "scheduler-only process"])
 def test_event_abandoned_by_a_dead_process_is_replayed_by_the_tick_once(h, replayer):
     prompt_ana(h)
-    with another_worker(h, executor=DiesAfterAck()) as doomed:
-        assert doomed.dm("UANA", BULLETS, event_id="EvCRASH").status == 200  # acked ...
-    assert answers(h) == 0  # ... and never processed
+    with another_worker(h) as doomed, frozen_before_processing(doomed):
+        _replayed_once(h, replayer)
+
+
+def _replayed_once(h: Harness, replayer: str) -> None:
+    assert answers(h) == 0  # claimed, never processed
     row = event_row(h, "EvCRASH")
     assert (row.state, row.attempts) == ("processing", 1)
     assert row.payload["event"]["text"] == BULLETS  # stored before anything else
@@ -159,13 +181,17 @@ def test_retry_reaching_another_worker_mid_processing_is_processed_once(h, monke
 
     monkeypatch.setattr(h.rt, "post", slow_post)
     with another_worker(h) as b:
-        assert h.dm("UANA", BULLETS, event_id="EvTWICE", settle=False).status == 200
+        first = threading.Thread(  # processed before its 200, so A's answer waits too
+            target=lambda: h.dm("UANA", BULLETS, event_id="EvTWICE", settle=False)
+        )
+        first.start()
         assert busy.wait(5)  # A is processing it
         # Slack timed out waiting (as it would for a slow worker) and retries: B gets it.
         assert b.dm("UANA", BULLETS, event_id="EvTWICE", retry_num=1).status == 200
         assert b.dm("UANA", BULLETS, event_id="EvTWICE", retry_num=2).status == 200
         assert event_row(h, "EvTWICE").state == "processing"
         go_on.set()
+        first.join(10)
         h.settle()
         assert_answered_once(h, "EvTWICE")
         # A retry after A finished, to B and to A, is ignored too.
