@@ -630,7 +630,7 @@ def drive(
     def expire(now: float) -> None:
         for conn in conns:
             if conn.busy and now - conn.started > timeout:
-                finish(conn, 0, b"timeout")
+                finish(conn, 0, b"timeout")  # and close it
 
     if pattern == "closed":
         for conn in conns:
@@ -645,6 +645,9 @@ def drive(
                 if not conn.busy and conn.more:
                     start(conn)
             expire(time.perf_counter())
+            for conn in conns:  # a connection given up on goes on with its next request
+                if not conn.busy and conn.more:
+                    start(conn)
     elif pattern == "burst":
         while any(c.more for c in conns):
             round_started = time.perf_counter()
