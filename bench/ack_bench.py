@@ -632,36 +632,31 @@ def drive(
             if conn.busy and now - conn.started > timeout:
                 finish(conn, 0, b"timeout")  # and close it
 
+    def pump(*, send_again: bool) -> None:
+        """Serve the sockets until every connection is answered; ``send_again``: a connection
+        sends its next request as soon as it has its answer (or was given up on)."""
+        while any(c.busy for c in conns):
+            for key, events in sel.select(timeout=1.0):
+                if events & selectors.EVENT_WRITE:
+                    on_write(key.data)
+                elif events & selectors.EVENT_READ:
+                    on_read(key.data)
+            expire(time.perf_counter())
+            for conn in conns if send_again else ():
+                if not conn.busy and conn.more:
+                    start(conn)
+
     if pattern == "closed":
         for conn in conns:
             start(conn)
-        while any(c.busy for c in conns):
-            for key, events in sel.select(timeout=1.0):
-                conn = key.data
-                if events & selectors.EVENT_WRITE:
-                    on_write(conn)
-                elif events & selectors.EVENT_READ:
-                    on_read(conn)
-                if not conn.busy and conn.more:
-                    start(conn)
-            expire(time.perf_counter())
-            for conn in conns:  # a connection given up on goes on with its next request
-                if not conn.busy and conn.more:
-                    start(conn)
+        pump(send_again=True)
     elif pattern == "burst":
         while any(c.more for c in conns):
             round_started = time.perf_counter()
             for conn in conns:
                 if conn.more:
                     start(conn)
-            while any(c.busy for c in conns):
-                for key, events in sel.select(timeout=1.0):
-                    conn = key.data
-                    if events & selectors.EVENT_WRITE:
-                        on_write(conn)
-                    elif events & selectors.EVENT_READ:
-                        on_read(conn)
-                expire(time.perf_counter())
+            pump(send_again=False)
             pause = gap - (time.perf_counter() - round_started)
             if pause > 0 and any(c.more for c in conns):
                 time.sleep(pause)
