@@ -293,6 +293,25 @@ def test_dm_reply_that_is_not_three_bullets_gets_help(harness):
     assert count(h, FeedbackAnswer) == 0
 
 
+def test_closeloop_is_acked_at_once_and_says_so_when_there_is_no_open_prompt(harness):
+    """``/closeloop`` acks before any database work; the form opens after the ack, or, with
+    no prompt open, the rep is told through the command's response_url (only they see it)."""
+    h, slack, clock = harness, harness.slack, harness.clock
+    reply = h.command("UANA")  # Wednesday: no prompt yet
+    assert (reply.status, reply.body) == (200, "")
+    answers = [c for c in slack.calls if c.method == "response_url"]
+    assert len(answers) == 1 and answers[0].params["response_type"] == "ephemeral"
+    assert "no open feedback prompt" in answers[0].params["text"]
+    assert slack.calls_to("views.open") == []
+    clock.set(FRI_1500_UTC)
+    flows.tick(h.rt)
+    reply = h.command("UANA")
+    assert (reply.status, reply.body) == (200, "")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    assert modal["callback_id"] == "feedback_submit"
+    assert len([c for c in slack.calls if c.method == "response_url"]) == 1
+
+
 def test_modal_rejects_overlong_and_blank_fields_inline(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)

@@ -80,14 +80,19 @@ def closeloop_command(
     if text not in ("", "answer", "feedback"):
         ack(text=HELP)
         return
+    ack()  # before any database work: the form opens after the ack (its trigger_id lives 3 s)
     rt: Runtime = context["rt"]
-    try:
-        view = flows.current_feedback_view(rt, user_id=command["user_id"])  # one indexed read
-    except DomainError as err:
-        ack(text=str(err))  # ephemeral, works in any channel
-        return
-    ack()
-    context["later"](client.views_open, trigger_id=command["trigger_id"], view=view)
+    user_id, trigger_id = command["user_id"], command["trigger_id"]
+
+    def open_form() -> None:
+        try:
+            view = flows.current_feedback_view(rt, user_id=user_id)
+        except DomainError as err:
+            respond(text=str(err), response_type="ephemeral")  # no open prompt: say so
+            return
+        client.views_open(trigger_id=trigger_id, view=view)
+
+    context["later"](open_form)
 
 
 def admin_command(
