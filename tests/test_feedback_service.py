@@ -1,9 +1,10 @@
 from datetime import UTC, date, datetime, time
 
 import pytest
+from sqlalchemy import func, select
 
 from bot.config import WeeklyTime
-from bot.models import Member, PromptStatus
+from bot.models import FeedbackAnswer, LoopPost, Member, Prompt, PromptStatus
 from bot.services import DomainError, NotAllowed
 from bot.services import feedback as svc
 from bot.services import loop as loop_svc
@@ -93,29 +94,78 @@ def test_answer_then_edit_keeps_one_answer_and_one_post(db):
     add_reps(db, ("UANA", "Europe/Berlin"))
     prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
     svc.mark_sent(prompt, channel="DANA", ts="1.1", now=FRI_BERLIN_1600)
-    a1, post1, edited1 = svc.record_answer(
-        db,
-        prompt=prompt,
+
+    def answer(bullets: Bullets, source: str = "modal") -> svc.StoredAnswer:
+        return svc.record_answer(
+            db,
+            prompt_id=prompt.id,
+            user_id="UANA",
+            bullets=bullets,
+            source=source,
+            feedback_channel="CMKTG",
+            now=FRI_BERLIN_1600,
+        )
+
+    first = answer(Bullets(" w ", "f", "i"))
+    post = db.get(LoopPost, first.post_id)
+    assert (first.edited, first.changed, post.ts, post.needs_update) == (False, True, None, False)
+    post.ts = "9.9"  # posted to marketing's channel
+    db.flush()
+    second = answer(Bullets("w2", "f2", "i2", "Webinar"), source="dm")
+    assert (second.answer_id, second.post_id) == (first.answer_id, first.post_id)
+    assert (second.edited, second.changed) == (True, True)
+    db.expire_all()
+    stored = db.get(FeedbackAnswer, first.answer_id)
+    assert (stored.worked, stored.campaign, stored.edit_count) == ("w2", "Webinar", 1)
+    assert stored.source == "modal"  # how it first came in
+    assert db.get(LoopPost, first.post_id).needs_update is True
+    assert db.get(Prompt, prompt.id).status == PromptStatus.ANSWERED
+    assert db.scalar(select(func.count()).select_from(FeedbackAnswer)) == 1
+    assert db.scalar(select(func.count()).select_from(LoopPost)) == 1
+
+
+def test_the_same_answer_again_is_not_an_edit(db):
+    """A resubmitted form, or a DM event replayed after its answer was stored, changes
+    nothing: no edit counted, the marketing post not marked for an update."""
+    add_reps(db, ("UANA", "Europe/Berlin"))
+    prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
+    kwargs = dict(
+        prompt_id=prompt.id,
         user_id="UANA",
         bullets=Bullets("w", "f", "i"),
-        source="modal",
-        feedback_channel="CMKTG",
-        now=FRI_BERLIN_1600,
-    )
-    post1.ts = "9.9"
-    a2, post2, edited2 = svc.record_answer(
-        db,
-        prompt=prompt,
-        user_id="UANA",
-        bullets=Bullets("w2", "f2", "i2", "Webinar"),
         source="dm",
         feedback_channel="CMKTG",
         now=FRI_BERLIN_1600,
     )
-    assert (a1.id, post1.id, edited1, edited2) == (a2.id, post2.id, False, True)
-    assert a2.worked == "w2" and a2.campaign == "Webinar" and a2.edit_count == 1
-    assert post2.needs_update is True
-    assert prompt.status == PromptStatus.ANSWERED
+    first = svc.record_answer(db, **kwargs)
+    db.get(LoopPost, first.post_id).ts = "9.9"
+    db.flush()
+    again = svc.record_answer(db, **{**kwargs, "bullets": Bullets("w ", " f", "i", "")})
+    assert (again.edited, again.changed, again.post_id) == (False, False, first.post_id)
+    db.expire_all()
+    assert db.get(FeedbackAnswer, first.answer_id).edit_count == 0
+    assert db.get(LoopPost, first.post_id).needs_update is False
+
+
+def test_answering_after_skipping_replaces_the_skip(db):
+    add_reps(db, ("UANA", "Europe/Berlin"))
+    prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
+    svc.record_skip(db, prompt=prompt, user_id="UANA", reason="out", now=FRI_BERLIN_1600)
+    db.flush()
+    skipped_at = prompt.answered_at
+    svc.record_answer(
+        db,
+        prompt_id=prompt.id,
+        user_id="UANA",
+        bullets=Bullets("w", "f", "i"),
+        source="modal",
+        feedback_channel="CMKTG",
+        now=FRI_BERLIN_1600.replace(hour=18),
+    )
+    db.expire_all()
+    stored = db.get(Prompt, prompt.id)
+    assert (stored.status, stored.skip_reason) == (PromptStatus.ANSWERED, None)
+    assert stored.answered_at == skipped_at  # when the rep first responded that week
 
 
 def test_only_the_rep_answers_and_missed_weeks_are_closed(db):
@@ -124,7 +174,7 @@ def test_only_the_rep_answers_and_missed_weeks_are_closed(db):
     with pytest.raises(NotAllowed):
         svc.record_answer(
             db,
-            prompt=prompt,
+            prompt_id=prompt.id,
             user_id="UBEN",
             bullets=Bullets("w", "f", "i"),
             source="modal",
@@ -134,7 +184,7 @@ def test_only_the_rep_answers_and_missed_weeks_are_closed(db):
     with pytest.raises(DomainError):
         svc.record_answer(
             db,
-            prompt=prompt,
+            prompt_id=prompt.id,
             user_id="UANA",
             bullets=Bullets("w", " ", "i"),
             source="modal",

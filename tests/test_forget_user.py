@@ -385,7 +385,7 @@ def test_an_unposted_answer_is_deleted_and_pseudonyms_are_random(db):
     db.flush()
     feedback_svc.record_answer(
         db,
-        prompt=prompt,
+        prompt_id=prompt.id,
         user_id="U1",
         bullets=feedback_svc.Bullets("a", "b", "c"),
         source="dm",

@@ -268,8 +268,8 @@ def feedback_view(rt: Runtime, *, user_id: str, prompt_id: int) -> dict:
 def current_feedback_view(rt: Runtime, *, user_id: str) -> dict:
     """The modal for the caller's open prompt; DomainError when there is none.
 
-    One session and one query (the answer joined in): a slash command reads this before
-    its ack, to answer "no open prompt" in place."""
+    One session and one query (the answer joined in). ``/closeloop`` reads it after its ack
+    and says "no open prompt" through the command's response_url."""
     with session_scope(rt.session_factory) as session:
         prompt = feedback_svc.open_prompt_for(
             session, user_id=user_id, now=rt.now(), with_answer=True
@@ -310,19 +310,17 @@ def close_loop_view(rt: Runtime, post_id: int) -> dict:
 
 def record_answer(
     session: Session, rt: Runtime, *, user_id: str, prompt_id: int, bullets: Bullets, source: str
-) -> tuple[int, int, bool]:
-    """Store an answer in ``session``; return (prompt id, post id, edited). Raises DomainError."""
-    prompt = feedback_svc.get_prompt(session, prompt_id, with_answer=True)
-    _answer, post, edited = feedback_svc.record_answer(
+) -> feedback_svc.StoredAnswer:
+    """Store an answer in ``session`` (see feedback_svc.record_answer). Raises DomainError."""
+    return feedback_svc.record_answer(
         session,
-        prompt=prompt,
+        prompt_id=prompt_id,
         user_id=user_id,
         bullets=bullets,
         source=source,
         feedback_channel=rt.settings.feedback_channel,
         now=rt.now(),
     )
-    return prompt.id, post.id, edited
 
 
 def after_answer(rt: Runtime, *, user_id: str, prompt_id: int, post_id: int) -> None:
@@ -355,7 +353,7 @@ def answer_from_dm(rt: Runtime, *, user_id: str, channel: str, text: str) -> Non
         rt.post(channel=channel, text=help_text[0], blocks=help_text[1])
         return
     try:
-        prompt_id, post_id, edited = in_transaction(
+        stored = in_transaction(
             rt.session_factory,
             lambda session: record_answer(
                 session, rt, user_id=user_id, prompt_id=prompt_id, bullets=bullets, source="dm"
@@ -365,10 +363,13 @@ def answer_from_dm(rt: Runtime, *, user_id: str, channel: str, text: str) -> Non
         rt.post(channel=channel, text=str(err))
         return
     text_, blocks = fb_blocks.answer_confirmation(
-        worked=bullets.worked, fell_flat=bullets.fell_flat, insight=bullets.insight, edited=edited
+        worked=bullets.worked,
+        fell_flat=bullets.fell_flat,
+        insight=bullets.insight,
+        edited=stored.edited,
     )
     rt.post(channel=channel, text=text_, blocks=blocks)
-    after_answer(rt, user_id=user_id, prompt_id=prompt_id, post_id=post_id)
+    after_answer(rt, user_id=user_id, prompt_id=stored.prompt_id, post_id=stored.post_id)
 
 
 def skip_week(rt: Runtime, *, user_id: str, prompt_id: int, reason: str) -> None:

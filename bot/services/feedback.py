@@ -7,14 +7,14 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from bot.config import WeeklyTime
 from bot.models import FeedbackAnswer, LoopPost, Member, Prompt, PromptStatus
 from bot.services import DomainError, NotAllowed
-from bot.services import loop as loop_svc
 from bot.services.calendar import (
     next_occurrence,
     occurrence_in_week,
@@ -209,8 +209,9 @@ def validate_bullets(bullets: Bullets) -> dict[str, str]:
     return errors
 
 
-def check_can_answer(prompt: Prompt, user_id: str) -> None:
-    """Raise unless ``user_id`` may answer ``prompt`` now."""
+def check_can_answer(prompt: Prompt | Row, user_id: str) -> None:
+    """Raise unless ``user_id`` may answer ``prompt`` now (a Prompt, or a row with its
+    user_id, status and week_start)."""
     if prompt.user_id != user_id:
         raise NotAllowed("That prompt was sent to someone else.")
     if prompt.status == PromptStatus.MISSED:
@@ -220,46 +221,130 @@ def check_can_answer(prompt: Prompt, user_id: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class StoredAnswer:
+    """What :func:`record_answer` stored, as ids (no objects, so nothing loads lazily later)."""
+
+    prompt_id: int
+    answer_id: int
+    post_id: int
+    edited: bool  # an earlier, different answer was replaced
+    changed: bool  # False: the same text again (a resubmission, a replayed event)
+
+
+_PROMPTS, _ANSWERS, _POSTS = Prompt.__table__, FeedbackAnswer.__table__, LoopPost.__table__
+# Built once: the answer form's hot path should not rebuild its statements every time.
+_ANSWER_STATE = (
+    select(
+        _PROMPTS.c.user_id,
+        _PROMPTS.c.status,
+        _PROMPTS.c.week_start,
+        _PROMPTS.c.skip_reason,
+        _PROMPTS.c.answered_at,
+        _ANSWERS.c.id.label("answer_id"),
+        _ANSWERS.c.worked,
+        _ANSWERS.c.fell_flat,
+        _ANSWERS.c.insight,
+        _ANSWERS.c.campaign,
+        _POSTS.c.id.label("post_id"),
+        _POSTS.c.ts.label("post_ts"),
+        _POSTS.c.needs_update,
+    )
+    .select_from(
+        _PROMPTS.outerjoin(_ANSWERS, _ANSWERS.c.prompt_id == _PROMPTS.c.id).outerjoin(
+            _POSTS, and_(_POSTS.c.kind == "feedback", _POSTS.c.subject_id == _ANSWERS.c.id)
+        )
+    )
+    .where(_PROMPTS.c.id == bindparam("prompt_id"))
+)
+_NEW_ANSWER = insert(_ANSWERS).returning(_ANSWERS.c.id)
+_EDIT_ANSWER = (
+    update(_ANSWERS)
+    .where(_ANSWERS.c.id == bindparam("answer_id"))
+    .values(edit_count=_ANSWERS.c.edit_count + 1)
+)
+_ANSWERED = update(_PROMPTS).where(_PROMPTS.c.id == bindparam("prompt_id"))
+_NEW_POST = insert(_POSTS).returning(_POSTS.c.id)
+_POST_STALE = update(_POSTS).where(_POSTS.c.id == bindparam("post_id")).values(needs_update=True)
+
+
 def record_answer(
     session: Session,
     *,
-    prompt: Prompt,
+    prompt_id: int,
     user_id: str,
     bullets: Bullets,
     source: str,
     feedback_channel: str,
     now: datetime,
-) -> tuple[FeedbackAnswer, LoopPost, bool]:
-    """Store (or edit) this week's answer; return it, its marketing post and whether edited."""
-    check_can_answer(prompt, user_id)
+) -> StoredAnswer:
+    """Store (or edit) this week's answer and mark its marketing post to be posted or updated.
+
+    The answer modal waits for this before its ack, so it is SQLAlchemy Core rather than the
+    unit of work: one read (the prompt, its answer and that answer's post, joined) and then
+    only the writes that change something. The same text again changes nothing and is not
+    an edit. Objects of these rows already loaded in ``session`` are not refreshed.
+    Raises DomainError (NotAllowed for someone else's prompt)."""
+    row = session.execute(_ANSWER_STATE, {"prompt_id": prompt_id}).first()
+    if row is None:
+        raise DomainError("That prompt no longer exists.")
+    check_can_answer(row, user_id)
     errors = validate_bullets(bullets)
     if errors:
         raise DomainError(" ".join(errors.values()))
-    answer = prompt.answer
-    edited = answer is not None
-    if answer is None:
-        answer = FeedbackAnswer(prompt=prompt, user_id=user_id, source=source, created_at=now)
-        session.add(answer)
-    else:
-        answer.edit_count += 1
-    answer.worked = bullets.worked.strip()
-    answer.fell_flat = bullets.fell_flat.strip()
-    answer.insight = bullets.insight.strip()
-    answer.campaign = (bullets.campaign or "").strip() or None
-    answer.updated_at = now
-    prompt.status = PromptStatus.ANSWERED
-    prompt.skip_reason = None
-    prompt.answered_at = prompt.answered_at or now
-    session.flush()
-    post = loop_svc.ensure_post(
-        session,
-        kind="feedback",
-        subject_id=answer.id,
-        author=user_id,
-        channel=feedback_channel,
-        now=now,
+    text = {
+        "worked": bullets.worked.strip(),
+        "fell_flat": bullets.fell_flat.strip(),
+        "insight": bullets.insight.strip(),
+        "campaign": (bullets.campaign or "").strip() or None,
+    }
+    answer_id = row.answer_id
+    changed = answer_id is None or any(row._mapping[k] != v for k, v in text.items())
+    if answer_id is None:
+        answer_id = session.execute(
+            _NEW_ANSWER,
+            {
+                "prompt_id": prompt_id,
+                "user_id": user_id,
+                "source": source,
+                "created_at": now,
+                "updated_at": now,
+                **text,
+            },
+        ).scalar_one()
+    elif changed:
+        session.execute(_EDIT_ANSWER, {"answer_id": answer_id, "updated_at": now, **text})
+    if row.status != PromptStatus.ANSWERED or row.skip_reason or row.answered_at is None:
+        session.execute(
+            _ANSWERED,
+            {
+                "prompt_id": prompt_id,
+                "status": PromptStatus.ANSWERED,
+                "skip_reason": None,
+                "answered_at": row.answered_at or now,
+            },
+        )
+    post_id = row.post_id
+    if post_id is None:
+        post_id = session.execute(
+            _NEW_POST,
+            {
+                "kind": "feedback",
+                "subject_id": answer_id,
+                "author_user_id": user_id,
+                "channel": feedback_channel,
+                "created_at": now,
+            },
+        ).scalar_one()
+    elif changed and row.post_ts is not None and not row.needs_update:
+        session.execute(_POST_STALE, {"post_id": post_id})
+    return StoredAnswer(
+        prompt_id=prompt_id,
+        answer_id=answer_id,
+        post_id=post_id,
+        edited=row.answer_id is not None and changed,
+        changed=changed,
     )
-    return answer, post, edited
 
 
 def record_skip(

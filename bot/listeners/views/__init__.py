@@ -45,7 +45,7 @@ def submit_feedback(ack: Ack, body: dict, view: dict, context: dict) -> None:
         ack(response_action="errors", errors=errors)
         return
     try:
-        prompt_id, post_id, _edited = in_transaction(
+        stored = in_transaction(
             rt.session_factory,
             lambda session: flows.record_answer(
                 session, rt, user_id=user_id, prompt_id=prompt_id, bullets=bullets, source="modal"
@@ -55,7 +55,9 @@ def submit_feedback(ack: Ack, body: dict, view: dict, context: dict) -> None:
         ack(response_action="errors", errors={"worked": str(err)})
         return
     ack()
-    context["later"](flows.after_answer, rt, user_id=user_id, prompt_id=prompt_id, post_id=post_id)
+    context["later"](
+        flows.after_answer, rt, user_id=user_id, prompt_id=stored.prompt_id, post_id=stored.post_id
+    )
 
 
 NOTE_NOT_SAVED = (
