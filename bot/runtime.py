@@ -150,17 +150,21 @@ class Foreground:
 
     Slack wants each request answered within 3 seconds and a person is watching a modal
     close. What a listener does after its ack (posting to marketing's channel, updating the
-    rep's DM, opening a modal) goes to :meth:`Runtime.later`, whose threads start a task only
-    when no request is being answered here, or after ``patience`` seconds at most: a burst of
-    50 submissions is acknowledged first and its follow-up work runs right after, instead of
-    50 acks queueing behind 50 rounds of database and Slack calls for the one interpreter
-    lock. ``patience`` bounds the wait, so a steady stream of requests delays that work but
-    never starves it (a modal's trigger_id lives 3 seconds).
+    rep's DM, opening a modal) goes to :meth:`Runtime.later`, whose threads start a task once
+    no request has been answered here for ``quiet`` seconds (a burst of 50 submissions
+    arrives over a few milliseconds, with gaps between them), or ``patience`` seconds after
+    the task was queued at the latest: a burst is acknowledged first and its follow-up work
+    runs right after, instead of the acks queueing behind rounds of database and Slack calls
+    for the one interpreter lock. ``patience`` is counted from the queueing, so a steady
+    stream of requests delays that work by at most that much and never starves it (a
+    modal's trigger_id lives 3 seconds).
     """
 
-    def __init__(self, patience: float = 0.25) -> None:
+    def __init__(self, patience: float = 0.25, quiet: float = 0.03) -> None:
         self.patience = patience
+        self.quiet = quiet
         self._answering = 0
+        self._last_answer = 0.0  # time.monotonic() when the last request was answered
         self._idle = threading.Condition()
 
     def enter(self) -> None:
@@ -169,18 +173,31 @@ class Foreground:
 
     def leave(self) -> None:
         with self._idle:
-            self._answering -= 1
-            if self._answering <= 0:
-                self._answering = 0
+            self._answering = max(0, self._answering - 1)
+            self._last_answer = time.monotonic()
+            if self._answering == 0:
                 self._idle.notify_all()
 
     @property
     def answering(self) -> int:
         return self._answering
 
-    def wait_idle(self) -> None:
+    def wait_idle(self, queued_at: float | None = None) -> None:
+        """Return once no request has been answered for ``quiet`` seconds, or ``patience``
+        seconds after ``queued_at`` (a time.monotonic(); default now), whichever is first."""
+        deadline = (time.monotonic() if queued_at is None else queued_at) + self.patience
         with self._idle:
-            self._idle.wait_for(lambda: self._answering == 0, timeout=self.patience)
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                if self._answering == 0:
+                    quiet_at = self._last_answer + self.quiet
+                    if now >= quiet_at:
+                        return
+                    self._idle.wait(min(quiet_at, deadline) - now)
+                else:
+                    self._idle.wait(deadline - now)
 
 
 LATER_WORKERS = 4  # threads for work after the ack, per process
@@ -235,8 +252,10 @@ class Runtime:
                 )
             executor = self.later_executor
 
+        queued_at = time.monotonic()
+
         def run() -> None:
-            self.foreground.wait_idle()
+            self.foreground.wait_idle(queued_at)
             try:
                 fn(*args, **kwargs)
             except Exception as err:

@@ -17,14 +17,14 @@ def settings(fake_slack, database_url):
     return make_settings(fake_slack.url, database_url)
 
 
-def runtime(settings, session_factory, patience: float) -> Runtime:
+def runtime(settings, session_factory, patience: float, quiet: float = 0.0) -> Runtime:
     from bot.runtime import make_client
 
     return Runtime(
         settings=settings,
         session_factory=session_factory,
         client=make_client(settings, timeout=3),
-        foreground=Foreground(patience=patience),
+        foreground=Foreground(patience=patience, quiet=quiet),
     )
 
 
@@ -53,6 +53,40 @@ def test_later_waits_at_most_its_patience(settings, session_factory):
     finally:
         rt.foreground.leave()
     rt.drain_later()
+
+
+def test_later_waits_for_a_quiet_moment_after_the_last_answer(settings, session_factory):
+    rt = runtime(settings, session_factory, patience=5.0, quiet=0.4)
+    ran = threading.Event()
+    rt.foreground.enter()
+    rt.foreground.leave()  # a request was answered just now; more of its burst may follow
+    started = time.monotonic()
+    rt.later(ran.set)
+    assert not ran.wait(0.2)
+    assert ran.wait(2)
+    assert 0.35 <= time.monotonic() - started < 1.5
+    rt.drain_later()
+
+
+def test_patience_counts_from_when_the_work_was_queued(settings, session_factory):
+    """Under a steady stream of requests, work that waited its patience in the queue
+    starts at once: the delay does not add up task after task."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rt = runtime(settings, session_factory, patience=0.3)
+    rt.later_executor = ThreadPoolExecutor(max_workers=1)  # one thread: tasks queue
+    starts: list[float] = []
+    rt.foreground.enter()  # requests keep coming for the whole test
+    try:
+        queued = time.monotonic()
+        futures = [rt.later(lambda: starts.append(time.monotonic())) for _ in range(3)]
+        for future in futures:
+            future.result(timeout=3)
+    finally:
+        rt.foreground.leave()
+    rt.drain_later()
+    # All three were queued together: each waits out the same 0.3 s, not 0.3 s after the last.
+    assert all(0.25 <= start - queued < 0.6 for start in starts), [s - queued for s in starts]
 
 
 def test_a_failure_after_the_ack_goes_to_on_error_and_is_logged(settings, session_factory, caplog):
