@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -140,9 +140,31 @@ class Roster:
 
     def profile(self, user_id: str) -> tuple[str | None, str | None]:
         """(tz, display name) from users.info; tz None when Slack has none."""
-        user = self._client.users_info(user=user_id)["user"]
-        name = (user.get("profile") or {}).get("display_name") or user.get("real_name")
-        return user.get("tz"), name or user.get("name")
+        return _profile_of(self._client.users_info(user=user_id)["user"])
+
+    def profiles(self, user_ids: Collection[str]) -> dict[str, tuple[str | None, str | None]]:
+        """(tz, display name) of each of ``user_ids`` that users.list has, read a page of
+        USERS_LIST_PAGE at a time and no further than needed."""
+        wanted: set[str] = set(user_ids)
+        found: dict[str, tuple[str | None, str | None]] = {}
+        cursor = None
+        while wanted - found.keys():
+            page = self._client.users_list(limit=USERS_LIST_PAGE, cursor=cursor)
+            for user in page.get("members") or []:
+                if user.get("id") in wanted:
+                    found[user["id"]] = _profile_of(user)
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return found
+
+
+USERS_LIST_PAGE = 200  # Slack's advice for users.list pages
+
+
+def _profile_of(user: dict) -> tuple[str | None, str | None]:
+    name = (user.get("profile") or {}).get("display_name") or user.get("real_name")
+    return user.get("tz"), name or user.get("name")
 
 
 class Foreground:

@@ -1144,6 +1144,7 @@ class FakeSlack:
             ("conversations.history", self._conversations_history, False),
             ("conversations.replies", self._conversations_replies, False),
             ("users.info", self._users_info, False),
+            ("users.list", self._users_list, False),
             ("users.lookupByEmail", self._users_lookup_by_email, False),
             ("usergroups.users.list", self._usergroups_users_list, False),
             ("views.open", self._views_open, True),
@@ -1784,6 +1785,41 @@ class FakeSlack:
             raise SlackError("user_not_found")
         include_locale = _truthy(params.get("include_locale"))
         return {"user": self._user_object(user, include_locale=include_locale)}
+
+    def _users_list(self, params: Params) -> dict[str, Any]:
+        """users.list: every member of the workspace (deleted people and bots included),
+        ordered by id. Cursor-paginated: at most ``limit`` a page (no limit: all at once),
+        ``response_metadata.next_cursor`` naming where the next page starts, "" on the last
+        page (Slack's cursors are base64 of ``user:<id>``)."""
+        try:
+            limit = int(_str_param(params, "limit") or 0)
+        except ValueError:
+            raise SlackError("invalid_limit") from None
+        people = sorted(self._users.values(), key=lambda user: user.id)
+        start = 0
+        cursor = _str_param(params, "cursor")
+        if cursor:
+            try:
+                decoded = base64.b64decode(cursor.encode(), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                raise SlackError("invalid_cursor") from None
+            if not decoded.startswith("user:"):
+                raise SlackError("invalid_cursor")
+            resume = decoded.removeprefix("user:")
+            start = next((i for i, u in enumerate(people) if u.id >= resume), len(people))
+        end = len(people) if limit <= 0 else start + limit
+        include_locale = _truthy(params.get("include_locale"))
+        members = [self._user_object(u, include_locale=include_locale) for u in people[start:end]]
+        next_cursor = (
+            base64.b64encode(f"user:{people[end].id}".encode()).decode()
+            if end < len(people)
+            else ""
+        )
+        return {
+            "members": members,
+            "cache_ts": int(time.time()),
+            "response_metadata": {"next_cursor": next_cursor},
+        }
 
     def _users_lookup_by_email(self, params: Params) -> dict[str, Any]:
         """users.lookupByEmail: case-insensitive email match."""

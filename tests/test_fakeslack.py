@@ -547,6 +547,27 @@ def test_users_info(client: WebClient) -> None:
     assert api_error(exc) == "user_not_found"
 
 
+def test_users_list_pages_through_everyone(client: WebClient) -> None:
+    everyone = client.users_list()
+    ids = [u["id"] for u in everyone["members"]]
+    assert ids == sorted(ids) and {"U1", "U2", "U3", "UBOT"} <= set(ids)
+    assert everyone["response_metadata"]["next_cursor"] == ""
+    assert isinstance(everyone["cache_ts"], int)
+    paged, cursor = [], None
+    while True:
+        page = client.users_list(limit=2, cursor=cursor)
+        assert len(page["members"]) <= 2
+        paged += [u["id"] for u in page["members"]]
+        cursor = page["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+    assert paged == ids
+    assert next(u for u in everyone["members"] if u["id"] == "U1")["tz"] == "Europe/Berlin"
+    with pytest.raises(SlackApiError) as exc:
+        client.users_list(cursor="bm90IGEgY3Vyc29y")  # base64, but not a users.list cursor
+    assert api_error(exc) == "invalid_cursor"
+
+
 def test_users_lookup_by_email(client: WebClient) -> None:
     assert client.users_lookupByEmail(email="ana@example.com")["user"]["id"] == "U1"
     assert client.users_lookupByEmail(email="bo@example.COM")["user"]["id"] == "U2"

@@ -64,17 +64,50 @@ def sync_roster(rt: Runtime) -> list[str]:
     with session_scope(rt.session_factory) as session:
         roster_svc.set_sales_members(session, user_ids=ids, now=now)
         stale = roster_svc.needing_profile(session, now=now)
-    for user_id in stale:
-        try:
-            tz, name = rt.roster.profile(user_id)
-        except SLACK_ERRORS:
-            # keep the zone we knew (or the default); asked again on the next sync
-            log.exception("users.info for %s failed; keeping the last known time zone", user_id)
-            continue
-        with session_scope(rt.session_factory) as session:
-            roster_svc.record_profile(session, user_id=user_id, tz=tz, name=name, now=now)
+    if stale:
+        _refresh_profiles(rt, stale, now=now)
     rt.last_roster_sync = now
     return ids
+
+
+# More stale profiles than this are read from users.list rather than one users.info each.
+# users.info is Tier 4 (100+ a minute): a 5,000-rep org's daily refresh would hold the tick
+# for 50 minutes. users.list is Tier 2 (20+ a minute) with 200 people a page: 25 pages for
+# 5,000 people, a few minutes at most even in a workspace of 20,000.
+USERS_INFO_AT_MOST = 20
+
+
+def _refresh_profiles(rt: Runtime, stale: list[str], *, now: datetime) -> None:
+    unknown: list[str] = []
+    if len(stale) <= USERS_INFO_AT_MOST:
+        found = {}
+        for user_id in stale:
+            try:
+                found[user_id] = rt.roster.profile(user_id)
+            except SLACK_ERRORS:
+                # keep the zone we knew (or the default); asked again on the next sync
+                log.exception("users.info for %s failed; keeping the last known time zone", user_id)
+    else:
+        try:
+            found = rt.roster.profiles(stale)
+        except SLACK_ERRORS:
+            log.exception(
+                "users.list failed; keeping the last known time zones of %d reps until the "
+                "next roster sync",
+                len(stale),
+            )
+            return
+        unknown = [user_id for user_id in stale if user_id not in found]
+        if unknown:
+            log.warning(
+                "%d reps are not in users.list (for example %s); keeping their last known "
+                "time zones",
+                len(unknown),
+                unknown[0],
+            )
+    with session_scope(rt.session_factory) as session:
+        roster_svc.record_profiles(session, found, now=now)
+        roster_svc.mark_checked(session, user_ids=unknown, now=now)
 
 
 # --- prompts ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -57,14 +57,39 @@ def record_profile(
     session: Session, *, user_id: str, tz: str | None, name: str | None, now: datetime
 ) -> None:
     """Store what users.info said about a member (``tz`` None when Slack gave none)."""
-    member = session.get(Member, user_id)
-    if member is None:
-        member = Member(user_id=user_id, first_seen_at=now)
-        session.add(member)
-    member.tz = tz
-    member.name = name
-    member.tz_checked_at = now
-    member.updated_at = now
+    record_profiles(session, {user_id: (tz, name)}, now=now)
+
+
+def record_profiles(
+    session: Session, profiles: Mapping[str, tuple[str | None, str | None]], *, now: datetime
+) -> None:
+    """Store (tz, display name) for many members at once, as Slack gave them."""
+    ids = list(profiles)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        known = {
+            m.user_id: m
+            for m in session.scalars(select(Member).where(Member.user_id.in_(chunk))).all()
+        }
+        for user_id in chunk:
+            member = known.get(user_id)
+            if member is None:
+                member = Member(user_id=user_id, first_seen_at=now)
+                session.add(member)
+            member.tz, member.name = profiles[user_id]
+            member.tz_checked_at = now
+            member.updated_at = now
+
+
+def mark_checked(session: Session, *, user_ids: Iterable[str], now: datetime) -> None:
+    """Slack had nothing to say about these members: keep what is stored, ask again in a day."""
+    ids = list(user_ids)
+    for start in range(0, len(ids), 500):
+        session.execute(
+            update(Member)
+            .where(Member.user_id.in_(ids[start : start + 500]))
+            .values(tz_checked_at=now)
+        )
 
 
 def active_sales(session: Session) -> list[Member]:

@@ -1,0 +1,106 @@
+"""Reading the sales team's time zones from Slack: users.info for a few people, users.list
+pages for many (a 5,000-rep org's daily refresh would otherwise be 5,000 users.info calls,
+50 minutes at Slack's Tier 4 limit, holding the scheduler's tick)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from bot import flows
+from bot.db import session_scope
+from bot.flows import USERS_INFO_AT_MOST
+from bot.models import Member
+from bot.runtime import USERS_LIST_PAGE
+
+ZONES = ("Asia/Kolkata", "America/New_York", "Europe/Berlin", None)
+
+
+def stored(h) -> dict[str, tuple[str | None, str | None]]:
+    with session_scope(h.rt.session_factory) as session:
+        return {m.user_id: (m.tz, m.name) for m in session.scalars(select(Member))}
+
+
+def calls(slack, method: str, since: int = 0) -> int:
+    return sum(1 for call in slack.calls[since:] if call.method == method)
+
+
+def big_team(slack, size: int) -> list[str]:
+    reps = [f"UREP{n:04d}" for n in range(size)]
+    for n, rep in enumerate(reps):
+        slack.add_user(rep, tz=ZONES[n % len(ZONES)], name=f"rep{n}")
+    slack.set_usergroup("SSALES", reps)
+    return reps
+
+
+def test_a_large_team_is_read_from_users_list_pages(harness):
+    h, slack = harness, harness.slack
+    reps = big_team(slack, USERS_LIST_PAGE + 50)  # two pages of people, and a few more
+    assert sorted(flows.sync_roster(h.rt)) == sorted(reps)
+    assert calls(slack, "users.info") == 0
+    pages = [c for c in slack.calls if c.method == "users.list"]
+    assert len(pages) >= 2 and all(int(c.params["limit"]) == USERS_LIST_PAGE for c in pages)
+    known = stored(h)
+    for n, rep in enumerate(reps):
+        assert known[rep] == (ZONES[n % len(ZONES)], f"rep{n}")
+
+    # Within a day nothing is read again; a day later, all of them are (users.list again).
+    mark = len(slack.calls)
+    flows.sync_roster(h.rt)
+    assert calls(slack, "users.list", mark) == calls(slack, "users.info", mark) == 0
+    h.clock.advance(days=1, minutes=1)
+    slack.add_user("UREP0001", tz="Pacific/Auckland", name="rep1")  # moved
+    flows.sync_roster(h.rt)
+    assert calls(slack, "users.list", mark) >= 2 and calls(slack, "users.info", mark) == 0
+    assert stored(h)["UREP0001"][0] == "Pacific/Auckland"
+
+
+def test_a_few_new_reps_are_read_one_by_one(harness):
+    h, slack = harness, harness.slack
+    reps = big_team(slack, USERS_INFO_AT_MOST)
+    flows.sync_roster(h.rt)
+    assert calls(slack, "users.list") == 0
+    assert calls(slack, "users.info") == len(reps)
+    assert stored(h)[reps[0]] == (ZONES[0], "rep0")
+
+
+def test_reps_users_list_does_not_have_keep_their_zone_and_are_not_asked_every_sync(
+    harness, caplog
+):
+    h, slack = harness, harness.slack
+    reps = big_team(slack, USERS_INFO_AT_MOST + 5)
+    ghosts = ["UGHOST1", "UGHOST2"]  # in the user group, unknown to users.list
+    slack.set_usergroup("SSALES", reps + ghosts)
+    flows.sync_roster(h.rt)
+    assert "2 reps are not in users.list" in caplog.text
+    with session_scope(h.rt.session_factory) as session:
+        ghost = session.get(Member, "UGHOST1")
+        assert ghost.tz is None and ghost.tz_checked_at is not None
+    mark = len(slack.calls)
+    flows.sync_roster(h.rt)
+    assert calls(slack, "users.list", mark) == 0  # not every tick: once a day, like the rest
+
+
+def test_when_users_list_fails_the_known_zones_stay_and_the_next_sync_tries_again(harness):
+    h, slack = harness, harness.slack
+    reps = big_team(slack, USERS_INFO_AT_MOST + 5)
+
+    def checked_at():
+        with session_scope(h.rt.session_factory) as session:
+            return session.get(Member, reps[0]).tz_checked_at
+
+    flows.sync_roster(h.rt)
+    before, first_check = stored(h), checked_at()
+    h.clock.advance(days=1, minutes=1)
+    slack.inject_faults("users.list", fraction=1.0, statuses=(500,))
+    mark = len(slack.calls)
+    assert sorted(flows.sync_roster(h.rt)) == sorted(reps)  # the team itself is still synced
+    assert calls(slack, "users.list", mark) >= 1
+    assert {rep: stored(h)[rep] for rep in reps} == {rep: before[rep] for rep in reps}
+    assert checked_at() == first_check  # still stale: asked again next time
+    slack.inject_faults("users.list", fraction=0.0)
+    mark = len(slack.calls)
+    flows.sync_roster(h.rt)
+    assert calls(slack, "users.list", mark) >= 1
+    assert checked_at() > first_check
