@@ -319,13 +319,14 @@ def test_rep_clicking_and_submitting_during_an_outage_is_told_and_can_redo_it(h,
     assert reply.status == 200 and time.monotonic() - started < 3
     assert len(slack.calls_to("views.open")) == 1  # no modal without its prompt
     assert len(sorry_to(slack, "UANA")) == 1
-    # The form: Slack gets an answer in time; it is not an empty 200, so Slack keeps the
-    # modal open with what the rep typed; the rep is told; nothing is stored.
+    # The form: Slack gets an answer in time, an inline error, so the modal stays open with
+    # what the rep typed and says it was not saved; nothing is stored.
     started = time.monotonic()
     reply = h.submit("UANA", modal, values)
     assert time.monotonic() - started < 3
-    assert reply.status == 500
-    assert len(sorry_to(slack, "UANA")) == 2
+    assert reply.status == 200 and reply.json()["response_action"] == "errors"
+    assert "not saved" in reply.json()["errors"]["worked"]
+    assert len(sorry_to(slack, "UANA")) == 1  # the click's; the form said it in place
     assert channel_posts(slack) == []
     assert "Answered" not in stored(slack, prompt)["text"]
     outage.up()
@@ -341,7 +342,7 @@ def test_rep_clicking_and_submitting_during_an_outage_is_told_and_can_redo_it(h,
     (post,) = channel_posts(slack)
     assert "ROI opener" in all_text(post.params)
     assert "Answered" in stored(slack, prompt)["text"]
-    assert len(sorry_to(slack, "UANA")) == 2
+    assert len(sorry_to(slack, "UANA")) == 1
 
 
 def test_marketers_note_submitted_during_an_outage_is_not_lost(h, outage, engine):
@@ -383,6 +384,39 @@ def test_marketers_note_submitted_during_an_outage_is_not_lost(h, outage, engine
     assert len([c for c in dms_to(slack, "UANA") if "ROI webinar" in all_text(c.params)]) == 1
     assert "Loop closed by <@UMIA>" in all_text(stored(slack, post))
     assert sorry_to(slack, "UMIA") == []
+
+
+def test_win_loss_entry_submitted_during_an_outage_keeps_the_form_open(h, outage, engine):
+    """A /winloss entry is stored before its ack: while the database is away the form stays
+    open with what the rep typed and says it was not saved; resubmitted, it is stored once."""
+    from bot.models import WinLossEntry
+    from tests.test_winloss_scenario import QUOTE, fill, submit_winloss
+
+    slack = h.slack
+    h.clock.set(FRI_1500_UTC)
+    h.command("UANA", "", command="/winloss")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    typed = fill(
+        modal,
+        deal_name="Initech expansion",
+        outcome="lost",
+        reason=QUOTE,
+        reason_category="Price",
+        insight="Lead with the consolidation story",
+    )
+    outage.down()
+    started = time.monotonic()
+    reply = submit_winloss(h, "UANA", modal, typed)
+    assert time.monotonic() - started < 3
+    outage.up()
+    assert reply.status == 200 and reply.json()["response_action"] == "errors"
+    assert "not saved" in reply.json()["errors"]["reason"]
+    assert count(engine, WinLossEntry) == 0
+    assert sorry_to(slack, "UANA") == []
+
+    reply = submit_winloss(h, "UANA", modal, typed)
+    assert (reply.status, reply.body) == (200, "")
+    assert count(engine, WinLossEntry) == 1
 
 
 # --- (c) Slack events delivered during the outage and redelivered afterwards ----------------

@@ -54,16 +54,26 @@ def submit_feedback(ack: Ack, body: dict, view: dict, context: dict) -> None:
     except DomainError as err:
         ack(response_action="errors", errors={"worked": str(err)})
         return
+    except UNAVAILABLE:
+        log.exception("could not store %s's answer to prompt %s", user_id, prompt_id)
+        ack(response_action="errors", errors={"worked": not_saved("answer")})
+        return
     ack()
     context["later"](
         flows.after_answer, rt, user_id=user_id, prompt_id=stored.prompt_id, post_id=stored.post_id
     )
 
 
-NOTE_NOT_SAVED = (
-    "Your note was not saved: Closeloop's database did not answer. "
-    "Your text is still here; please submit it again in a minute."
-)
+def not_saved(what: str) -> str:
+    """The inline error of a form whose input could not be stored (the database is away):
+    Slack keeps the modal open with what the person typed."""
+    return (
+        f"Your {what} was not saved: Closeloop's database did not answer. "
+        "Your text is still here; please submit it again in a minute."
+    )
+
+
+NOTE_NOT_SAVED = not_saved("note")
 NOTE_NOT_CHECKED = (
     "Your note was not saved: Closeloop could not check with Slack who is in marketing. "
     "Your text is still here; please submit it again in a minute."
@@ -129,13 +139,22 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
         except DomainError as err:
             ack(response_action="errors", errors={"reason": str(err)})
             return
+        except UNAVAILABLE:
+            log.exception("could not check %s's win/loss entry for deal %s", user_id, meta["deal"])
+            ack(response_action="errors", errors={"reason": not_saved("entry")})
+            return
     values = view["state"]["values"]
     errors: dict[str, str] = {}
     try:
         amount = wl_svc.parse_amount(_value(view, "amount"))
     except DomainError:
         amount, errors["amount"] = None, "Please enter a number."
-    today = wl_flows.today_for(rt, user_id)
+    try:
+        today = wl_flows.today_for(rt, user_id)
+    except UNAVAILABLE:
+        log.exception("could not read %s's time zone for a win/loss entry", user_id)
+        ack(response_action="errors", errors={"reason": not_saved("entry")})
+        return
     closed_text = ((values.get("closed_on") or {}).get("closed_on") or {}).get("selected_date")
     closed_on = date.fromisoformat(closed_text) if closed_text else today
     picked = _selected(view, "competitor")
@@ -165,6 +184,10 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
         )
     except DomainError as err:
         ack(response_action="errors", errors={"reason": str(err)})
+        return
+    except UNAVAILABLE:
+        log.exception("could not store %s's win/loss entry", user_id)
+        ack(response_action="errors", errors={"reason": not_saved("entry")})
         return
     ack()
     context["later"](wl_flows.after_entry, rt, user_id=user_id, post_id=post_id, deal_pk=deal_pk)
