@@ -4,8 +4,6 @@ pages for many (a 5,000-rep org's daily refresh would otherwise be 5,000 users.i
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from sqlalchemy import select
 
 from bot import flows
