@@ -78,6 +78,11 @@ class ProductionServer(BaseApplication):
             "timeout": 30,
             "graceful_timeout": 20,
             "keepalive": 5,
+            # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
+            # connections evenly. On one shared socket the first worker to wake accepts them:
+            # in bench/ack_bench.py one of two workers took 4 of 5 keep-alive connections and
+            # answered its share of a burst of 50 one interpreter lock at a time.
+            "reuse_port": True,
             "accesslog": None,
             "errorlog": "-",
             "loglevel": (os.environ.get("LOG_LEVEL") or "info").lower(),
