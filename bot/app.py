@@ -97,9 +97,10 @@ def create_app(
 
         A stored event is answered 200 even when its processing failed: the inbox has it and
         processes it again (Slack's retry of a 500 would add nothing, and Slack turns off the
-        event subscriptions of an app that keeps answering errors)."""
+        event subscriptions of an app that keeps answering errors). So is an event no
+        listener takes (Bolt would answer 404, and Slack would send it again)."""
         told = _tell_about(error, body, context)
-        if context.get(EVENT) and not isinstance(error, BoltUnhandledRequestError):
+        if context.get(EVENT):  # stored; an event no listener takes is done with, too
             return BoltResponse(status=200, body="")
         return told
 
