@@ -265,3 +265,42 @@ def test_acknowledgements(db):
         loop_svc.acknowledge(
             db, post=post, user_id="UMIA", marketing_ids={"UMIA"}, now=now, note="   "
         )
+
+
+def test_a_week_closed_as_missed_between_the_read_and_the_write_refuses_the_answer(db, monkeypatch):
+    """The minute tick closes weeks; an answer whose week closed after record_answer read it
+    is refused (the caller rolls its transaction back), not stored over the closing."""
+    from sqlalchemy import update
+
+    add_reps(db, ("UANA", "Europe/Berlin"))
+    prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
+    svc.mark_sent(prompt, channel="DANA", ts="1.1", now=FRI_BERLIN_1600)
+    db.flush()
+    real_execute = db.execute
+
+    class Read:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def first(self):
+            return self.rows[0] if self.rows else None
+
+    def racing_execute(statement, *args, **kwargs):
+        result = real_execute(statement, *args, **kwargs)
+        if statement is svc._ANSWER_STATE:  # the tick closes the week right after the read
+            rows = result.all()
+            real_execute(update(Prompt).where(Prompt.id == prompt.id).values(status="missed"))
+            return Read(rows)
+        return result
+
+    monkeypatch.setattr(db, "execute", racing_execute)
+    with pytest.raises(DomainError, match="missed"):
+        svc.record_answer(
+            db,
+            prompt_id=prompt.id,
+            user_id="UANA",
+            bullets=Bullets("w", "f", "i"),
+            source="modal",
+            feedback_channel="CMKTG",
+            now=FRI_BERLIN_1600,
+        )

@@ -215,10 +215,14 @@ def check_can_answer(prompt: Prompt | Row, user_id: str) -> None:
     if prompt.user_id != user_id:
         raise NotAllowed("That prompt was sent to someone else.")
     if prompt.status == PromptStatus.MISSED:
-        raise DomainError(
-            f"The week of {prompt.week_start:%b %-d} is closed and recorded as missed; "
-            "your next prompt arrives on schedule."
-        )
+        raise _closed_as_missed(prompt.week_start)
+
+
+def _closed_as_missed(week_start: date) -> DomainError:
+    return DomainError(
+        f"The week of {week_start:%b %-d} is closed and recorded as missed; "
+        "your next prompt arrives on schedule."
+    )
 
 
 @dataclass(frozen=True)
@@ -257,14 +261,17 @@ _ANSWER_STATE = (
     )
     .where(_PROMPTS.c.id == bindparam("prompt_id"))
 )
-_NEW_ANSWER = insert(_ANSWERS).returning(_ANSWERS.c.id)
+_NEW_ANSWER = insert(_ANSWERS)  # its id: inserted_primary_key (RETURNING, or SQLite's rowid)
 _EDIT_ANSWER = (
     update(_ANSWERS)
     .where(_ANSWERS.c.id == bindparam("answer_id"))
     .values(edit_count=_ANSWERS.c.edit_count + 1)
 )
-_ANSWERED = update(_PROMPTS).where(_PROMPTS.c.id == bindparam("prompt_id"))
-_NEW_POST = insert(_POSTS).returning(_POSTS.c.id)
+# Not a week closed as missed since it was read (the minute tick closes weeks).
+_ANSWERED = update(_PROMPTS).where(
+    _PROMPTS.c.id == bindparam("prompt_id"), _PROMPTS.c.status != PromptStatus.MISSED
+)
+_NEW_POST = insert(_POSTS)
 _POST_STALE = update(_POSTS).where(_POSTS.c.id == bindparam("post_id")).values(needs_update=True)
 
 
@@ -311,11 +318,11 @@ def record_answer(
                 "updated_at": now,
                 **text,
             },
-        ).scalar_one()
+        ).inserted_primary_key[0]
     elif changed:
         session.execute(_EDIT_ANSWER, {"answer_id": answer_id, "updated_at": now, **text})
     if row.status != PromptStatus.ANSWERED or row.skip_reason or row.answered_at is None:
-        session.execute(
+        answered = session.execute(
             _ANSWERED,
             {
                 "prompt_id": prompt_id,
@@ -324,6 +331,8 @@ def record_answer(
                 "answered_at": row.answered_at or now,
             },
         )
+        if answered.rowcount != 1:  # closed as missed since it was read: roll it all back
+            raise _closed_as_missed(row.week_start)
     post_id = row.post_id
     if post_id is None:
         post_id = session.execute(
@@ -335,7 +344,7 @@ def record_answer(
                 "channel": feedback_channel,
                 "created_at": now,
             },
-        ).scalar_one()
+        ).inserted_primary_key[0]
     elif changed and row.post_ts is not None and not row.needs_update:
         session.execute(_POST_STALE, {"post_id": post_id})
     return StoredAnswer(
