@@ -142,24 +142,30 @@ class Roster:
         """(tz, display name) from users.info; tz None when Slack has none."""
         return _profile_of(self._client.users_info(user=user_id)["user"])
 
-    def profiles(self, user_ids: Collection[str]) -> dict[str, tuple[str | None, str | None]]:
-        """(tz, display name) of each of ``user_ids`` that users.list has, read a page of
-        USERS_LIST_PAGE at a time and no further than needed."""
+    def profiles(
+        self, user_ids: Collection[str], into: dict[str, tuple[str | None, str | None]]
+    ) -> None:
+        """Put (tz, display name) of each of ``user_ids`` that users.list has into ``into``,
+        read a page of USERS_LIST_PAGE at a time and no further than needed. What was read
+        before a failure stays in ``into``; a cursor seen before, or more than
+        USERS_LIST_MAX_PAGES pages, ends the reading."""
         wanted: set[str] = set(user_ids)
-        found: dict[str, tuple[str | None, str | None]] = {}
-        cursor = None
-        while wanted - found.keys():
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(USERS_LIST_MAX_PAGES):
             page = self._client.users_list(limit=USERS_LIST_PAGE, cursor=cursor)
             for user in page.get("members") or []:
                 if user.get("id") in wanted:
-                    found[user["id"]] = _profile_of(user)
+                    into[user["id"]] = _profile_of(user)
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                break
-        return found
+            if not cursor or cursor in seen or not wanted - into.keys():
+                return
+            seen.add(cursor)
+        log.warning("users.list: stopped after %d pages", USERS_LIST_MAX_PAGES)
 
 
 USERS_LIST_PAGE = 200  # Slack's advice for users.list pages
+USERS_LIST_MAX_PAGES = 1000  # 200,000 people
 
 
 def _profile_of(user: dict) -> tuple[str | None, str | None]:

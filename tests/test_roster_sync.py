@@ -102,3 +102,28 @@ def test_when_users_list_fails_the_known_zones_stay_and_the_next_sync_tries_agai
     flows.sync_roster(h.rt)
     assert calls(slack, "users.list", mark) >= 1
     assert checked_at() > first_check
+
+
+def test_what_users_list_gave_before_failing_is_kept(harness, monkeypatch):
+    h, slack = harness, harness.slack
+    reps = big_team(slack, USERS_LIST_PAGE + 50)
+    client, pages = h.rt.roster._client, []
+    real_users_list = client.users_list
+
+    def second_page_fails(**kwargs):
+        pages.append(kwargs)
+        if len(pages) == 2:
+            raise OSError("connection reset by peer")
+        return real_users_list(**kwargs)
+
+    monkeypatch.setattr(client, "users_list", second_page_fails)
+    flows.sync_roster(h.rt)
+    with session_scope(h.rt.session_factory) as session:
+        checked = {m.user_id for m in session.scalars(select(Member)) if m.tz_checked_at}
+    read = [rep for rep in reps if rep in checked]
+    assert 0 < len(read) < len(reps)  # the first page's people are stored
+    assert stored(h)[read[0]][0] == ZONES[reps.index(read[0]) % len(ZONES)]
+    flows.sync_roster(h.rt)  # the rest are still stale: read on the next sync
+    assert len(pages) >= 3
+    with session_scope(h.rt.session_factory) as session:
+        assert all(session.get(Member, rep).tz_checked_at for rep in reps)

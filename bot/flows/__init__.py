@@ -78,9 +78,9 @@ USERS_INFO_AT_MOST = 20
 
 
 def _refresh_profiles(rt: Runtime, stale: list[str], *, now: datetime) -> None:
+    found: dict[str, tuple[str | None, str | None]] = {}
     unknown: list[str] = []
     if len(stale) <= USERS_INFO_AT_MOST:
-        found = {}
         for user_id in stale:
             try:
                 found[user_id] = rt.roster.profile(user_id)
@@ -89,15 +89,15 @@ def _refresh_profiles(rt: Runtime, stale: list[str], *, now: datetime) -> None:
                 log.exception("users.info for %s failed; keeping the last known time zone", user_id)
     else:
         try:
-            found = rt.roster.profiles(stale)
+            rt.roster.profiles(stale, into=found)
         except SLACK_ERRORS:
             log.exception(
-                "users.list failed; keeping the last known time zones of %d reps until the "
-                "next roster sync",
-                len(stale),
+                "users.list failed; keeping the last known time zones of the %d reps not read "
+                "yet until the next roster sync",
+                len(stale) - len(found),
             )
-            return
-        unknown = [user_id for user_id in stale if user_id not in found]
+        else:
+            unknown = [user_id for user_id in stale if user_id not in found]
         if unknown:
             log.warning(
                 "%d reps are not in users.list (for example %s); keeping their last known "
