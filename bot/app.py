@@ -59,7 +59,7 @@ def create_app(
     """
     settings = rt.settings
     if listener_executor is not None:
-        rt.later_executor = listener_executor
+        rt.later_executor = rt.modal_executor = listener_executor
     inbox = Inbox(rt)
     app = App(
         process_before_response=True,
@@ -76,6 +76,14 @@ def create_app(
         context["rt"] = rt
         context["later"] = lambda fn, *args, **kwargs: rt.later(
             fn, *args, on_error=lambda error: on_error(error, body, context), **kwargs
+        )
+        # Opening a modal the person is waiting for: its own threads (see Runtime.later).
+        context["open_modal"] = lambda fn, *args, **kwargs: rt.later(
+            fn,
+            *args,
+            on_error=lambda error: on_error(error, body, context),
+            opens_modal=True,
+            **kwargs,
         )
         next()
 

@@ -229,6 +229,12 @@ class Foreground:
 
 
 LATER_WORKERS = 4  # threads for work after the ack, per process
+MODAL_WORKERS = 2  # and for opening the modals people are waiting for
+# When a modal queued this many seconds ago is still waiting for those threads (twice what
+# they wait for a burst to be answered), or this many are, the next one is opened before its
+# ack instead: the process is falling behind.
+MODAL_BACKLOG = 0.5
+MODAL_BACKLOG_COUNT = 32
 
 
 @dataclass
@@ -250,12 +256,15 @@ class Runtime:
     foreground: Foreground = field(default_factory=Foreground, repr=False)
     # Where work after the ack runs; None: this runtime's own LATER_WORKERS threads.
     later_executor: Executor | None = field(default=None, repr=False)
+    # Where a modal a person is waiting for gets opened; None: MODAL_WORKERS threads of its own.
+    modal_executor: Executor | None = field(default=None, repr=False)
     bolt_app: App | None = field(default=None, repr=False)  # replays stored events (tick)
 
     def __post_init__(self) -> None:
         self.roster = Roster(self.client, self.settings)
         self.fanout_client = fanout_client(self.client)
         self._later_lock = threading.Lock()
+        self._modals_waiting: dict[object, float] = {}  # opens_modal work not started: queued at
 
     def later(
         self,
@@ -263,27 +272,29 @@ class Runtime:
         /,
         *args,
         on_error: Callable[[Exception], None] | None = None,
+        opens_modal: bool = False,
         **kwargs,
     ) -> Future:
         """Run ``fn(*args, **kwargs)`` on this process's after-the-ack threads, once no Slack
         request is being answered here (see :class:`Foreground`). A failure is logged and
         handed to ``on_error`` (a listener's: tell the person); it never escapes.
 
+        ``opens_modal``: a person is waiting for a modal, whose trigger_id expires 3 seconds
+        after their click or command. Such work has threads of its own, so it never queues
+        behind posting and DM updates (first answers are posted at SLACK_POST_RATE, and a
+        burst of them would hold every after-the-ack thread for seconds). When one queued
+        MODAL_BACKLOG seconds ago is still waiting (or MODAL_BACKLOG_COUNT are), it runs
+        here and now, on the request's thread, before the answer leaves: under more load
+        than the process can keep up with, Slack's requests are answered more slowly
+        instead of modals opening too late.
+
         In memory: a process killed before the task ran loses it, so only work that the
         minute tick redoes from the database (posts, DM refreshes, nudges) or that the user
         can simply repeat (opening a modal) goes here.
         """
-        with self._later_lock:
-            if self.later_executor is None:
-                self.later_executor = ThreadPoolExecutor(
-                    max_workers=LATER_WORKERS, thread_name_prefix="after-ack"
-                )
-            executor = self.later_executor
-
         queued_at = time.monotonic()
 
-        def run() -> None:
-            self.foreground.wait_idle(queued_at)
+        def work() -> None:
             try:
                 fn(*args, **kwargs)
             except Exception as err:
@@ -294,14 +305,53 @@ class Runtime:
                     except Exception:
                         log.exception("reporting a failure after the ack failed")
 
-        return executor.submit(run)
+        if not opens_modal:
+
+            def run() -> None:
+                self.foreground.wait_idle(queued_at)
+                work()
+
+            with self._later_lock:
+                if self.later_executor is None:
+                    self.later_executor = ThreadPoolExecutor(
+                        max_workers=LATER_WORKERS, thread_name_prefix="after-ack"
+                    )
+                return self.later_executor.submit(run)
+
+        token = object()
+        with self._later_lock:
+            waiting = self._modals_waiting
+            backlogged = len(waiting) >= MODAL_BACKLOG_COUNT or (
+                bool(waiting) and queued_at - min(waiting.values()) > MODAL_BACKLOG
+            )
+            if not backlogged:
+                waiting[token] = queued_at
+                if self.modal_executor is None:
+                    self.modal_executor = ThreadPoolExecutor(
+                        max_workers=MODAL_WORKERS, thread_name_prefix="open-modal"
+                    )
+                executor = self.modal_executor
+        if backlogged:
+            work()
+            done: Future = Future()
+            done.set_result(None)
+            return done
+
+        def run_modal() -> None:
+            with self._later_lock:
+                self._modals_waiting.pop(token, None)
+            self.foreground.wait_idle(queued_at)
+            work()
+
+        return executor.submit(run_modal)
 
     def drain_later(self) -> None:
         """Finish the work queued with :meth:`later` (a graceful shutdown)."""
         with self._later_lock:
-            executor, self.later_executor = self.later_executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+            executors = {self.modal_executor, self.later_executor} - {None}
+            self.later_executor = self.modal_executor = None
+        for executor in executors:
+            executor.shutdown(wait=True)  # type: ignore[union-attr]
 
     @classmethod
     def build(

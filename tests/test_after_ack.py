@@ -89,6 +89,51 @@ def test_patience_counts_from_when_the_work_was_queued(settings, session_factory
     assert all(0.25 <= start - queued < 0.6 for start in starts), [s - queued for s in starts]
 
 
+def test_opening_a_modal_does_not_queue_behind_posting_work(settings, session_factory):
+    """A modal's trigger_id expires 3 s after the click: while every after-the-ack thread is
+    busy (posts paced at SLACK_POST_RATE, say), a modal still opens at once."""
+    from bot.runtime import LATER_WORKERS
+
+    rt = runtime(settings, session_factory, patience=0.1)
+    release = threading.Event()
+    busy = [rt.later(release.wait, 5) for _ in range(LATER_WORKERS + 3)]
+    opened = threading.Event()
+    try:
+        rt.later(opened.set, opens_modal=True)
+        assert opened.wait(1.0)
+        assert not any(f.done() for f in busy)  # the posting work is still going
+    finally:
+        release.set()
+    rt.drain_later()
+    assert all(f.done() for f in busy)
+
+
+def test_when_modals_fall_behind_the_next_one_opens_before_the_ack(
+    settings, session_factory, monkeypatch
+):
+    """Under more load than the modal threads keep up with, a modal is opened on the
+    request's own thread (its answer to Slack waits) rather than queued to open too late."""
+    import bot.runtime as runtime_mod
+
+    monkeypatch.setattr(runtime_mod, "MODAL_BACKLOG_COUNT", 3)
+    rt = runtime(settings, session_factory, patience=5.0)
+    rt.foreground.enter()  # a request being answered: queued modals wait (up to 5 s here)
+    try:
+        here = threading.get_ident()
+        ran_on: list[int] = []
+        queued = [  # the modal threads take theirs, and 3 wait
+            rt.later(lambda: ran_on.append(1), opens_modal=True)
+            for _ in range(runtime_mod.MODAL_WORKERS + 3)
+        ]
+        assert not any(f.done() for f in queued)
+        rt.later(lambda: ran_on.append(threading.get_ident()), opens_modal=True)
+        assert ran_on == [here]  # the next ran at once, on this thread
+    finally:
+        rt.foreground.leave()
+    rt.drain_later()
+    assert len(ran_on) == runtime_mod.MODAL_WORKERS + 4
+
+
 def test_a_failure_after_the_ack_goes_to_on_error_and_is_logged(settings, session_factory, caplog):
     rt = runtime(settings, session_factory, patience=0.1)
     seen: list[Exception] = []

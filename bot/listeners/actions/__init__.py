@@ -20,7 +20,7 @@ MARKETING_CACHE_SECONDS = 300.0  # a click uses a recent read; submitting re-che
 def open_feedback_modal(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     """ "Answer" / "Edit answer": open this week's form, prefilled when editing."""
     ack()
-    context["later"](_open_feedback, body, client, context["rt"])
+    context["open_modal"](_open_feedback, body, client, context["rt"])
 
 
 def _open_feedback(body: dict, client: WebClient, rt: Runtime) -> None:
@@ -50,7 +50,7 @@ def skip_week(ack: Ack, body: dict, context: dict) -> None:
 def open_close_loop(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     """ "Close the loop": marketing gets the note form; anyone else an ephemeral explanation."""
     ack()
-    context["later"](_open_close_loop, body, client, context["rt"])
+    context["open_modal"](_open_close_loop, body, client, context["rt"])
 
 
 def _open_close_loop(body: dict, client: WebClient, rt: Runtime) -> None:
@@ -73,13 +73,15 @@ def _open_close_loop(body: dict, client: WebClient, rt: Runtime) -> None:
 def open_winloss_modal(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     """ "Log win/loss" on a nudge or in /winloss list: the form, prefilled for that deal."""
     ack()
-    context["later"](_open_winloss, body, client, context, deal_pk=int(body["actions"][0]["value"]))
+    context["open_modal"](
+        _open_winloss, body, client, context, deal_pk=int(body["actions"][0]["value"])
+    )
 
 
 def edit_winloss(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     """ "Edit" on a win/loss post: the author (or a manager) edits for 7 days."""
     ack()
-    context["later"](
+    context["open_modal"](
         _open_winloss, body, client, context, entry_id=int(body["actions"][0]["value"])
     )
 

@@ -92,7 +92,7 @@ def closeloop_command(
             return
         client.views_open(trigger_id=trigger_id, view=view)
 
-    context["later"](open_form)
+    context["open_modal"](open_form)
 
 
 def admin_command(
@@ -160,7 +160,9 @@ def winloss_command(ack: Ack, command: dict, client: WebClient, context: dict) -
         ack(text=wl_blocks.HELP)
         return
     ack()  # first: the trigger_id lives 3 seconds from the command, not from our answer
-    context["later"](_open_winloss, client, rt, trigger_id=command["trigger_id"], user_id=user_id)
+    context["open_modal"](
+        _open_winloss, client, rt, trigger_id=command["trigger_id"], user_id=user_id
+    )
 
 
 def _open_winloss(client: WebClient, rt: Runtime, *, trigger_id: str, user_id: str) -> None:
