@@ -42,8 +42,9 @@ burst of first answers instead.
 Every response must be a 200 with the empty body of a plain ``ack()``, within 3 seconds
 (Slack's limit; later counts as an error); on Closeloop the
 benchmark then checks that every submission was stored (answers and edits in the database) and
-every slash command opened a modal (views.open at the fake Slack), so it cannot be timing
-errors. Prints a table, machine information, and the CPU time of the server, the fake Slack and
+every slash command opened a modal (views.open at the fake Slack) within 3 seconds of being
+sent, as Slack's trigger_id requires, so it cannot be timing errors or work left behind.
+Prints a table, machine information, and the CPU time of the server, the fake Slack and
 the load generator, beside what the rest of the machine used meanwhile (this machine is
 shared). Linux only (/proc). Exits 1 when Closeloop failed a request or a check.
 
@@ -137,7 +138,17 @@ def role_fake_slack(reps: int) -> None:
         for call in slack.calls:
             if call.method != "bench.stats":
                 (ok if call.ok else failed)[call.method] += 1
-        return {"ok_calls": ok, "failed_calls": failed, "server_errors": len(slack.server_errors)}
+        opened = {  # trigger_id -> when views.open was answered (time.monotonic, system-wide)
+            call.params.get("trigger_id"): call.at
+            for call in slack.calls
+            if call.method == "views.open" and call.ok
+        }
+        return {
+            "ok_calls": ok,
+            "failed_calls": failed,
+            "server_errors": len(slack.server_errors),
+            "views_opened_at": opened,
+        }
 
     slack.register("bench.stats", stats)
     slack.start()
@@ -387,7 +398,7 @@ class Payloads:
             n = self._seq
         return f"{n}.{int(time.time())}.{hashlib.sha1(str(n).encode()).hexdigest()[:24]}"
 
-    def slash(self, user: str) -> bytes:
+    def slash(self, user: str, trigger_id: str) -> bytes:
         fields = dict(self.command)
         fields.update(
             team_id="T0001",
@@ -397,7 +408,7 @@ class Payloads:
             text="",
             channel_id="C0GENERAL",
             channel_name="general",
-            trigger_id=self.trigger_id(),
+            trigger_id=trigger_id,
         )
         return urllib.parse.urlencode(fields).encode()
 
@@ -445,6 +456,8 @@ class Result:
     seconds: float
     status: int  # 0: no HTTP answer (connection error, timeout)
     body: bytes
+    sent_at: float = 0.0  # time.monotonic() when the request was sent
+    trigger_id: str | None = None  # a slash command's, to find the modal it opened
 
 
 @dataclass
@@ -462,18 +475,23 @@ class Run:
 
 def build_requests(
     port: int, *, total: int, concurrency: int, secret: str, payloads: Payloads
-) -> list[list[tuple[str, bytes]]]:
+) -> list[list[tuple[str, bytes, str | None]]]:
     """Every request, signed and encoded before the clock starts: connection i is rep i (a
     rep's requests are sequential, like one person's), alternating slash commands and view
     submissions. Built up front so the load generator's own work while measuring is a send
     and a read (the signatures stay well inside Slack's 5-minute window)."""
     timestamp = str(int(time.time()))
-    plan: list[list[tuple[str, bytes]]] = []
+    plan: list[list[tuple[str, bytes, str | None]]] = []
     for i in range(concurrency):
         user, mine = rep_id(i), []
         for j, n in enumerate(range(i, total, concurrency)):
             kind = "slash" if (i + j) % 2 == 0 else "view"
-            body = payloads.slash(user) if kind == "slash" else payloads.view_submission(user, n)
+            trigger = payloads.trigger_id() if kind == "slash" else None
+            body = (
+                payloads.slash(user, trigger)
+                if trigger is not None
+                else payloads.view_submission(user, n)
+            )
             head = (
                 f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                 "Content-Type: application/x-www-form-urlencoded\r\n"
@@ -481,7 +499,7 @@ def build_requests(
                 f"X-Slack-Signature: {sign(secret, body, timestamp)}\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n"
             )
-            mine.append((kind, head.encode() + body))
+            mine.append((kind, head.encode() + body, trigger))
         plan.append(mine)
     return plan
 
@@ -489,7 +507,7 @@ def build_requests(
 class _Conn:
     """One keep-alive client connection of the driver, a small state machine."""
 
-    def __init__(self, requests: list[tuple[str, bytes]]) -> None:
+    def __init__(self, requests: list[tuple[str, bytes, str | None]]) -> None:
         self.requests = requests
         self.next = 0  # index of the next request to send
         self.sock: socket.socket | None = None
@@ -497,7 +515,9 @@ class _Conn:
         self.out = b""
         self.inbuf = bytearray()
         self.kind = ""
+        self.trigger: str | None = None
         self.started = 0.0
+        self.sent_at = 0.0
         self.busy = False
 
     @property
@@ -547,7 +567,16 @@ def drive(
         conn.sock, conn.connected = None, False
 
     def finish(conn: _Conn, status: int, body: bytes) -> None:
-        results.append(Result(conn.kind, time.perf_counter() - conn.started, status, body))
+        results.append(
+            Result(
+                conn.kind,
+                time.perf_counter() - conn.started,
+                status,
+                body,
+                sent_at=conn.sent_at,
+                trigger_id=conn.trigger,
+            )
+        )
         conn.busy = False
         conn.inbuf.clear()
         if status == 0:
@@ -556,11 +585,11 @@ def drive(
             sel.modify(conn.sock, selectors.EVENT_READ, conn)  # an early close is seen
 
     def start(conn: _Conn) -> None:
-        conn.kind, request = conn.requests[conn.next]
+        conn.kind, request, conn.trigger = conn.requests[conn.next]
         conn.next += 1
         conn.busy, conn.out = True, request
         conn.inbuf.clear()
-        conn.started = time.perf_counter()
+        conn.started, conn.sent_at = time.perf_counter(), time.monotonic()
         if conn.sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -959,10 +988,30 @@ def verify_closeloop(outcome: Outcome, *, slack_url: str, db_url: str, before: d
     # A request Bolt gave up on (no ack in 3 s) still runs later, beside the same rep's next
     # one: then an edit can be lost or land unacked, so the counts may be off by that many.
     unacked = sum(1 for r in everything if not acked(r))
+    # A modal must open within 3 s of the slash command: Slack's trigger_id expires then.
+    opened_at = stats["views_opened_at"]
+    phases = {"warm-up": outcome.warmup, **{p: run.results for p, run in outcome.runs.items()}}
+    late = 0
+    for phase, results in phases.items():
+        waits = sorted(
+            opened_at[r.trigger_id] - r.sent_at
+            for r in results
+            if r.kind == "slash" and acked(r) and r.trigger_id in opened_at
+        )
+        if not waits:
+            continue
+        over = sum(1 for w in waits if w > 3.0)
+        late += over
+        outcome.notes.append(
+            f"{phase}: modal opened after its slash command was sent: p50 "
+            f"{percentile(waits, 50):.2f} s, p99 {percentile(waits, 99):.2f} s, max "
+            f"{waits[-1]:.2f} s; {over} later than 3 s (Slack's trigger_id would have expired)"
+        )
     outcome.verified = (
         abs(stored - views_sent) <= unacked
         and abs(opened - slash_sent) <= unacked
         and not stats["failed_calls"]
+        and late == 0
     )
     outcome.notes.append(
         f"processed: {stored}/{views_sent} acked submissions stored (answers + edits in the "
