@@ -9,6 +9,7 @@ scheduler and another takes over if it dies.
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 from collections.abc import Callable
@@ -44,7 +45,12 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
         from bot import scheduler as sched_mod
 
         atexit.register(sched_mod.role(rt).stop)
-    return make_wsgi_app(app, rt)
+    wsgi_app = make_wsgi_app(app, rt)
+    # Everything built so far lives as long as the worker: out of the garbage collector's
+    # sight, a full collection has far fewer objects to walk (a pause every request waits on).
+    gc.collect()
+    gc.freeze()
+    return wsgi_app
 
 
 def _worker_engine(url: str) -> Engine:

@@ -734,6 +734,7 @@ def tick(rt: Runtime, *, send_outbox: bool = True) -> None:
     for name, step in steps:
         if step is outbox_flow.drain and not send_outbox:
             continue
+        rt.foreground.wait_idle()  # like work after an ack, a step yields to Slack's requests
         try:
             step(rt)
         except Exception:  # one failing step must not stop the others
