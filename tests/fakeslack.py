@@ -302,6 +302,17 @@ def _ts_micros(ts: str) -> int:
     return int(seconds) * 1_000_000 + int((fraction + "000000")[:6])
 
 
+def _cursor_value(cursor: str, prefix: str) -> str:
+    """What follows ``prefix`` in a base64 cursor; ``invalid_cursor`` for anything else."""
+    try:
+        decoded = base64.b64decode(cursor.encode(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise SlackError("invalid_cursor") from None
+    if not decoded.startswith(prefix):
+        raise SlackError("invalid_cursor")
+    return decoded.removeprefix(prefix)
+
+
 def _cursor_for(message: dict[str, Any]) -> str:
     """An opaque ``next_cursor`` resuming at ``message``, shaped like Slack's
     (base64 of ``next_ts:<ts in microseconds>``)."""
@@ -1687,13 +1698,7 @@ class FakeSlack:
     @staticmethod
     def _cursor_position(cursor: str, stamps: list[str]) -> int:
         """Where a ``next_cursor`` of :func:`_cursor_for` resumes in ``stamps``."""
-        try:
-            decoded = base64.b64decode(cursor.encode(), validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            raise SlackError("invalid_cursor") from None
-        if not decoded.startswith("next_ts:"):
-            raise SlackError("invalid_cursor")
-        wanted = decoded.removeprefix("next_ts:")
+        wanted = _cursor_value(cursor, "next_ts:")
         if not wanted.isdigit():
             raise SlackError("invalid_cursor")
         for position, ts in enumerate(stamps):
@@ -1799,13 +1804,7 @@ class FakeSlack:
         start = 0
         cursor = _str_param(params, "cursor")
         if cursor:
-            try:
-                decoded = base64.b64decode(cursor.encode(), validate=True).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise SlackError("invalid_cursor") from None
-            if not decoded.startswith("user:"):
-                raise SlackError("invalid_cursor")
-            resume = decoded.removeprefix("user:")
+            resume = _cursor_value(cursor, "user:")
             start = next((i for i, u in enumerate(people) if u.id >= resume), len(people))
         end = len(people) if limit <= 0 else start + limit
         include_locale = _truthy(params.get("include_locale"))

@@ -90,28 +90,32 @@ def test_members_leaving_are_not_prompted(db):
     assert db.get(Member, "UANA").is_sales is False
 
 
+THREE = Bullets("w", "f", "i")
+
+
+def answer(db, prompt, user_id="UANA", bullets=THREE, **overrides):
+    """record_answer for ``prompt`` with everyday arguments, ``overrides`` replacing them."""
+    kwargs = dict(
+        prompt_id=prompt.id,
+        user_id=user_id,
+        bullets=bullets,
+        source="modal",
+        feedback_channel="CMKTG",
+        now=FRI_BERLIN_1600,
+    )
+    return svc.record_answer(db, **{**kwargs, **overrides})
+
+
 def test_answer_then_edit_keeps_one_answer_and_one_post(db):
     add_reps(db, ("UANA", "Europe/Berlin"))
     prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
     svc.mark_sent(prompt, channel="DANA", ts="1.1", now=FRI_BERLIN_1600)
-
-    def answer(bullets: Bullets, source: str = "modal") -> svc.StoredAnswer:
-        return svc.record_answer(
-            db,
-            prompt_id=prompt.id,
-            user_id="UANA",
-            bullets=bullets,
-            source=source,
-            feedback_channel="CMKTG",
-            now=FRI_BERLIN_1600,
-        )
-
-    first = answer(Bullets(" w ", "f", "i"))
+    first = answer(db, prompt, bullets=Bullets(" w ", "f", "i"))
     post = db.get(LoopPost, first.post_id)
     assert (first.edited, first.changed, post.ts, post.needs_update) == (False, True, None, False)
     post.ts = "9.9"  # posted to marketing's channel
     db.flush()
-    second = answer(Bullets("w2", "f2", "i2", "Webinar"), source="dm")
+    second = answer(db, prompt, bullets=Bullets("w2", "f2", "i2", "Webinar"), source="dm")
     assert (second.answer_id, second.post_id) == (first.answer_id, first.post_id)
     assert (second.edited, second.changed) == (True, True)
     db.expire_all()
@@ -129,18 +133,10 @@ def test_the_same_answer_again_is_not_an_edit(db):
     nothing: no edit counted, the marketing post not marked for an update."""
     add_reps(db, ("UANA", "Europe/Berlin"))
     prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
-    kwargs = dict(
-        prompt_id=prompt.id,
-        user_id="UANA",
-        bullets=Bullets("w", "f", "i"),
-        source="dm",
-        feedback_channel="CMKTG",
-        now=FRI_BERLIN_1600,
-    )
-    first = svc.record_answer(db, **kwargs)
+    first = answer(db, prompt, source="dm")
     db.get(LoopPost, first.post_id).ts = "9.9"
     db.flush()
-    again = svc.record_answer(db, **{**kwargs, "bullets": Bullets("w ", " f", "i", "")})
+    again = answer(db, prompt, bullets=Bullets("w ", " f", "i", ""), source="dm")
     assert (again.edited, again.changed, again.post_id) == (False, False, first.post_id)
     db.expire_all()
     assert db.get(FeedbackAnswer, first.answer_id).edit_count == 0
@@ -153,15 +149,7 @@ def test_answering_after_skipping_replaces_the_skip(db):
     svc.record_skip(db, prompt=prompt, user_id="UANA", reason="out", now=FRI_BERLIN_1600)
     db.flush()
     skipped_at = prompt.answered_at
-    svc.record_answer(
-        db,
-        prompt_id=prompt.id,
-        user_id="UANA",
-        bullets=Bullets("w", "f", "i"),
-        source="modal",
-        feedback_channel="CMKTG",
-        now=FRI_BERLIN_1600.replace(hour=18),
-    )
+    answer(db, prompt, now=FRI_BERLIN_1600.replace(hour=18))
     db.expire_all()
     stored = db.get(Prompt, prompt.id)
     assert (stored.status, stored.skip_reason) == (PromptStatus.ANSWERED, None)
@@ -172,25 +160,9 @@ def test_only_the_rep_answers_and_missed_weeks_are_closed(db):
     add_reps(db, ("UANA", "Europe/Berlin"))
     prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
     with pytest.raises(NotAllowed):
-        svc.record_answer(
-            db,
-            prompt_id=prompt.id,
-            user_id="UBEN",
-            bullets=Bullets("w", "f", "i"),
-            source="modal",
-            feedback_channel="C",
-            now=FRI_BERLIN_1600,
-        )
+        answer(db, prompt, user_id="UBEN")
     with pytest.raises(DomainError):
-        svc.record_answer(
-            db,
-            prompt_id=prompt.id,
-            user_id="UANA",
-            bullets=Bullets("w", " ", "i"),
-            source="modal",
-            feedback_channel="C",
-            now=FRI_BERLIN_1600,
-        )
+        answer(db, prompt, bullets=Bullets("w", " ", "i"))
     prompt.status = PromptStatus.SENT
     missed = svc.close_missed(db, now=prompt.closes_at)
     assert missed == [prompt] and prompt.status == PromptStatus.MISSED
@@ -295,12 +267,4 @@ def test_a_week_closed_as_missed_between_the_read_and_the_write_refuses_the_answ
 
     monkeypatch.setattr(db, "execute", racing_execute)
     with pytest.raises(DomainError, match="missed"):
-        svc.record_answer(
-            db,
-            prompt_id=prompt.id,
-            user_id="UANA",
-            bullets=Bullets("w", "f", "i"),
-            source="modal",
-            feedback_channel="CMKTG",
-            now=FRI_BERLIN_1600,
-        )
+        answer(db, prompt)
