@@ -1052,8 +1052,9 @@ def machine_info() -> list[str]:
 
 
 def report(outcomes: list[Outcome], args, backend: str, load_start: tuple) -> None:
-    workers = os.environ.get("WEB_CONCURRENCY") or "2"
-    threads = os.environ.get("WEB_THREADS") or "8"
+    from bot.config import web_concurrency, web_threads
+
+    workers, threads = web_concurrency(), web_threads()
     print()
     for line in machine_info():
         print(line)
@@ -1116,6 +1117,8 @@ def report(outcomes: list[Outcome], args, backend: str, load_start: tuple) -> No
             print(f"  not a plain ack, {count}x: {reason}")
         for note in outcome.notes:
             print(f"  {note}")
+        if "burst" in outcome.runs:
+            print(f"  {burst_rounds(outcome.runs['burst'].results)}")
     closeloop = next((o for o in outcomes if o.target == "closeloop"), None)
     if closeloop:
         print()
@@ -1125,6 +1128,33 @@ def report(outcomes: list[Outcome], args, backend: str, load_start: tuple) -> No
             print(
                 f"target p99 < 100 ms for Closeloop, {PATTERNS[pattern]}: {p99:.1f} ms, {verdict}"
             )
+
+
+def burst_rounds(results: list[Result]) -> str:
+    """Each burst round's slowest answer: whether the tail is every round or a few, and in a
+    slow round whether slash commands (no database write before their ack) were slow too."""
+    rounds: list[dict] = []
+    for r in sorted(results, key=lambda r: r.sent_at):
+        # A round's requests leave within milliseconds; the next round --gap seconds later.
+        if not rounds or r.sent_at - rounds[-1]["last"] > 0.2:
+            rounds.append({"first": r.sent_at, "last": r.sent_at, "slash": 0.0, "view": 0.0})
+        row = rounds[-1]
+        row["last"] = r.sent_at
+        row[r.kind] = max(row[r.kind], r.seconds * 1000)
+    if not rounds:
+        return "burst rounds: none"
+    start = rounds[0]["first"]
+    worst = sorted(rounds, key=lambda row: max(row["slash"], row["view"]))
+    top = "; ".join(
+        f"{max(row['slash'], row['view']):.0f} ms at {row['first'] - start:.0f} s "
+        f"(slash {row['slash']:.0f}, view {row['view']:.0f})"
+        for row in reversed(worst[-5:])
+    )
+    median = percentile([max(row["slash"], row["view"]) for row in worst], 50)
+    return (
+        f"burst rounds: {len(worst)}; slowest answer of a round: median {median:.0f} ms; "
+        f"the 5 slowest rounds: {top}"
+    )
 
 
 # --------------------------------------------------------------------------- main

@@ -206,6 +206,13 @@ def _run(rt, *, scheduler: bool) -> int:
         )
         return 2
     if not rt.settings.socket_mode:
+        from bot.config import web_concurrency, web_threads
+
+        try:  # before gunicorn is imported: it reads WEB_CONCURRENCY itself, with int()
+            web_concurrency(), web_threads()
+        except ConfigError as err:
+            print(f"closeloop: {err}", file=sys.stderr)
+            return 2
         from bot.wsgi import ProductionServer
 
         rt.session_factory.kw["bind"].dispose()  # nothing of ours crosses gunicorn's fork

@@ -320,3 +320,32 @@ def _check_timezone(name: str, value: str) -> None:
 
 def _redact_url(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+# HTTP mode's gunicorn (bot.wsgi), by default: two workers a usable CPU, at most four, of four
+# threads each. With one interpreter lock per process, two workers of eight threads answered a
+# burst of 50 requests one lock at a time on each core (bench/ack_bench.py: the slowest answer
+# of a burst round, median ~70 ms); four workers of four let the operating system keep both
+# cores busy (~55 ms). More than four adds memory (~50 MiB each) and database connections, not
+# speed, at the request rates a sales org sends.
+MAX_DEFAULT_WORKERS = 4
+DEFAULT_THREADS = 4
+
+
+def web_concurrency() -> int:
+    """Worker processes: ``WEB_CONCURRENCY``, or two a usable CPU, at most four."""
+    return _count("WEB_CONCURRENCY", min(MAX_DEFAULT_WORKERS, 2 * len(os.sched_getaffinity(0))))
+
+
+def web_threads() -> int:
+    """Request threads a worker: ``WEB_THREADS``, or four."""
+    return _count("WEB_THREADS", DEFAULT_THREADS)
+
+
+def _count(name: str, default: int) -> int:
+    text = (os.environ.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ConfigError(f"{name}={text!r} must be a whole number from 1 to 256")
+    return int(text)

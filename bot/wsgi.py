@@ -17,27 +17,35 @@ from collections.abc import Callable
 from gunicorn.app.base import BaseApplication
 from sqlalchemy import Engine
 
-from bot.config import Settings
+from bot.config import Settings, web_concurrency, web_threads
 
 log = logging.getLogger(__name__)
 
-# Database connections a worker keeps open. SQLAlchemy's default pool keeps 5 and closes any
-# connection above that (up to 10 more) the moment it is returned; a worker's 16 listener
-# threads use more than 5 at once under load, so it opened and closed a connection for about
-# one Slack request in four, a new PostgreSQL backend (~7 ms) each time, half of them before
-# the ack (bench/ack_bench.py). The same maximum, 15, kept open instead.
-DB_POOL_SIZE = 15
+
+def db_pool_size(threads: int) -> int:
+    """Database connections a worker keeps open: one for each of its threads that can hold
+    one at the same moment (request threads, work after the ack, opening modals, the
+    scheduler's tick and its lock). SQLAlchemy's default pool keeps 5 and closes any connection
+    above that the moment it is returned: under load a worker opened and closed a connection for
+    about one Slack request in four, a new PostgreSQL backend (~7 ms) each time, half of them
+    before the ack (bench/ack_bench.py)."""
+    from bot.runtime import LATER_WORKERS, MODAL_WORKERS
+
+    return threads + LATER_WORKERS + MODAL_WORKERS + 2
 
 
 def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
     """The WSGI callable for one worker (called in the worker, after the fork)."""
     from bot.app import create_app
     from bot.db import make_session_factory
-    from bot.runtime import Runtime
+    from bot.runtime import IdleCollector, Runtime
     from bot.server import make_wsgi_app
 
     rt = Runtime.build(
-        settings, session_factory=make_session_factory(_worker_engine(settings.database_url))
+        settings,
+        session_factory=make_session_factory(
+            _worker_engine(settings.database_url, pool_size=db_pool_size(web_threads()))
+        ),
     )
     app = create_app(rt)
     atexit.register(rt.drain_later)  # registered first, so it runs after the role stops
@@ -50,11 +58,14 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
     # sight, a full collection has far fewer objects to walk (a pause every request waits on).
     gc.collect()
     gc.freeze()
+    collector = IdleCollector(rt.foreground)  # and later full collections between requests
+    collector.start()
+    atexit.register(collector.stop)
     return wsgi_app
 
 
-def _worker_engine(url: str) -> Engine:
-    """The worker's engine, its pool holding up to DB_POOL_SIZE connections open."""
+def _worker_engine(url: str, *, pool_size: int) -> Engine:
+    """The worker's engine, its pool holding up to ``pool_size`` connections open."""
     from sqlalchemy.engine import make_url
 
     from bot.db import make_engine, normalise_url
@@ -62,7 +73,7 @@ def _worker_engine(url: str) -> Engine:
     parsed = make_url(normalise_url(url))
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         return make_engine(url)  # one connection per thread by design; nothing to size
-    return make_engine(url, pool_size=DB_POOL_SIZE, max_overflow=0)
+    return make_engine(url, pool_size=pool_size, max_overflow=0)
 
 
 class ProductionServer(BaseApplication):
@@ -74,13 +85,12 @@ class ProductionServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
-        threads = int(os.environ.get("WEB_THREADS") or 8)
+        workers, threads = web_concurrency(), web_threads()
         options = {
             "bind": f"0.0.0.0:{self._settings.port}",
-            "workers": max(1, workers),
+            "workers": workers,
             "worker_class": "gthread",
-            "threads": max(1, threads),
+            "threads": threads,
             "timeout": 30,
             "graceful_timeout": 20,
             "keepalive": 5,

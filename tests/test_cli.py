@@ -111,3 +111,13 @@ def test_socket_mode_with_a_rejected_app_token_is_one_line(cli_env, fake_slack):
     assert last.startswith("closeloop: ") and "SLACK_APP_TOKEN" in last
     assert "Traceback" not in out.stderr and "xapp-1-revoked" not in out.stderr
     assert fake_slack.calls_to("apps.connections.open", include_failed=True)
+
+
+@pytest.mark.parametrize("name,value", [("WEB_CONCURRENCY", "two"), ("WEB_THREADS", "0")])
+def test_run_with_a_bad_worker_count_is_one_line(cli_env, fake_slack, name, value):
+    out = closeloop({**cli_env, name: value}, "run", "--no-scheduler")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"closeloop: {name}={value!r} must be a whole number from 1 to 256"
+    )
+    assert "Traceback" not in out.stderr
