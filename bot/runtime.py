@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -230,44 +231,61 @@ class Foreground:
 
 
 class IdleCollector:
-    """Full garbage collections in the quiet moments between Slack requests.
+    """Garbage collections in the quiet moments between Slack requests.
 
-    CPython runs a full (generation 2) collection once ``threshold2`` generation-1 collections
-    have happened since the last, on whichever thread is allocating at that moment. In a
-    gunicorn worker that is usually a request thread in the middle of a burst, and a full
-    collection holds the interpreter lock throughout: 35 to 52 ms in bench/ack_bench.py, every
-    request of the worker waiting. :meth:`start` turns the automatic full collections off
-    (``threshold2`` out of reach; generations 0 and 1 stay as they are) and a daemon thread
-    runs them instead, as often as CPython would have, each once ``foreground`` is quiet (see
-    :class:`Foreground`; at most its ``patience`` late, so a steady stream of requests
-    cannot postpone them and memory stays bounded as before).
+    CPython collects its youngest generation after every 700 net allocations, the next every
+    10 of those and a full collection every 10 of the second, each on whichever thread is
+    allocating at that moment: in a gunicorn worker, usually a request thread in the middle of
+    a burst, holding the interpreter lock throughout while every request of the worker waits
+    (bench/ack_bench.py: full collections of 35 to 52 ms, second-generation ones of 14 to
+    17 ms). :meth:`start` changes that for the process:
+
+    - the youngest generation is collected after ``YOUNG`` net allocations instead of 700:
+      the objects of a request in flight then rarely outlive their request into the older
+      generations, which is most of what those collections had to walk;
+    - automatic full collections are off (their threshold out of reach);
+    - a daemon thread, every ``poll`` seconds, collects what is due once ``foreground`` is
+      quiet (see :class:`Foreground`; at most its ``patience`` late, so a steady stream of
+      requests cannot postpone it and memory stays bounded): the second generation whenever
+      the youngest was collected since, so a burst starts with both empty, and after every
+      ``every`` of those (CPython's own count) a full collection. At work, that is a full
+      collection every few seconds, at a quiet moment.
     """
 
-    OFF = 1_000_000  # threshold2 while this runs: a full collection after a million gen1 ones
+    YOUNG = 10_000  # net allocations between collections of the youngest generation
+    OFF = 1_000_000  # the full-collection threshold while this runs: out of reach
 
     def __init__(self, foreground: Foreground, *, poll: float = 0.5) -> None:
         self.foreground = foreground
         self.poll = poll
-        self.every = gc.get_threshold()[2]  # CPython's own: gen1 collections per full one
-        self.collections = 0
+        self.every = gc.get_threshold()[2]  # CPython's: second-generation runs per full one
+        self.collections: Counter[int] = Counter()  # by generation
+        self._saved = gc.get_threshold()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def due(self) -> bool:
-        return gc.get_count()[2] >= self.every
+    def due(self) -> int | None:
+        """The generation a collection now would be of, or None when nothing is due."""
+        _, young_runs, second_runs = gc.get_count()
+        if second_runs >= self.every:
+            return 2
+        return 1 if young_runs else None
 
-    def collect_if_due(self) -> bool:
-        """A full collection when one is due, after waiting for quiet; whether it ran."""
-        if not self.due():
-            return False
+    def collect_if_due(self) -> int | None:
+        """Collect what is due, after waiting for quiet; the generation collected, if any."""
+        if self.due() is None:
+            return None
         self.foreground.wait_idle()
-        gc.collect()
-        self.collections += 1
-        return True
+        generation = self.due()  # more may be due after the wait
+        if generation is None:
+            return None
+        gc.collect(generation)
+        self.collections[generation] += 1
+        return generation
 
     def start(self) -> None:
-        gen0, gen1, _ = gc.get_threshold()
-        gc.set_threshold(gen0, gen1, self.OFF)
+        self._saved = gc.get_threshold()
+        gc.set_threshold(self.YOUNG, self._saved[1], self.OFF)
         self._thread = threading.Thread(target=self._run, name="idle-gc", daemon=True)
         self._thread.start()
 
@@ -275,8 +293,7 @@ class IdleCollector:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        gen0, gen1, _ = gc.get_threshold()
-        gc.set_threshold(gen0, gen1, self.every)
+        gc.set_threshold(*self._saved)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll):

@@ -54,8 +54,8 @@ def _full_collections() -> tuple[list[str], object]:
 
 
 def _make_cyclic_garbage(until) -> None:
-    """Reference cycles (freed only by the collector) until ``until()`` or 2 million."""
-    for _ in range(2_000_000):
+    """Reference cycles (freed only by the collector) until ``until()`` or 5 million."""
+    for _ in range(5_000_000):
         cycle: list = []
         cycle.append(cycle)
         if until():
@@ -65,21 +65,36 @@ def _make_cyclic_garbage(until) -> None:
 
 def test_full_collections_wait_for_the_collector_not_for_a_request_thread():
     collector = IdleCollector(Foreground(patience=5, quiet=0.01), poll=3600)  # no polling
+    before = gc.get_threshold()
     seen, record = _full_collections()
     try:
         collector.start()
-        assert gc.get_threshold()[2] == IdleCollector.OFF
-        # Far more than the generation-1 collections after which CPython would run a full one.
-        _make_cyclic_garbage(until=lambda: gc.get_count()[2] >= 3 * collector.every)
-        assert seen == [] and collector.due()
-        assert collector.collect_if_due() is True
-        assert seen == [threading.current_thread().name] and not collector.due()
-        assert collector.collect_if_due() is False  # nothing due: nothing run
+        assert gc.get_threshold() == (IdleCollector.YOUNG, before[1], IdleCollector.OFF)
+        # More second-generation collections than CPython runs a full one after.
+        _make_cyclic_garbage(until=lambda: gc.get_count()[2] > collector.every)
+        assert seen == [] and collector.due() == 2
+        assert collector.collect_if_due() == 2
+        assert seen == [threading.current_thread().name]
+        assert collector.due() is None and collector.collect_if_due() is None  # nothing due
         assert seen == [threading.current_thread().name]
     finally:
         gc.callbacks.remove(record)
         collector.stop()
-    assert gc.get_threshold()[2] == collector.every  # CPython's own schedule back
+    assert gc.get_threshold() == before  # CPython's own schedule back
+
+
+def test_the_second_generation_is_collected_whenever_the_youngest_was():
+    collector = IdleCollector(Foreground(patience=5, quiet=0.01), poll=3600)
+    try:
+        collector.start()
+        gc.collect()
+        _make_cyclic_garbage(until=lambda: gc.get_count()[1] >= 1)
+        assert collector.due() == 1
+        assert collector.collect_if_due() == 1
+        assert gc.get_count()[1] == 0 and gc.get_count()[2] == 1
+        assert collector.collections == {1: 1}
+    finally:
+        collector.stop()
 
 
 def test_a_due_collection_waits_until_no_request_is_being_answered():
@@ -89,13 +104,13 @@ def test_a_due_collection_waits_until_no_request_is_being_answered():
     foreground.enter()  # a Slack request is being answered
     try:
         collector.start()
-        _make_cyclic_garbage(until=collector.due)
+        _make_cyclic_garbage(until=lambda: collector.due() == 2)
         time.sleep(0.3)
-        assert seen == [] and collector.collections == 0
+        assert seen == [] and not collector.collections
         answered = time.monotonic()
         foreground.leave()
         deadline = time.monotonic() + 5
-        while not collector.collections and time.monotonic() < deadline:
+        while not collector.collections[2] and time.monotonic() < deadline:
             time.sleep(0.005)
         assert seen == ["idle-gc"]
         assert time.monotonic() - answered < 2  # soon after the quiet began
