@@ -17,8 +17,9 @@ and, for reference, to two controls that locate the cost:
 
 - ``floor``: a trivial keep-alive HTTP server (http.server, threaded) answering 200 at once:
   the load generator's own overhead plus loopback, the best a Python server can show here.
-- ``bolt-gunicorn``: the same minimal Bolt app under gunicorn with Closeloop's exact settings
-  (bot.wsgi.ProductionServer), i.e. Bolt and gunicorn without Closeloop's own work.
+- ``bolt-gunicorn``: the same minimal Bolt app under gunicorn with Closeloop's settings
+  (bot.wsgi.ProductionServer: workers, threads, reuse_port), i.e. Bolt and gunicorn without
+  Closeloop's own work (nor its per-worker set-up: no garbage-collection changes).
 
 Latency is request-to-response, measured with time.perf_counter in the load generator: one
 thread driving C keep-alive connections with non-blocking sockets (epoll), every request built

@@ -209,10 +209,11 @@ def _run(rt, *, scheduler: bool) -> int:
         from bot.config import web_concurrency, web_threads
 
         try:  # before gunicorn is imported: it reads WEB_CONCURRENCY itself, with int()
-            web_concurrency(), web_threads()
+            workers, _ = web_concurrency(), web_threads()
         except ConfigError as err:
             print(f"closeloop: {err}", file=sys.stderr)
             return 2
+        os.environ["WEB_CONCURRENCY"] = str(workers)  # a blank one would stop gunicorn's import
         from bot.wsgi import ProductionServer
 
         rt.session_factory.kw["bind"].dispose()  # nothing of ours crosses gunicorn's fork

@@ -334,7 +334,14 @@ DEFAULT_THREADS = 4
 
 def web_concurrency() -> int:
     """Worker processes: ``WEB_CONCURRENCY``, or two a usable CPU, at most four."""
-    return _count("WEB_CONCURRENCY", min(MAX_DEFAULT_WORKERS, 2 * len(os.sched_getaffinity(0))))
+    return _count("WEB_CONCURRENCY", min(MAX_DEFAULT_WORKERS, 2 * usable_cpus()))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (all of the machine's where the system cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def web_threads() -> int:
@@ -346,6 +353,6 @@ def _count(name: str, default: int) -> int:
     text = (os.environ.get(name) or "").strip()
     if not text:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= 256:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 256:
         raise ConfigError(f"{name}={text!r} must be a whole number from 1 to 256")
     return int(text)

@@ -22,6 +22,12 @@ from bot.config import Settings, web_concurrency, web_threads
 log = logging.getLogger(__name__)
 
 
+# Connections above the pool, opened for the moment and closed when returned: the worker that
+# holds the scheduler role can need a few more at once (APScheduler's job store, the outbox job
+# beside the tick), and a request must never wait for one.
+POOL_OVERFLOW = 4
+
+
 def db_pool_size(threads: int) -> int:
     """Database connections a worker keeps open: one for each of its threads that can hold
     one at the same moment (request threads, work after the ack, opening modals, the
@@ -58,9 +64,9 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
     # sight, a full collection has far fewer objects to walk (a pause every request waits on).
     gc.collect()
     gc.freeze()
-    collector = IdleCollector(rt.foreground)  # and later full collections between requests
-    collector.start()
-    atexit.register(collector.stop)
+    collector = IdleCollector(rt.foreground)  # and later collections between requests
+    if collector.start():
+        atexit.register(collector.stop)
     return wsgi_app
 
 
@@ -73,7 +79,7 @@ def _worker_engine(url: str, *, pool_size: int) -> Engine:
     parsed = make_url(normalise_url(url))
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         return make_engine(url)  # one connection per thread by design; nothing to size
-    return make_engine(url, pool_size=pool_size, max_overflow=0)
+    return make_engine(url, pool_size=pool_size, max_overflow=POOL_OVERFLOW)
 
 
 class ProductionServer(BaseApplication):

@@ -53,7 +53,9 @@ def test_run_serves_http_with_healthz_and_verified_events(cli_env, fake_slack):
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "run"],
-        env={**cli_env, "PORT": str(port)},
+        # A blank WEB_CONCURRENCY (a .env line left empty) means the default; gunicorn alone
+        # would stop on it with a traceback.
+        env={**cli_env, "PORT": str(port), "WEB_CONCURRENCY": ""},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -113,7 +115,9 @@ def test_socket_mode_with_a_rejected_app_token_is_one_line(cli_env, fake_slack):
     assert fake_slack.calls_to("apps.connections.open", include_failed=True)
 
 
-@pytest.mark.parametrize("name,value", [("WEB_CONCURRENCY", "two"), ("WEB_THREADS", "0")])
+@pytest.mark.parametrize(
+    "name,value", [("WEB_CONCURRENCY", "two"), ("WEB_THREADS", "0"), ("WEB_CONCURRENCY", "²")]
+)
 def test_run_with_a_bad_worker_count_is_one_line(cli_env, fake_slack, name, value):
     out = closeloop({**cli_env, name: value}, "run", "--no-scheduler")
     assert out.returncode == 2

@@ -15,12 +15,15 @@ from bot.wsgi import db_pool_size
 
 
 def test_default_workers_are_two_a_cpu_at_most_four(monkeypatch):
-    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.setenv("WEB_CONCURRENCY", "")  # blank: the default
     monkeypatch.delenv("WEB_THREADS", raising=False)
     for cpus, workers in ((1, 2), (2, 4), (16, 4)):
         monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
         assert web_concurrency() == workers
     assert web_threads() == 4
+    monkeypatch.delattr("os.sched_getaffinity")  # macOS has no affinity: the CPU count
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert web_concurrency() == 2
 
 
 def test_operators_settings_win(monkeypatch):
@@ -29,7 +32,7 @@ def test_operators_settings_win(monkeypatch):
     assert (web_concurrency(), web_threads()) == (7, 12)
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "2.5", "many", "257"])
+@pytest.mark.parametrize("value", ["0", "-1", "2.5", "many", "257", "²"])
 def test_a_bad_worker_count_is_a_config_error(monkeypatch, value):
     monkeypatch.setenv("WEB_CONCURRENCY", value)
     with pytest.raises(ConfigError, match="WEB_CONCURRENCY"):
@@ -98,7 +101,7 @@ def test_the_second_generation_is_collected_whenever_the_youngest_was():
 
 
 def test_a_due_collection_waits_until_no_request_is_being_answered():
-    foreground = Foreground(patience=5, quiet=0.02)
+    foreground = Foreground(patience=60, quiet=0.02)
     collector = IdleCollector(foreground, poll=0.01)
     seen, record = _full_collections()
     foreground.enter()  # a Slack request is being answered
@@ -117,3 +120,39 @@ def test_a_due_collection_waits_until_no_request_is_being_answered():
     finally:
         gc.callbacks.remove(record)
         collector.stop()
+
+
+def test_without_a_quiet_moment_a_full_collection_waits_its_turn():
+    foreground = Foreground(patience=0.05, quiet=0.02)
+    collector = IdleCollector(foreground, poll=3600)
+    seen, record = _full_collections()
+    foreground.enter()  # requests never stop
+    try:
+        collector.start()
+        _make_cyclic_garbage(until=lambda: collector.due() == 2 and gc.get_count()[1] > 0)
+        # The wait for quiet runs out: only the cheap collection, the full one stays due.
+        assert collector.collect_if_due() == 1
+        assert seen == [] and collector.due() == 2
+        # Until none has run for FULL_AT_LEAST_EVERY seconds: then it runs regardless.
+        collector._last_full -= IdleCollector.FULL_AT_LEAST_EVERY
+        assert collector.collect_if_due() == 2
+        assert seen == [threading.current_thread().name]
+    finally:
+        foreground.leave()
+        gc.callbacks.remove(record)
+        collector.stop()
+
+
+def test_only_one_collector_takes_over_a_process():
+    first, second = IdleCollector(Foreground()), IdleCollector(Foreground())
+    before = gc.get_threshold()
+    try:
+        assert first.start() is True
+        with pytest.raises(RuntimeError, match="already"):
+            second.start()
+        with pytest.raises(RuntimeError, match="already"):
+            first.start()
+    finally:
+        second.stop()
+        first.stop()
+    assert gc.get_threshold() == before
