@@ -18,6 +18,7 @@ suite's own engine, which never goes down. Every outage ends when its test does.
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import sqlite3
@@ -417,6 +418,22 @@ def test_win_loss_entry_submitted_during_an_outage_keeps_the_form_open(h, outage
     reply = submit_winloss(h, "UANA", modal, typed)
     assert (reply.status, reply.body) == (200, "")
     assert count(engine, WinLossEntry) == 1
+
+    # The edit form names its deal, so the deal's owner is checked first, before anything
+    # else is read: that read, too, keeps the form open while the database is away.
+    (post,) = [c for c in slack.calls_to("chat.postMessage") if "Initech" in all_text(c.params)]
+    h.click_button("UANA", stored(slack, post), post.response["channel"], "winloss_edit")
+    edit_modal = slack.calls_to("views.open")[-1].params["view"]
+    assert json.loads(edit_modal["private_metadata"])["deal"] is not None
+    edited = fill(edit_modal, reason="We cannot justify a second license and its training")
+    outage.down()
+    reply = submit_winloss(h, "UANA", edit_modal, edited)
+    outage.up()
+    assert reply.status == 200 and reply.json()["response_action"] == "errors"
+    assert "not saved" in reply.json()["errors"]["reason"]
+    with engine.connect() as conn:
+        assert conn.scalar(sql_select(WinLossEntry.edit_count)) == 0
+    assert sorry_to(slack, "UANA") == []
 
 
 # --- (c) Slack events delivered during the outage and redelivered afterwards ----------------

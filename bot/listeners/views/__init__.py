@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from datetime import date
 
 from slack_bolt import Ack, App
@@ -29,6 +31,35 @@ def _value(view: dict, block_id: str) -> str:
     return element.get("value") or ""
 
 
+def not_saved(what: str) -> str:
+    """The inline error of a form whose input could not be stored (the database is away):
+    Slack keeps the modal open with what the person typed."""
+    return (
+        f"Your {what} was not saved: Closeloop's database did not answer. "
+        "Your text is still here; please submit it again in a minute."
+    )
+
+
+def keeps_form_when_database_is_away(block_id: str, what: str) -> Callable:
+    """A form submission that cannot reach the database, at any read or write before its ack,
+    answers an inline error on ``block_id`` (``response_action: errors``): the modal stays
+    open with what the person typed, instead of closing on input that was lost."""
+
+    def wrap(listener: Callable) -> Callable:
+        @functools.wraps(listener)
+        def submit(ack: Ack, body: dict, view: dict, context: dict) -> None:
+            try:
+                listener(ack, body, view, context)
+            except UNAVAILABLE:
+                log.exception("could not store %s's %s", body["user"]["id"], what)
+                ack(response_action="errors", errors={block_id: not_saved(what)})
+
+        return submit
+
+    return wrap
+
+
+@keeps_form_when_database_is_away("worked", "answer")
 def submit_feedback(ack: Ack, body: dict, view: dict, context: dict) -> None:
     """The answer modal: store (or edit) this week's answer, then tell Slack."""
     rt: Runtime = context["rt"]
@@ -54,32 +85,19 @@ def submit_feedback(ack: Ack, body: dict, view: dict, context: dict) -> None:
     except DomainError as err:
         ack(response_action="errors", errors={"worked": str(err)})
         return
-    except UNAVAILABLE:
-        log.exception("could not store %s's answer to prompt %s", user_id, prompt_id)
-        ack(response_action="errors", errors={"worked": not_saved("answer")})
-        return
     ack()
     context["later"](
         flows.after_answer, rt, user_id=user_id, prompt_id=stored.prompt_id, post_id=stored.post_id
     )
 
 
-def not_saved(what: str) -> str:
-    """The inline error of a form whose input could not be stored (the database is away):
-    Slack keeps the modal open with what the person typed."""
-    return (
-        f"Your {what} was not saved: Closeloop's database did not answer. "
-        "Your text is still here; please submit it again in a minute."
-    )
-
-
-NOTE_NOT_SAVED = not_saved("note")
 NOTE_NOT_CHECKED = (
     "Your note was not saved: Closeloop could not check with Slack who is in marketing. "
     "Your text is still here; please submit it again in a minute."
 )
 
 
+@keeps_form_when_database_is_away("note", "note")
 def submit_note(ack: Ack, body: dict, view: dict, context: dict) -> None:
     """Marketing's "what we will change" note: store it, then tell Slack, then reply in the
     thread and tell the rep. A note that cannot be stored keeps the modal open, with the
@@ -113,10 +131,6 @@ def submit_note(ack: Ack, body: dict, view: dict, context: dict) -> None:
     except DomainError as err:  # not in marketing, the post is gone, its author forgotten
         ack(response_action="errors", errors={"note": str(err)})
         return
-    except UNAVAILABLE:
-        log.exception("could not store %s's note on post %s", user_id, post_id)
-        ack(response_action="errors", errors={"note": NOTE_NOT_SAVED})
-        return
     ack()
     if ack_id is not None:  # a note always adds one; None only for a repeated reaction
         context["later"](flows.notify_ack, rt, ack_id)
@@ -128,6 +142,7 @@ def _selected(view: dict, block_id: str) -> str | None:
     return option.get("value")
 
 
+@keeps_form_when_database_is_away("reason", "entry")
 def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
     """The /winloss form: refuse shorthand reasons inline, store, then post for marketing."""
     rt: Runtime = context["rt"]
@@ -139,22 +154,13 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
         except DomainError as err:
             ack(response_action="errors", errors={"reason": str(err)})
             return
-        except UNAVAILABLE:
-            log.exception("could not check %s's win/loss entry for deal %s", user_id, meta["deal"])
-            ack(response_action="errors", errors={"reason": not_saved("entry")})
-            return
     values = view["state"]["values"]
     errors: dict[str, str] = {}
     try:
         amount = wl_svc.parse_amount(_value(view, "amount"))
     except DomainError:
         amount, errors["amount"] = None, "Please enter a number."
-    try:
-        today = wl_flows.today_for(rt, user_id)
-    except UNAVAILABLE:
-        log.exception("could not read %s's time zone for a win/loss entry", user_id)
-        ack(response_action="errors", errors={"reason": not_saved("entry")})
-        return
+    today = wl_flows.today_for(rt, user_id)
     closed_text = ((values.get("closed_on") or {}).get("closed_on") or {}).get("selected_date")
     closed_on = date.fromisoformat(closed_text) if closed_text else today
     picked = _selected(view, "competitor")
@@ -184,10 +190,6 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
         )
     except DomainError as err:
         ack(response_action="errors", errors={"reason": str(err)})
-        return
-    except UNAVAILABLE:
-        log.exception("could not store %s's win/loss entry", user_id)
-        ack(response_action="errors", errors={"reason": not_saved("entry")})
         return
     ack()
     context["later"](wl_flows.after_entry, rt, user_id=user_id, post_id=post_id, deal_pk=deal_pk)
