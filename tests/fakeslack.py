@@ -12,12 +12,13 @@ uses, with the response shapes and error codes of Slack's published OpenAPI spec
         (call,) = slack.calls_to("chat.postMessage")
 
 Messages are stored per channel; ``conversations.history`` lists the top-level ones (newest
-first) and ``conversations.replies`` one thread (its parent first, then the replies,
-cursor-paginated), each with message metadata only when ``include_all_metadata`` is set.
+first) and ``conversations.replies`` one thread (its parent first, then the replies), both
+cursor-paginated, each with message metadata only when ``include_all_metadata`` is set.
+``history_page_cap`` makes history pages shorter than ``limit``, as Slack may.
 
 Every request is recorded as a :class:`Call`; ``fail_next`` injects faults (429, 5xx,
-``ok: false`` errors, dropped connections, delays). New methods are added with
-:meth:`FakeSlack.register`.
+``ok: false`` errors, dropped connections, delays); ``set_latency`` makes every Web API call
+(or chosen methods) slow. New methods are added with :meth:`FakeSlack.register`.
 
 ``apps.connections.open`` (Socket Mode) takes the app-level token (``app_token``, ``xapp-...``)
 from the Authorization header only, and answers the WebSocket URL of ``socket_url``: a string,
@@ -54,7 +55,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -790,6 +791,9 @@ class FakeSlack:
         self._chaos: dict[str, tuple[float, random.Random, tuple[int, ...], int]] = {}
         self._after: dict[str, Callable[[dict[str, Any]], None]] = {}
         self.rate_limited = 0  # calls refused by limit_rate (not by inject_faults)
+        # set_latency: (seconds, the methods it applies to; None = every Web API method)
+        self._latency: tuple[float, frozenset[str] | None] = (0.0, None)
+        self._history_page_cap: int | None = None  # see history_page_cap
         self._server_errors: list[str] = []
         self._users: dict[str, _User] = {}
         self._usergroups: dict[str, list[str]] = {}
@@ -1122,12 +1126,64 @@ class FakeSlack:
                 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(max(1, ceil(wait)))}
             )
 
+    def set_latency(self, seconds: float, methods: Collection[str] | None = None) -> None:
+        """Make Slack slow: every later Web API call (``methods=None``), or only calls to
+        ``methods``, waits ``seconds`` before it is handled, i.e. before injected faults,
+        :meth:`limit_rate`/:meth:`inject_faults` and the method itself act; so what the
+        call changes happens, and its :class:`Call` is recorded, only after the wait.
+
+        The wait holds no lock: concurrent calls overlap like requests to a slow Slack, and
+        the test can inspect or change the fake meanwhile; :meth:`stop` cuts it short
+        (the connection is then dropped). It adds to a ``fail_next(delay=...)``; a call that
+        a ``fail_next(drop=True)`` drops gets no answer, so it does not wait.
+
+        With ``methods=None`` the raw upload step and ``response_url`` posts are not
+        delayed (files.slack.com and the response_url endpoint are not the Web API); name
+        :data:`UPLOAD_METHOD` or :data:`RESPONSE_URL_METHOD` in ``methods`` to delay them.
+        A lone string is taken as one method name. Each call replaces the previous setting;
+        ``set_latency(0)`` (or :meth:`clear_faults`) turns it off.
+        """
+        if not seconds >= 0:  # also refuses NaN
+            raise ValueError("seconds must be >= 0")
+        names: frozenset[str] | None = None
+        if methods is not None:
+            names = frozenset([methods] if isinstance(methods, str) else methods)
+        with self._lock:
+            self._latency = (float(seconds), names) if seconds > 0 else (0.0, None)
+
+    def _latency_for(self, method: str, *, web_api: bool) -> float:
+        """Seconds a call to ``method`` waits under :meth:`set_latency` (lock held)."""
+        seconds, names = self._latency
+        if seconds <= 0:
+            return 0.0
+        if names is None:
+            return seconds if web_api else 0.0
+        return seconds if method in names else 0.0
+
+    @property
+    def history_page_cap(self) -> int | None:
+        """At most this many messages a ``conversations.history`` page, whatever ``limit``
+        asks for (Slack "may return fewer than the requested number", e.g. 15 for some
+        apps); ``has_more``/``next_cursor`` then lead to the rest.
+        None (the default): pages hold ``limit`` messages."""
+        with self._lock:
+            return self._history_page_cap
+
+    @history_page_cap.setter
+    def history_page_cap(self, cap: int | None) -> None:
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError("history_page_cap must be None or an int >= 1")
+        with self._lock:
+            self._history_page_cap = cap
+
     def clear_faults(self) -> None:
-        """Drop all pending injected faults, random faults and rate limits."""
+        """Drop all pending injected faults, random faults, rate limits and the
+        :meth:`set_latency` latency."""
         with self._lock:
             self._faults.clear()
             self._chaos.clear()
             self._limits.clear()
+            self._latency = (0.0, None)
 
     # ----------------------------------------------------------------- method table
 
@@ -1195,7 +1251,12 @@ class FakeSlack:
             with self._lock:
                 queue = self._faults.get(method)
                 fault = queue.popleft() if queue else None
-            reply = self._apply_fault(fault) if fault else None
+                latency = self._latency_for(method, web_api=path.startswith("/api/"))
+            reply = None
+            if latency and not (fault and fault.drop):
+                reply = self._wait(latency)  # outside the lock (see set_latency)
+            if reply is None and fault:
+                reply = self._apply_fault(fault)
             if reply is None:
                 reply = self._chaos_or_limit(method)
             if reply is None:
@@ -1231,12 +1292,17 @@ class FakeSlack:
             self._changed.notify_all()
         return reply
 
+    def _wait(self, seconds: float) -> _Reply | None:
+        """Sleep (lock not held); a dropped connection when the fake stops meanwhile."""
+        self._stopping.wait(seconds)
+        return _Reply(drop=True) if self._stopping.is_set() else None
+
     def _apply_fault(self, fault: _Fault) -> _Reply | None:
         """Turn an injected fault into a reply; None means 'answer normally'."""
         if fault.delay:
-            self._stopping.wait(fault.delay)
-            if self._stopping.is_set():
-                return _Reply(drop=True)
+            stopped = self._wait(fault.delay)
+            if stopped is not None:
+                return stopped
         if fault.drop:
             return _Reply(drop=True)
         if fault.status is None and fault.error is None:
@@ -1615,7 +1681,15 @@ class FakeSlack:
 
     def _conversations_history(self, params: Params) -> dict[str, Any]:
         """conversations.history: top-level messages, newest first, between oldest and latest
-        (exclusive unless ``inclusive``); metadata only with ``include_all_metadata``."""
+        (exclusive unless ``inclusive``); metadata only with ``include_all_metadata``.
+
+        Cursor-paginated as Slack does: at most ``limit`` messages a page (default 100,
+        maximum 999), fewer when :attr:`history_page_cap` is set (Slack "may return fewer than
+        asked"); ``has_more`` and ``response_metadata.next_cursor`` (base64 of
+        ``next_ts:<ts of the next, older message in microseconds>``) while more follow, no
+        ``response_metadata`` on the last page. A ``cursor`` resumes at the newest message at
+        or before its ts, so pass the same ``oldest``/``latest``/``inclusive`` on every page;
+        one that is not such a cursor gets ``invalid_cursor``."""
         channel_id = _str_param(params, "channel")
         if channel_id is None or channel_id not in self._channels:
             raise SlackError("channel_not_found")
@@ -1628,21 +1702,34 @@ class FakeSlack:
         except ValueError:
             raise SlackError("invalid_arguments") from None
         inclusive = _truthy(params.get("inclusive"))
-        with_metadata = _truthy(params.get("include_all_metadata"))
         found = []
         for ts, message in self._messages.get(channel_id, {}).items():
             if message.get("thread_ts") not in (None, ts):
                 continue  # replies live in conversations.replies
             value = float(ts)
-            inside = (oldest <= value <= latest) if inclusive else (oldest < value < latest)
-            if inside:
-                shown = copy.deepcopy(message)
-                if not with_metadata:
-                    shown.pop("metadata", None)
-                found.append(shown)
+            if (oldest <= value <= latest) if inclusive else (oldest < value < latest):
+                found.append(message)
         found.sort(key=lambda m: float(m["ts"]), reverse=True)
-        limit = max(1, min(limit, 999))
-        return {"messages": found[:limit], "has_more": len(found) > limit, "pin_count": 0}
+        size = max(1, min(limit, 999))
+        if self._history_page_cap is not None:
+            size = min(size, self._history_page_cap)
+        start = 0
+        cursor = _str_param(params, "cursor")
+        if cursor is not None:
+            stamps = [m["ts"] for m in found]
+            start = self._cursor_position(cursor, stamps, newest_first=True)
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        shown = []
+        for message in found[start : start + size]:
+            copied = copy.deepcopy(message)
+            if not with_metadata:
+                copied.pop("metadata", None)
+            shown.append(copied)
+        has_more = start + size < len(found)
+        answer: dict[str, Any] = {"messages": shown, "has_more": has_more, "pin_count": 0}
+        if has_more:
+            answer["response_metadata"] = {"next_cursor": _cursor_for(found[start + size])}
+        return answer
 
     def _conversations_replies(self, params: Params) -> dict[str, Any]:
         """conversations.replies: a thread, oldest first. The first page starts with the
@@ -1696,13 +1783,16 @@ class FakeSlack:
         return answer
 
     @staticmethod
-    def _cursor_position(cursor: str, stamps: list[str]) -> int:
-        """Where a ``next_cursor`` of :func:`_cursor_for` resumes in ``stamps``."""
+    def _cursor_position(cursor: str, stamps: list[str], *, newest_first: bool = False) -> int:
+        """Where a ``next_cursor`` of :func:`_cursor_for` resumes in ``stamps`` (oldest first,
+        or newest first with ``newest_first``): at the first message at or past its ts in
+        that order, so a message deleted meanwhile does not break the walk."""
         wanted = _cursor_value(cursor, "next_ts:")
         if not wanted.isdigit():
             raise SlackError("invalid_cursor")
         for position, ts in enumerate(stamps):
-            if _ts_micros(ts) >= int(wanted):
+            micros = _ts_micros(ts)
+            if (micros <= int(wanted)) if newest_first else (micros >= int(wanted)):
                 return position
         return len(stamps)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.client import RemoteDisconnected
 from typing import Any
@@ -24,7 +25,14 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from tests.fakeslack import DEFAULT_APP_TOKEN, UPLOAD_METHOD, Call, FakeSlack, SlackError
+from tests.fakeslack import (
+    DEFAULT_APP_TOKEN,
+    RESPONSE_URL_METHOD,
+    UPLOAD_METHOD,
+    Call,
+    FakeSlack,
+    SlackError,
+)
 
 TOKEN = "xoxb-test-token"
 QUICK = FixedValueRetryIntervalCalculator(fixed_internal=0.05)  # keeps retry tests fast
@@ -390,6 +398,89 @@ def test_conversations_replies_without_a_channel(client: WebClient) -> None:
     with pytest.raises(SlackApiError) as excinfo:
         client.api_call("conversations.replies", http_verb="GET", params={"ts": "1.000001"})
     assert api_error(excinfo) == "channel_not_found"
+
+
+def history_texts(client: WebClient, max_pages: int = 20, **kwargs: Any) -> list[list[str]]:
+    """conversations.history page by page (texts of each page), checking the paging fields."""
+    pages: list[list[str]] = []
+    cursor = None
+    for _ in range(max_pages):
+        page = client.conversations_history(channel="C1", cursor=cursor, **kwargs)
+        pages.append([m["text"] for m in page["messages"]])
+        cursor = (page.get("response_metadata") or {}).get("next_cursor")
+        assert page["has_more"] is bool(cursor)
+        if not cursor:
+            assert "response_metadata" not in page.data  # as before: only while more follow
+            return pages
+    raise AssertionError(f"still more after {max_pages} pages: {pages}")
+
+
+def test_conversations_history_pages_with_a_cursor(client: WebClient, slack: FakeSlack) -> None:
+    stamps = [slack.add_message("C1", f"m{n}", user="U1") for n in range(7)]
+    assert history_texts(client, limit=3) == [["m6", "m5", "m4"], ["m3", "m2", "m1"], ["m0"]]
+    # Slack's cursor: base64 of next_ts:<the next (older) message's ts in microseconds>
+    first = client.conversations_history(channel="C1", limit=3)
+    cursor = first["response_metadata"]["next_cursor"]
+    assert base64.b64decode(cursor).decode() == f"next_ts:{stamps[3].replace('.', '')}"
+    # A message posted while paging is newer than the cursor: no duplicate, nothing skipped.
+    slack.add_message("C1", "new", user="U1")
+    second = client.conversations_history(channel="C1", limit=3, cursor=cursor)
+    assert [m["text"] for m in second["messages"]] == ["m3", "m2", "m1"]
+    for bad in ("not a cursor", base64.b64encode(b"user:U1").decode()):
+        with pytest.raises(SlackApiError) as excinfo:
+            client.conversations_history(channel="C1", cursor=bad)
+        assert api_error(excinfo) == "invalid_cursor"
+
+
+def test_conversations_history_default_and_maximum_limit(
+    client: WebClient, slack: FakeSlack
+) -> None:
+    for n in range(1001):
+        slack.add_message("C1", f"m{n}", user="U1")
+    page = client.conversations_history(channel="C1")
+    assert len(page["messages"]) == 100 and page["has_more"] is True  # default limit 100
+    assert page["messages"][0]["text"] == "m1000"
+    assert [len(p) for p in history_texts(client, limit=5000)] == [999, 2]  # maximum 999
+    walked = sum(history_texts(client, max_pages=20), [])
+    assert walked == [f"m{n}" for n in range(1000, -1, -1)]
+
+
+def test_conversations_history_page_cap(client: WebClient, slack: FakeSlack) -> None:
+    assert slack.history_page_cap is None
+    for n in range(5):
+        slack.add_message("C1", f"m{n}", user="U1")
+    slack.history_page_cap = 2  # Slack answers fewer than limit asks for
+    assert history_texts(client) == [["m4", "m3"], ["m2", "m1"], ["m0"]]
+    assert history_texts(client, limit=1) == [["m4"], ["m3"], ["m2"], ["m1"], ["m0"]]
+    slack.history_page_cap = None
+    assert history_texts(client, limit=3) == [["m4", "m3", "m2"], ["m1", "m0"]]
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError):
+            slack.history_page_cap = bad  # type: ignore[assignment]
+
+
+def test_conversations_history_cursor_keeps_the_time_range(
+    client: WebClient, slack: FakeSlack
+) -> None:
+    marker = {"event_type": "closeloop_test", "event_payload": {"n": 1}}
+    stamps = [
+        client.chat_postMessage(channel="C1", text=f"m{n}", metadata=marker)["ts"] for n in range(6)
+    ]
+    client.chat_postMessage(channel="C1", text="reply", thread_ts=stamps[3])  # not listed
+    bounds = {"oldest": stamps[1], "latest": stamps[5], "limit": 2}
+    assert history_texts(client, **bounds) == [["m4", "m3"], ["m2"]]
+    assert history_texts(client, inclusive=True, **bounds) == [["m5", "m4"], ["m3", "m2"], ["m1"]]
+    last = client.conversations_history(channel="C1", limit=2, oldest=stamps[3])
+    assert [m["text"] for m in last["messages"]] == ["m5", "m4"] and last["has_more"] is False
+    # metadata only when asked for, on every page
+    page = client.conversations_history(channel="C1", limit=2, include_all_metadata=True)
+    cursor = page["response_metadata"]["next_cursor"]
+    more = client.conversations_history(
+        channel="C1", limit=2, cursor=cursor, include_all_metadata=True
+    )
+    assert all(m["metadata"] == marker for m in page["messages"] + more["messages"])
+    plain = client.conversations_history(channel="C1", limit=2, cursor=cursor)
+    assert all("metadata" not in m for m in plain["messages"])
 
 
 @pytest.mark.parametrize(
@@ -1110,6 +1201,111 @@ def test_delay_then_normal_answer(client: WebClient, slack: FakeSlack) -> None:
 def test_fail_next_needs_a_fault(slack: FakeSlack) -> None:
     with pytest.raises(ValueError):
         slack.fail_next("auth.test")
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds ``fn()`` took."""
+    started = time.monotonic()
+    fn()
+    return time.monotonic() - started
+
+
+def test_set_latency_slows_every_call_and_calls_overlap(slack: FakeSlack) -> None:
+    slack.set_latency(0.5)
+    durations: list[float] = []
+
+    def call() -> None:
+        client = WebClient(token=TOKEN, base_url=slack.url, retry_handlers=[])
+        durations.append(timed(lambda: client.chat_postMessage(channel="C1", text="slow")))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(0.15)
+    # Mid-wait: nothing was handled yet, and the fake's lock is free.
+    assert timed(lambda: slack.add_user("U9")) < 0.2
+    assert slack.messages["C1"] == {} and slack.calls == []
+    for thread in threads:
+        thread.join(timeout=5)
+    assert len(durations) == 4 and min(durations) >= 0.49
+    assert time.monotonic() - started < 1.5  # overlapped, not 4 x 0.5 s one after another
+    assert len(slack.messages["C1"]) == 4
+    client = WebClient(token=TOKEN, base_url=slack.url, retry_handlers=[])
+    # errors are answered slowly too
+    started = time.monotonic()
+    with pytest.raises(SlackApiError):
+        client.chat_postMessage(channel="C999", text="x")
+    assert time.monotonic() - started >= 0.49
+    slack.set_latency(0)
+    assert timed(client.auth_test) < 0.3
+
+
+def test_set_latency_for_some_methods(client: WebClient, slack: FakeSlack) -> None:
+    slack.set_latency(0.3, methods=["users.info"])
+    assert timed(lambda: client.users_info(user="U1")) >= 0.29
+    assert timed(client.auth_test) < 0.25
+    slack.set_latency(0.3, "auth.test")  # a lone name; replaces the previous setting
+    assert timed(client.auth_test) >= 0.29
+    assert timed(lambda: client.users_info(user="U1")) < 0.25
+    slack.clear_faults()
+    assert timed(client.auth_test) < 0.25
+    with pytest.raises(ValueError):
+        slack.set_latency(-1)
+
+
+def test_set_latency_adds_to_faults_but_not_to_drops(client: WebClient, slack: FakeSlack) -> None:
+    slack.set_latency(0.3)
+    slack.fail_next("auth.test", delay=0.2)
+    assert timed(client.auth_test) >= 0.49
+    slack.fail_next("auth.test", error="ratelimited")
+    started = time.monotonic()
+    with pytest.raises(SlackApiError):
+        client.auth_test()
+    assert time.monotonic() - started >= 0.29
+    slack.fail_next("auth.test", drop=True)
+    started = time.monotonic()
+    with pytest.raises((RemoteDisconnected, ConnectionError, urllib.error.URLError)):
+        client.auth_test()
+    assert time.monotonic() - started < 0.25
+
+
+def test_set_latency_spares_uploads_and_response_urls(client: WebClient, slack: FakeSlack) -> None:
+    file_id, url = upload_url(client)
+    other_id, other_url = upload_url(client)
+    response_url = slack.new_response_url()
+    json_headers = {"Content-Type": "application/json"}
+    slack.set_latency(0.5)
+    assert timed(lambda: post_bytes(url, b"abc")) < 0.4
+    assert timed(lambda: post_bytes(response_url, b'{"text": "hi"}', json_headers)) < 0.4
+    # named explicitly, they wait too
+    slack.set_latency(0.3, methods=[UPLOAD_METHOD, RESPONSE_URL_METHOD])
+    assert timed(lambda: post_bytes(other_url, b"abc")) >= 0.29
+    assert timed(lambda: post_bytes(response_url, b'{"text": "hi"}', json_headers)) >= 0.29
+    assert [c.status for c in slack.calls_to(UPLOAD_METHOD)] == [200, 200]
+    assert [c.status for c in slack.calls_to(RESPONSE_URL_METHOD)] == [200, 200]
+
+
+def test_stop_cuts_a_latency_wait_short() -> None:
+    slack = FakeSlack(bot_token=TOKEN).start()
+    slack.set_latency(30)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        client = WebClient(token=TOKEN, base_url=slack.url, timeout=10, retry_handlers=[])
+        try:
+            client.auth_test()
+        except Exception as exc:  # whatever the dropped connection raises
+            errors.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    slack.stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and time.monotonic() - started < 3
+    assert len(errors) == 1
 
 
 # ----------------------------------------------------------------------------- robustness & helpers
