@@ -118,28 +118,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         print("closeloop: database is up to date")
         return 0
+    from bot import cli
     from bot.runtime import Runtime
 
     rt = Runtime.build(settings)
     if args.command == "prompt":
-        return _with_role(rt, lambda sends: _prompt_now(rt, args.user, sends=sends))
+        return _with_role(rt, lambda: cli.prompt_now(rt, args.user))
     if args.command == "tick":
-        from bot.flows import tick
-
-        return _with_role(rt, lambda sends: tick(rt, send_outbox=sends) or 0)
+        return _with_role(rt, lambda: _tick(rt))
     if args.command == "deal-closed":
-        from bot import admin
-
-        return _with_role(rt, lambda sends: admin.deal_closed(rt, args, sends=sends))
-    if args.command in ("import", "export", "competitors", "digest", "forget-user"):
-        from bot import admin
-
+        return _with_role(rt, lambda: cli.deal_closed(rt, args))
+    if args.command == "digest" and args.post:
+        return _with_role(rt, lambda: cli.digest(rt, args))
+    if args.command == "forget-user":
+        return _with_role(rt, lambda: cli.forget_user(rt, args))
+    if args.command in ("import", "export", "competitors", "digest"):
         handler = {
-            "import": admin.import_,
-            "export": admin.export,
-            "competitors": admin.competitors,
-            "digest": admin.digest,
-            "forget-user": admin.forget_user,
+            "import": cli.import_,
+            "export": cli.export,
+            "competitors": cli.competitors,
+            "digest": cli.digest,
         }[args.command]
         return handler(rt, args)
     if args.command == "scheduler":
@@ -151,50 +149,41 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-QUEUED_NOTE = "the running bot (it holds the scheduler role) sends it within seconds"
-
-
 def _with_role(rt, command) -> int:
-    """Run a one-off command, sending the outbox itself only if no running bot has the role."""
-    from bot.flows import outbox
+    """Run a one-off command; it sends the outbox itself only if no running bot has the
+    scheduler role (otherwise that bot sends what the command queued)."""
     from bot.leader import role_if_free
 
     with role_if_free(rt.session_factory.kw["bind"]) as held:
         if held:
-            outbox.recover(rt)  # no scheduler is running: any claim left is a dead process's
-        return command(held)
+            rt.outbox.resume()
+        try:
+            return command()
+        finally:
+            rt.outbox.stop()
 
 
-def _prompt_now(rt, users: list[str] | None, *, sends: bool = True) -> int:
-    from bot.flows import send_due_prompts
-    from bot.runtime import SLACK_ERRORS
+def _tick(rt) -> int:
+    from bot.jobs.tick import Tick
 
-    try:
-        result = send_due_prompts(rt, only_users=users, force=True, send=sends)
-    except SLACK_ERRORS as err:
-        print(f"closeloop: Slack refused the request: {_first_line(err)}", file=sys.stderr)
-        return 1
-    for user in result.not_sales:
-        print(f"{user}: not in the sales team (SALES_USERS / SALES_USERGROUP); not prompted")
-    for user in result.already:
-        print(f"{user}: already prompted this week")
-    for user in result.sent:
-        print(f"{user}: prompted")
-    for user in result.queued:
-        print(f"{user}: queued; " + ("Slack failed, it is retried" if sends else QUEUED_NOTE))
-    for user in result.failed:
-        print(f"{user}: Slack refused the DM (see the log); not prompted")
-    print(
-        f"{len(result.sent)} prompted, {len(result.queued)} queued, {len(result.already)} "
-        f"already had this week's prompt, {len(result.failed)} failed"
-    )
-    return 1 if result.failed else 0
+    Tick(rt, _events_app(rt))()
+    return 0
+
+
+def _events_app(rt):
+    """The Bolt app a process without Slack listeners uses to replay stored events."""
+    from bot.app import create_app
+    from bot.event_inbox import EventInbox
+
+    events = EventInbox(rt)
+    create_app(rt, inbox=events, token_verification=False)
+    return events
 
 
 def _run(rt, *, scheduler: bool) -> int:
     from slack_bolt.error import BoltError
 
-    from bot.runtime import SLACK_ERRORS
+    from bot.slack.client import SLACK_ERRORS
 
     try:
         rt.client.auth_test()  # one clear line now, rather than a traceback per worker
@@ -220,14 +209,17 @@ def _run(rt, *, scheduler: bool) -> int:
         ProductionServer(rt.settings, scheduler=scheduler).run()
         return 0
     from bot.app import create_app
+    from bot.event_inbox import EventInbox
+    from bot.scheduler import role as scheduler_role
 
     log = logging.getLogger("bot")
+    events = EventInbox(rt)
     try:
-        app = create_app(rt)
+        app = create_app(rt, inbox=events)
     except BoltError as err:
         print(f"closeloop: Slack rejected SLACK_BOT_TOKEN ({_first_line(err)})", file=sys.stderr)
         return 2
-    role = _scheduler_role(rt) if scheduler else None
+    role = scheduler_role(rt, events) if scheduler else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server = handler = None
@@ -265,19 +257,15 @@ def _run(rt, *, scheduler: bool) -> int:
             handler.close()
         if role is not None:
             role.stop()
-        rt.drain_later()  # what listeners left for after their ack
+        rt.after_ack.drain()  # what listeners left for after their ack
     return 0
-
-
-def _scheduler_role(rt):
-    from bot import scheduler as sched_mod
-
-    return sched_mod.role(rt)
 
 
 def _scheduler_only(rt) -> int:
     """``closeloop scheduler``: no HTTP, no socket; take the scheduler role when free."""
-    role = _scheduler_role(rt)
+    from bot.scheduler import role as scheduler_role
+
+    role = scheduler_role(rt, _events_app(rt))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor
 
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.listener.listener_completion_handler import ListenerCompletionHandler
 
-from bot.flows.inbox import REPLAY, Inbox
+from bot.event_inbox import EVENT, EVENT_ATTEMPT, EVENT_ERROR, EventInbox
 from bot.listeners import register_listeners
-from bot.runtime import SLACK_ERRORS, Runtime
+from bot.runtime import Runtime
 from bot.services import DomainError
 
 log = logging.getLogger(__name__)
@@ -22,17 +21,12 @@ SORRY = (
     "if it keeps happening."
 )
 
-EVENT = "closeloop_event_id"  # in the Bolt context: the inbox event this request claimed
-EVENT_ATTEMPT = "closeloop_event_attempt"
-EVENT_ERROR = "closeloop_event_error"  # the listener failed (set by the error handler)
-
 
 class FinishEvent(ListenerCompletionHandler):
-    """Bolt calls this after a listener has really finished (in HTTP and Socket Mode alike,
-    on the ``listener_executor`` thread, after the error handler when it raised): only now
-    is a claimed event marked done, or given back for a retry."""
+    """Bolt calls this after a listener has really finished (after the error handler when
+    it raised): only now is a claimed event marked done, or given back for a retry."""
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: EventInbox) -> None:
         self.inbox = inbox
 
     def handle(self, request: BoltRequest, response: BoltResponse | None) -> None:
@@ -42,25 +36,18 @@ class FinishEvent(ListenerCompletionHandler):
 
 
 def create_app(
-    rt: Runtime, *, token_verification: bool = True, listener_executor: Executor | None = None
+    rt: Runtime, *, inbox: EventInbox | None = None, token_verification: bool = True
 ) -> App:
     """The Bolt app for ``rt``. Socket Mode needs no signing secret; HTTP mode verifies it.
 
     A listener runs on the thread that answers Slack (``process_before_response``): it
     validates, stores what must not be lost, calls ``ack()`` and returns at once, handing
-    what can wait to ``context["later"]`` (:meth:`Runtime.later`; ``listener_executor``
-    replaces its threads, as the tests do to wait for that work). So the answer leaves the
-    moment the listener returns, instead of when Bolt's waiting thread next looks (it polls
-    every 10 ms), and the work after the ack yields to the requests still being answered.
-
-    Events API events go through the inbox (bot.flows.inbox): stored and claimed before the
-    listener runs, done after it finished (before their 200, so a failure is answered 500 and
-    Slack retries); ``rt.bolt_app`` is this app, for the tick's replay.
+    what can wait to ``context["later"]`` (bot.afterack). Events API events are stored and
+    answered first, then processed through this same app (bot.event_inbox); ``inbox`` is
+    the one the scheduler's tick replays (a new one when not given).
     """
     settings = rt.settings
-    if listener_executor is not None:
-        rt.later_executor = rt.modal_executor = listener_executor
-    inbox = Inbox(rt)
+    inbox = inbox or EventInbox(rt)
     app = App(
         process_before_response=True,
         client=rt.client,
@@ -74,43 +61,49 @@ def create_app(
 
     def inject_runtime(context, body, next):  # noqa: A002 - Bolt's argument name
         context["rt"] = rt
-        context["later"] = lambda fn, *args, **kwargs: rt.later(
-            fn, *args, on_error=lambda error: on_error(error, body, context), **kwargs
-        )
-        # Opening a modal the person is waiting for: its own threads (see Runtime.later).
-        context["open_modal"] = lambda fn, *args, **kwargs: rt.later(
-            fn,
-            *args,
-            on_error=lambda error: on_error(error, body, context),
-            opens_modal=True,
-            **kwargs,
+
+        def later(fn, *args, opens_modal: bool = False, **kwargs):
+            return rt.after_ack.later(
+                fn,
+                *args,
+                on_error=lambda error: on_error(error, body, context),
+                opens_modal=opens_modal,
+                **kwargs,
+            )
+
+        context["later"] = later
+        # Opening a modal the person is waiting for: threads of its own (bot.afterack).
+        context["open_modal"] = lambda fn, *args, **kwargs: later(
+            fn, *args, opens_modal=True, **kwargs
         )
         next()
 
-    def process_each_event_once(body, context, next):  # noqa: A002
-        """Events API retries and Socket Mode redeliveries share event_id: the event is
-        stored and claimed here, and a duplicate (done, or being processed) is acknowledged
-        and ignored. A database error propagates: Slack gets a 500 and delivers it again."""
+    def store_events_first(body, context, next):  # noqa: A002
+        """An Events API delivery is stored, claimed and answered 200 here, before anything
+        else; a duplicate (done, or being processed) is answered and ignored. Its listener
+        runs afterwards, dispatched from the inbox. A database error propagates: Slack gets
+        a 500 and delivers the event again."""
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id:
-            attempt = inbox.receive(body)
-            if attempt is None:
-                log.info("event %s already processed or in progress; ignoring it", event_id)
-                return BoltResponse(status=200, body="")
-            context[EVENT], context[EVENT_ATTEMPT] = event_id, attempt
-        next()
+        if not event_id or context.get(EVENT):
+            next()  # not an event, or one the inbox is processing now
+            return
+        attempt = inbox.receive(body)
+        if attempt is None:
+            log.info("event %s already processed or in progress; ignoring it", event_id)
+        else:
+            rt.after_ack.later(inbox.process, body, attempt)
+        return BoltResponse(status=200, body="")
 
     def on_error(error: Exception, body: dict, context) -> BoltResponse | None:
         """Domain errors become a message for the user; anything else is logged in full.
 
         A stored event is answered 200 even when its processing failed: the inbox has it and
-        processes it again (Slack's retry of a 500 would add nothing, and Slack turns off the
-        event subscriptions of an app that keeps answering errors). So is an event no
-        listener takes (Bolt would answer 404, and Slack would send it again)."""
-        told = _tell_about(error, body, context)
-        if context.get(EVENT):  # stored; an event no listener takes is done with, too
+        processes it again. So is an event no listener takes (Bolt would answer 404, and
+        Slack would send it again)."""
+        _tell_about(error, body, context)
+        if context.get(EVENT):
             return BoltResponse(status=200, body="")
-        return told
+        return None
 
     def _tell_about(error: Exception, body: dict, context) -> None:
         if isinstance(error, BoltUnhandledRequestError):
@@ -131,19 +124,19 @@ def create_app(
         else:
             log.error("listener failed", exc_info=error)
             message = SORRY
-            if context.get(REPLAY) or (context.get(EVENT_ATTEMPT) or 1) > 1:
-                return  # told when it first failed; retries and replays fail quietly
+            if (context.get(EVENT_ATTEMPT) or 1) > 1:
+                return  # told when it first failed; retries fail quietly
         if user_id:
-            rt.tell(user_id, message)
+            try:
+                rt.tell(user_id, message)
+            except Exception:  # the database is away too: the log has it
+                log.exception("could not queue a message for %s", user_id)
 
+    app.middleware(store_events_first)
     app.middleware(inject_runtime)
-    app.middleware(process_each_event_once)
     app.error(on_error)
     # Bolt has no App option for it: the runner's handler is replaced, as App.error does.
     app.listener_runner.listener_completion_handler = FinishEvent(inbox)
     register_listeners(app)
-    rt.bolt_app = app
+    inbox.attach(app)
     return app
-
-
-__all__ = ["create_app", "SLACK_ERRORS"]

@@ -85,6 +85,9 @@ class Settings:
     digest_timezone: str = "UTC"
     slack_post_rate: float = 5.0  # chat.postMessage calls a second, at most, on average
     outbox_workers: int = 8  # fan-out messages in flight at once (each still paced)
+    # How long a sender's claim on an outbox message lasts: it starts no Slack call after a
+    # third of it, and another process may take the message over once it has run out.
+    outbox_lease_seconds: int = 90
 
     def __post_init__(self) -> None:
         if not self.winloss_channel:
@@ -204,9 +207,16 @@ class Settings:
         if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
             raise ConfigError(f"OUTBOX_WORKERS={workers_text!r} must be a whole number, 1 to 64")
 
+        lease_text = get("OUTBOX_LEASE_SECONDS") or "90"
+        if not lease_text.isdigit() or not 3 <= int(lease_text) <= 3600:
+            raise ConfigError(
+                f"OUTBOX_LEASE_SECONDS={lease_text!r} must be a whole number of seconds, 3 to 3600"
+            )
+
         return cls(
             slack_post_rate=post_rate,
             outbox_workers=int(workers_text),
+            outbox_lease_seconds=int(lease_text),
             digest_channel=_channel(get, "DIGEST_CHANNEL") or "",
             digest_time=time(int(digest_match[1]), int(digest_match[2])),
             digest_timezone=digest_tz,

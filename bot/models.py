@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
@@ -88,14 +89,15 @@ class Member(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class PromptStatus:
+class PromptStatus(StrEnum):
     PENDING = "pending"  # claimed, DM not confirmed sent yet
     SENT = "sent"  # waiting for an answer
     ANSWERED = "answered"
     SKIPPED = "skipped"
     MISSED = "missed"
 
-    OPEN = (SENT, ANSWERED, SKIPPED)
+
+OPEN_PROMPT = (PromptStatus.SENT, PromptStatus.ANSWERED, PromptStatus.SKIPPED)
 
 
 class Prompt(Base):
@@ -108,7 +110,9 @@ class Prompt(Base):
     user_id: Mapped[str] = mapped_column(String(32), index=True)
     week_start: Mapped[date] = mapped_column(Date, index=True)
     tz: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default=PromptStatus.PENDING, index=True)
+    status: Mapped[PromptStatus] = mapped_column(
+        String(16), default=PromptStatus.PENDING, index=True
+    )
     skip_reason: Mapped[str | None] = mapped_column(String(32))
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
@@ -145,6 +149,11 @@ class FeedbackAnswer(Base):
     prompt: Mapped[Prompt] = relationship(back_populates="answer")
 
 
+class PostKind(StrEnum):
+    FEEDBACK = "feedback"  # a rep's three bullets
+    WINLOSS = "winloss"  # a win/loss entry
+
+
 class LoopPost(Base):
     """A message in marketing's channel that marketing must close the loop on."""
 
@@ -152,14 +161,11 @@ class LoopPost(Base):
     __table_args__ = (UniqueConstraint("kind", "subject_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "feedback"
+    kind: Mapped[PostKind] = mapped_column(String(16))
     subject_id: Mapped[int] = mapped_column(Integer)
     author_user_id: Mapped[str] = mapped_column(String(32), index=True)
     channel: Mapped[str] = mapped_column(String(32))
     ts: Mapped[str | None] = mapped_column(String(32), index=True)  # None until posted
-    needs_update: Mapped[bool] = mapped_column(Boolean, default=False)
-    post_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    claimed_at: Mapped[datetime | None]  # a process is posting it (first post only)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     posted_at: Mapped[datetime | None]
     first_ack_at: Mapped[datetime | None]
@@ -185,20 +191,18 @@ class Acknowledgement(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     thread_ts: Mapped[str | None] = mapped_column(String(32))
     rep_notified_at: Mapped[datetime | None]
-    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    notify_claimed_at: Mapped[datetime | None]
 
     post: Mapped[LoopPost] = relationship(back_populates="acks")
 
 
-class InboxState:
+class InboxState(StrEnum):
     PENDING = "pending"  # stored; waiting for Slack's retry or the tick's replay (due_at)
     PROCESSING = "processing"  # claimed by ``claimed_by`` until ``due_at`` (its lease)
     DONE = "done"  # processed; kept (without its payload) so a retry is ignored
     FAILED = "failed"  # gave up after the last attempt (the payload is kept to look at)
 
-    UNFINISHED = (PENDING, PROCESSING)
-    FINISHED = (DONE, FAILED)
+
+INBOX_FINISHED = (InboxState.DONE, InboxState.FAILED)
 
 
 class InboundEvent(Base):
@@ -216,7 +220,7 @@ class InboundEvent(Base):
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_type: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))  # None once done
-    state: Mapped[str] = mapped_column(String(16), default=InboxState.PROCESSING)
+    state: Mapped[InboxState] = mapped_column(String(16), default=InboxState.PROCESSING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     due_at: Mapped[datetime | None]  # the claim's lease ends, or the next try is due
@@ -225,13 +229,10 @@ class InboundEvent(Base):
     last_error: Mapped[str | None] = mapped_column(String(255))
 
 
-class Outcome:
+class Outcome(StrEnum):
     WON = "won"
     LOST = "lost"
     NO_DECISION = "no_decision"
-
-    ALL = (WON, LOST, NO_DECISION)
-    LABELS = {WON: "Won", LOST: "Lost", NO_DECISION: "No decision"}
 
 
 class Competitor(Base):
@@ -324,16 +325,14 @@ class Digest(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     month: Mapped[date] = mapped_column(Date, unique=True)  # the first day of the month covered
-    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
-    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     channel: Mapped[str] = mapped_column(String(32))
     ts: Mapped[str | None] = mapped_column(String(32))
     posted_at: Mapped[datetime | None]
     chart_file_id: Mapped[str | None] = mapped_column(String(32))
-    chart_claimed_at: Mapped[datetime | None]  # a process is uploading the chart
 
 
-class OutboxState:
+class OutboxState(StrEnum):
     PENDING = "pending"  # waiting to be sent (or retried at not_before)
     SENDING = "sending"  # claimed by a process; it may or may not have reached Slack
     SENT = "sent"
@@ -341,12 +340,43 @@ class OutboxState:
     DROPPED = "dropped"  # no longer wanted (the rep answered, the week closed)
 
 
+class OutboxKind(StrEnum):
+    """What an outbox message is; bot.delivery.kinds renders and records each."""
+
+    PROMPT = "prompt"  # the Friday DM (subject: prompt)
+    REMINDER = "reminder"  # its reminder (prompt)
+    PROMPT_DONE = "prompt_done"  # the prompt DM and reminder marked answered/skipped/missed
+    LOOP_POST = "loop_post"  # a post in marketing's channel (loop post)
+    LOOP_POST_EDIT = "loop_post_edit"  # that post brought up to date (loop post)
+    ACK_REPLY = "ack_reply"  # the thread reply for an acknowledgement (acknowledgement)
+    ACK_REPLY_EDIT = "ack_reply_edit"  # that reply re-rendered (forget-user)
+    ACK_DM = "ack_dm"  # the rep told that marketing closed the loop (acknowledgement)
+    NOTICE = "notice"  # a one-off DM with stored text (a reply, an error, "it is late")
+    DEAL_NUDGE = "deal_nudge"  # the owner asked for the win/loss entry (deal)
+    DEAL_REMINDER = "deal_reminder"  # and reminded (deal)
+    NUDGE_DONE = "nudge_done"  # the nudge DM marked logged (deal)
+    OWNER_MISSING = "owner_missing"  # managers told the owner is not in Slack (deal)
+    OVERDUE = "overdue"  # managers told the entry is overdue (deal)
+    DIGEST = "digest"  # the monthly digest (digest)
+    DIGEST_CHART = "digest_chart"  # its chart, in the digest's thread (digest)
+
+
+class Op(StrEnum):
+    """What sending an outbox message does in Slack."""
+
+    POST = "post"  # chat.postMessage (to a channel, a DM, or a thread with thread_ts)
+    UPDATE = "update"  # chat.update of the message ``ts`` in ``channel``
+    UPLOAD = "upload"  # a file (files upload v2) into the thread ``thread_ts``
+
+
 class OutboxMessage(Base):
-    """One outgoing fan-out message (prompt, reminder, nudge), stored before it is sent.
+    """One message to post, edit or upload in Slack, stored before it is sent.
 
     The unique ``key`` (``prompt:17``) makes enqueueing idempotent; the row is claimed before
-    the send and carries its id in the message metadata, so a send whose outcome was lost
-    (crash, dropped connection) is looked for in Slack before it is sent again.
+    the send (``claimed_by`` is the claim's own token, checked again by the UPDATE that
+    records the result), and a post carries its id in the message metadata, so a send whose
+    outcome was lost (crash, dropped connection) is looked for in Slack, back to ``oldest``,
+    before it is sent again.
     """
 
     __tablename__ = "outbox"
@@ -354,15 +384,20 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(120), unique=True)
     kind: Mapped[str] = mapped_column(String(32))
+    op: Mapped[Op] = mapped_column(String(16), default=Op.POST)
     subject_id: Mapped[int | None] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(32))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    ts: Mapped[str | None] = mapped_column(String(32))  # the message an UPDATE edits
     text: Mapped[str] = mapped_column(Text)
     blocks: Mapped[list | None] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)
+    state: Mapped[OutboxState] = mapped_column(String(16), default=OutboxState.PENDING)
     not_before: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     maybe_sent: Mapped[bool] = mapped_column(Boolean, default=False)  # look before resending
+    # A Slack ts a little before the first attempt: how far back "look before resending" reads
+    oldest: Mapped[str | None] = mapped_column(String(32))
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]

@@ -13,8 +13,8 @@ from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import text
 
+from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed
 from bot.runtime import Runtime
-from bot.webhook import MAX_BODY, handle_deal_closed
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,12 @@ def make_wsgi_app(
 ):
     """The WSGI callable. ``app`` None (Socket Mode) serves only the webhook and /healthz.
 
-    ``run_later`` runs the deal webhook's nudge after its answer (default :meth:`Runtime.later`).
-    While a Slack request is being answered, work after other acks waits (``rt.foreground``).
+    ``run_later`` runs the deal webhook's nudge after its answer (default: the after-ack
+    threads). While a Slack request is being answered, work after other acks waits.
     """
     slack = SlackRequestHandler(app, path="/slack/events") if app is not None else None
-    run_later = run_later or rt.later
+    run_later = run_later or rt.after_ack.later
+    foreground = rt.after_ack.foreground
 
     def wsgi(environ, start_response):
         path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
@@ -91,11 +92,11 @@ def make_wsgi_app(
             )
         if slack is None:
             return _reply(start_response, 404, b"Not Found\n", "text/plain")
-        rt.foreground.enter()
+        foreground.enter()
         try:
             return slack(environ, start_response)
         finally:
-            rt.foreground.leave()
+            foreground.leave()
 
     return wsgi
 

@@ -16,8 +16,17 @@ from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
+from bot.afterack import LATER_WORKERS, MODAL_WORKERS
+from bot.app import create_app
 from bot.config import Settings, web_concurrency, web_threads
+from bot.db import make_engine, make_session_factory, normalise_url
+from bot.event_inbox import EventInbox
+from bot.gc_tuning import IdleCollector
+from bot.runtime import Runtime
+from bot.scheduler import role as scheduler_role
+from bot.server import make_wsgi_app
 
 log = logging.getLogger(__name__)
 
@@ -35,36 +44,28 @@ def db_pool_size(threads: int) -> int:
     above that the moment it is returned: under load a worker opened and closed a connection for
     about one Slack request in four, a new PostgreSQL backend (~7 ms) each time, half of them
     before the ack (bench/ack_bench.py)."""
-    from bot.runtime import LATER_WORKERS, MODAL_WORKERS
-
     return threads + LATER_WORKERS + MODAL_WORKERS + 2
 
 
 def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
     """The WSGI callable for one worker (called in the worker, after the fork)."""
-    from bot.app import create_app
-    from bot.db import make_session_factory
-    from bot.runtime import IdleCollector, Runtime
-    from bot.server import make_wsgi_app
-
     rt = Runtime.build(
         settings,
         session_factory=make_session_factory(
             _worker_engine(settings.database_url, pool_size=db_pool_size(web_threads()))
         ),
     )
-    app = create_app(rt)
-    atexit.register(rt.drain_later)  # registered first, so it runs after the role stops
+    events = EventInbox(rt)
+    app = create_app(rt, inbox=events)
+    atexit.register(rt.after_ack.drain)  # registered first, so it runs after the role stops
     if scheduler:
-        from bot import scheduler as sched_mod
-
-        atexit.register(sched_mod.role(rt).stop)
+        atexit.register(scheduler_role(rt, events).stop)
     wsgi_app = make_wsgi_app(app, rt)
     # Everything built so far lives as long as the worker: out of the garbage collector's
     # sight, a full collection has far fewer objects to walk (a pause every request waits on).
     gc.collect()
     gc.freeze()
-    collector = IdleCollector(rt.foreground)  # and later collections between requests
+    collector = IdleCollector(rt.after_ack.foreground)  # and later collections between requests
     if collector.start():
         atexit.register(collector.stop)
     return wsgi_app
@@ -72,10 +73,6 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
 
 def _worker_engine(url: str, *, pool_size: int) -> Engine:
     """The worker's engine, its pool holding up to ``pool_size`` connections open."""
-    from sqlalchemy.engine import make_url
-
-    from bot.db import make_engine, normalise_url
-
     parsed = make_url(normalise_url(url))
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         return make_engine(url)  # one connection per thread by design; nothing to size

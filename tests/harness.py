@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.app import create_app
-from bot.runtime import Runtime, make_client
+from bot.event_inbox import EventInbox
+from bot.jobs.tick import Tick
+from bot.runtime import Runtime
 from bot.server import make_http_server, make_wsgi_app
+from bot.slack.client import make_client
 from tests.conftest import SIGNING_SECRET
 
 SAMPLES = Path(__file__).parent / "slack_samples"
@@ -71,6 +74,45 @@ class TrackingExecutor(ThreadPoolExecutor):
                 raise AssertionError(f"listeners still running after {timeout:.0f}s")
 
 
+_EVENTS: dict[int, EventInbox] = {}  # id(runtime) -> the event inbox its ticks replay
+_TICKS: dict[int, Tick] = {}  # id(runtime) -> its process's tick (it keeps the roster's age)
+
+
+def events_of(rt: Runtime) -> EventInbox:
+    """The event inbox (with its Bolt app) of ``rt``'s process, made on first use."""
+    events = _EVENTS.get(id(rt))
+    if events is None or events.rt is not rt:
+        events = EventInbox(rt)
+        create_app(rt, inbox=events, token_verification=False)
+        _EVENTS[id(rt)] = events
+    return events
+
+
+def tick_of(rt: Runtime) -> Tick:
+    found = _TICKS.get(id(rt))
+    if found is None or found.rt is not rt:
+        found = _TICKS[id(rt)] = Tick(rt, events_of(rt))
+    return found
+
+
+def tick(rt: Runtime) -> None:
+    """One run of the scheduler's minute tick in ``rt``'s process (it sends the outbox when
+    that process does)."""
+    tick_of(rt)()
+
+
+def october_digest_posted(h: Harness) -> None:
+    """Record October's digest as posted, so a tick in November queues no digest (a test
+    about one message then sees that message alone)."""
+    from datetime import date
+
+    from bot.db import session_scope
+    from bot.models import Digest
+
+    with session_scope(h.rt.session_factory) as s:
+        s.add(Digest(month=date(2026, 10, 1), channel="CDIGEST", ts="1.000001", chart_file_id="F0"))
+
+
 class Harness:
     """The app served on 127.0.0.1 (port 0) against the fake Slack, with a fake clock."""
 
@@ -78,13 +120,12 @@ class Harness:
         self.settings = settings
         self.slack = slack
         self.clock = clock
-        client = make_client(settings, timeout=3)
-        self.rt = Runtime(
-            settings=settings, session_factory=session_factory, client=client, clock=clock
-        )
+        self.session_factory = session_factory
         self.executor = TrackingExecutor()
-        self.rt.sends_outbox = True  # like a one-process install, where it holds the role
-        self.app = create_app(self.rt, listener_executor=self.executor)
+        self.rt = self.another_process()
+        self.events = EventInbox(self.rt)
+        self.app = create_app(self.rt, inbox=self.events)
+        _EVENTS[id(self.rt)] = self.events
         self._event_seq = 0
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -103,25 +144,33 @@ class Harness:
         # let listeners still running after their ack finish before tables are wiped
         self.executor.shutdown(wait=True)
 
-    def another_process(self) -> Runtime:
-        """A second runtime on the same database and Slack: a restarted or parallel process."""
-        return Runtime(
-            settings=self.settings,
-            session_factory=self.rt.session_factory,
+    def another_process(self, *, sends: bool = True) -> Runtime:
+        """A runtime on the same database and Slack: a restarted or parallel process. It sends
+        the outbox (as a process holding the scheduler role would) unless ``sends`` is False;
+        its work after the ack runs on the tracked executor."""
+        rt = Runtime.build(
+            self.settings,
             client=make_client(self.settings, timeout=3),
+            session_factory=self.session_factory,
             clock=self.clock,
+            executor=self.executor,
+            paced=False,
         )
+        if sends:
+            rt.outbox.resume()
+        return rt
+
+    def tick(self, rt: Runtime | None = None) -> None:
+        tick(rt or self.rt)
 
     def tick_together(self, count: int = 3, timeout: float = 60) -> None:
         """``count`` processes run the scheduler's tick at the same instant."""
-        from bot import flows
-
         runtimes = [self.another_process() for _ in range(count)]
         barrier = threading.Barrier(count)
 
         def run(rt: Runtime) -> None:
             barrier.wait()
-            flows.tick(rt)
+            tick(rt)
 
         threads = [threading.Thread(target=run, args=(rt,)) for rt in runtimes]
         for thread in threads:

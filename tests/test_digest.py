@@ -18,15 +18,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from bot import flows
 from bot.blocks import digest as digest_blocks
 from bot.db import session_scope
-from bot.flows import digest as digest_flows
+from bot.jobs import digest as digest_jobs
 from bot.models import Deal, Digest, FeedbackAnswer, LoopPost, Prompt, WinLossEntry
 from bot.runtime import Runtime
 from bot.services import DomainError, competitors
 from bot.services.digest import Month, compute, first_working_day, win_rate_history
 from tests.conftest import closeloop
+from tests.harness import tick
 
 UTC_ZONE = ZoneInfo("UTC")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -828,25 +828,25 @@ def test_digest_posts_at_nine_on_the_first_working_day_exactly_once(harness):
     build_posting_data(h.rt.session_factory)
     # Sunday 1 November, 09:00 in New York: not a working day
     clock.set(at("2026-11-01 14:00"))
-    flows.tick(h.rt)
+    tick(h.rt)
     assert digest_posts(slack) == []
     # Monday 2 November 08:59 EST (13:59 UTC): not yet
     clock.set(at("2026-11-02 13:59"))
-    flows.tick(h.rt)
+    tick(h.rt)
     assert digest_posts(slack) == []
     assert slack.files == {}
     clock.set(NOV_2_0900_NEW_YORK)
-    flows.tick(h.rt)
+    tick(h.rt)
     ts = assert_posted_once_with_chart(h)
 
     # ticking again, a restarted process, and an explicit post: nothing more
     clock.advance(minutes=1)
-    flows.tick(h.rt)
-    flows.tick(fresh_runtime(h))
-    assert digest_flows.post(h.rt, OCTOBER) is None
-    assert digest_flows.post(fresh_runtime(h), OCTOBER) is None
+    tick(h.rt)
+    tick(fresh_runtime(h))
+    assert digest_jobs.post(h.rt, OCTOBER) is None
+    assert digest_jobs.post(fresh_runtime(h), OCTOBER) is None
     clock.advance(days=3)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert assert_posted_once_with_chart(h) == ts
     assert slack.server_errors == []
 
@@ -855,7 +855,7 @@ def test_user_text_in_quotes_is_escaped(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     build_posting_data(h.rt.session_factory)
     clock.set(NOV_2_0900_NEW_YORK)
-    flows.tick(h.rt)
+    tick(h.rt)
     (post,) = digest_posts(slack)
     blocks = json.dumps(post.params["blocks"], ensure_ascii=False)
     assert "Budget cut &lt;!channel&gt; &amp; &lt;@U999&gt; said no" in blocks
@@ -868,11 +868,11 @@ def test_a_late_start_still_posts_once(harness):
     build_posting_data(h.rt.session_factory)
     clock.set(at("2026-11-05 12:00"))  # the bot was down on the 2nd
     rt = fresh_runtime(h)
-    flows.tick(rt)
+    tick(rt)
     assert_posted_once_with_chart(h)
     clock.advance(minutes=1)
-    flows.tick(rt)
-    flows.tick(fresh_runtime(h))
+    tick(rt)
+    tick(fresh_runtime(h))
     assert len(digest_posts(slack)) == 1 and len(slack.files) == 1
 
 
@@ -889,10 +889,10 @@ def test_a_failed_chart_upload_is_retried_by_a_later_tick(harness):
     build_posting_data(h.rt.session_factory)
     clock.set(NOV_2_0900_NEW_YORK)
     slack.fail_next("files.getUploadURLExternal", error="internal_error")
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(digest_posts(slack)) == 1 and slack.files == {}
     clock.advance(minutes=1)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert_posted_once_with_chart(h)
 
 
@@ -902,7 +902,9 @@ def test_a_second_process_does_not_upload_the_chart_while_the_first_is_uploading
     clock.set(NOV_2_0900_NEW_YORK)
     # the first process's upload is slow: the digest is posted, the chart still on its way
     slack.fail_next("files.getUploadURLExternal", delay=2.0)
-    first = threading.Thread(target=digest_flows.post_due_digest, args=(fresh_runtime(h),))
+    assert digest_jobs.post_due_digest(fresh_runtime(h))
+    first_process = fresh_runtime(h)
+    first = threading.Thread(target=first_process.outbox.drain)
     first.start()
     try:
         for _ in range(200):  # until the first process has recorded the digest's ts
@@ -910,28 +912,30 @@ def test_a_second_process_does_not_upload_the_chart_while_the_first_is_uploading
                 if s.scalars(select(Digest.ts)).first():
                     break
             time.sleep(0.05)
-        digest_flows.post_due_digest(fresh_runtime(h))  # a second process's tick
+        assert not digest_jobs.post_due_digest(fresh_runtime(h))  # a second process's tick
+        fresh_runtime(h).outbox.drain()  # and its outbox: the chart is claimed by the first
     finally:
         first.join(30)
     assert len(digest_posts(slack)) == 1
     assert len(slack.files) == 1
 
 
-def test_a_refused_post_is_retried_once_the_claim_is_stale(harness):
+def test_a_refused_post_is_retried_after_its_backoff(harness):
+    """not_in_channel: an admin invites the bot, and the digest goes out then, once."""
     h, slack, clock = harness, harness.slack, harness.clock
     build_posting_data(h.rt.session_factory)
     clock.set(NOV_2_0900_NEW_YORK)
     slack.fail_next("chat.postMessage", error="not_in_channel")
-    flows.tick(h.rt)
+    tick(h.rt)
     assert [c.ok for c in digest_posts(slack)] == [False] and slack.files == {}
-    clock.advance(minutes=1)
-    flows.tick(h.rt)  # the claim is still fresh: nobody posts
+    clock.advance(seconds=3)
+    h.rt.outbox.drain()  # its backoff (5 s at first) is not over: nobody posts
     assert len(digest_posts(slack)) == 1
-    clock.advance(minutes=10)
-    flows.tick(h.rt)
+    clock.advance(minutes=1)
+    tick(h.rt)
     assert [c.ok for c in digest_posts(slack)] == [False, True]
     clock.advance(minutes=1)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(digest_posts(slack, include_failed=False)) == 1 and len(slack.files) == 1
 
 

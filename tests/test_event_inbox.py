@@ -1,5 +1,5 @@
 """Events API events are processed at least once and, by event_id, once in effect (the inbox,
-bot.flows.inbox): a delivery abandoned by a dying process is replayed by the tick, a retry
+bot.event_inbox): a delivery abandoned by a dying process is replayed by the tick, a retry
 that reaches another worker while the first is still on it is ignored, an event that keeps
 failing stops after a bounded number of attempts, and finished events are forgotten after a
 week. Driven through the running app (signed HTTP) with several workers on one database."""
@@ -14,13 +14,12 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import select
 
-from bot import flows
 from bot.app import SORRY
 from bot.db import session_scope
-from bot.flows import inbox as inbox_flow
 from bot.models import Digest, FeedbackAnswer, InboundEvent
+from bot.services import feedback as feedback_svc
 from bot.services import inbox as inbox_svc
-from tests.harness import Harness
+from tests.harness import Harness, events_of, tick
 from tests.test_loop_scenario import FRI_1500_UTC, all_text, channel_posts, dms_to
 
 BULLETS = "- ROI opener\n- Security deck\n- Budgets move to Q3"
@@ -43,19 +42,17 @@ def frozen_before_processing(worker: Harness):
     """``worker`` stores and claims the event it is given, then freezes before its listener
     does anything (as a process SIGKILLed at that moment: nothing after the claim happens
     while the test looks). The delivery is sent from a thread; yields once it is stuck."""
-    real = flows.answer_from_dm
+    real = feedback_svc.open_prompt_for
     stuck, released = threading.Event(), threading.Event()
 
-    def answer_from_dm(rt, **kwargs):
-        if rt is worker.rt:
+    def open_prompt_for(session, **kwargs):  # the listener's first step
+        if not stuck.is_set():  # the doomed worker's processing: the first call
             stuck.set()
             released.wait(30)
             raise RuntimeError("this process was killed")  # never reaches the real work
-        return real(rt, **kwargs)
+        return real(session, **kwargs)
 
-    import bot.listeners.events as events_listeners
-
-    events_listeners.flows.answer_from_dm = answer_from_dm  # the module the listener calls
+    feedback_svc.open_prompt_for = open_prompt_for
     try:
         thread = threading.Thread(
             target=lambda: worker.dm("UANA", BULLETS, event_id="EvCRASH", settle=False),
@@ -66,8 +63,9 @@ def frozen_before_processing(worker: Harness):
         yield
     finally:
         released.set()
-        events_listeners.flows.answer_from_dm = real
         thread.join(10)
+        worker.settle()
+        feedback_svc.open_prompt_for = real
 
 
 @contextmanager
@@ -85,7 +83,7 @@ def another_worker(h: Harness):
 
 def prompt_ana(h: Harness) -> None:
     h.clock.set(FRI_1500_UTC)  # 16:00 in Berlin: Ana's prompt goes out
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(h.slack, "UANA")) == 1
 
 
@@ -139,28 +137,25 @@ def _replayed_once(h: Harness, replayer: str) -> None:
 
     # Its lease is still running: the tick leaves it to the process that claimed it.
     h.clock.advance(minutes=4)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.settle()
     assert answers(h) == 0
 
     # The lease ran out: the tick replays the stored payload through the app.
     h.clock.advance(minutes=1, seconds=1)
     if replayer == "web worker":
-        flows.tick(h.rt)
+        tick(h.rt)
         h.settle()
     else:  # `closeloop scheduler`: no Slack listeners of its own, it builds an app to replay
-        rt = h.another_process()
-        assert rt.bolt_app is None
-        flows.tick(rt)
-        assert rt.bolt_app is not None
-        rt.bolt_app.listener_runner.listener_executor.shutdown(wait=True)
+        tick(h.another_process())
+        h.settle()
     assert_answered_once(h, "EvCRASH")
     assert event_row(h, "EvCRASH").attempts == 2
 
     # Neither a late Slack retry nor later ticks process it again.
     assert h.dm("UANA", BULLETS, event_id="EvCRASH", retry_num=1).status == 200
     h.clock.advance(minutes=10)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.settle()
     assert_answered_once(h, "EvCRASH")
 
@@ -171,21 +166,21 @@ def _replayed_once(h: Harness, replayer: str) -> None:
 def test_retry_reaching_another_worker_mid_processing_is_processed_once(h, monkeypatch):
     prompt_ana(h)
     busy, go_on = threading.Event(), threading.Event()
-    post = h.rt.post
+    real = feedback_svc.open_prompt_for
 
-    def slow_post(**kwargs):  # worker A's first Slack call after storing the answer hangs
+    def slow(session, **kwargs):  # worker A's processing of the event hangs
         if not busy.is_set():
             busy.set()
             assert go_on.wait(10)
-        return post(**kwargs)
+        return real(session, **kwargs)
 
-    monkeypatch.setattr(h.rt, "post", slow_post)
+    monkeypatch.setattr(feedback_svc, "open_prompt_for", slow)
     with another_worker(h) as b:
-        first = threading.Thread(  # processed before its 200, so A's answer waits too
+        first = threading.Thread(
             target=lambda: h.dm("UANA", BULLETS, event_id="EvTWICE", settle=False)
         )
         first.start()
-        assert busy.wait(5)  # A is processing it
+        assert busy.wait(5)  # A answered 200 and is processing it
         # Slack timed out waiting (as it would for a slow worker) and retries: B gets it.
         assert b.dm("UANA", BULLETS, event_id="EvTWICE", retry_num=1).status == 200
         assert b.dm("UANA", BULLETS, event_id="EvTWICE", retry_num=2).status == 200
@@ -228,11 +223,11 @@ def test_event_that_keeps_failing_is_given_up_after_the_last_attempt(h, monkeypa
     prompt_ana(h)
     calls = []
 
-    def broken(rt, **kwargs):
+    def broken(session, **kwargs):
         calls.append(kwargs)
         raise RuntimeError("the answer cannot be stored")
 
-    monkeypatch.setattr(flows, "answer_from_dm", broken)
+    monkeypatch.setattr(feedback_svc, "open_prompt_for", broken)
     assert h.dm("UANA", BULLETS, event_id="EvBAD").status == 200
     row = event_row(h, "EvBAD")
     assert (row.state, row.attempts, row.claimed_by) == ("pending", 1, None)
@@ -242,12 +237,12 @@ def test_event_that_keeps_failing_is_given_up_after_the_last_attempt(h, monkeypa
     assert len(calls) == 4
     assert event_row(h, "EvBAD").attempts == 4
 
-    flows.tick(h.rt)  # the tick waits for the backoff (8 minutes after the 4th attempt)
+    tick(h.rt)  # the tick waits for the backoff (8 minutes after the 4th attempt)
     h.settle()
     assert len(calls) == 4
     h.clock.advance(minutes=8, seconds=1)
-    with caplog.at_level(logging.ERROR, logger="bot.flows.inbox"):
-        flows.tick(h.rt)
+    with caplog.at_level(logging.ERROR, logger="bot.event_inbox"):
+        tick(h.rt)
         h.settle()
     assert len(calls) == 5
     row = event_row(h, "EvBAD")
@@ -257,7 +252,7 @@ def test_event_that_keeps_failing_is_given_up_after_the_last_attempt(h, monkeypa
 
     for _ in range(3):  # nothing tries it again: not the tick, not a late retry
         h.clock.advance(hours=1)
-        flows.tick(h.rt)
+        tick(h.rt)
         h.settle()
     h.dm("UANA", BULLETS, event_id="EvBAD", retry_num=3)
     assert len(calls) == 5
@@ -283,8 +278,8 @@ def test_claim_abandoned_on_its_last_attempt_is_given_up_by_the_tick(h, caplog):
             now += inbox_svc.LEASE + timedelta(seconds=1)
         assert inbox_svc.claim(s, event_id="EvDOOMED", payload=envelope, owner="x", now=now) is None
     h.clock.set(now)
-    with caplog.at_level(logging.ERROR, logger="bot.flows.inbox"):
-        flows.tick(h.rt)
+    with caplog.at_level(logging.ERROR, logger="bot.event_inbox"):
+        tick(h.rt)
         h.settle()
     row = event_row(h, "EvDOOMED")
     assert (row.state, row.attempts) == ("failed", 5)
@@ -304,7 +299,7 @@ def test_event_without_a_listener_is_done_and_never_replayed(h):
     assert reply.status == 200  # not Bolt's 404: Slack would retry it, and count a failure
     assert event_row(h, "EvIGNORED").state == "done"
     h.clock.advance(hours=1)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.settle()
     assert event_row(h, "EvIGNORED").attempts == 1
     assert [c for c in h.slack.calls if c.method == "chat.postMessage"] == []
@@ -337,10 +332,10 @@ def test_tick_forgets_finished_events_after_a_week_and_keeps_unfinished_ones(h):
                     payload={"event_id": event_id} if state != "done" else None,
                 )
             )
-    flows.tick(h.rt)
+    tick(h.rt)
     h.settle()
     with session_scope(h.rt.session_factory) as s:
         left = set(s.scalars(select(InboundEvent.event_id)))
     assert left == {"EvRECENTDONE", "EvRECENTFAILED", "EvOLDBUSY"}
     # A retry of a forgotten event would be new again: Slack stops retrying long before.
-    assert inbox_flow.forget_old_events(h.rt) == 0
+    assert events_of(h.rt).forget_old() == 0

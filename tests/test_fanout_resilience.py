@@ -8,24 +8,26 @@ import time
 
 from sqlalchemy import select
 
-from bot import flows
 from bot.db import session_scope
-from bot.flows import outbox as outbox_flow
+from bot.delivery.outbox import MARK
+from bot.jobs.prompts import queue_due_prompts
+from bot.jobs.roster import RosterSync
 from bot.models import OutboxMessage, Prompt
 from bot.services import outbox as outbox_svc
+from tests.harness import october_digest_posted, tick
 from tests.test_loop_scenario import FRI_1500_UTC, SAT_0000_UTC, dms_to
 
 
 def _died_after_sending_to(h, user_id):
     """A process queued both reps' prompts, claimed them, posted ``user_id``'s DM (Slack has
     it) and was killed before it could record that."""
-    flows.send_due_prompts(h.rt, send=False)
+    queue_due_prompts(h.rt, RosterSync(h.rt))
     with session_scope(h.rt.session_factory) as s:
         batch = outbox_svc.claim(s, owner="dead-process", now=h.clock(), limit=10)
     assert {m.channel for m in batch} == {"UANA", "UBEN"}
     sent = next(m for m in batch if m.channel == user_id)
-    marker = {"event_type": outbox_flow.MARK, "event_payload": {"outbox_id": sent.id}}
-    h.rt.send(channel=user_id, text=sent.text, blocks=sent.blocks, metadata=marker)
+    marker = {"event_type": MARK, "event_payload": {"outbox_id": sent.id}}
+    h.rt.client.chat_postMessage(channel=user_id, text="Friday feedback", metadata=marker)
 
 
 def _assert_each_prompted_once(h, slack):
@@ -35,7 +37,10 @@ def _assert_each_prompted_once(h, slack):
         assert {p.status for p in prompts.values()} == {"sent"}
         for user in ("UANA", "UBEN"):
             assert prompts[user].dm_ts == dms_to(slack, user)[0].response["ts"]
-        assert outbox_svc.counts(s) == {"sent": 2}
+        prompts_sent = s.scalars(
+            select(OutboxMessage.state).where(OutboxMessage.kind == "prompt")
+        ).all()
+        assert prompts_sent == ["sent", "sent"]
 
 
 def test_restart_in_the_middle_of_the_fan_out_finishes_it_once(harness):
@@ -45,27 +50,32 @@ def test_restart_in_the_middle_of_the_fan_out_finishes_it_once(harness):
     clock.set(SAT_0000_UTC)
     _died_after_sending_to(h, "UANA")
     restarted = h.another_process()
-    flows.tick(restarted)
+    tick(restarted)
     assert len(dms_to(slack, "UANA")) == 1 and dms_to(slack, "UBEN") == []  # claims still held
     clock.advance(minutes=3)
-    flows.tick(restarted)
-    flows.tick(restarted)
+    tick(restarted)
+    tick(restarted)
     _assert_each_prompted_once(h, slack)
 
 
-def test_the_next_scheduler_takes_back_a_dead_holders_claims_at_once(harness):
-    """Taking the scheduler role means the previous holder is gone: its claims are released
-    at once (no lease to wait for), and nothing it sent is sent again."""
-    from bot import scheduler
+def test_taking_the_scheduler_role_never_takes_back_another_senders_claims(harness):
+    """The previous holder may still be alive and sending (its lock was cut, not its
+    process): the next scheduler leaves its claims alone until their lease has run out,
+    then looks for each message in Slack first, and nothing is sent twice."""
+    from bot.jobs.tick import Tick
+    from bot.scheduler import start
+    from tests.harness import events_of
 
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(SAT_0000_UTC)
     _died_after_sending_to(h, "UBEN")
-    restarted = h.another_process()
-    sched = scheduler.start(restarted, engine=h.rt.session_factory.kw["bind"])
-    try:
-        sched.pause()  # the test ticks by hand, on the fake clock
-        flows.tick(restarted)
+    restarted = h.another_process(sends=False)
+    sched = start(restarted, Tick(restarted, events_of(restarted)), paused=True)
+    try:  # the test ticks by hand, on the fake clock
+        tick(restarted)
+        assert dms_to(slack, "UANA") == [] and len(dms_to(slack, "UBEN")) == 1
+        clock.advance(minutes=2, seconds=1)  # the lease ran out
+        tick(restarted)
     finally:
         sched.shutdown(wait=False)
     _assert_each_prompted_once(h, slack)
@@ -84,9 +94,10 @@ def test_two_processes_firing_together_prompt_each_rep_once(harness):
 
 def test_dropped_connections_keep_the_prompt_pending_until_it_goes_out(harness):
     h, slack, clock = harness, harness.slack, harness.clock
+    october_digest_posted(h)  # the only post of this tick is Ana's prompt
     clock.set(FRI_1500_UTC)
     slack.fail_next("chat.postMessage", drop=True)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert dms_to(slack, "UANA") == []
     # a post is never blindly re-sent on a dropped connection: it may have arrived
     to_ana = [
@@ -97,17 +108,17 @@ def test_dropped_connections_keep_the_prompt_pending_until_it_goes_out(harness):
     assert len(to_ana) == 1
     with session_scope(h.rt.session_factory) as s:
         assert s.scalars(select(Prompt.status)).one() == "pending"
-        message = s.scalars(select(OutboxMessage)).one()
+        message = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "prompt")).one()
         assert message.state == "pending" and message.maybe_sent and message.attempts == 1
         assert "RemoteDisconnected" in message.last_error
-    flows.tick(h.rt)
+    tick(h.rt)
     assert dms_to(slack, "UANA") == []  # not yet: retried after a backoff
     clock.advance(minutes=1)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1
     assert len(slack.calls_to("conversations.history")) == 1  # looked for it before resending
     clock.advance(minutes=10)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1
     with session_scope(h.rt.session_factory) as s:
         assert s.scalars(select(Prompt.status)).one() == "sent"
@@ -119,12 +130,12 @@ def test_prompt_that_reached_slack_with_its_answer_lost_is_not_sent_again(harnes
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
     slack.fail_next("chat.postMessage", delay=4.0)  # past the harness client's 3 s timeout
-    flows.tick(h.rt)
+    tick(h.rt)
     slack.wait_for("chat.postMessage", count=1, timeout=10)  # Slack did post it
     with session_scope(h.rt.session_factory) as s:
         assert s.scalars(select(Prompt.status)).one() == "pending"
     clock.advance(minutes=3)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1
     with session_scope(h.rt.session_factory) as s:
         prompt = s.scalars(select(Prompt)).one()
@@ -136,7 +147,7 @@ def test_channel_post_that_reached_slack_with_its_answer_lost_is_not_posted_agai
 
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     call = dms_to(slack, "UANA")[0]
     h.click_button("UANA", stored(slack, call), call.response["channel"], "feedback_open")
     modal = slack.calls_to("views.open")[-1].params["view"]
@@ -147,8 +158,8 @@ def test_channel_post_that_reached_slack_with_its_answer_lost_is_not_posted_agai
         time.sleep(0.05)
     assert len(channel_posts(slack)) == 1
     clock.advance(minutes=3)
-    flows.tick(h.rt)
-    flows.tick(h.rt)
+    tick(h.rt)
+    tick(h.rt)
     assert len(channel_posts(slack)) == 1
     from bot.models import LoopPost
 
@@ -164,7 +175,7 @@ def test_concurrent_submissions_store_one_answer_and_post_once(harness):
 
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     call = dms_to(slack, "UANA")[0]
     h.click_button("UANA", stored(slack, call), call.response["channel"], "feedback_open")
     modal = slack.calls_to("views.open")[-1].params["view"]
@@ -190,7 +201,7 @@ def test_concurrent_submissions_store_one_answer_and_post_once(harness):
         assert post.ts is not None
     # whatever order they landed in, marketing's post ends up showing the stored answer
     clock.advance(minutes=3)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert f"w{answer.worked[1:]}" in json.dumps(stored(slack, channel_posts(slack)[0])["blocks"])
 
 
@@ -199,7 +210,7 @@ def test_failed_thread_reply_is_retried_once_and_rep_told_once(harness):
 
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.dm("UANA", "- a\n- b\n- c")
     post = channel_posts(slack)[0]
     slack.fail_next("chat.postMessage", error="channel_not_found")  # the thread reply fails
@@ -208,15 +219,15 @@ def test_failed_thread_reply_is_retried_once_and_rep_told_once(harness):
     told_ana = [c for c in dms_to(slack, "UANA") if "acknowledged" in json.dumps(c.params)]
     assert len(told_ana) == 1
     clock.advance(minutes=3)
-    flows.tick(h.rt)
-    flows.tick(h.rt)
+    tick(h.rt)
+    tick(h.rt)
     assert len(channel_posts(slack, threaded=True)) == 1
     told_ana = [c for c in dms_to(slack, "UANA") if "acknowledged" in json.dumps(c.params)]
     assert len(told_ana) == 1
 
 
 def test_pacer_spaces_calls_to_the_rate():
-    from bot.runtime import Pacer
+    from bot.slack.client import Pacer
 
     now = [0.0]
     slept = []

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot import flows
-from tests.harness import sample
+from tests.harness import sample, tick
 from tests.test_loop_scenario import FRI_1500_UTC, channel_posts, dms_to, stored
 
 
@@ -35,7 +34,7 @@ def test_rep_home_shows_the_prompt_and_follows_changes(harness):
     open_home(h, "UANA")
     assert "No prompt yet" in home_of(slack, "UANA")
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     open_home(h, "UANA")
     home = home_of(slack, "UANA")
     assert "Waiting for your three bullets" in home and "feedback_open" in home
@@ -43,17 +42,17 @@ def test_rep_home_shows_the_prompt_and_follows_changes(harness):
     assert "Answered for the week of Nov 16" in home_of(slack, "UANA")
     assert "waiting for marketing" in home_of(slack, "UANA")
     # Ben never opened his Home tab: changes do not publish one for him.
-    flows.tick(h.rt)
+    tick(h.rt)
     assert publishes_to(slack, "UBEN") == []
 
 
 def test_marketing_home_lists_open_loops_oldest_first_and_clears_them(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.dm("UANA", "- a\n- b\n- c")
     clock.advance(hours=10)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.dm("UBEN", "- d\n- e\n- f")
     open_home(h, "UMIA")
     home = home_of(slack, "UMIA")
@@ -74,7 +73,7 @@ def test_someone_in_neither_team_gets_an_explanation(harness):
 def test_close_the_loop_from_the_home_tab_by_an_outsider_is_explained_privately(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.dm("UANA", "- a\n- b\n- c")
     payload = sample("block_actions_button.bolt_python_test.json")
     payload["user"] = {"id": "UOUT", "username": "out", "team_id": "T111"}
@@ -90,7 +89,7 @@ def test_close_the_loop_from_the_home_tab_by_an_outsider_is_explained_privately(
 def test_answer_button_in_the_home_tab_opens_the_form(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     open_home(h, "UANA")
     view = slack.home_views["UANA"]
     button = next(

@@ -10,11 +10,19 @@ import json
 import time
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
 
-from bot import flows
 from bot.db import session_scope
-from bot.models import Acknowledgement, FeedbackAnswer, InboundEvent, LoopPost, Prompt
+from bot.models import (
+    Acknowledgement,
+    FeedbackAnswer,
+    InboundEvent,
+    LoopPost,
+    OutboxMessage,
+    Prompt,
+)
+from tests.harness import tick, tick_of
 
 FRI_1500_UTC = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)  # 16:00 in Berlin, 07:00 in LA
 SAT_0000_UTC = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)  # 16:00 Friday in LA
@@ -51,21 +59,21 @@ def test_full_weekly_loop_two_time_zones(harness):
     h, slack, clock = harness, harness.slack, harness.clock
 
     # Wednesday: nobody is due.
-    flows.tick(h.rt)
+    tick(h.rt)
     assert dms_to(slack, "UANA") == [] and dms_to(slack, "UBEN") == []
     assert slack.calls_to("users.info"), "time zones are read from users.info"
 
     # Friday 16:00 in Berlin: Ana only. The job firing twice prompts nobody twice.
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
-    flows.tick(h.rt)
+    tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1 and dms_to(slack, "UBEN") == []
     prompt_call = dms_to(slack, "UANA")[0]
     assert "What messaging worked" in all_text(prompt_call.params)
 
     # Friday 16:00 in Los Angeles: Ben.
     clock.set(SAT_0000_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1 and len(dms_to(slack, "UBEN")) == 1
 
     # Ana answers through the modal, typing things that would ping people if reposted raw.
@@ -187,20 +195,20 @@ def test_full_weekly_loop_two_time_zones(harness):
 def test_reminder_once_then_missed(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     first = dms_to(slack, "UANA")[0]
     # Monday 10:00 Berlin = 09:00 UTC: one reminder, however often the job runs.
     clock.set(datetime(2026, 11, 23, 8, 59, tzinfo=UTC))
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1
     clock.set(datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
-    flows.tick(h.rt)
-    flows.tick(h.rt)
+    tick(h.rt)
+    tick(h.rt)
     dms = dms_to(slack, "UANA")
     assert len(dms) == 2 and "Reminder" in dms[1].params["text"]
     # Next Friday: last week is recorded as missed, the DM says so, the new week is prompted.
     clock.set(datetime(2026, 11, 27, 15, 0, tzinfo=UTC))
-    flows.tick(h.rt)
+    tick(h.rt)
     assert "missed" in stored(slack, first)["text"]
     with session_scope(h.rt.session_factory) as s:
         statuses = sorted(s.scalars(select(Prompt.status).where(Prompt.user_id == "UANA")))
@@ -226,7 +234,7 @@ def _prompt_id(h, user_id, status):
 def test_skip_buttons_record_a_skip(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(SAT_0000_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     call = dms_to(slack, "UBEN")[0]
     h.click_button("UBEN", stored(slack, call), call.response["channel"], "feedback_skip_out")
     assert "Out this week" in stored(slack, call)["text"]
@@ -238,12 +246,12 @@ def test_skip_buttons_record_a_skip(harness):
 
 def test_new_group_members_are_picked_up_and_leavers_are_not_prompted(harness):
     h, slack, clock = harness, harness.slack, harness.clock
-    flows.tick(h.rt)
+    tick(h.rt)
     slack.add_user("UNEW", tz="Asia/Kolkata", name="new")
     slack.set_usergroup("SSALES", ["UBEN", "UNEW"])  # Ana left, a new rep joined
     clock.set(SAT_0000_UTC)
-    h.rt.last_roster_sync = None  # the hourly roster refresh is due
-    flows.tick(h.rt)
+    tick_of(h.rt).roster.last = None  # the hourly roster refresh is due
+    tick(h.rt)
     assert dms_to(slack, "UANA") == []
     assert len(dms_to(slack, "UNEW")) == 1 and len(dms_to(slack, "UBEN")) == 1
 
@@ -253,9 +261,17 @@ def test_ratelimited_and_server_errors_are_retried_once_each_delivered(harness):
     slack.fail_next("chat.postMessage", error="ratelimited", retry_after=1)
     slack.fail_next("chat.postMessage", status=500)
     clock.set(SAT_0000_UTC)
-    started = time.monotonic()
-    flows.tick(h.rt)
-    assert time.monotonic() - started >= 1.0  # Retry-After was honoured
+    tick(h.rt)
+    # Neither is retried before its time: Retry-After (1 s) for one, a backoff for the other
+    assert len(dms_to(slack, "UANA")) + len(dms_to(slack, "UBEN")) == 0
+    with session_scope(h.rt.session_factory) as s:
+        waits = sorted(
+            (m.not_before - clock()).total_seconds()
+            for m in s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "prompt"))
+        )
+    assert waits[0] == pytest.approx(1.0) and 3.0 < waits[1] < 7.0
+    clock.advance(seconds=10)
+    h.rt.outbox.drain()
     assert len(dms_to(slack, "UANA")) == 1 and len(dms_to(slack, "UBEN")) == 1
     to_reps = [
         c
@@ -268,7 +284,7 @@ def test_ratelimited_and_server_errors_are_retried_once_each_delivered(harness):
 def test_channel_post_failure_is_told_and_retried(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     call = dms_to(slack, "UANA")[0]
     slack.add_channel("CMKTG", name="marketing-feedback", is_member=False)  # bot not invited
     h.dm("UANA", "- a\n- b\n- c")
@@ -277,7 +293,7 @@ def test_channel_post_failure_is_told_and_retried(harness):
     assert "Answered" in stored(slack, call)["text"]
     slack.add_channel("CMKTG", name="marketing-feedback", is_member=True)  # invited
     clock.advance(minutes=5)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(channel_posts(slack)) == 1
 
 
@@ -286,7 +302,7 @@ def test_dm_reply_that_is_not_three_bullets_gets_help(harness):
     h.dm("UANA", "hello?")
     assert "no open feedback prompt" in dms_to(slack, "UANA")[-1].params["text"]
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.dm("UANA", "just one line")
     last = dms_to(slack, "UANA")[-1]
     assert "three bullets" in last.params["text"]
@@ -304,7 +320,7 @@ def test_closeloop_is_acked_at_once_and_says_so_when_there_is_no_open_prompt(har
     assert "no open feedback prompt" in answers[0].params["text"]
     assert slack.calls_to("views.open") == []
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     reply = h.command("UANA")
     assert (reply.status, reply.body) == (200, "")
     modal = slack.calls_to("views.open")[-1].params["view"]
@@ -315,7 +331,7 @@ def test_closeloop_is_acked_at_once_and_says_so_when_there_is_no_open_prompt(har
 def test_modal_rejects_overlong_and_blank_fields_inline(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.command("UANA")
     modal = slack.calls_to("views.open")[-1].params["view"]
     reply = h.submit("UANA", modal, {"worked": "x" * 3001, "fell_flat": " ", "insight": "ok"})
@@ -329,7 +345,7 @@ def test_modal_rejects_overlong_and_blank_fields_inline(harness):
 def test_events_retry_processed_once(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.dm("UANA", "- a\n- b\n- c", event_id="EvONCE")
     h.dm("UANA", "- a\n- b\n- c", event_id="EvONCE", retry_num=1)
     h.dm("UANA", "- a\n- b\n- c", event_id="EvONCE", retry_num=2)
@@ -351,7 +367,7 @@ def test_ack_does_not_wait_for_slow_slack(harness):
     """The click is acknowledged at once; the slow views.open happens after the ack."""
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     call = dms_to(slack, "UANA")[0]
     button = stored(slack, call)["blocks"][2]["elements"][0]
     assert button["action_id"] == "feedback_open"

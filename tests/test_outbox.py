@@ -7,11 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from bot import flows
 from bot.db import session_scope
-from bot.flows import outbox as outbox_flow
+from bot.jobs.prompts import queue_due_prompts, queue_reminders
+from bot.jobs.roster import RosterSync
 from bot.models import OutboxMessage, Prompt
 from bot.services import outbox as outbox_svc
+from tests.harness import october_digest_posted, tick
 from tests.test_loop_scenario import FRI_1500_UTC, dms_to
 
 
@@ -52,23 +53,30 @@ def test_two_claims_at_once_never_take_the_same_message(session_factory, clock):
 
 
 def test_ratelimited_prompt_waits_its_retry_after_then_goes_out_once(harness):
+    """A Retry-After puts the message back in the outbox until then: no sender sleeps."""
     h, slack, clock = harness, harness.slack, harness.clock
+    october_digest_posted(h)  # the only post of this tick is Ana's prompt
     clock.set(FRI_1500_UTC)
-    slack.fail_next("chat.postMessage", retry_after=1)
-    flows.tick(h.rt)
-    refused, sent = slack.calls_to("chat.postMessage", include_failed=True)[:2]
-    assert refused.status == 429 and sent.status == 200
-    assert sent.at - refused.at >= 0.95  # Retry-After: 1 was honoured
-    assert len(dms_to(slack, "UANA")) == 1
+    slack.fail_next("chat.postMessage", retry_after=30)
+    tick(h.rt)
+    refused = slack.calls_to("chat.postMessage", include_failed=True)[0]
+    assert refused.status == 429
+    rep = refused.params["channel"]
+    clock.advance(seconds=29)
+    h.rt.outbox.drain()
+    assert dms_to(slack, rep) == []  # not before its time
+    clock.advance(seconds=1)
+    h.rt.outbox.drain()
+    assert len(dms_to(slack, rep)) == 1
     assert slack.calls_to("conversations.history") == []  # a 429 posted nothing: no look
-    assert _rows(h)["prompt:UANA"][:2] == ("sent", 1)
+    assert _rows(h)[f"prompt:{rep}"][:2] == ("sent", 2)
 
 
 def test_a_user_slack_refuses_for_good_is_recorded_not_retried(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
     slack.fail_next("chat.postMessage", error="user_not_found")
-    flows.tick(h.rt)
+    tick(h.rt)
     assert dms_to(slack, "UANA") == []
     state, attempts, error = _rows(h)["prompt:UANA"]
     assert (state, attempts) == ("failed", 1) and "user_not_found" in error
@@ -76,10 +84,10 @@ def test_a_user_slack_refuses_for_good_is_recorded_not_retried(harness):
         prompt = s.scalars(select(Prompt).where(Prompt.user_id == "UANA")).one()
         assert prompt.status == "pending" and "user_not_found" in prompt.last_error
     clock.advance(hours=1)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert dms_to(slack, "UANA") == []  # not hammered
     clock.set(FRI_1500_UTC + timedelta(days=7, minutes=1))
-    flows.tick(h.rt)
+    tick(h.rt)
     with session_scope(h.rt.session_factory) as s:  # the week closed: recorded as missed
         weeks = s.scalars(
             select(Prompt.status).where(Prompt.user_id == "UANA").order_by(Prompt.week_start)
@@ -90,11 +98,11 @@ def test_a_user_slack_refuses_for_good_is_recorded_not_retried(harness):
 def test_a_reminder_queued_before_the_rep_answered_is_dropped(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     clock.set(FRI_1500_UTC + timedelta(days=3, hours=8))  # Monday 10:00 in Berlin
-    flows.send_reminders(h.rt)  # queued, not sent yet (Slack was slow, say)
+    queue_reminders(h.rt)  # queued, not sent yet (Slack was slow, say)
     h.dm("UANA", "- the ROI calculator\n- pricing page confused them\n- budgets move to Q1")
-    flows.tick(h.rt)
+    tick(h.rt)
     reminders = [c for c in dms_to(slack, "UANA") if "reminder" in c.params["text"].lower()]
     assert reminders == []
     assert _rows(h)["reminder:UANA"][0] == "dropped"
@@ -103,9 +111,9 @@ def test_a_reminder_queued_before_the_rep_answered_is_dropped(harness):
 def test_a_prompt_not_sent_before_its_week_closed_expires(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.send_due_prompts(h.rt, send=False)
+    queue_due_prompts(h.rt, RosterSync(h.rt))
     clock.set(FRI_1500_UTC + timedelta(days=7, minutes=1))  # Slack down all week, say
-    outbox_flow.drain(h.rt)
+    h.rt.outbox.drain()
     assert dms_to(slack, "UANA") == []
     assert _rows(h)["prompt:UANA"][0] == "dropped"
 
@@ -114,12 +122,12 @@ def test_a_second_drain_in_the_same_process_returns_at_once(harness):
     """While one drain runs, another in the same process leaves the outbox to it."""
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)
-    flows.send_due_prompts(h.rt, send=False)  # something a second drain could send
-    h.rt.outbox_lock.acquire()  # as a running drain holds it
+    queue_due_prompts(h.rt, RosterSync(h.rt))  # something a second drain could send
+    h.rt.outbox._running.acquire()  # as a running drain holds it
     try:
-        assert outbox_flow.drain(h.rt).sent == []
+        assert h.rt.outbox.drain().sent == []
         assert dms_to(slack, "UANA") == [] and _rows(h)["prompt:UANA"][:2] == ("pending", 0)
     finally:
-        h.rt.outbox_lock.release()
-    assert [m.channel for m in outbox_flow.drain(h.rt).sent] == ["UANA"]
+        h.rt.outbox._running.release()
+    assert [m.channel for m in h.rt.outbox.drain().sent] == ["UANA"]
     assert len(dms_to(slack, "UANA")) == 1

@@ -3,7 +3,8 @@
 Real processes (``closeloop prompt --now``) against the fake Slack. The first one is killed
 by the fake Slack itself at the worst moment: right after Slack stored the 2,500th DM and
 before its answer was written, so the dying process cannot know it went out, and other DMs
-are in flight on its sender threads.
+are in flight on its sender threads. Its claims are taken over once their lease has run out
+(OUTBOX_LEASE_SECONDS, short here), never before: the restart looks for each in Slack first.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from collections import Counter
 from sqlalchemy import select
 
 from bot.db import session_scope
-from bot.flows.outbox import MARK
+from bot.delivery.outbox import MARK
 from bot.models import OutboxMessage, Prompt
 from bot.services import outbox as outbox_svc
 from tests.harness import seed_sales_roster
 
 REPS = 5000
 KILL_AT = 2500
+LEASE = 3  # seconds
 
 
 def _reps() -> list[str]:
@@ -58,7 +60,13 @@ def test_sigkill_mid_fan_out_then_restart_prompts_every_rep_exactly_once(
     cli_env, fake_slack, session_factory
 ):
     seed_sales_roster(fake_slack, session_factory, _reps())
-    env = {**cli_env, "SLACK_POST_RATE": "1000", "OUTBOX_WORKERS": "8", "LOG_LEVEL": "WARNING"}
+    env = {
+        **cli_env,
+        "SLACK_POST_RATE": "1000",
+        "OUTBOX_WORKERS": "8",
+        "OUTBOX_LEASE_SECONDS": str(LEASE),
+        "LOG_LEVEL": "WARNING",
+    }
     stored = 0
     lock = threading.Lock()
     victim: list[subprocess.Popen] = []
@@ -94,6 +102,7 @@ def test_sigkill_mid_fan_out_then_restart_prompts_every_rep_exactly_once(
     assert sum(states.values()) == REPS  # all queued before the kill: one row per rep
 
     _wait_until_the_role_is_free(session_factory)
+    time.sleep(LEASE + 0.5)  # the dead process's claims lapse
     second = subprocess.run(
         [sys.executable, "-m", "bot", "prompt", "--now"],
         env=env,

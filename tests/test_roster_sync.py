@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot import flows
 from bot.db import session_scope
-from bot.flows import USERS_INFO_AT_MOST
+from bot.jobs.roster import USERS_INFO_AT_MOST, RosterSync
 from bot.models import Member
-from bot.runtime import USERS_LIST_PAGE
+from bot.slack.directory import USERS_LIST_PAGE
 
 ZONES = ("Asia/Kolkata", "America/New_York", "Europe/Berlin", None)
 
@@ -35,7 +34,7 @@ def big_team(slack, size: int) -> list[str]:
 def test_a_large_team_is_read_from_users_list_pages(harness):
     h, slack = harness, harness.slack
     reps = big_team(slack, USERS_LIST_PAGE + 50)  # two pages of people, and a few more
-    assert sorted(flows.sync_roster(h.rt)) == sorted(reps)
+    assert sorted(RosterSync(h.rt)()) == sorted(reps)
     assert calls(slack, "users.info") == 0
     pages = [c for c in slack.calls if c.method == "users.list"]
     assert len(pages) >= 2 and all(int(c.params["limit"]) == USERS_LIST_PAGE for c in pages)
@@ -45,11 +44,11 @@ def test_a_large_team_is_read_from_users_list_pages(harness):
 
     # Within a day nothing is read again; a day later, all of them are (users.list again).
     mark = len(slack.calls)
-    flows.sync_roster(h.rt)
+    RosterSync(h.rt)()
     assert calls(slack, "users.list", mark) == calls(slack, "users.info", mark) == 0
     h.clock.advance(days=1, minutes=1)
     slack.add_user("UREP0001", tz="Pacific/Auckland", name="rep1")  # moved
-    flows.sync_roster(h.rt)
+    RosterSync(h.rt)()
     assert calls(slack, "users.list", mark) >= 2 and calls(slack, "users.info", mark) == 0
     assert stored(h)["UREP0001"][0] == "Pacific/Auckland"
 
@@ -57,7 +56,7 @@ def test_a_large_team_is_read_from_users_list_pages(harness):
 def test_a_few_new_reps_are_read_one_by_one(harness):
     h, slack = harness, harness.slack
     reps = big_team(slack, USERS_INFO_AT_MOST)
-    flows.sync_roster(h.rt)
+    RosterSync(h.rt)()
     assert calls(slack, "users.list") == 0
     assert calls(slack, "users.info") == len(reps)
     assert stored(h)[reps[0]] == (ZONES[0], "rep0")
@@ -70,13 +69,13 @@ def test_reps_users_list_does_not_have_keep_their_zone_and_are_not_asked_every_s
     reps = big_team(slack, USERS_INFO_AT_MOST + 5)
     ghosts = ["UGHOST1", "UGHOST2"]  # in the user group, unknown to users.list
     slack.set_usergroup("SSALES", reps + ghosts)
-    flows.sync_roster(h.rt)
+    RosterSync(h.rt)()
     assert "2 reps are not in users.list" in caplog.text
     with session_scope(h.rt.session_factory) as session:
         ghost = session.get(Member, "UGHOST1")
         assert ghost.tz is None and ghost.tz_checked_at is not None
     mark = len(slack.calls)
-    flows.sync_roster(h.rt)
+    RosterSync(h.rt)()
     assert calls(slack, "users.list", mark) == 0  # not every tick: once a day, like the rest
 
 
@@ -88,18 +87,18 @@ def test_when_users_list_fails_the_known_zones_stay_and_the_next_sync_tries_agai
         with session_scope(h.rt.session_factory) as session:
             return session.get(Member, reps[0]).tz_checked_at
 
-    flows.sync_roster(h.rt)
+    RosterSync(h.rt)()
     before, first_check = stored(h), checked_at()
     h.clock.advance(days=1, minutes=1)
     slack.inject_faults("users.list", fraction=1.0, statuses=(500,))
     mark = len(slack.calls)
-    assert sorted(flows.sync_roster(h.rt)) == sorted(reps)  # the team itself is still synced
+    assert sorted(RosterSync(h.rt)()) == sorted(reps)  # the team itself is still synced
     assert calls(slack, "users.list", mark) >= 1
     assert {rep: stored(h)[rep] for rep in reps} == {rep: before[rep] for rep in reps}
     assert checked_at() == first_check  # still stale: asked again next time
     slack.inject_faults("users.list", fraction=0.0)
     mark = len(slack.calls)
-    flows.sync_roster(h.rt)
+    RosterSync(h.rt)()
     assert calls(slack, "users.list", mark) >= 1
     assert checked_at() > first_check
 
@@ -107,7 +106,7 @@ def test_when_users_list_fails_the_known_zones_stay_and_the_next_sync_tries_agai
 def test_what_users_list_gave_before_failing_is_kept(harness, monkeypatch):
     h, slack = harness, harness.slack
     reps = big_team(slack, USERS_LIST_PAGE + 50)
-    client, pages = h.rt.roster._client, []
+    client, pages = h.rt.directory._client, []
     real_users_list = client.users_list
 
     def second_page_fails(**kwargs):
@@ -117,13 +116,13 @@ def test_what_users_list_gave_before_failing_is_kept(harness, monkeypatch):
         return real_users_list(**kwargs)
 
     monkeypatch.setattr(client, "users_list", second_page_fails)
-    flows.sync_roster(h.rt)
+    RosterSync(h.rt)()
     with session_scope(h.rt.session_factory) as session:
         checked = {m.user_id for m in session.scalars(select(Member)) if m.tz_checked_at}
     read = [rep for rep in reps if rep in checked]
     assert 0 < len(read) < len(reps)  # the first page's people are stored
     assert stored(h)[read[0]][0] == ZONES[reps.index(read[0]) % len(ZONES)]
-    flows.sync_roster(h.rt)  # the rest are still stale: read on the next sync
+    RosterSync(h.rt)()  # the rest are still stale: read on the next sync
     assert len(pages) >= 3
     with session_scope(h.rt.session_factory) as session:
         assert all(session.get(Member, rep).tz_checked_at for rep in reps)

@@ -21,9 +21,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from bot import flows
 from bot.db import session_scope
 from bot.models import Digest, Member, Prompt
+from tests.harness import tick
 
 DEFAULT_TZ = "America/Chicago"
 MINUTE = timedelta(minutes=1)
@@ -79,7 +79,7 @@ class Recorder:
         for instant in sorted(set(instants)):
             assert not self.ticks or instant > self.ticks[-1], "time only moves forward"
             h.clock.set(instant)
-            flows.tick(h.rt)
+            tick(h.rt)
             self.ticks.append(instant)
             calls = h.slack.calls[self.seen :]
             self.seen += len(calls)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from bot.blocks import (
     actions,
@@ -275,6 +276,12 @@ def entry_post(
     blocks.append(actions("winloss_post", *loop, button("Edit", EDIT_ACTION, str(entry_id))))
     text = truncate(f"{label}: {escape(deal_name)} — \u201c{escape(reason)}\u201d", 3000)
     return text, blocks
+
+
+def local_time(instant: datetime, tz: ZoneInfo) -> str:
+    """``Fri Nov 20, 17:00 (Europe/Berlin)``: a deadline in someone's own time zone."""
+    local = instant.astimezone(tz)
+    return f"{local:%a %b} {local.day}, {local:%H:%M} ({tz.key})"
 
 
 def nudge_message(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -13,8 +13,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from bot.config import WeeklyTime
-from bot.models import FeedbackAnswer, LoopPost, Member, Prompt, PromptStatus
-from bot.services import DomainError, NotAllowed
+from bot.models import (
+    OPEN_PROMPT,
+    FeedbackAnswer,
+    LoopPost,
+    Member,
+    PostKind,
+    Prompt,
+    PromptStatus,
+)
+from bot.services import DomainError, NotAllowed, outgoing
 from bot.services.calendar import (
     next_occurrence,
     occurrence_in_week,
@@ -94,10 +102,11 @@ def due_prompts(
 def claim_prompt(
     session: Session, *, due: DuePrompt, schedule: Schedule, now: datetime
 ) -> Prompt | None:
-    """Insert the (rep, week) row; None when another run already has it.
+    """Insert the (rep, week) row and queue its DM; None when another run already has it.
 
     The unique constraint on (user_id, week_start) is what guarantees one prompt per rep per
-    week, whatever fires twice or runs in parallel. The caller commits before sending.
+    week, whatever fires twice or runs in parallel; the DM is queued in the same
+    transaction, so a crash leaves both or neither.
     """
     tz = zone(due.tz, schedule.default_tz)
     scheduled = max(occurrence_in_week(due.week_start, schedule.prompt, tz), now)
@@ -116,38 +125,8 @@ def claim_prompt(
             session.add(prompt)
     except IntegrityError:
         return None
+    outgoing.prompt(session, prompt, now=now)
     return prompt
-
-
-def unsent_prompts(session: Session, *, stale_before: datetime, now: datetime) -> list[Prompt]:
-    """Claimed prompts whose DM was never confirmed (a crash or a Slack failure)."""
-    return list(
-        session.scalars(
-            select(Prompt)
-            .join(Member, Member.user_id == Prompt.user_id)
-            .where(
-                Member.is_sales.is_(True),  # a rep who left the group is not chased
-                Prompt.status == PromptStatus.PENDING,
-                Prompt.claimed_at < stale_before,
-                Prompt.closes_at > now,
-            )
-            .order_by(Prompt.id)
-        )
-    )
-
-
-def reclaim(session: Session, *, prompt: Prompt, now: datetime, stale_before: datetime) -> bool:
-    """Take over a stale pending prompt for a retry; False when another process has it."""
-    result = session.execute(
-        update(Prompt)
-        .where(
-            Prompt.id == prompt.id,
-            Prompt.status == PromptStatus.PENDING,
-            Prompt.claimed_at < stale_before,
-        )
-        .values(claimed_at=now, send_attempts=Prompt.send_attempts + 1)
-    )
-    return result.rowcount == 1
 
 
 def mark_sent(prompt: Prompt, *, channel: str, ts: str, now: datetime) -> None:
@@ -187,7 +166,7 @@ def open_prompt_for(
     return session.scalars(
         query.where(
             Prompt.user_id == user_id,
-            Prompt.status.in_(PromptStatus.OPEN),
+            Prompt.status.in_(OPEN_PROMPT),
             Prompt.closes_at > now,
         )
         .order_by(Prompt.week_start.desc())
@@ -245,6 +224,9 @@ _ANSWER_STATE = (
         _PROMPTS.c.week_start,
         _PROMPTS.c.skip_reason,
         _PROMPTS.c.answered_at,
+        _PROMPTS.c.dm_channel,
+        _PROMPTS.c.dm_ts,
+        _PROMPTS.c.reminder_ts,
         _ANSWERS.c.id.label("answer_id"),
         _ANSWERS.c.worked,
         _ANSWERS.c.fell_flat,
@@ -252,11 +234,11 @@ _ANSWER_STATE = (
         _ANSWERS.c.campaign,
         _POSTS.c.id.label("post_id"),
         _POSTS.c.ts.label("post_ts"),
-        _POSTS.c.needs_update,
+        _POSTS.c.channel.label("post_channel"),
     )
     .select_from(
         _PROMPTS.outerjoin(_ANSWERS, _ANSWERS.c.prompt_id == _PROMPTS.c.id).outerjoin(
-            _POSTS, and_(_POSTS.c.kind == "feedback", _POSTS.c.subject_id == _ANSWERS.c.id)
+            _POSTS, and_(_POSTS.c.kind == PostKind.FEEDBACK, _POSTS.c.subject_id == _ANSWERS.c.id)
         )
     )
     .where(_PROMPTS.c.id == bindparam("prompt_id"))
@@ -272,7 +254,6 @@ _ANSWERED = update(_PROMPTS).where(
     _PROMPTS.c.id == bindparam("prompt_id"), _PROMPTS.c.status != PromptStatus.MISSED
 )
 _NEW_POST = insert(_POSTS)
-_POST_STALE = update(_POSTS).where(_POSTS.c.id == bindparam("post_id")).values(needs_update=True)
 
 
 def record_answer(
@@ -285,7 +266,8 @@ def record_answer(
     feedback_channel: str,
     now: datetime,
 ) -> StoredAnswer:
-    """Store (or edit) this week's answer and mark its marketing post to be posted or updated.
+    """Store (or edit) this week's answer; queue its marketing post (or the post's update)
+    and the prompt DM's "answered".
 
     The answer modal waits for this before its ack, so it is SQLAlchemy Core rather than the
     unit of work: one read (the prompt, its answer and that answer's post, joined) and then
@@ -333,20 +315,32 @@ def record_answer(
         )
         if answered.rowcount != 1:  # closed as missed since it was read: roll it all back
             raise _closed_as_missed(row.week_start)
+        outgoing.prompt_done_by_id(
+            session,
+            prompt_id=prompt_id,
+            channel=row.dm_channel,
+            stamps=(row.dm_ts, row.reminder_ts),
+            now=now,
+        )
     post_id = row.post_id
     if post_id is None:
         post_id = session.execute(
             _NEW_POST,
             {
-                "kind": "feedback",
+                "kind": PostKind.FEEDBACK,
                 "subject_id": answer_id,
                 "author_user_id": user_id,
                 "channel": feedback_channel,
                 "created_at": now,
             },
         ).inserted_primary_key[0]
-    elif changed and row.post_ts is not None and not row.needs_update:
-        session.execute(_POST_STALE, {"post_id": post_id})
+        outgoing.loop_post_by_id(
+            session, post_id=post_id, channel=feedback_channel, ts=None, now=now
+        )
+    elif changed:
+        outgoing.loop_post_by_id(
+            session, post_id=post_id, channel=row.post_channel, ts=row.post_ts, now=now
+        )
     return StoredAnswer(
         prompt_id=prompt_id,
         answer_id=answer_id,
@@ -368,6 +362,7 @@ def record_skip(
     prompt.status = PromptStatus.SKIPPED
     prompt.skip_reason = reason
     prompt.answered_at = now
+    outgoing.prompt_done(session, prompt, now=now)
     return prompt
 
 
@@ -393,7 +388,7 @@ def due_reminders(session: Session, *, now: datetime) -> list[Prompt]:
 
 
 def claim_reminder(session: Session, *, prompt: Prompt, now: datetime) -> bool:
-    """Mark the reminder as sent; False when another run already did (one reminder only)."""
+    """Queue the one reminder; False when another run already did."""
     result = session.execute(
         update(Prompt)
         .where(Prompt.id == prompt.id, Prompt.reminded_at.is_(None))
@@ -401,17 +396,14 @@ def claim_reminder(session: Session, *, prompt: Prompt, now: datetime) -> bool:
     )
     if result.rowcount == 1:
         prompt.reminded_at = now
+        outgoing.reminder(session, prompt, now=now)
         return True
     return False
 
 
-def unclaim_reminder(session: Session, *, prompt_id: int) -> None:
-    """The reminder did not go out: let a later tick try again."""
-    session.execute(update(Prompt).where(Prompt.id == prompt_id).values(reminded_at=None))
-
-
 def close_missed(session: Session, *, now: datetime) -> list[Prompt]:
-    """Record unanswered prompts whose week has closed as missed; return them."""
+    """Record unanswered prompts whose week has closed as missed (their DM says so); return
+    them."""
     unanswered = (PromptStatus.SENT, PromptStatus.PENDING)
     candidates = list(
         session.scalars(
@@ -429,6 +421,7 @@ def close_missed(session: Session, *, now: datetime) -> list[Prompt]:
         )
         if result.rowcount == 1:
             session.refresh(prompt)
+            outgoing.prompt_done(session, prompt, now=now)
             missed.append(prompt)
     return missed
 
@@ -472,7 +465,3 @@ def parse_three_bullets(text: str, *, require_markers: bool = False) -> Bullets 
 def unescape_slack(text: str) -> str:
     """Decode Slack's message-text escaping (``&lt;`` ``&gt;`` ``&amp;``)."""
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
-def is_marketing(user_id: str, marketing_ids: Collection[str]) -> bool:
-    return user_id in marketing_ids

@@ -4,7 +4,7 @@ after its listener finished. So an event is processed at least once (a failed or
 claim is tried again) and, by its event_id, once in effect (a retry of a done event, or of
 one another process is working on, is ignored).
 
-Plain functions on a Session; the caller commits (bot.flows.inbox drives them).
+Plain functions on a Session; the caller commits (bot.event_inbox drives them).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.models import InboundEvent, InboxState
+from bot.models import INBOX_FINISHED, InboundEvent, InboxState
 
 LEASE = timedelta(minutes=5)  # a claim older than this belongs to a process that died
 MAX_ATTEMPTS = 5
@@ -175,7 +175,7 @@ def due_for_replay(
     rows = session.execute(
         select(InboundEvent.event_id, InboundEvent.payload)
         .where(
-            InboundEvent.state.in_(InboxState.UNFINISHED),
+            InboundEvent.state.in_((InboxState.PENDING, InboxState.PROCESSING)),
             InboundEvent.due_at <= now,
             InboundEvent.attempts < max_attempts,
             InboundEvent.payload.is_not(None),
@@ -199,7 +199,7 @@ def give_up_abandoned(
 ) -> list[GivenUp]:
     """Claims whose last allowed attempt never finished (its lease ran out): failed now."""
     stale = (
-        InboundEvent.state.in_(InboxState.UNFINISHED),
+        InboundEvent.state.in_((InboxState.PENDING, InboxState.PROCESSING)),
         InboundEvent.due_at <= now,
         or_(InboundEvent.attempts >= max_attempts, InboundEvent.payload.is_(None)),
     )
@@ -236,7 +236,7 @@ def prune(session: Session, *, now: datetime, keep: timedelta = KEEP) -> int:
         session.execute(
             delete(InboundEvent)
             .where(
-                InboundEvent.state.in_(InboxState.FINISHED),
+                InboundEvent.state.in_(INBOX_FINISHED),
                 InboundEvent.received_at < now - keep,
             )
             .execution_options(synchronize_session=False)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.models import Acknowledgement, LoopPost, is_forgotten
-from bot.services import DomainError, NotAllowed
+from bot.models import Acknowledgement, LoopPost, PostKind, is_forgotten
+from bot.services import DomainError, NotAllowed, outgoing
 
 MAX_NOTE = 3000
 
@@ -23,10 +23,10 @@ def post_by_message(session: Session, *, channel: str, ts: str) -> LoopPost | No
 
 
 def ensure_post(
-    session: Session, *, kind: str, subject_id: int, author: str, channel: str, now: datetime
+    session: Session, *, kind: PostKind, subject_id: int, author: str, channel: str, now: datetime
 ) -> LoopPost:
-    """The loop post for a subject: created (to be posted) the first time, marked for an
-    update in place when it already went out."""
+    """The loop post for a subject, queued to be posted the first time, or to be brought up
+    to date in its channel."""
     post = session.scalars(
         select(LoopPost).where(LoopPost.kind == kind, LoopPost.subject_id == subject_id)
     ).first()
@@ -39,9 +39,8 @@ def ensure_post(
             created_at=now,
         )
         session.add(post)
-    elif post.ts is not None:
-        post.needs_update = True
     session.flush()
+    outgoing.loop_post(session, post, now=now)
     return post
 
 
@@ -50,54 +49,6 @@ def get_post(session: Session, post_id: int) -> LoopPost:
     if post is None:
         raise DomainError("That post no longer exists.")
     return post
-
-
-CLAIM_FOR = timedelta(minutes=2)
-
-
-def claim_first_post(session: Session, *, post_id: int, now: datetime) -> bool:
-    """Take the job of posting a loop post for the first time; False when another process
-    is doing it (or did it). A claim older than two minutes is a crashed one."""
-    result = session.execute(
-        update(LoopPost)
-        .where(
-            LoopPost.id == post_id,
-            LoopPost.ts.is_(None),
-            or_(LoopPost.claimed_at.is_(None), LoopPost.claimed_at < now - CLAIM_FOR),
-        )
-        .values(claimed_at=now, post_attempts=LoopPost.post_attempts + 1)
-    )
-    return result.rowcount == 1
-
-
-def claim_notification(session: Session, *, ack_id: int, now: datetime) -> bool:
-    """Take the job of sending an acknowledgement's thread reply and rep DM (what is left)."""
-    result = session.execute(
-        update(Acknowledgement)
-        .where(
-            Acknowledgement.id == ack_id,
-            or_(Acknowledgement.thread_ts.is_(None), Acknowledgement.rep_notified_at.is_(None)),
-            or_(
-                Acknowledgement.notify_claimed_at.is_(None),
-                Acknowledgement.notify_claimed_at < now - CLAIM_FOR,
-            ),
-        )
-        .values(notify_claimed_at=now, notify_attempts=Acknowledgement.notify_attempts + 1)
-    )
-    return result.rowcount == 1
-
-
-def unfinished_notifications(session: Session, *, now: datetime, max_attempts: int) -> list[int]:
-    """Acknowledgements whose thread reply or rep DM has not gone out yet."""
-    return list(
-        session.scalars(
-            select(Acknowledgement.id).where(
-                or_(Acknowledgement.thread_ts.is_(None), Acknowledgement.rep_notified_at.is_(None)),
-                Acknowledgement.notify_attempts < max_attempts,
-                Acknowledgement.created_at < now - CLAIM_FOR,
-            )
-        )
-    )
 
 
 def check_marketing(user_id: str, marketing_ids: Collection[str]) -> None:
@@ -119,12 +70,17 @@ def acknowledge(
     note: str | None = None,
     reaction: str | None = None,
 ) -> Acknowledgement | None:
-    """Record marketing's acknowledgement; None when this exact reaction was already counted.
+    """Record marketing's acknowledgement and queue what tells everyone: a reply in the
+    post's thread, a DM to the rep, the post's "acknowledged by". None when this reaction was
+    already counted.
 
     A reaction is one acknowledgement per (post, user, emoji), enforced by the database, so a
-    retried event or a remove-and-re-add never posts a second thread reply. Notes always add.
+    retried event or a remove-and-re-add never posts a second thread reply; the emoji is the
+    base one (``white_check_mark::skin-tone-2`` counts as ``white_check_mark``), so reacting
+    with two skin tones is one acknowledgement. Notes always add.
     """
     check_marketing(user_id, marketing_ids)
+    reaction = base_emoji(reaction)
     if is_forgotten(post.author_user_id):
         raise DomainError(
             "The author of this post has left and their data was deleted, so there is nobody "
@@ -152,4 +108,10 @@ def acknowledge(
     session.expire(post, ["acks"])
     if post.first_ack_at is None:
         post.first_ack_at = now
+    outgoing.acknowledged(session, ack, rep=post.author_user_id, now=now)
     return ack
+
+
+def base_emoji(reaction: str | None) -> str | None:
+    """The emoji without its skin tone: ``+1::skin-tone-2`` -> ``+1``."""
+    return reaction.split("::", 1)[0] if reaction else None

@@ -1,15 +1,22 @@
-"""The outbox: fan-out messages stored before they are sent, claimed in batches, settled once.
+"""The outbox: every message for Slack stored before it is sent, claimed, settled once.
 
-A message's life: ``pending`` (enqueued, or waiting for its retry time) -> ``sending`` (claimed
-by one process, which commits the claim before calling Slack) -> ``sent`` | ``failed`` |
-``dropped``. A ``sending`` row whose process died is taken back once its lease has passed (or
-at once by the next scheduler, see :func:`recover`); its ``maybe_sent`` flag tells the next
-sender to look in Slack for it (by the metadata it was sent with) before sending it again.
+A message's life: ``pending`` (enqueued, or waiting for its retry time) -> ``sending``
+(claimed: ``claimed_by`` holds the claim's own token, committed before Slack is called) ->
+``sent`` | ``failed`` | ``dropped``. Every UPDATE that records a result names the token
+(:func:`settle`), so a sender whose claim lapsed and was taken over records nothing. A claim
+lapses after its ``lease`` (OUTBOX_LEASE_SECONDS); the sender never starts a Slack call later
+than a third of it after its claim (:func:`send_within`), so a live sender is done before
+anyone else may take its message, even one whose process lost the scheduler role without
+knowing it yet. A lapsed claim is taken as any due message is, with ``maybe_sent`` set: the
+next sender first looks for it in Slack.
+
+Plain functions on a Session; the caller commits (bot.delivery.outbox drives them).
 """
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +26,22 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.models import OutboxMessage, OutboxState
+from bot.models import Op, OutboxMessage, OutboxState
 
-LEASE = timedelta(minutes=2)  # a claim older than this belongs to a process presumed dead
+LEASE = timedelta(seconds=90)  # the default claim (OUTBOX_LEASE_SECONDS)
 MAX_BACKOFF = timedelta(minutes=15)
+# How far before the first attempt "look before resending" reads (clocks differ a little).
+CLOCK_SKEW = 120.0
+
+
+@dataclass(frozen=True)
+class FileUpload:
+    """What an UPLOAD sends, rendered when it is sent."""
+
+    content: bytes
+    filename: str
+    title: str
+    alt_text: str
 
 
 @dataclass(frozen=True)
@@ -30,13 +49,20 @@ class Outgoing:
     """A claimed message, detached from its session: what a sender thread needs."""
 
     id: int
+    key: str
     kind: str
+    op: Op
     subject_id: int | None
     channel: str
     text: str
     blocks: list | None
+    thread_ts: str | None
+    ts: str | None
+    oldest: str | None  # look back this far (a Slack ts) before resending
     look_first: bool  # an earlier try may have reached Slack
-    attempts: int
+    attempts: int  # this claim's attempt (1 for the first)
+    token: str  # the claim; a result is recorded only while it is still this one's
+    file: FileUpload | None = None  # an UPLOAD's file, rendered at claim time
 
 
 def enqueue(
@@ -45,18 +71,30 @@ def enqueue(
     key: str,
     kind: str,
     channel: str,
-    text: str,
+    text: str = "",
     blocks: list | None = None,
+    op: Op = Op.POST,
+    thread_ts: str | None = None,
+    ts: str | None = None,
     subject_id: int | None = None,
     expires_at: datetime | None = None,
     now: datetime,
+    again: bool = False,
 ) -> bool:
-    """Store a message to send; False when ``key`` is already in the outbox (idempotent)."""
+    """Store a message to send; False when ``key`` is in the outbox already (idempotent).
+
+    ``again``: for an edit, which renders the subject as it is when it is sent: a message
+    already settled (or being sent, with what may now be an older version) is made pending
+    once more, so the latest change always reaches Slack. A sender still holding the old
+    claim can no longer record anything for it."""
     row = OutboxMessage(
         key=key,
         kind=kind,
+        op=op,
         subject_id=subject_id,
         channel=channel,
+        thread_ts=thread_ts,
+        ts=ts,
         text=text,
         blocks=blocks,
         state=OutboxState.PENDING,
@@ -67,108 +105,192 @@ def enqueue(
     try:
         with session.begin_nested():
             session.add(row)
+        return True
     except IntegrityError:
-        return False
-    return True
+        pass
+    if again:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.key == key, OutboxMessage.state != OutboxState.PENDING)
+            .values(
+                state=OutboxState.PENDING,
+                not_before=now,
+                expires_at=expires_at,
+                attempts=0,
+                claimed_by=None,
+                claimed_at=None,
+                text=text,
+                blocks=blocks,
+                channel=channel,
+                ts=ts,
+                last_error=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return True
+    return False
 
 
 def exists(session: Session, key: str) -> bool:
     return session.scalar(select(OutboxMessage.id).where(OutboxMessage.key == key)) is not None
 
 
-def claim(session: Session, *, owner: str, now: datetime, limit: int) -> list[Outgoing]:
+def send_within(lease: timedelta) -> timedelta:
+    """How long after its claim a sender may still start a Slack call: a third of the lease,
+    so the call (10 s at most, a few for an upload) ends well before the lease does."""
+    return lease / 3
+
+
+def _due(now: datetime, lease: timedelta):
+    return or_(
+        (OutboxMessage.state == OutboxState.PENDING) & (OutboxMessage.not_before <= now),
+        (OutboxMessage.state == OutboxState.SENDING) & (OutboxMessage.claimed_at < now - lease),
+    )
+
+
+def claim(
+    session: Session, *, owner: str, now: datetime, limit: int, lease: timedelta = LEASE
+) -> list[Outgoing]:
     """Take up to ``limit`` messages that are due (or whose claim has lapsed), oldest first.
 
     The UPDATE re-checks each row's state, so two processes claiming at once never take the
     same row; PostgreSQL skips rows another claim has locked instead of waiting for them.
     """
-    due = or_(
-        (OutboxMessage.state == OutboxState.PENDING) & (OutboxMessage.not_before <= now),
-        (OutboxMessage.state == OutboxState.SENDING) & (OutboxMessage.claimed_at < now - LEASE),
-    )
     ids = session.scalars(
         select(OutboxMessage.id)
-        .where(due)
+        .where(_due(now, lease))
         .order_by(OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
     if not ids:
         return []
-    batch = f"{owner}:{uuid.uuid4().hex[:8]}"
+    token = f"{owner}:{uuid.uuid4().hex[:12]}"[-64:]
     session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(ids), due)  # re-checked: a racing claim took none of them
+        .where(OutboxMessage.id.in_(ids), _due(now, lease))  # re-checked: a racing claim took none
         .values(
             state=OutboxState.SENDING,
-            claimed_by=batch,
+            claimed_by=token,
             claimed_at=now,
             attempts=OutboxMessage.attempts + 1,
+            oldest=func.coalesce(OutboxMessage.oldest, f"{time.time() - CLOCK_SKEW:.6f}"),
         )
         .execution_options(synchronize_session=False)
     )
-    claimed = session.scalars(
-        select(OutboxMessage).where(OutboxMessage.claimed_by == batch).order_by(OutboxMessage.id)
-    ).all()
-    out = []
-    for row in claimed:
-        out.append(
-            Outgoing(
-                id=row.id,
-                kind=row.kind,
-                subject_id=row.subject_id,
-                channel=row.channel,
-                text=row.text,
-                blocks=row.blocks,
-                look_first=row.maybe_sent,
-                attempts=row.attempts,
-            )
+    rows = session.execute(
+        select(OutboxMessage).where(OutboxMessage.claimed_by == token).order_by(OutboxMessage.id)
+    ).scalars()
+    out = [
+        Outgoing(
+            id=row.id,
+            key=row.key,
+            kind=row.kind,
+            op=Op(row.op),
+            subject_id=row.subject_id,
+            channel=row.channel,
+            text=row.text,
+            blocks=row.blocks,
+            thread_ts=row.thread_ts,
+            ts=row.ts,
+            oldest=row.oldest,
+            look_first=row.maybe_sent,
+            attempts=row.attempts,
+            token=token,
         )
-        row.maybe_sent = True  # from now until settled, this send may have happened
+        for row in rows
+    ]
+    # From now until settled, each of these may reach Slack: a sender that takes one over
+    # after this claim lapsed looks for it first.
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.claimed_by == token)
+        .values(maybe_sent=True)
+        .execution_options(synchronize_session=False)
+    )
     return out
 
 
-def _owned(session: Session, message_id: int) -> OutboxMessage | None:
-    row = session.get(OutboxMessage, message_id)
-    if row is None or row.state != OutboxState.SENDING:
-        return None  # settled meanwhile (e.g. by a process that took over a lapsed claim)
-    return row
+def settle(session: Session, message: Outgoing, **values) -> bool:
+    """Write ``values`` on ``message``'s row if this claim still holds it (the fence); False
+    when the claim lapsed and someone else took the message over, or it was settled."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == message.id,
+            OutboxMessage.state == OutboxState.SENDING,
+            OutboxMessage.claimed_by == message.token,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
-def mark_sent(
-    session: Session, *, message_id: int, channel: str, ts: str, now: datetime
-) -> OutboxMessage | None:
-    """Settle a message as sent; the row, or None when it was settled already."""
-    row = _owned(session, message_id)
-    if row is None:
-        return None
-    row.state, row.sent_at, row.sent_channel, row.sent_ts = OutboxState.SENT, now, channel, ts
-    row.maybe_sent, row.last_error = False, None
-    return row
+def mark_sent(session: Session, message: Outgoing, *, channel: str, ts: str, now: datetime) -> bool:
+    """Settle a message as sent (False: this claim no longer holds it; nothing written)."""
+    return settle(
+        session,
+        message,
+        state=OutboxState.SENT,
+        sent_at=now,
+        sent_channel=channel,
+        sent_ts=ts,
+        maybe_sent=False,
+        last_error=None,
+    )
+
+
+def backoff(attempts: int) -> timedelta:
+    """5 s, 10 s, 20 s ... after each failed attempt, at most MAX_BACKOFF (with jitter)."""
+    delay = min(MAX_BACKOFF, timedelta(seconds=5 * 2 ** min(max(attempts - 1, 0), 10)))
+    return delay * random.uniform(0.8, 1.2)
 
 
 def mark_retry(
-    session: Session, *, message_id: int, error: str, maybe_sent: bool, now: datetime
-) -> None:
-    """Back off and try again later (exponential, with jitter, at most MAX_BACKOFF)."""
-    row = _owned(session, message_id)
-    if row is None:
-        return
-    backoff = min(MAX_BACKOFF, timedelta(seconds=5 * 2 ** min(row.attempts, 10)))
-    row.state = OutboxState.PENDING
-    row.not_before = now + backoff * random.uniform(0.8, 1.2)
-    row.maybe_sent, row.last_error = maybe_sent, error[:255]
+    session: Session,
+    message: Outgoing,
+    *,
+    error: str,
+    maybe_sent: bool,
+    now: datetime,
+    retry_after: float | None = None,
+) -> bool:
+    """Put the message back for a later try: after Slack's Retry-After when it gave one,
+    else after :func:`backoff`."""
+    wait = timedelta(seconds=retry_after) if retry_after is not None else backoff(message.attempts)
+    return settle(
+        session,
+        message,
+        state=OutboxState.PENDING,
+        not_before=now + wait,
+        maybe_sent=maybe_sent,
+        last_error=error[:255],
+        claimed_by=None,
+    )
+
+
+def release(session: Session, message: Outgoing, *, not_before: datetime) -> bool:
+    """Give back a message this claim never tried (not ready yet, or the sender stopped):
+    the attempt does not count, and nothing about Slack changed."""
+    return settle(
+        session,
+        message,
+        state=OutboxState.PENDING,
+        not_before=not_before,
+        maybe_sent=message.look_first,
+        attempts=message.attempts - 1,
+        claimed_by=None,
+    )
 
 
 def mark_final(
-    session: Session, *, message_id: int, state: str, error: str | None = None
-) -> OutboxMessage | None:
+    session: Session, message: Outgoing, *, state: OutboxState, error: str | None = None
+) -> bool:
     """Settle a message as failed for good, or as no longer wanted."""
-    row = _owned(session, message_id)
-    if row is None:
-        return None
-    row.state, row.maybe_sent, row.last_error = state, False, (error or None) and error[:255]
-    return row
+    return settle(
+        session, message, state=state, maybe_sent=False, last_error=(error or None) and error[:255]
+    )
 
 
 def expire(session: Session, *, now: datetime) -> int:
@@ -181,16 +303,6 @@ def expire(session: Session, *, now: datetime) -> int:
             OutboxMessage.expires_at <= now,
         )
         .values(state=OutboxState.DROPPED, last_error="expired before it could be sent")
-    )
-    return result.rowcount
-
-
-def recover(session: Session, *, now: datetime) -> int:
-    """Release every claim at once (the caller knows no other process is sending)."""
-    result = session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.state == OutboxState.SENDING)
-        .values(state=OutboxState.PENDING, not_before=now, maybe_sent=True)
     )
     return result.rowcount
 

@@ -54,10 +54,12 @@ from bot.models import (
     Member,
     OutboxMessage,
     OutboxState,
+    PostKind,
     Prompt,
     WinLossEntry,
     WinLossRevision,
 )
+from bot.services import outgoing
 
 USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 EMAIL_REMOVED = "[email removed]"
@@ -309,7 +311,14 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
 
     # The outbox is the bot's own record of messages: what went to them, and the settled
     # messages about them, go (a message still waiting to be sent is sent as it is).
-    session.execute(delete(OutboxMessage).where(OutboxMessage.channel == user_id))
+    their_dms = set(
+        session.scalars(
+            select(Prompt.dm_channel).where(
+                Prompt.user_id == user_id, Prompt.dm_channel.is_not(None)
+            )
+        )
+    )
+    session.execute(delete(OutboxMessage).where(OutboxMessage.channel.in_({user_id, *their_dms})))
     session.execute(
         delete(OutboxMessage).where(
             OutboxMessage.state.in_((OutboxState.SENT, OutboxState.FAILED, OutboxState.DROPPED)),
@@ -328,7 +337,7 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
             update(InboundEvent)
             .where(
                 InboundEvent.event_id.in_(sent),
-                InboundEvent.state.in_(InboxState.UNFINISHED),
+                InboundEvent.state.in_((InboxState.PENDING, InboxState.PROCESSING)),
             )
             .values(
                 state=InboxState.FAILED,
@@ -385,8 +394,8 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
                 or_(
                     LoopPost.author_user_id == user_id,
                     LoopPost.id.in_(acked_posts),
-                    and_(LoopPost.kind == "feedback", LoopPost.subject_id.in_(answer_ids)),
-                    and_(LoopPost.kind == "winloss", LoopPost.subject_id.in_(entry_ids)),
+                    and_(LoopPost.kind == PostKind.FEEDBACK, LoopPost.subject_id.in_(answer_ids)),
+                    and_(LoopPost.kind == PostKind.WINLOSS, LoopPost.subject_id.in_(entry_ids)),
                 ),
             )
         )
@@ -399,12 +408,14 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
         )
     )
 
-    session.execute(  # re-rendered by the caller now, or by the running bot's next tick
-        update(LoopPost)
-        .where(LoopPost.id.in_(result.post_ids))
-        .values(needs_update=True)
-        .execution_options(synchronize_session=False)
-    )
+    # Their posts and thread replies are edited in Slack through the outbox (rendered when
+    # sent, so with the pseudonym's "a former colleague").
+    for post in session.scalars(select(LoopPost).where(LoopPost.id.in_(result.post_ids))):
+        outgoing.loop_post(session, post, now=now)
+    for ack in session.scalars(
+        select(Acknowledgement).where(Acknowledgement.id.in_(result.ack_ids))
+    ):
+        outgoing.ack_reply_edit(session, ack, now=now)
 
     # Their own rows, one table at a time.
     session.execute(delete(Member).where(Member.user_id == user_id))
@@ -421,7 +432,9 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
         .execution_options(synchronize_session=False)
     )
     unposted = select(LoopPost.id).where(
-        LoopPost.author_user_id == user_id, LoopPost.kind == "feedback", LoopPost.ts.is_(None)
+        LoopPost.author_user_id == user_id,
+        LoopPost.kind == PostKind.FEEDBACK,
+        LoopPost.ts.is_(None),
     )
     result.unposted_deleted = session.execute(
         delete(LoopPost)

@@ -18,10 +18,11 @@ from bot.models import (
     Deal,
     LoopPost,
     Outcome,
+    PostKind,
     WinLossEntry,
     WinLossRevision,
 )
-from bot.services import DomainError, NotAllowed
+from bot.services import DomainError, NotAllowed, outgoing
 from bot.services import competitors as competitor_svc
 from bot.services import loop as loop_svc
 from bot.services.calendar import local_instant
@@ -49,7 +50,7 @@ def parse_outcome(value: object, field_name: str = "outcome") -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidField(field_name, "is required (won, lost or no_decision)")
     key = re.sub(r"[\s\-_]+", "_", value.strip().casefold())
-    if key not in Outcome.ALL:
+    if key not in tuple(Outcome):
         raise InvalidField(field_name, f"must be won, lost or no_decision, not {value!r}")
     return key
 
@@ -293,26 +294,21 @@ def _has_entry():
 
 
 def claim_deal_reminder(session: Session, *, deal: Deal, now: datetime) -> bool:
+    """Queue the deal's one reminder; False when another run already did."""
     result = session.execute(
         update(Deal)
         .where(Deal.id == deal.id, Deal.reminded_at.is_(None), ~_has_entry())
         .values(reminded_at=now)
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    outgoing.deal_reminder(session, deal, now=now)
+    return True
 
 
-def unclaim_deal_reminder(session: Session, *, deal_pk: int) -> None:
-    """The reminder did not go out: a later tick tries again."""
-    session.execute(update(Deal).where(Deal.id == deal_pk).values(reminded_at=None))
-
-
-def unmark_overdue(session: Session, *, deal_pk: int) -> None:
-    """The escalation did not go out: a later tick tries again."""
-    session.execute(update(Deal).where(Deal.id == deal_pk).values(overdue_at=None))
-
-
-def mark_overdue(session: Session, *, now: datetime) -> list[Deal]:
-    """Deals past their deadline without an entry, marked overdue exactly once."""
+def mark_overdue(session: Session, *, escalation_channel: str, now: datetime) -> list[Deal]:
+    """Deals past their deadline without an entry, marked overdue exactly once, with the
+    managers' message queued."""
     candidates = session.scalars(
         select(Deal)
         .outerjoin(WinLossEntry, WinLossEntry.deal_id == Deal.id)
@@ -328,6 +324,7 @@ def mark_overdue(session: Session, *, now: datetime) -> list[Deal]:
         )
         if result.rowcount == 1:
             deal.overdue_at = now
+            outgoing.overdue(session, deal, channel=escalation_channel, now=now)
             marked.append(deal)
     return marked
 
@@ -426,7 +423,7 @@ def validate_entry(entry: EntryIn, *, categories: Sequence[str], today: date) ->
         errors["deal_name"] = "Please name the deal."
     elif len(entry.deal_name) > 255:
         errors["deal_name"] = "Please keep the deal name under 255 characters."
-    if entry.outcome not in Outcome.ALL:
+    if entry.outcome not in tuple(Outcome):
         errors["outcome"] = "Please pick won, lost or no decision."
     reason = entry.reason.strip()
     if not reason:
@@ -545,9 +542,10 @@ def log_entry(
     entry.competitor = competitor_svc.get_or_create(session, entry_in.competitor)
     entry.insight = (entry_in.insight or "").strip() or None
     session.flush()
+    outgoing.nudge_done(session, deal, now=now)
     post = loop_svc.ensure_post(
         session,
-        kind="winloss",
+        kind=PostKind.WINLOSS,
         subject_id=entry.id,
         author=deal.owner_user_id or user_id,
         channel=channel,

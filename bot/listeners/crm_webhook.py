@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from slack_sdk.signature import SignatureVerifier
 
+from bot.jobs.deals import nudge_new_deal, receive_deal
 from bot.runtime import Runtime
 from bot.services.winloss import InvalidField, parse_deal
 
@@ -58,11 +59,9 @@ def handle_deal_closed(
         deal = parse_deal(data)
     except InvalidField as err:
         return Answer(400, {"ok": False, "error": str(err), "field": err.field})
-    from bot.flows import winloss as wl_flows
-
-    deal_pk, created = wl_flows.receive_deal(rt, deal)
+    deal_pk, created = receive_deal(rt, deal)
     if created:
-        run_later(lambda: wl_flows.nudge_new_deal(rt, deal_pk))
+        run_later(lambda: nudge_new_deal(rt, deal_pk))
     return Answer(
         201 if created else 200,
         {"ok": True, "deal_id": deal.external_id, "duplicate": not created},

@@ -1,10 +1,12 @@
-"""Events API events processed at least once and, by event_id, once in effect.
+"""Events API events: answered first, processed from the database, once in effect.
 
-:class:`Inbox` is one Bolt app's side of the inbox (bot.services.inbox): the app's middleware
-stores and claims each event before its listener runs (:meth:`Inbox.receive`), and the
-listener's completion marks it done or gives the claim back (:meth:`Inbox.finished`). The
-scheduler's tick replays what was never finished (:func:`replay_events`) through the Bolt app
-again, and forgets finished events after a week (:func:`forget_old_events`).
+An event's 200 never waits on Slack: the app's middleware stores and claims each delivery
+(bot.services.inbox) and answers at once (:meth:`EventInbox.receive`); the event is then
+dispatched through the Bolt app on the after-the-ack threads (:meth:`EventInbox.process`),
+where its listener may read Slack, and stores what it causes (an acknowledgement, messages
+in the outbox). When its listener has finished, the event is marked done, or given back
+for another try (:meth:`EventInbox.finished`). The tick replays what was never finished
+(:meth:`EventInbox.replay`), and forgets finished events after a week.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import secrets
 import threading
 from datetime import datetime
 
+from slack_bolt import App, BoltRequest
+
 from bot.db import session_scope
 from bot.models import InboxState
 from bot.runtime import Runtime
@@ -21,11 +25,13 @@ from bot.services import inbox as inbox_svc
 
 log = logging.getLogger(__name__)
 
-REPLAY = "closeloop_replay"  # in the Bolt context of an event replayed from the database
+EVENT = "closeloop_event_id"  # in the Bolt context: the inbox event being processed
+EVENT_ATTEMPT = "closeloop_event_attempt"
+EVENT_ERROR = "closeloop_event_error"  # the listener failed (set by the error handler)
 REPLAY_BATCH = 50  # events replayed per tick at most
 
 
-class Inbox:
+class EventInbox:
     """Claims and outcomes of the events one Bolt app processes.
 
     ``owner`` names this app's claims in the database. It also remembers which events its
@@ -38,8 +44,12 @@ class Inbox:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.owner = f"{rt.instance_id}:{secrets.token_hex(4)}"[-64:]
+        self.app: App | None = None  # the app that processes the events (attach)
         self._lock = threading.Lock()
         self._running: dict[str, datetime] = {}  # event_id -> when this process claimed it
+
+    def attach(self, app: App) -> None:
+        self.app = app
 
     def receive(self, body: dict) -> int | None:
         """Store and claim the event in ``body``; its attempt number when it is to be
@@ -70,6 +80,18 @@ class Inbox:
         if attempt is None:
             self._forget(event_id)
         return attempt
+
+    def process(self, body: dict, attempt: int) -> None:
+        """Run the listener of a claimed event (on a thread after the ack, or the tick's),
+        then send what it queued."""
+        assert self.app is not None, "attach() the app first"
+        context = {EVENT: body["event_id"], EVENT_ATTEMPT: attempt}
+        try:
+            # Bolt skips the signature check for Socket Mode requests: the body was
+            # verified when it arrived, before it was stored.
+            self.app.dispatch(BoltRequest(body=body, mode="socket_mode", context=context))
+        finally:
+            self.rt.send_soon()
 
     def finished(self, event_id: str, error: BaseException | None = None) -> None:
         """The listener for ``event_id`` returned (``error`` None) or failed: mark the event
@@ -103,8 +125,7 @@ class Inbox:
                 )
             else:
                 log.warning(
-                    "event %s failed (attempt %d of %d); Slack's retry or the tick processes "
-                    "it again",
+                    "event %s failed (attempt %d of %d); the tick processes it again",
                     event_id,
                     released.attempts,
                     inbox_svc.MAX_ATTEMPTS,
@@ -122,48 +143,36 @@ class Inbox:
         with self._lock:
             self._running.pop(event_id, None)
 
-
-def replay_events(rt: Runtime) -> int:
-    """The tick's step: events whose processing failed or was abandoned (a process died with
-    the claim) are dispatched through the Bolt app again, from their stored payload (no
-    signature to check: it came from our database); an event out of attempts is given up,
-    loudly. Returns how many were dispatched (their listeners finish on the app's threads).
-    """
-    now = rt.now()
-    with session_scope(rt.session_factory) as session:
-        given_up = inbox_svc.give_up_abandoned(session, now=now)
-        due = inbox_svc.due_for_replay(session, now=now, limit=REPLAY_BATCH)
-    for gone in given_up:
-        log.error(
-            "event %s (%s) never finished after %d attempts; giving up on it (last error: %s)",
-            gone.event_id,
-            gone.event_type,
-            gone.attempts,
-            gone.last_error,
-        )
-    if not due:
-        return 0
-    from slack_bolt import BoltRequest
-
-    app = rt.bolt_app
-    if app is None:  # a process without Slack listeners (`closeloop scheduler`, `tick`)
-        from bot.app import create_app
-
-        app = create_app(rt, token_verification=False)
-    for event in due:
-        log.info("replaying event %s", event.event_id)
-        try:
-            # Bolt skips the signature check for Socket Mode requests: their body was
-            # verified when it arrived, as this one was before it was stored.
-            app.dispatch(
-                BoltRequest(body=event.payload, mode="socket_mode", context={REPLAY: True})
+    def replay(self) -> int:
+        """The tick's step: events whose processing failed or was abandoned (a process died
+        with the claim) are claimed and processed again, here, from their stored payload;
+        an event out of attempts is given up, loudly. Returns how many were processed."""
+        now = self.rt.now()
+        with session_scope(self.rt.session_factory) as session:
+            given_up = inbox_svc.give_up_abandoned(session, now=now)
+            due = inbox_svc.due_for_replay(session, now=now, limit=REPLAY_BATCH)
+        for gone in given_up:
+            log.error(
+                "event %s (%s) never finished after %d attempts; giving up on it (last error: %s)",
+                gone.event_id,
+                gone.event_type,
+                gone.attempts,
+                gone.last_error,
             )
-        except Exception:
-            log.exception("replaying event %s failed", event.event_id)
-    return len(due)
+        processed = 0
+        for event in due:
+            attempt = self.receive(event.payload)
+            if attempt is None:
+                continue
+            log.info("replaying event %s (attempt %d)", event.event_id, attempt)
+            try:
+                self.process(event.payload, attempt)
+            except Exception:
+                log.exception("replaying event %s failed", event.event_id)
+            processed += 1
+        return processed
 
-
-def forget_old_events(rt: Runtime) -> int:
-    """The tick's step: finished events received more than a week ago are forgotten."""
-    with session_scope(rt.session_factory) as session:
-        return inbox_svc.prune(session, now=rt.now())
+    def forget_old(self) -> int:
+        """The tick's step: finished events received more than a week ago are forgotten."""
+        with session_scope(self.rt.session_factory) as session:
+            return inbox_svc.prune(session, now=self.rt.now())

@@ -1,5 +1,5 @@
-"""The operator's commands: deal-closed, import, export, competitors, digest, forget-user
-(see bot.__main__)."""
+"""The operator's commands (``closeloop ...``, parsed in bot.__main__): prompt, tick,
+deal-closed, import, export, competitors, digest, forget-user."""
 
 from __future__ import annotations
 
@@ -9,12 +9,24 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
+from sqlalchemy import select
+
+from bot.blocks import digest as digest_blocks
 from bot.db import session_scope
-from bot.flows import outbox as outbox_flow
-from bot.runtime import SLACK_ERRORS, Runtime
+from bot.jobs import deals as deal_jobs
+from bot.jobs import digest as digest_jobs
+from bot.jobs.prompts import queue_due_prompts
+from bot.jobs.roster import RosterSync
+from bot.models import OutboxMessage, OutboxState
+from bot.runtime import Runtime
 from bot.services import DomainError, csvio
 from bot.services import competitors as competitor_svc
+from bot.services import privacy as privacy_svc
+from bot.services.digest import Month
 from bot.services.winloss import InvalidField, parse_deal
+from bot.slack.client import SLACK_ERRORS
+
+QUEUED_NOTE = "the running bot (it holds the scheduler role) sends it within seconds"
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -22,10 +34,37 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def deal_closed(rt: Runtime, args: Namespace, *, sends: bool = True) -> int:
-    """Store a closed deal and nudge its owner, exactly like POST /hooks/deal-closed."""
-    from bot.flows import winloss as wl_flows
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
+
+def prompt_now(rt: Runtime, users: list[str] | None) -> int:
+    """``closeloop prompt --now [--user ...]``: this week's prompt, now, once per rep."""
+    sends = not rt.outbox.stopped
+    try:
+        result = queue_due_prompts(rt, RosterSync(rt), only_users=users, force=True, send=sends)
+    except SLACK_ERRORS as err:
+        print(f"closeloop: Slack refused the request: {_first_line(err)}", file=sys.stderr)
+        return 1
+    for user in result.not_sales:
+        print(f"{user}: not in the sales team (SALES_USERS / SALES_USERGROUP); not prompted")
+    for user in result.already:
+        print(f"{user}: already prompted this week")
+    for user in result.sent:
+        print(f"{user}: prompted")
+    for user in result.queued:
+        print(f"{user}: queued; " + ("Slack failed, it is retried" if sends else QUEUED_NOTE))
+    for user in result.failed:
+        print(f"{user}: Slack refused the DM (see the log); not prompted")
+    print(
+        f"{len(result.sent)} prompted, {len(result.queued)} queued, {len(result.already)} "
+        f"already had this week's prompt, {len(result.failed)} failed"
+    )
+    return 1 if result.failed else 0
+
+
+def deal_closed(rt: Runtime, args: Namespace) -> int:
+    """Store a closed deal and nudge its owner, exactly like POST /hooks/deal-closed."""
     if args.json:
         try:
             text = sys.stdin.read() if args.json == "-" else Path(args.json).read_text("utf-8")
@@ -51,22 +90,16 @@ def deal_closed(rt: Runtime, args: Namespace, *, sends: bool = True) -> int:
         deal = parse_deal(data)
     except InvalidField as err:
         return _fail(f"bad deal: {err}", 2)
-    deal_pk, created = wl_flows.receive_deal(rt, deal)
+    deal_pk, created = deal_jobs.receive_deal(rt, deal)
     if not created:
         print(f"deal {deal.external_id}: already known; nothing changed")
         return 0
-    try:
-        wl_flows.process_deal(rt, deal_pk)
-    except SLACK_ERRORS as err:
-        print(
-            f"deal {deal.external_id}: stored; Slack failed ({err}); the bot will retry the nudge"
-        )
-        return 0
-    if not sends:
+    deal_jobs.process_deal(rt, deal_pk)
+    if rt.outbox.stopped:
         print(f"deal {deal.external_id}: stored; the running bot asks the owner for the entry")
         return 0
-    outbox_flow.drain(rt)
-    if wl_flows.nudge_sent(rt, deal_pk):
+    rt.outbox.drain()
+    if deal_jobs.nudge_sent(rt, deal_pk):
         print(f"deal {deal.external_id}: stored; owner asked for the win/loss entry")
     else:
         print(f"deal {deal.external_id}: stored; the owner's nudge is queued and retried")
@@ -141,22 +174,25 @@ def competitors(rt: Runtime, args: Namespace) -> int:
 
 def digest(rt: Runtime, args: Namespace) -> int:
     """Print the digest (text or JSON) without Slack, or post it now (once per month)."""
-    from bot.blocks import digest as digest_blocks
-    from bot.flows import digest as digest_flows
-    from bot.services.digest import Month
-
     try:
-        month = Month.parse(args.month) if args.month else digest_flows.default_month(rt)
+        month = Month.parse(args.month) if args.month else digest_jobs.default_month(rt)
     except DomainError as err:
         return _fail(str(err), 2)
     if args.post:
-        ts = digest_flows.post(rt, month)
-        if ts is None:
+        if not digest_jobs.queue(rt, month):
             print(f"the {month} digest was already posted (or is being posted); not posted again")
             return 0
+        if rt.outbox.stopped:
+            print(f"queued the {month} digest for {rt.settings.digest_channel}; {QUEUED_NOTE}")
+            return 0
+        rt.outbox.drain()
+        ts = digest_jobs.posted_ts(rt, month)
+        if ts is None:
+            print(f"queued the {month} digest; Slack failed, it is retried", file=sys.stderr)
+            return 1
         print(f"posted the {month} digest to {rt.settings.digest_channel} (ts {ts})")
         return 0
-    figures = digest_flows.figures(rt, month)
+    figures = digest_jobs.figures(rt, month)
     if args.json:
         print(json.dumps(figures, indent=2, sort_keys=True, default=str))
     else:
@@ -222,15 +258,48 @@ def _footprint_lines(found) -> list[str]:
     return [f"  {text}" for present, text in lines if present]
 
 
-def forget_user(rt: Runtime, args: Namespace) -> int:
-    """Forget one person: delete what they wrote, pseudonymise the rest, keep the counts."""
-    from bot.flows import privacy as privacy_flows
-    from bot.services import privacy as privacy_svc
+def roster_conflicts(rt: Runtime, user_id: str) -> tuple[list[str], list[str]]:
+    """(settings or groups still naming ``user_id``, groups that could not be read).
 
+    Forgetting someone who is still in the sales team would bring them back at the next
+    roster sync, and a manager or admin keeps rights through the settings: the operator
+    removes them there first.
+    """
+    s = rt.settings
+    named = [
+        name
+        for name, ids in (
+            ("SALES_USERS", s.sales.users),
+            ("MARKETING_USERS", s.marketing.users),
+            ("SALES_MANAGERS", s.sales_managers),
+            ("ADMIN_USERS", s.admin_users),
+        )
+        if user_id in ids
+    ]
+    unread = []
+    for name, group in (
+        ("SALES_USERGROUP", s.sales.usergroup),
+        ("MARKETING_USERGROUP", s.marketing.usergroup),
+    ):
+        if group is None:
+            continue
+        try:
+            members = rt.directory.group_members(group)
+        except SLACK_ERRORS:
+            unread.append(f"{name} ({group})")
+            continue
+        if user_id in members:
+            named.append(f"{name} ({group})")
+    return named, unread
+
+
+def forget_user(rt: Runtime, args: Namespace) -> int:
+    """Forget one person: delete what they wrote, pseudonymise the rest, keep the counts,
+    and edit what Closeloop posted about them in Slack (through the outbox)."""
     user_id = args.user_id.strip()
     if not privacy_svc.USER_ID.match(user_id):
         return _fail(f"{user_id!r} is not a Slack user ID (U… or W…); nothing changed", 2)
-    named, unread = privacy_flows.roster_conflicts(rt, user_id)
+    named, unread = roster_conflicts(rt, user_id)
     if named:
         return _fail(
             f"{user_id} is still in {', '.join(named)}; remove them there first (or Closeloop "
@@ -261,28 +330,45 @@ def forget_user(rt: Runtime, args: Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing changed")
             return 1
-    report = privacy_flows.forget_user(rt, user_id=user_id)
+    with session_scope(rt.session_factory) as session:
+        forgotten = privacy_svc.forget(
+            session, user_id=user_id, pseudonym=privacy_svc.new_pseudonym(), now=rt.now()
+        )
     print(f'forgot {user_id}: Closeloop names them "a former colleague" from now on')
-    done = [f"{report.posts_updated} channel post(s) re-rendered without them"]
-    if report.replies_updated:
-        done.append(f"{report.replies_updated} thread reply(ies) edited")
-    print("Slack: " + ", ".join(done))
-    if report.posts_failed:
-        print(
-            f"closeloop: warning: Slack refused {report.posts_failed} post update(s) now; the "
-            "running bot retries them every minute",
-            file=sys.stderr,
-        )
-    for channel, ts in report.replies_failed:
-        print(
-            f"closeloop: warning: could not edit the thread reply {ts} in {channel}; "
-            "delete it in Slack",
-            file=sys.stderr,
-        )
-    if report.forgotten.waiting_deals:
+    edits = [f"post-edit:{p}" for p in forgotten.post_ids] + [
+        f"ack-reply-edit:{a}" for a in forgotten.ack_ids
+    ]
+    if edits and not rt.outbox.stopped:
+        rt.outbox.drain()
+    if edits:
+        with session_scope(rt.session_factory) as session:
+            states = [
+                state
+                for (state,) in session.execute(
+                    select(OutboxMessage.state).where(OutboxMessage.key.in_(edits))
+                )
+            ]
+        done = sum(state == OutboxState.SENT for state in states)
+        failed = sum(state == OutboxState.FAILED for state in states)
+        waiting = len(states) - done - failed
+        parts = [f"{done} message(s) edited without them"]
+        if waiting:
+            parts.append(
+                f"{waiting} edit(s) queued ("
+                + ("Slack failed, they are retried" if not rt.outbox.stopped else QUEUED_NOTE)
+                + ")"
+            )
+        print("Slack: " + ", ".join(parts))
+        if failed:
+            print(
+                f"closeloop: warning: Slack refused {failed} edit(s) for good (see the log); "
+                "delete those messages in Slack",
+                file=sys.stderr,
+            )
+    if forgotten.waiting_deals:
         print(
             "now without an owner (the sales managers are told on the next tick): "
-            + ", ".join(report.forgotten.waiting_deals)
+            + ", ".join(forgotten.waiting_deals)
         )
     print(STILL_IN_SLACK.format(user=user_id))
     return 0

@@ -1,16 +1,20 @@
-"""Publishing the Home tab: when opened, and after each change that affects it."""
+"""Publishing the Home tab (views.publish, direct: it is idempotent), when a person opens
+it and after each change that affects it."""
 
 from __future__ import annotations
 
 import logging
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from bot.blocks import home as home_blocks
 from bot.db import session_scope
 from bot.models import Member
-from bot.runtime import SLACK_ERRORS, Runtime
+from bot.people import user_zone
+from bot.runtime import Runtime
 from bot.services import home as home_svc
+from bot.slack.client import SLACK_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +23,8 @@ MARKETING_CACHE_SECONDS = 300.0
 
 def publish(rt: Runtime, user_id: str) -> bool:
     """Build and publish ``user_id``'s Home tab; False (logged) when Slack refuses."""
-    from bot.flows.digest import _link_base, zone_of
-    from bot.flows.winloss import user_zone
-
     try:
-        marketing = user_id in rt.roster.marketing_ids(max_age=MARKETING_CACHE_SECONDS)
+        marketing = user_id in rt.directory.marketing_ids(max_age=MARKETING_CACHE_SECONDS)
     except SLACK_ERRORS:
         log.exception("could not read the marketing group for %s's Home tab", user_id)
         marketing = False
@@ -33,16 +34,17 @@ def publish(rt: Runtime, user_id: str) -> bool:
         known_rep = member is not None and member.is_sales
     if not known_rep and not manager:
         try:  # someone the hourly roster sync has not seen yet
-            known_rep = user_id in rt.roster.sales_ids()
+            known_rep = user_id in rt.directory.sales_ids()
         except SLACK_ERRORS:
             log.exception("could not read the sales group for %s's Home tab", user_id)
+    digest_zone = ZoneInfo(rt.settings.digest_timezone)
     with session_scope(rt.session_factory) as session:
         tz = user_zone(session, rt, user_id, fetch=True)
         is_rep = known_rep or manager
         rep = home_svc.rep_view(session, user_id=user_id, manager=manager) if is_rep else None
-        team = home_svc.marketing_view(session, now=rt.now(), tz=zone_of(rt)) if marketing else None
+        team = home_svc.marketing_view(session, now=rt.now(), tz=digest_zone) if marketing else None
     view = home_blocks.home_view(
-        rep=rep, marketing=team, tz=tz, now=rt.now(), link_base=_link_base(rt)
+        rep=rep, marketing=team, tz=tz, now=rt.now(), link_base=rt.directory.workspace_url()
     )
     try:
         rt.client.views_publish(user_id=user_id, view=view)
@@ -73,7 +75,7 @@ def changed(rt: Runtime, *users: str | None, marketing: bool = False) -> None:
         try:
             targets.extend(
                 u
-                for u in rt.roster.marketing_ids(max_age=MARKETING_CACHE_SECONDS)
+                for u in rt.directory.marketing_ids(max_age=MARKETING_CACHE_SECONDS)
                 if u not in targets
             )
         except SLACK_ERRORS:

@@ -95,7 +95,12 @@ def slack_failed(action: str, error: str) -> str:
     )
 
 
-def digest_posted(*, month: str, channel: str) -> str:
+def digest_posted(*, month: str, channel: str, queued: bool = False) -> str:
+    if queued:
+        return (
+            f":white_check_mark: The {month} digest is on its way to <#{channel}> (it appears "
+            "within seconds, once Slack takes it; it is never posted twice)."
+        )
     return f":white_check_mark: Posted the {month} digest to <#{channel}>."
 
 

@@ -1,0 +1,419 @@
+"""Sending the outbox: the one way Closeloop posts, edits and uploads in Slack.
+
+Whatever a listener, a job or a command wants Slack to show is stored first, in the same
+transaction as the change it reports (bot.services.outbox.enqueue); :class:`Sender` then
+sends it, paced, in parallel, each message exactly once:
+
+- it claims a window of due messages (small enough to send well within a third of the
+  claim's lease at the pacing rate), asks each one's
+  :class:`Kind` to render it from the database as it is now (or to drop it, or to wait),
+  and sends it on a pool of threads;
+- a sender thread never starts a Slack call later than a third of its claim's lease (the
+  rest is the margin for the call itself), nor after the
+  sender was stopped (its process lost the scheduler role), and never sleeps: a Retry-After
+  or a backoff puts the message back in the outbox with ``not_before`` set;
+- a post that may have reached Slack before (a timeout, a dropped connection, a process that
+  died mid-call) is first looked for in the channel's history back to its first attempt
+  (bot.slack.history), by the outbox id in its metadata;
+- each result is recorded only while the claim still holds the message (the fence in
+  bot.services.outbox.settle), together with what the kind records about it (a prompt's
+  ``sent``, a post's ``ts``) and any follow-up it enqueues, in one transaction.
+
+Only the process holding the scheduler role sends (the pacing is per process).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.db import session_scope
+from bot.models import Op, OutboxState
+from bot.services import outbox as outbox_svc
+from bot.services.outbox import Outgoing, send_within
+from bot.slack import history
+from bot.slack.client import SLACK_ERRORS, Pacer
+
+log = logging.getLogger(__name__)
+
+MARK = "closeloop_outbox"  # message metadata event_type; payload {"outbox_id": id}
+
+# Answers that will not change by retrying: the message is settled as failed (and recorded).
+PERMANENT_ERRORS = frozenset(
+    {
+        "account_inactive",
+        "cannot_dm_bot",
+        "cant_update_message",
+        "channel_not_found",
+        "edit_window_closed",
+        "invalid_blocks",
+        "invalid_metadata_format",
+        "invalid_metadata_schema",
+        "is_archived",
+        "message_not_found",
+        "messages_tab_disabled",
+        "msg_too_long",
+        "no_text",
+        "not_in_channel",
+        "restricted_action",
+        "thread_not_found",
+        "user_disabled",
+        "user_not_found",
+        "users_not_found",
+    }
+)
+# Refusals an admin fixes by inviting the bot to a channel (or creating it): a channel post
+# keeps trying, backing off up to MAX_BACKOFF, instead of being given up.
+CHANNEL_SETUP_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where a message ended up in Slack."""
+
+    channel: str
+    ts: str
+    file_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A render hook's answer: not ready yet (a reply whose parent is not posted yet)."""
+
+    seconds: float = 10.0
+
+
+Render = Callable[[Session, Outgoing, datetime], "Outgoing | Wait | None"]
+Record = Callable[[Session, Outgoing, Delivered, datetime], None]
+Failed = Callable[[Session, Outgoing, str, datetime], None]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of message needs around its send; every hook runs in the transaction
+    that claims or settles the message.
+
+    ``render``: the message to send now (fresh content, the parent's ts), ``None`` to drop it
+    (no longer wanted: the rep answered), or :class:`Wait`. Without it, the stored content.
+    ``sent``: record the delivery (a prompt's DM ts). ``refused``: Slack refused it for good
+    (tell someone, through the outbox). ``delayed``: its first attempt failed (tell the person
+    once that it is late). ``keep_trying``: refusals retried at the longest backoff.
+    """
+
+    render: Render | None = None
+    sent: Record | None = None
+    refused: Failed | None = None
+    delayed: Failed | None = None
+    keep_trying: frozenset[str] = frozenset()
+
+
+class Kinds:
+    """The registry of message kinds, filled once at start-up (bot.delivery.kinds)."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, Kind] = {}
+
+    def add(self, name: str, kind: Kind) -> None:
+        if name in self._kinds:
+            raise ValueError(f"outbox kind {name!r} registered twice")
+        self._kinds[name] = kind
+
+    def __getitem__(self, name: str) -> Kind:
+        return self._kinds.get(name) or Kind()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._kinds
+
+
+@dataclass
+class Drained:
+    sent: list[Outgoing] = field(default_factory=list)
+    retrying: list[Outgoing] = field(default_factory=list)
+    failed: list[Outgoing] = field(default_factory=list)
+    dropped: list[Outgoing] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Result:
+    message: Outgoing
+    delivered: Delivered | None = None
+    error: str | None = None
+    code: str | None = None  # Slack's error code
+    maybe_sent: bool = False
+    retry_after: float | None = None  # Slack asked for a retry after this many seconds
+    abandoned: bool = False  # never tried: the claim ran short, or the sender was stopped
+
+
+def _retry_after(err: SlackApiError) -> float | None:
+    if err.response.status_code != 429:
+        return None
+    headers = {k.lower(): v for k, v in (err.response.headers or {}).items()}
+    value = headers.get("retry-after")
+    value = value[0] if isinstance(value, list) else value
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+class Sender:
+    """Sends the outbox for one process (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        client: WebClient,
+        kinds: Kinds,
+        owner: str,
+        clock: Callable[[], datetime],
+        pacer: Pacer | None,
+        workers: int,
+        lease: timedelta = outbox_svc.LEASE,
+    ) -> None:
+        self.session_factory = session_factory
+        self.client = client
+        self.kinds = kinds
+        self.owner = owner
+        self.clock = clock
+        self.pacer = pacer
+        self.workers = workers
+        self.lease = lease
+        self.send_within = send_within(lease)
+        self._running = threading.Lock()
+        self._again = threading.Event()
+        self._stopped = threading.Event()
+
+    # --- control ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Send nothing more (this process lost the scheduler role): a drain under way
+        gives back what it has not started and returns."""
+        self._stopped.set()
+
+    def resume(self) -> None:
+        self._stopped.clear()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def drain(self) -> Drained:
+        """Send everything due, ``workers`` at a time. A second call while one runs in this
+        process returns at once; the running one looks again before it finishes."""
+        drained = Drained()
+        self._again.set()
+        if not self._running.acquire(blocking=False):
+            return drained
+        try:
+            while self._again.is_set() and not self.stopped:
+                self._again.clear()
+                with session_scope(self.session_factory) as session:
+                    outbox_svc.expire(session, now=self.clock())
+                self._drain(drained)
+        finally:
+            self._running.release()
+        return drained
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def _window(self) -> int:
+        rate = self.pacer.rate if self.pacer is not None else 1000.0
+        # In flight at once: a second of sends (enough to ride out a busy database), never
+        # more than half of what the pacing lets go out before the claim's last call.
+        limit = int(rate * self.send_within.total_seconds() / 2)
+        return max(1, min(max(self.workers * 4, int(rate)), limit))
+
+    def _drain(self, drained: Drained) -> None:
+        window = self._window()
+        inflight: dict[Future, Outgoing] = {}
+        exhausted = False
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="outbox") as pool:
+            while True:
+                if not exhausted and not self.stopped and len(inflight) < window:
+                    batch, claimed_any = self._claim(window - len(inflight), drained)
+                    exhausted = not claimed_any
+                    deadline = time.monotonic() + self.send_within.total_seconds()
+                    for message in batch:
+                        inflight[pool.submit(self._attempt, message, deadline)] = message
+                if not inflight:
+                    return
+                done, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
+                results = []
+                for future in done:
+                    message = inflight.pop(future)
+                    try:
+                        results.append(future.result())
+                    except Exception as err:  # a bug, not Slack: retry later, look first
+                        log.exception("sending outbox message %s crashed", message.id)
+                        results.append(_Result(message, error=repr(err)[:255], maybe_sent=True))
+                if results:
+                    self._settle(results, drained)
+                    exhausted = False  # settling may have queued more (a notice, a chart)
+
+    def _claim(self, limit: int, drained: Drained) -> tuple[list[Outgoing], bool]:
+        """(messages to send, whether anything was claimed at all)."""
+        now = self.clock()
+        with session_scope(self.session_factory) as session:
+            claimed = outbox_svc.claim(
+                session, owner=self.owner, now=now, limit=limit, lease=self.lease
+            )
+            keep = []
+            for message in claimed:
+                render = self.kinds[message.kind].render
+                rendered = message if render is None else render(session, message, now)
+                if rendered is None:
+                    outbox_svc.mark_final(session, message, state=OutboxState.DROPPED)
+                    drained.dropped.append(message)
+                elif isinstance(rendered, Wait):
+                    later = now + timedelta(seconds=rendered.seconds)
+                    outbox_svc.release(session, message, not_before=later)
+                else:
+                    keep.append(rendered)
+        return keep, bool(claimed)
+
+    # --- one message (on a sender thread; no database here) ---------------------------
+
+    def _attempt(self, message: Outgoing, deadline: float) -> _Result:
+        if self.stopped or time.monotonic() > deadline:
+            return _Result(message, abandoned=True)
+        try:
+            if message.look_first and message.op is not Op.UPDATE:
+                found = self._find(message)
+                if found is not None:
+                    return _Result(message, delivered=found)
+            if message.op is Op.POST and self.pacer is not None:
+                self.pacer.wait()
+            if self.stopped or time.monotonic() > deadline:
+                return _Result(message, abandoned=True)
+            return _Result(message, delivered=self._send(message))
+        except history.TooMuchHistory as err:
+            return _Result(message, error=str(err), code="too_much_history")
+        except SlackApiError as err:
+            data = err.response.data
+            code = data.get("error") if isinstance(data, dict) else None
+            status = err.response.status_code
+            if self.pacer is not None and status in (429, 500, 503):
+                self.pacer.refund()
+            return _Result(
+                message,
+                error=f"HTTP {status} {code or ''}".strip(),
+                code=code,
+                # Slack's own 500/503 answer means it did not post; a gateway's 502/504 may
+                # hide a message that was posted.
+                maybe_sent=status >= 500 and status not in (500, 503),
+                retry_after=_retry_after(err),
+            )
+        except SLACK_ERRORS as err:  # dropped connection or timeout: it may have been posted
+            return _Result(message, error=f"{type(err).__name__}: {err}"[:255], maybe_sent=True)
+
+    def _find(self, message: Outgoing) -> Delivered | None:
+        if message.op is Op.UPLOAD:
+            assert message.file is not None
+            name = message.file.filename
+
+            def match(m: dict) -> bool:
+                return any(f.get("name") == name for f in m.get("files") or [])
+
+        else:
+            match = history.marked(MARK, "outbox_id", message.id)
+        found = history.find(
+            self.client,
+            channel=message.channel,
+            match=match,
+            oldest=message.oldest,
+            thread_ts=message.thread_ts,
+        )
+        if found is None:
+            return None
+        files = found.get("files") or []
+        return Delivered(found["channel"], found["ts"], files[0].get("id") if files else None)
+
+    def _send(self, message: Outgoing) -> Delivered:
+        if message.op is Op.UPDATE:
+            response = self.client.chat_update(
+                channel=message.channel, ts=message.ts, text=message.text, blocks=message.blocks
+            )
+            return Delivered(response["channel"], response["ts"])
+        if message.op is Op.UPLOAD:
+            assert message.file is not None
+            upload = self.client.files_upload_v2(
+                channel=message.channel,
+                thread_ts=message.thread_ts,
+                content=message.file.content,
+                filename=message.file.filename,
+                title=message.file.title,
+                alt_txt=message.file.alt_text,
+            )
+            file_id = (upload.get("file") or {}).get("id") or "uploaded"
+            return Delivered(message.channel, message.thread_ts or "", file_id)
+        args: dict = {
+            "channel": message.channel,
+            "text": message.text,
+            "blocks": message.blocks,
+            "metadata": {"event_type": MARK, "event_payload": {"outbox_id": message.id}},
+            "unfurl_links": False,
+        }
+        if message.thread_ts:
+            args["thread_ts"] = message.thread_ts
+        response = self.client.chat_postMessage(**args)
+        return Delivered(response["channel"], response["ts"])
+
+    # --- results ----------------------------------------------------------------------
+
+    def _settle(self, results: list[_Result], drained: Drained) -> None:
+        now = self.clock()
+        with session_scope(self.session_factory) as session:
+            for r in results:
+                message, kind = r.message, self.kinds[r.message.kind]
+                if r.abandoned:
+                    outbox_svc.release(session, message, not_before=now)
+                elif r.delivered is not None:
+                    ts = r.delivered.ts
+                    if not outbox_svc.mark_sent(
+                        session, message, channel=r.delivered.channel, ts=ts, now=now
+                    ):
+                        log.warning("outbox message %s: the claim lapsed; not recorded", message.id)
+                        continue
+                    if kind.sent is not None:
+                        kind.sent(session, message, r.delivered, now)
+                    drained.sent.append(message)
+                elif r.code in PERMANENT_ERRORS and r.code not in kind.keep_trying:
+                    log.warning("Slack refused outbox message %s for good: %s", message.id, r.error)
+                    if outbox_svc.mark_final(
+                        session, message, state=OutboxState.FAILED, error=r.error
+                    ):
+                        drained.failed.append(message)
+                        if kind.refused is not None:
+                            kind.refused(session, message, r.error or "", now)
+                else:
+                    log.warning("outbox message %s not sent (%s); will retry", message.id, r.error)
+                    if outbox_svc.mark_retry(
+                        session,
+                        message,
+                        error=r.error or "unknown",
+                        maybe_sent=r.maybe_sent or message.look_first,
+                        now=now,
+                        retry_after=r.retry_after,
+                    ):
+                        drained.retrying.append(message)
+                        if (
+                            message.attempts == 1
+                            and r.retry_after is None  # not merely paced by Slack
+                            and kind.delayed is not None
+                        ):
+                            kind.delayed(session, message, r.error or "", now)
+
+
+def rendered(message: Outgoing, **changes) -> Outgoing:
+    """``message`` with fresh content (for render hooks)."""
+    return replace(message, **changes)

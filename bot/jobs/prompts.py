@@ -1,0 +1,108 @@
+"""The Friday prompt: due prompts queued (each rep once a week), reminders, missed weeks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.db import session_scope
+from bot.jobs.roster import RosterSync
+from bot.models import OutboxState
+from bot.runtime import Runtime
+from bot.services import feedback as feedback_svc
+from bot.services import outbox as outbox_svc
+from bot.services import roster as roster_svc
+from bot.services.feedback import Schedule
+
+ENQUEUE_CHUNK = 500  # prompts claimed and queued per transaction
+
+
+def schedule_of(rt: Runtime) -> Schedule:
+    s = rt.settings
+    return Schedule(s.prompt_schedule, s.reminder_schedule, s.default_timezone)
+
+
+@dataclass
+class FanOut:
+    sent: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    not_sales: list[str] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)  # in the outbox, not confirmed sent yet
+
+
+def queue_due_prompts(
+    rt: Runtime,
+    roster: RosterSync,
+    *,
+    only_users: list[str] | None = None,
+    force: bool = False,
+    send: bool = False,
+) -> FanOut:
+    """Queue the prompt of every rep whose prompt is due (``force``: this week's, now),
+    exactly once; ``send`` then sends the outbox here (only the scheduler role may)."""
+    result = FanOut()
+    sales = set(roster())
+    if only_users:
+        result.not_sales = [u for u in only_users if u not in sales]
+    now = rt.now()
+    schedule = schedule_of(rt)
+    with session_scope(rt.session_factory) as session:
+        reps = roster_svc.active_sales(session)
+        if only_users:
+            reps = [r for r in reps if r.user_id in only_users]
+        due = feedback_svc.due_prompts(session, reps=reps, schedule=schedule, now=now, force=force)
+        due_ids = {d.user_id for d in due}
+        result.already = [r.user_id for r in reps if r.user_id not in due_ids] if force else []
+    queued: dict[str, str] = {}
+    for start in range(0, len(due), ENQUEUE_CHUNK):
+        with session_scope(rt.session_factory) as session:
+            for item in due[start : start + ENQUEUE_CHUNK]:
+                prompt = feedback_svc.claim_prompt(session, due=item, schedule=schedule, now=now)
+                if prompt is None:
+                    result.already.append(item.user_id)
+                    continue
+                session.flush()
+                queued[f"prompt:{prompt.id}"] = item.user_id
+    if send:  # also finishes what an earlier, interrupted run left in the outbox
+        rt.outbox.drain()
+    if queued:
+        with session_scope(rt.session_factory) as session:
+            states = outbox_svc.states_of(session, list(queued))
+        for key, user_id in queued.items():
+            state = states.get(key)
+            if state == OutboxState.SENT:
+                result.sent.append(user_id)
+            elif state in (OutboxState.FAILED, OutboxState.DROPPED):
+                result.failed.append(user_id)
+            else:
+                result.queued.append(user_id)
+    return result
+
+
+def prompts_step(rt: Runtime, roster: RosterSync) -> None:
+    """The tick's step: due prompts queued (the roster read from Slack at most hourly)."""
+    if not roster.due():
+        with session_scope(rt.session_factory) as session:
+            reps = roster_svc.active_sales(session)
+            due = feedback_svc.due_prompts(
+                session, reps=reps, schedule=schedule_of(rt), now=rt.now()
+            )
+        if not due:
+            return
+    queue_due_prompts(rt, roster)
+
+
+def queue_reminders(rt: Runtime) -> int:
+    """One reminder per unanswered prompt, at the reminder time."""
+    now = rt.now()
+    with session_scope(rt.session_factory) as session:
+        return sum(
+            feedback_svc.claim_reminder(session, prompt=prompt, now=now)
+            for prompt in feedback_svc.due_reminders(session, now=now)
+        )
+
+
+def close_missed_weeks(rt: Runtime) -> int:
+    """Weeks that closed unanswered are recorded as missed (their DM says so)."""
+    with session_scope(rt.session_factory) as session:
+        return len(feedback_svc.close_missed(session, now=rt.now()))

@@ -1,0 +1,41 @@
+"""The scheduler's minute tick: everything time-driven, idempotent and safe to run often."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from bot.event_inbox import EventInbox
+from bot.jobs import deals, digest, prompts
+from bot.jobs.roster import RosterSync
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Tick:
+    """One process's tick (it keeps when the sales roster was last read from Slack)."""
+
+    def __init__(self, rt: Runtime, events: EventInbox) -> None:
+        self.rt = rt
+        self.roster = RosterSync(rt)
+        self.steps: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("events", events.replay),
+            ("deal owners", lambda: deals.process_pending_deals(rt)),
+            ("deal reminders", lambda: deals.queue_deal_reminders(rt)),
+            ("overdue deals", lambda: deals.escalate_overdue(rt)),
+            ("prompts", lambda: prompts.prompts_step(rt, self.roster)),
+            ("reminders", lambda: prompts.queue_reminders(rt)),
+            ("missed weeks", lambda: prompts.close_missed_weeks(rt)),
+            ("event memory", events.forget_old),
+            ("monthly digest", lambda: digest.post_due_digest(rt)),
+            ("outbox", rt.outbox.drain),  # sends only while this process has the role
+        )
+
+    def __call__(self) -> None:
+        for name, step in self.steps:
+            self.rt.after_ack.foreground.wait_idle()  # yields to Slack's requests, as work
+            try:  # after an ack does
+                step()
+            except Exception:  # one failing step must not stop the others
+                log.exception("scheduled step %r failed", name)

@@ -1,0 +1,1 @@
+"""Slack's Web API as Closeloop uses it: clients and pacing, directory reads, history reads."""
