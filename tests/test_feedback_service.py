@@ -4,7 +4,15 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.config import WeeklyTime
-from bot.models import FeedbackAnswer, LoopPost, Member, Prompt, PromptStatus
+from bot.models import (
+    FeedbackAnswer,
+    LoopPost,
+    Member,
+    Op,
+    OutboxMessage,
+    Prompt,
+    PromptStatus,
+)
 from bot.services import DomainError, NotAllowed
 from bot.services import feedback as svc
 from bot.services import loop as loop_svc
@@ -106,13 +114,25 @@ def answer(db, prompt, user_id="UANA", bullets=THREE, **overrides):
     return svc.record_answer(db, **{**kwargs, **overrides})
 
 
+def queued(db) -> dict[str, tuple[Op, str | None]]:
+    """What the outbox holds for Slack: key -> (operation, the ts an edit edits)."""
+    return {m.key: (m.op, m.ts) for m in db.scalars(select(OutboxMessage))}
+
+
 def test_answer_then_edit_keeps_one_answer_and_one_post(db):
     add_reps(db, ("UANA", "Europe/Berlin"))
     prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
     svc.mark_sent(prompt, channel="DANA", ts="1.1", now=FRI_BERLIN_1600)
+    asked = queued(db)  # the prompt DM itself
     first = answer(db, prompt, bullets=Bullets(" w ", "f", "i"))
     post = db.get(LoopPost, first.post_id)
-    assert (first.edited, first.changed, post.ts, post.needs_update) == (False, True, None, False)
+    assert (first.edited, first.changed, post.ts) == (False, True, None)
+    # The post is queued for marketing's channel and the prompt DM for its "answered"; no
+    # edit of a post that is not in Slack yet.
+    assert queued(db) == asked | {
+        f"post:{post.id}": (Op.POST, None),
+        f"prompt-done:{prompt.id}:1.1": (Op.UPDATE, "1.1"),
+    }
     post.ts = "9.9"  # posted to marketing's channel
     db.flush()
     second = answer(db, prompt, bullets=Bullets("w2", "f2", "i2", "Webinar"), source="dm")
@@ -122,7 +142,7 @@ def test_answer_then_edit_keeps_one_answer_and_one_post(db):
     stored = db.get(FeedbackAnswer, first.answer_id)
     assert (stored.worked, stored.campaign, stored.edit_count) == ("w2", "Webinar", 1)
     assert stored.source == "modal"  # how it first came in
-    assert db.get(LoopPost, first.post_id).needs_update is True
+    assert queued(db)[f"post-edit:{first.post_id}"] == (Op.UPDATE, "9.9")  # the post edited
     assert db.get(Prompt, prompt.id).status == PromptStatus.ANSWERED
     assert db.scalar(select(func.count()).select_from(FeedbackAnswer)) == 1
     assert db.scalar(select(func.count()).select_from(LoopPost)) == 1
@@ -130,17 +150,19 @@ def test_answer_then_edit_keeps_one_answer_and_one_post(db):
 
 def test_the_same_answer_again_is_not_an_edit(db):
     """A resubmitted form, or a DM event replayed after its answer was stored, changes
-    nothing: no edit counted, the marketing post not marked for an update."""
+    nothing: no edit counted, no update of the marketing post queued."""
     add_reps(db, ("UANA", "Europe/Berlin"))
     prompt = prompt_for(db, "UANA", FRI_BERLIN_1600)
     first = answer(db, prompt, source="dm")
     db.get(LoopPost, first.post_id).ts = "9.9"
     db.flush()
+    before = queued(db)
+    assert before[f"post:{first.post_id}"] == (Op.POST, None)
     again = answer(db, prompt, bullets=Bullets("w ", " f", "i", ""), source="dm")
     assert (again.edited, again.changed, again.post_id) == (False, False, first.post_id)
     db.expire_all()
     assert db.get(FeedbackAnswer, first.answer_id).edit_count == 0
-    assert db.get(LoopPost, first.post_id).needs_update is False
+    assert queued(db) == before  # no post-edit:<id>
 
 
 def test_answering_after_skipping_replaces_the_skip(db):

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from bot import flows
 from bot.db import session_scope
 from bot.models import (
     FORGOTTEN_PREFIX,
@@ -21,13 +20,15 @@ from bot.models import (
     InboundEvent,
     LoopPost,
     Member,
+    OutboxMessage,
+    OutboxState,
     Prompt,
     WinLossEntry,
     WinLossRevision,
 )
 from bot.services import privacy
 from tests.conftest import closeloop
-from tests.harness import sample
+from tests.harness import sample, tick
 from tests.test_loop_scenario import FRI_1500_UTC, SAT_0000_UTC, channel_posts, dms_to, stored
 from tests.test_winloss_scenario import SECRET, deal, fill, nudges_to, posts_in, submit_winloss
 
@@ -75,9 +76,9 @@ def build_history(h) -> dict:
     slack, clock = h.slack, h.clock
     # Week of Nov 16: both reps prompted in their own time zones.
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     clock.set(SAT_0000_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     (prompt,) = dms_to(slack, "UANA")
     h.click_button("UANA", stored(slack, prompt), prompt.response["channel"], "feedback_open")
     modal = slack.calls_to("views.open")[-1].params["view"]
@@ -137,13 +138,13 @@ def build_history(h) -> dict:
 
     # Week of Nov 23: Ana says she is out, Ben never answers (missed when the next goes out).
     clock.set(datetime(2026, 11, 27, 15, 0, tzinfo=UTC))
-    flows.tick(h.rt)
+    tick(h.rt)
     clock.set(datetime(2026, 11, 28, 0, 0, tzinfo=UTC))
-    flows.tick(h.rt)
+    tick(h.rt)
     week2 = dms_to(slack, "UANA")[-1]
     h.click_button("UANA", stored(slack, week2), week2.response["channel"], "feedback_skip_out")
     clock.set(datetime(2026, 12, 5, 12, 0, tzinfo=UTC))
-    flows.tick(h.rt)
+    tick(h.rt)
     return {"ana_post": ana_post, "ben_post": ben_post, "ana_entry_post": ana_entry_post}
 
 
@@ -281,7 +282,7 @@ def test_forget_a_rep_keeps_the_figures_and_nothing_of_her(harness, env, tmp_pat
     assert "has left and their data was deleted" in refused["errors"]["note"]
     assert rows(h)["acknowledgements"] == before_ack["acknowledgements"]
     # Her deal still waiting for its entry goes to the managers as one without an owner.
-    flows.tick(h.rt)
+    tick(h.rt)
     report = posts_in(slack, "CMGR")[-1]
     assert "Umbrella expansion" in report.params["text"]
     assert "owner has left" in report.params["text"] and "UANA" not in json.dumps(report.params)
@@ -324,7 +325,10 @@ def test_forget_a_marketer_keeps_the_acknowledged_rate(harness, env):
     slack.set_usergroup("SMKTG", ["UOUT"])  # Mia has left; someone else does marketing
     out = closeloop(env, "forget-user", "UMIA", "--yes")
     assert out.returncode == 0, out.stderr
-    assert "thread reply(ies) edited" in out.stdout
+    # The command holds the scheduler role (no bot is running) so it sent the edits itself:
+    # the three posts she closed and her three thread replies, none left queued.
+    assert "Slack: 6 message(s) edited without them\n" in out.stdout
+    assert "queued" not in out.stdout
     fake = None
     with session_scope(h.rt.session_factory) as s:
         acks = s.scalars(select(Acknowledgement)).all()
@@ -333,6 +337,11 @@ def test_forget_a_marketer_keeps_the_acknowledged_rate(harness, env):
         fake = acks[0].user_id
         assert fake.startswith(FORGOTTEN_PREFIX) and {a.user_id for a in acks} == {fake}
         assert all(fake in (a.dedup_key or fake) for a in acks)
+        edits = {f"ack-reply-edit:{a.id}" for a in acks} | {f"post-edit:{a.post_id}" for a in acks}
+        sent = s.execute(
+            select(OutboxMessage.key, OutboxMessage.state).where(OutboxMessage.key.in_(edits))
+        ).all()
+        assert sorted(sent) == sorted((key, OutboxState.SENT) for key in edits)
     assert "UMIA" not in json.dumps(rows(h))
     after = digest_json(env)
     assert figures_only(after) == figures_only(before)
