@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from bot.afterack import LATER_WORKERS, MODAL_WORKERS, Foreground
 from bot.config import ConfigError, web_concurrency, web_threads
-from bot.runtime import LATER_WORKERS, MODAL_WORKERS, Foreground, IdleCollector
+from bot.gc_tuning import IdleCollector
 from bot.wsgi import db_pool_size
 
 
