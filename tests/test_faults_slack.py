@@ -2,19 +2,21 @@
 acknowledgement, a /winloss entry, and the monthly digest.
 
 Each path meets each fault the fake Slack can inject on the ``chat.postMessage`` that carries
-it: ``ratelimited`` with Retry-After, HTTP 500 on every try the client makes, a connection
-dropped before Slack took the message, and an answer slower than the client's timeout (Slack
-took the message, the bot never heard back). For each: what the person sees, what is stored,
-and that the message reaches Slack exactly once, retried by the minute tick when the client
-gave up.
+it: ``ratelimited`` with Retry-After, HTTP 500, a connection dropped before Slack took the
+message, and an answer slower than the client's timeout (Slack took the message, the bot never
+heard back). For each: what the person sees, what is stored, and that the message reaches
+Slack exactly once. Every post goes through the outbox, whose client tries a call once
+(bot.slack.client.sender_client) and never sleeps: a 429 puts the message back until its
+Retry-After has passed on the outbox's clock; any other failure until a backoff has, and the
+next drain (the minute tick's) sends it, first looking for it in Slack when the answer was lost.
 
 The fan-out of weekly prompts (tests/test_fanout_resilience.py, test_loop_scenario.py), the
 win/loss nudge and escalation (test_winloss_scenario.py) and the digest chart upload
 (test_digest.py) are covered elsewhere, as is the slow channel post after a modal answer.
 
-Bounded: the client times out after CLIENT_TIMEOUT seconds and waits RETRY_WAIT between its
-own retries of a 500 or a dropped connection (production's retry counts are kept; only the
-waits are shortened); Retry-After is one second.
+Bounded: the clients time out after CLIENT_TIMEOUT seconds and wait RETRY_WAIT between their
+own retries of a dropped read (production's retry counts are kept; only the waits are
+shortened); Retry-After is one second, of the fake clock.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import pytest
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from sqlalchemy import func, select
 
-from bot import flows
 from bot.db import session_scope
+from bot.delivery.outbox import MARK
 from bot.models import (
     Acknowledgement,
     Deal,
@@ -37,6 +39,8 @@ from bot.models import (
     Prompt,
     WinLossEntry,
 )
+from bot.slack import history
+from tests.harness import tick
 from tests.test_digest import NOV_2_0900_NEW_YORK, build_posting_data
 from tests.test_loop_scenario import FRI_1500_UTC, all_text, dms_to, stored
 from tests.test_winloss_scenario import CLOSED, fill, submit_winloss
@@ -47,16 +51,28 @@ SLOW_ANSWER = 2.2
 RETRY_WAIT = 0.05
 RETRY_AFTER = 1
 
-# How each fault is injected; "server_error" outlasts the client's three retries of a 500.
+# How each fault is injected (the outbox's client makes one try of a call, even of a 500).
 FAULTS = {
     "ratelimited": {"error": "ratelimited", "retry_after": RETRY_AFTER},
-    "server_error": {"status": 500, "times": 4},
+    "server_error": {"status": 500},
     "dropped": {"drop": True},
     "slow": {"delay": SLOW_ANSWER},
 }
 ALL = list(FAULTS)
-# The client waits out a 429 and tries again: the message goes out within the request.
+# What Slack answered the message's tries: its first (what the fault did) ...
+FIRST_TRY = {"ratelimited": [429], "server_error": [500], "dropped": [0], "slow": [200]}
+# ... and all of them once it is out: one retry, or none when the retry found it in Slack.
+EVERY_TRY = {
+    "ratelimited": [429, 200],
+    "server_error": [500, 200],
+    "dropped": [0, 200],
+    "slow": [200],
+}
+# Slack paced us: the message waits out Retry-After in the outbox, and nobody is told.
 ABSORBED = {"ratelimited"}
+# The answer was lost, so Slack may have the message: the retry looks for it first. (A 429
+# or Slack's own 500 says nothing was posted.)
+MAYBE_SENT = {"dropped", "slow"}
 
 
 @pytest.fixture
@@ -66,17 +82,22 @@ def settings_overrides():
         "WINLOSS_ESCALATION_CHANNEL": "CMGR",
         "SALES_MANAGERS": "UMGR",
         "DIGEST_TIMEZONE": "America/New_York",
+        # One message at a time, in the order queued: a fault injected on the next
+        # chat.postMessage meets the message the test means (an acknowledgement's thread
+        # reply, not the rep's DM queued with it).
+        "OUTBOX_WORKERS": "1",
     }
 
 
 @pytest.fixture
 def h(harness):
-    """The harness with a short client timeout and short waits between client retries."""
-    client = harness.rt.client
-    client.timeout = CLIENT_TIMEOUT
-    for handler in client.retry_handlers:
-        if hasattr(handler, "interval_calculator"):
-            handler.interval_calculator = FixedValueRetryIntervalCalculator(RETRY_WAIT)
+    """The harness with a short client timeout and short waits between client retries (for
+    the outbox's own client too: it posts)."""
+    for client in (harness.rt.client, harness.rt.outbox.client):
+        client.timeout = CLIENT_TIMEOUT
+        for handler in client.retry_handlers:
+            if hasattr(handler, "interval_calculator"):
+                handler.interval_calculator = FixedValueRetryIntervalCalculator(RETRY_WAIT)
     return harness
 
 
@@ -103,6 +124,10 @@ def tries_to(slack, channel, *, threaded=False):
 
 def delivered(slack, channel, *, threaded=False):
     return [c for c in tries_to(slack, channel, threaded=threaded) if c.ok]
+
+
+def statuses(slack, channel, *, threaded=False):
+    return [c.status for c in tries_to(slack, channel, threaded=threaded)]
 
 
 def top_level_messages(slack, channel):
@@ -132,27 +157,33 @@ def count(h, model, *where):
 
 
 def check_the_fault_happened(slack, fault, channel, *, threaded=False):
-    """The injected fault really met the call (so the test is not passing by accident). A
-    slow answer is first waited for: Slack stores the message after the client gave up."""
+    """The injected fault really met the message's first try, and nothing tried it again at
+    once (so the test is not passing by accident). A slow answer is first waited for: Slack
+    stores the message (and answers 200) after the client gave up."""
     if fault == "slow":
         wait_until(lambda: tries_to(slack, channel, threaded=threaded))
-    statuses = [c.status for c in tries_to(slack, channel, threaded=threaded)]
-    if fault == "ratelimited":
-        assert statuses == [429, 200]
-    elif fault == "server_error":
-        assert statuses == [500] * 4
-    elif fault == "dropped":
-        assert statuses == [0]
-    else:  # slow: Slack answered 200 after the client had given up
-        assert statuses == [200]
+    assert statuses(slack, channel, threaded=threaded) == FIRST_TRY[fault]
+
+
+def wait_out_retry_after(h, channel, *, threaded=False):
+    """Slack answered 429 with Retry-After: the message waits in the outbox until then, on
+    the outbox's clock. The sender neither sleeps through it nor tries sooner; the first
+    drain after it sends the message."""
+    assert statuses(h.slack, channel, threaded=threaded) == [429]
+    h.clock.advance(seconds=RETRY_AFTER / 2)
+    h.rt.outbox.drain()
+    assert statuses(h.slack, channel, threaded=threaded) == [429]  # not yet
+    h.clock.advance(seconds=RETRY_AFTER / 2)
+    h.rt.outbox.drain()
+    assert statuses(h.slack, channel, threaded=threaded) == [429, 200]
 
 
 def retry_by_tick(h, minutes=3):
     """What happens next: the scheduler's minute tick, a few minutes on, twice."""
     h.clock.advance(minutes=minutes)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.clock.advance(minutes=1)
-    flows.tick(h.rt)
+    tick(h.rt)
 
 
 # --- a rep answers through the modal -------------------------------------------------------
@@ -166,15 +197,13 @@ def test_modal_answer_when_slack_fails_the_marketing_post(h, fault):
     slack, clock = h.slack, h.clock
     digest_already_posted(h, OCTOBER)
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     (prompt,) = dms_to(slack, "UANA")
     h.click_button("UANA", stored(slack, prompt), prompt.response["channel"], "feedback_open")
     modal = slack.calls_to("views.open")[-1].params["view"]
 
     inject(slack, fault)
-    started = time.monotonic()
     reply = h.submit("UANA", modal, ANSWER)
-    elapsed = time.monotonic() - started
 
     # The modal closes (empty 200) and the DM shows the week as answered, whatever Slack did.
     assert (reply.status, reply.body) == (200, "")
@@ -185,7 +214,8 @@ def test_modal_answer_when_slack_fails_the_marketing_post(h, fault):
         assert s.scalars(select(Prompt.status)).one() == "answered"
     check_the_fault_happened(slack, fault, "CMKTG")
     if fault in ABSORBED:
-        assert elapsed >= RETRY_AFTER  # Retry-After was honoured
+        assert delivered(slack, "CMKTG") == []
+        wait_out_retry_after(h, "CMKTG")  # Retry-After is honoured
         assert len(delivered(slack, "CMKTG")) == 1
         assert told(slack, "UANA", "could not post") == []
     else:
@@ -196,6 +226,7 @@ def test_modal_answer_when_slack_fails_the_marketing_post(h, fault):
 
     (post,) = delivered(slack, "CMKTG")
     assert "ROI opener" in all_text(post.params) and "<@UANA>" in all_text(post.params)
+    assert statuses(slack, "CMKTG") == EVERY_TRY[fault]
     assert len(top_level_messages(slack, "CMKTG")) == 1
     assert len(told(slack, "UANA", "could not post")) == (0 if fault in ABSORBED else 1)
     with session_scope(h.rt.session_factory) as s:
@@ -213,7 +244,7 @@ def _answered_post(h):
     """Ana answered this week by DM; marketing's post is in the channel."""
     digest_already_posted(h, OCTOBER)
     h.clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.dm("UANA", "- ROI opener\n- Security deck\n- Budgets move to Q3")
     (post,) = delivered(h.slack, "CMKTG")
     return post
@@ -246,6 +277,8 @@ def test_acknowledgement_when_slack_fails_the_thread_reply(h, fault, via):
     # The rep is told at once either way (their DM is a separate message).
     assert len(told(slack, "UANA", "from marketing read")) == 1
     if fault in ABSORBED:
+        assert delivered(slack, "CMKTG", threaded=True) == []
+        wait_out_retry_after(h, "CMKTG", threaded=True)
         assert len(delivered(slack, "CMKTG", threaded=True)) == 1
         assert told(slack, "UMIA", "could not reply in the thread") == []
     else:
@@ -259,15 +292,17 @@ def test_acknowledgement_when_slack_fails_the_thread_reply(h, fault, via):
     assert len(replies) == 1, f"{len(replies)} thread replies"
     thread_reply = replies[0]
     assert thread_reply.params["thread_ts"] == post.response["ts"]
+    assert statuses(slack, "CMKTG", threaded=True) == EVERY_TRY[fault]
     # What a person opening the thread sees: the post and one reply.
     thread = slack.messages["CMKTG"]
     assert [ts for ts, m in thread.items() if m.get("thread_ts") == post.response["ts"]] == [
         post.response["ts"],
         thread_reply.response["ts"],
     ]
-    # The retry looked in the thread (conversations.replies) before posting again.
+    # When Slack may have had the reply, the retry looked in the thread
+    # (conversations.replies) before posting again.
     looked = slack.calls_to("conversations.replies")
-    assert bool(looked) == (fault not in ABSORBED)
+    assert bool(looked) == (fault in MAYBE_SENT)
     assert all(c.params["ts"] == post.response["ts"] for c in looked)
     assert "<@UMIA> closed the loop" in all_text(thread_reply.params)
     assert len(told(slack, "UANA", "from marketing read")) == 1  # the rep: once
@@ -283,8 +318,7 @@ def test_acknowledgement_when_slack_fails_the_thread_reply(h, fault, via):
 
 def test_thread_reply_is_not_re_sent_while_its_thread_cannot_be_read(h):
     """The reply reached Slack with its answer lost; the retry's look into the thread fails
-    (500s outlasting the client's retries): nothing is posted blindly, and the next retry
-    finds the reply and records it."""
+    (a 500): nothing is posted blindly, and the next retry finds the reply and records it."""
     slack = h.slack
     post = _answered_post(h)
     inject(slack, "slow")
@@ -292,15 +326,13 @@ def test_thread_reply_is_not_re_sent_while_its_thread_cannot_be_read(h):
     check_the_fault_happened(slack, "slow", "CMKTG", threaded=True)
     inject(slack, "server_error", "conversations.replies")
     h.clock.advance(minutes=3)
-    flows.tick(h.rt)
-    assert [c.status for c in slack.calls_to("conversations.replies", include_failed=True)] == [
-        500
-    ] * 4
+    tick(h.rt)
+    assert [c.status for c in slack.calls_to("conversations.replies", include_failed=True)] == [500]
     assert len(tries_to(slack, "CMKTG", threaded=True)) == 1  # not posted again blindly
     with session_scope(h.rt.session_factory) as s:
         assert s.scalars(select(Acknowledgement.thread_ts)).one() is None
-    h.clock.advance(minutes=3)  # the retry's claim lapses
-    flows.tick(h.rt)
+    h.clock.advance(minutes=3)  # the retry's backoff has passed
+    tick(h.rt)
     (thread_reply,) = delivered(slack, "CMKTG", threaded=True)
     with session_scope(h.rt.session_factory) as s:
         assert s.scalars(select(Acknowledgement.thread_ts)).one() == thread_reply.response["ts"]
@@ -308,29 +340,33 @@ def test_thread_reply_is_not_re_sent_while_its_thread_cannot_be_read(h):
     assert slack.server_errors == []
 
 
-def test_find_marked_reads_every_page_of_a_thread(h):
+def test_looking_for_a_reply_reads_every_page_of_a_thread(h):
     """A long thread: the marked reply is on the second page of conversations.replies."""
     slack = h.slack
     parent = slack.add_message("CMKTG", "a busy post", user="UANA")
     for n in range(250):
         slack.add_message("CMKTG", f"reply {n}", user="UANA", thread_ts=parent)
-    marker = {"event_type": flows.ACK_REPLY_MARK, "event_payload": {"ack_id": 7}}
-    sent = h.rt.post(channel="CMKTG", thread_ts=parent, text="ours", metadata=marker)
-    found = h.rt.find_marked(
-        channel="CMKTG", thread_ts=parent, event_type=flows.ACK_REPLY_MARK, key="ack_id", value=7
+    marker = {"event_type": MARK, "event_payload": {"outbox_id": 7}}
+    sent = h.rt.client.chat_postMessage(
+        channel="CMKTG", thread_ts=parent, text="ours", metadata=marker
+    )
+    found = history.find(
+        h.rt.client,
+        channel="CMKTG",
+        thread_ts=parent,
+        oldest=None,
+        match=history.marked(MARK, "outbox_id", 7),
     )
     assert found is not None and (found["ts"], found["channel"]) == (sent["ts"], "CMKTG")
     assert len(slack.calls_to("conversations.replies")) == 2
-    assert (
-        h.rt.find_marked(
-            channel="CMKTG",
-            thread_ts=parent,
-            event_type=flows.ACK_REPLY_MARK,
-            key="ack_id",
-            value=8,
-        )
-        is None
+    nothing = history.find(
+        h.rt.client,
+        channel="CMKTG",
+        thread_ts=parent,
+        oldest=None,
+        match=history.marked(MARK, "outbox_id", 8),
     )
+    assert nothing is None
 
 
 def test_acknowledgement_whose_rep_dm_reached_slack_unanswered_is_not_sent_twice(h):
@@ -381,6 +417,8 @@ def test_winloss_entry_when_slack_fails_the_channel_post(h, fault):
         assert entry.reason == ENTRY["reason"]
     check_the_fault_happened(slack, fault, "CWINLOSS")
     if fault in ABSORBED:
+        assert delivered(slack, "CWINLOSS") == []
+        wait_out_retry_after(h, "CWINLOSS")
         assert len(delivered(slack, "CWINLOSS")) == 1
         assert told(slack, "UANA", "could not post") == []
     else:
@@ -390,6 +428,7 @@ def test_winloss_entry_when_slack_fails_the_channel_post(h, fault):
 
     (post,) = delivered(slack, "CWINLOSS")
     assert "Globex pilot" in all_text(post.params) and "Won" in all_text(post.params)
+    assert statuses(slack, "CWINLOSS") == EVERY_TRY[fault]
     assert len(top_level_messages(slack, "CWINLOSS")) == 1
     assert len(told(slack, "UANA", "could not post")) == (0 if fault in ABSORBED else 1)
     with session_scope(h.rt.session_factory) as s:
@@ -407,27 +446,30 @@ def test_digest_when_slack_fails_its_post(h, fault):
     build_posting_data(h.rt.session_factory)
     clock.set(NOV_2_0900_NEW_YORK)
     inject(slack, fault)  # nobody is due a prompt on a Monday: the first post is the digest
-    flows.tick(h.rt)
+    tick(h.rt)
 
     check_the_fault_happened(slack, fault, "CDIGEST")
     if fault in ABSORBED:
+        assert delivered(slack, "CDIGEST") == [] and slack.files == {}
+        wait_out_retry_after(h, "CDIGEST")
         assert len(delivered(slack, "CDIGEST")) == 1 and len(slack.files) == 1
     else:
         assert len(delivered(slack, "CDIGEST")) == (fault == "slow")
         assert slack.files == {}
         with session_scope(h.rt.session_factory) as s:
-            assert s.scalars(select(Digest.ts)).one() is None  # claimed, not posted
+            assert s.scalars(select(Digest.ts)).one() is None  # queued, not recorded as posted
         tried = len(tries_to(slack, "CDIGEST"))
-        clock.advance(minutes=1)
-        flows.tick(h.rt)  # the claim is fresh: nobody tries again yet
+        clock.advance(seconds=3)
+        tick(h.rt)  # within the first backoff (5 s, give or take a fifth): no retry yet
         assert len(tries_to(slack, "CDIGEST")) == tried
         clock.advance(minutes=10)
-        flows.tick(h.rt)
+        tick(h.rt)
         clock.advance(minutes=1)
-        flows.tick(h.rt)
+        tick(h.rt)
 
     (post,) = delivered(slack, "CDIGEST")
     assert "Closeloop digest — October 2026" in all_text(post.params)
+    assert statuses(slack, "CDIGEST") == EVERY_TRY[fault]
     assert len(top_level_messages(slack, "CDIGEST")) == 1
     (chart,) = slack.files.values()
     assert chart["thread_ts"] == post.response["ts"]
