@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, memory_kib, throwaway_database  # noqa: E402
 
 from bot.db import make_engine, make_session_factory, session_scope  # noqa: E402
-from bot.flows.outbox import MARK  # noqa: E402
+from bot.delivery.outbox import MARK  # noqa: E402
 from bot.services import outbox as outbox_svc  # noqa: E402
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET  # noqa: E402
 from tests.fakeslack import FakeSlack  # noqa: E402

@@ -10,8 +10,19 @@ import sys
 import threading
 
 from dotenv import load_dotenv
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.error import BoltError
 
-from bot.config import ConfigError, Settings
+from bot import cli, logs, migrate
+from bot.app import create_app
+from bot.config import ConfigError, Settings, web_concurrency, web_threads
+from bot.event_inbox import EventInbox
+from bot.jobs.tick import Tick
+from bot.leader import role_if_free
+from bot.runtime import Runtime
+from bot.scheduler import role as scheduler_role
+from bot.server import make_http_server, make_wsgi_app
+from bot.slack.client import SLACK_ERRORS
 
 SECRET_SETTINGS = (
     "SLACK_BOT_TOKEN",
@@ -97,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from bot import logs
 
     logs.configure(level, [os.environ.get(name) for name in SECRET_SETTINGS])
     try:
@@ -105,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"closeloop: {err}", file=sys.stderr)
         return 2
-    from bot import migrate
 
     try:
         migrate.upgrade(settings.database_url)
@@ -118,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         print("closeloop: database is up to date")
         return 0
-    from bot import cli
-    from bot.runtime import Runtime
 
     rt = Runtime.build(settings)
     if args.command == "prompt":
@@ -152,7 +159,6 @@ def _first_line(err: BaseException) -> str:
 def _with_role(rt, command) -> int:
     """Run a one-off command; it sends the outbox itself only if no running bot has the
     scheduler role (otherwise that bot sends what the command queued)."""
-    from bot.leader import role_if_free
 
     with role_if_free(rt.session_factory.kw["bind"]) as held:
         if held:
@@ -164,7 +170,6 @@ def _with_role(rt, command) -> int:
 
 
 def _tick(rt) -> int:
-    from bot.jobs.tick import Tick
 
     Tick(rt, _events_app(rt))()
     return 0
@@ -172,8 +177,6 @@ def _tick(rt) -> int:
 
 def _events_app(rt):
     """The Bolt app a process without Slack listeners uses to replay stored events."""
-    from bot.app import create_app
-    from bot.event_inbox import EventInbox
 
     events = EventInbox(rt)
     create_app(rt, inbox=events, token_verification=False)
@@ -181,9 +184,6 @@ def _events_app(rt):
 
 
 def _run(rt, *, scheduler: bool) -> int:
-    from slack_bolt.error import BoltError
-
-    from bot.slack.client import SLACK_ERRORS
 
     try:
         rt.client.auth_test()  # one clear line now, rather than a traceback per worker
@@ -195,22 +195,17 @@ def _run(rt, *, scheduler: bool) -> int:
         )
         return 2
     if not rt.settings.socket_mode:
-        from bot.config import web_concurrency, web_threads
-
         try:  # before gunicorn is imported: it reads WEB_CONCURRENCY itself, with int()
             workers, _ = web_concurrency(), web_threads()
         except ConfigError as err:
             print(f"closeloop: {err}", file=sys.stderr)
             return 2
         os.environ["WEB_CONCURRENCY"] = str(workers)  # a blank one would stop gunicorn's import
-        from bot.wsgi import ProductionServer
+        from bot.wsgi import ProductionServer  # only now: gunicorn reads it when imported
 
         rt.session_factory.kw["bind"].dispose()  # nothing of ours crosses gunicorn's fork
         ProductionServer(rt.settings, scheduler=scheduler).run()
         return 0
-    from bot.app import create_app
-    from bot.event_inbox import EventInbox
-    from bot.scheduler import role as scheduler_role
 
     log = logging.getLogger("bot")
     events = EventInbox(rt)
@@ -224,10 +219,6 @@ def _run(rt, *, scheduler: bool) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server = handler = None
     try:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-        from bot.server import make_http_server, make_wsgi_app
-
         handler = SocketModeHandler(app, rt.settings.slack_app_token)
         try:
             handler.connect()
@@ -263,7 +254,6 @@ def _run(rt, *, scheduler: bool) -> int:
 
 def _scheduler_only(rt) -> int:
     """``closeloop scheduler``: no HTTP, no socket; take the scheduler role when free."""
-    from bot.scheduler import role as scheduler_role
 
     role = scheduler_role(rt, _events_app(rt))
     stop = threading.Event()

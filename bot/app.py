@@ -11,7 +11,7 @@ from slack_bolt.listener.listener_completion_handler import ListenerCompletionHa
 from bot.event_inbox import EVENT, EVENT_ATTEMPT, EVENT_ERROR, EventInbox
 from bot.listeners import register_listeners
 from bot.runtime import Runtime
-from bot.services import DomainError
+from bot.services.errors import DomainError
 
 log = logging.getLogger(__name__)
 

@@ -18,19 +18,23 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x436C6F73  # "Clos": the advisory lock id for the scheduler role
-POLL_SECONDS = float(os.environ.get("CLOSELOOP_SCHEDULER_POLL") or 10.0)  # takeover < 60 s
+def poll_seconds_default() -> float:
+    """How often the lock is tried and checked (CLOSELOOP_SCHEDULER_POLL; a takeover takes
+    about this long)."""
+    return float(os.environ.get("CLOSELOOP_SCHEDULER_POLL") or 10.0)
 
 
 class _PostgresLock:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._conn = None
+        self._conn: Connection | None = None
 
     def try_acquire(self) -> bool:
         if self._conn is not None:
@@ -119,16 +123,16 @@ class SchedulerRole:
         *,
         engine: Engine,
         start_scheduler: Callable[[], object],
-        poll_seconds: float = POLL_SECONDS,
+        poll_seconds: float | None = None,
         lock=None,
         on_give_up: Callable[[], None] | None = None,
     ) -> None:
         self._lock = lock or make_lock(engine)
         self._on_give_up = on_give_up
         self._start_scheduler = start_scheduler
-        self._poll = poll_seconds
+        self._poll = poll_seconds if poll_seconds is not None else poll_seconds_default()
         self._stop = threading.Event()
-        self._scheduler = None
+        self._scheduler: Any = None  # what start_scheduler returned (APScheduler: untyped)
         self._thread = threading.Thread(target=self._run, name="scheduler-role", daemon=True)
         self.changed = threading.Event()  # set whenever the role is taken or given up
 

@@ -8,14 +8,13 @@ from alembic import command
 from alembic.config import Config
 
 import migrations
+from bot.db import normalise_url
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
 
 def alembic_config(database_url: str, connection=None) -> Config:
     """An Alembic Config for ``database_url`` (or an open ``connection``, used by tests)."""
-    from bot.db import normalise_url
-
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", normalise_url(database_url).replace("%", "%%"))

@@ -21,7 +21,7 @@ from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-OUTBOX_POLL_SECONDS = 2  # what other processes queued waits at most this long
+OUTBOX_POLL_SECONDS = 1  # what other processes queued waits at most this long
 
 
 def start(rt: Runtime, tick: Tick, *, paused: bool = False) -> BackgroundScheduler:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import date
 
-from bot.blocks import escape, escape_fit, quoted_sections
 from bot.blocks import feedback as fb
+from bot.blocks.elements import escape, escape_fit, quoted_sections
 from tests.fakeslack import validate_blocks, validate_view
 
 HOSTILE = "<!channel> <!here> <@U123> <#C1|general> & <https://evil|click>"

@@ -24,17 +24,17 @@ import socket
 import sqlite3
 import threading
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import event, func, make_url
 from sqlalchemy import select as sql_select
 from sqlalchemy.exc import DisconnectionError
 
-from bot import flows
 from bot import scheduler as sched_mod
 from bot.app import SORRY
 from bot.db import make_engine, make_session_factory, normalise_url
+from bot.jobs.tick import Tick
 from bot.leader import SchedulerRole
 from bot.models import (
     Acknowledgement,
@@ -45,15 +45,10 @@ from bot.models import (
     Prompt,
 )
 from tests.conftest import _wipe
+from tests.harness import events_of, tick
 from tests.test_loop_scenario import FRI_1500_UTC, all_text, channel_posts, dms_to, stored
 
 BULLETS = "- ROI opener\n- Security deck\n- Budgets move to Q3"
-# How long the fake Slack takes to answer the apology of a listener that failed after its
-# ack(), as the real one takes at least. Answered within Bolt's 10 ms ack poll, the failure
-# races slack_bolt's ThreadListenerRunner, which resets ``ack.response`` to None when an
-# acknowledged listener raises: the request is then answered 404 "unhandled request" after
-# the 3 s listener timeout instead of 200 at once.
-APOLOGY_LATENCY = 0.1
 
 
 # --- the outage -----------------------------------------------------------------------------
@@ -168,7 +163,11 @@ class Outage:
         if self._armed:
             self._armed = False
             self.down()
-        if self.is_down:  # the connection died with the database; the pool reconnects
+        # SQLite: the pooled connection died with the database; the pool reconnects (and
+        # fails). PostgreSQL needs no help: the proxy really cut it, so the unit of work
+        # meets the dead connection and SQLAlchemy invalidates the whole pool, as in
+        # production (a DisconnectionError raised here would discard this one only).
+        if self.is_down and self.backend == "sqlite":
             raise DisconnectionError("the database went away")
 
     def down(self) -> None:
@@ -237,6 +236,15 @@ def all_posts(slack):
     return slack.calls_to("chat.postMessage", include_failed=True)
 
 
+def untold(caplog, user_id):
+    """Log records of an apology to ``user_id`` that could not be queued: every message goes
+    through the outbox, which is in the database, so while the database is away nobody can
+    be told anything; the log says whom it concerned."""
+    return [
+        r for r in caplog.records if r.getMessage() == f"could not queue a message for {user_id}"
+    ]
+
+
 # --- (a) the scheduler's tick ---------------------------------------------------------------
 
 
@@ -246,8 +254,8 @@ def test_tick_during_an_outage_sends_nothing_and_the_next_one_sends_each_prompt_
     slack, clock = h.slack, h.clock
     clock.set(FRI_1500_UTC)  # 16:00 on Friday in Berlin: Ana's prompt is due
     outage.down()
-    flows.tick(h.rt)  # does not raise: every step fails on its own and is logged
-    flows.tick(h.rt)
+    tick(h.rt)  # does not raise: every step fails on its own and is logged
+    tick(h.rt)
     assert all_posts(slack) == []  # nothing half-done: no DM without its prompt row
     failed_steps = {r.args[0] for r in caplog.records if "scheduled step" in r.getMessage()}
     assert {"prompts", "reminders", "monthly digest"} <= failed_steps
@@ -255,14 +263,14 @@ def test_tick_during_an_outage_sends_nothing_and_the_next_one_sends_each_prompt_
     assert count(engine, Prompt) == 0
 
     clock.advance(minutes=1)
-    flows.tick(h.rt)
-    flows.tick(h.rt)
+    tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1 and dms_to(slack, "UBEN") == []
     with engine.connect() as conn:
         (status,) = conn.execute(sql_select(Prompt.status)).scalars().all()
     assert status == "sent"
     clock.advance(minutes=5)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1
 
 
@@ -280,7 +288,7 @@ def test_database_lost_between_the_dm_and_its_record_sends_the_dm_once(h, outage
 
     slack.register("chat.postMessage", post_then_lose_the_database)
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     assert len(dms_to(slack, "UANA")) == 1
     slack.register("chat.postMessage", post_message)
     outage.up()
@@ -289,10 +297,10 @@ def test_database_lost_between_the_dm_and_its_record_sends_the_dm_once(h, outage
     assert prompt.status == "pending" and prompt.dm_ts is None  # claimed, not recorded
 
     clock.advance(minutes=1)
-    flows.tick(h.rt)  # the claim is still fresh
+    tick(h.rt)  # the claim is still fresh
     clock.advance(minutes=2, seconds=1)
-    flows.tick(h.rt)  # retried: found in the DM's history, recorded, not sent again
-    flows.tick(h.rt)
+    tick(h.rt)  # retried: found in the DM's history, recorded, not sent again
+    tick(h.rt)
     (dm,) = dms_to(slack, "UANA")
     with engine.connect() as conn:
         prompt = conn.execute(sql_select(Prompt)).one()
@@ -302,24 +310,31 @@ def test_database_lost_between_the_dm_and_its_record_sends_the_dm_once(h, outage
 # --- (b) a rep clicks and submits during the outage -----------------------------------------
 
 
-def test_rep_clicking_and_submitting_during_an_outage_is_told_and_can_redo_it(h, outage, engine):
+def test_rep_clicking_and_submitting_during_an_outage_keeps_the_form_and_can_redo_it(
+    h, outage, engine, caplog
+):
+    """The click is answered at once but opens no form, and nothing can tell the rep by DM
+    while the database is away (every message is stored in the outbox first): the log names
+    her. The form keeps what she typed and says so in place. Afterwards both work, once."""
     slack, clock = h.slack, h.clock
     clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     (prompt,) = dms_to(slack, "UANA")
     button = stored(slack, prompt)
     h.click_button("UANA", button, prompt.response["channel"], "feedback_open")
     modal = slack.calls_to("views.open")[-1].params["view"]  # opened before the outage
     values = {"worked": "ROI opener", "fell_flat": "Security deck", "insight": "Budgets"}
 
+    posts_before = len(all_posts(slack))
     outage.down()
-    # A click: acknowledged at once (Slack shows no error), then the rep is told by DM.
-    slack.fail_next("chat.postMessage", delay=APOLOGY_LATENCY)
+    # A click: acknowledged at once (Slack shows no error); no modal without its prompt, and
+    # no apology either: it could not be stored, so it is not sent (nothing half-done).
     started = time.monotonic()
     reply = h.click_button("UANA", button, prompt.response["channel"], "feedback_open")
     assert reply.status == 200 and time.monotonic() - started < 3
-    assert len(slack.calls_to("views.open")) == 1  # no modal without its prompt
-    assert len(sorry_to(slack, "UANA")) == 1
+    assert len(slack.calls_to("views.open")) == 1
+    assert len(all_posts(slack)) == posts_before
+    assert len(untold(caplog, "UANA")) == 1
     # The form: Slack gets an answer in time, an inline error, so the modal stays open with
     # what the rep typed and says it was not saved; nothing is stored.
     started = time.monotonic()
@@ -327,7 +342,7 @@ def test_rep_clicking_and_submitting_during_an_outage_is_told_and_can_redo_it(h,
     assert time.monotonic() - started < 3
     assert reply.status == 200 and reply.json()["response_action"] == "errors"
     assert "not saved" in reply.json()["errors"]["worked"]
-    assert len(sorry_to(slack, "UANA")) == 1  # the click's; the form said it in place
+    assert len(all_posts(slack)) == posts_before  # the form said it in place
     assert channel_posts(slack) == []
     assert "Answered" not in stored(slack, prompt)["text"]
     outage.up()
@@ -343,7 +358,7 @@ def test_rep_clicking_and_submitting_during_an_outage_is_told_and_can_redo_it(h,
     (post,) = channel_posts(slack)
     assert "ROI opener" in all_text(post.params)
     assert "Answered" in stored(slack, prompt)["text"]
-    assert len(sorry_to(slack, "UANA")) == 1
+    assert sorry_to(slack, "UANA") == [] and len(untold(caplog, "UANA")) == 1  # none later
 
 
 def test_marketers_note_submitted_during_an_outage_is_not_lost(h, outage, engine):
@@ -352,7 +367,7 @@ def test_marketers_note_submitted_during_an_outage_is_not_lost(h, outage, engine
     submission closes the loop, once."""
     slack = h.slack
     h.clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     h.dm("UANA", BULLETS)
     (post,) = channel_posts(slack)
     h.click_button("UMIA", stored(slack, post), "CMKTG", "loop_close")
@@ -448,7 +463,7 @@ def _deliver(h, kind, post_ts, **kwargs):
 def _ready(h, kind):
     """Ana's prompt is out; for a reaction, her answer is already in marketing's channel."""
     h.clock.set(FRI_1500_UTC)
-    flows.tick(h.rt)
+    tick(h.rt)
     if kind == "dm":
         return None
     h.dm("UANA", BULLETS)
@@ -475,10 +490,11 @@ def _processed_once(h, engine, kind, event_id):
 
 @pytest.mark.parametrize("kind", ["dm", "reaction"])
 def test_event_refused_during_an_outage_is_processed_once_when_slack_retries(
-    h, outage, engine, kind
+    h, outage, engine, caplog, kind
 ):
     """The outage is already on when the event arrives: recording its event_id fails, Slack
-    gets a 500 (so it retries), and the retry after recovery is processed, once."""
+    gets a 500 (so it retries), and the retry after recovery is processed, once. Nothing is
+    sent meanwhile, not even an apology (it could not be stored in the outbox: logged)."""
     slack = h.slack
     post_ts = _ready(h, kind)
     posts_before = len(all_posts(slack))
@@ -487,24 +503,24 @@ def test_event_refused_during_an_outage_is_processed_once_when_slack_retries(
     outage.down()
     reply = _deliver(h, kind, post_ts, event_id="EvOUTAGE")
     assert reply.status == 500  # not acknowledged: Slack delivers it again
-    assert len(sorry_to(slack, user)) == 1
-    assert len(all_posts(slack)) == posts_before + 1  # the apology, nothing else
+    assert len(untold(caplog, user)) == 1
+    assert len(all_posts(slack)) == posts_before  # nothing, not even the apology
     outage.up()
     assert count(engine, InboundEvent, InboundEvent.event_id == "EvOUTAGE") == 0
 
     assert _deliver(h, kind, post_ts, event_id="EvOUTAGE", retry_num=1).status == 200
     assert _deliver(h, kind, post_ts, event_id="EvOUTAGE", retry_num=2).status == 200
     _processed_once(h, engine, kind, "EvOUTAGE")
-    assert len(sorry_to(slack, user)) == 1
+    assert sorry_to(slack, user) == [] and len(untold(caplog, user)) == 1
 
 
 @pytest.mark.parametrize("kind", ["dm", "reaction"])
 def test_event_whose_processing_fails_after_its_claim_is_processed_when_slack_retries(
-    h, outage, engine, kind
+    h, outage, engine, caplog, kind
 ):
     """The event is stored and claimed, then the database goes away under its listener (so
-    the claim cannot even be given back): the rep or marketer is told once, and Slack's
-    retry after recovery is processed, once; the next retry is ignored."""
+    the claim cannot even be given back, nor an apology queued: logged, nothing sent), and
+    Slack's retry after recovery is processed, once; the next retry is ignored."""
     slack = h.slack
     post_ts = _ready(h, kind)
     user = "UANA" if kind == "dm" else "UMIA"
@@ -521,15 +537,17 @@ def test_event_whose_processing_fails_after_its_claim_is_processed_when_slack_re
             claimed.set()
             outage.down_at_next_checkout()  # the listener's first query meets the outage
 
+    posts_before = len(all_posts(slack))
     _deliver(h, kind, post_ts, event_id="EvLOST")
     assert claimed.is_set() and outage.is_down
-    assert len(sorry_to(slack, user)) == 1
+    assert len(untold(caplog, user)) == 1
+    assert len(all_posts(slack)) == posts_before
     outage.up()
 
     _deliver(h, kind, post_ts, event_id="EvLOST", retry_num=1)
     _deliver(h, kind, post_ts, event_id="EvLOST", retry_num=2)
     _processed_once(h, engine, kind, "EvLOST")
-    assert len(sorry_to(slack, user)) == 1
+    assert sorry_to(slack, user) == [] and len(untold(caplog, user)) == 1
     with engine.connect() as conn:
         row = conn.execute(sql_select(InboundEvent).filter_by(event_id="EvLOST")).one()
     assert (row.state, row.attempts, row.payload) == ("done", 2, None)
@@ -552,15 +570,29 @@ class WaitingScheduler:
 def test_scheduler_role_taken_during_an_outage_runs_the_tick_once_the_database_is_back(
     h, outage, engine
 ):
-    """On SQLite the role's lock is a file, taken even while the database is unreachable:
-    the scheduler then fails to start, gives the role back, and starts once it can."""
+    """A process takes the scheduler role while the database is away (on SQLite the role's
+    lock is a file, taken even then; on PostgreSQL it is taken once the database is back).
+    Nothing is sent meanwhile; once the database is back, the next tick prompts Ana, once.
+
+    The scheduler keeps no state of its own in the database, so it starts even during the
+    outage: its first tick then fails step by step, and the tick of the next minute (brought
+    forward here: APScheduler runs on the wall clock) does the work."""
     slack, clock = h.slack, h.clock
     clock.set(FRI_1500_UTC)
+    rt = h.another_process(sends=False)  # sends only once it holds the role
+    tick = Tick(rt, events_of(rt))
+    started: list[WaitingScheduler] = []
+
+    def start_scheduler() -> WaitingScheduler:
+        started.append(WaitingScheduler(sched_mod.start(rt, tick)))
+        return started[-1]
+
     outage.down()
-    role = SchedulerRole(
+    role = SchedulerRole(  # as bot.scheduler.role() builds it, polling faster
         engine=outage.engine,
-        start_scheduler=lambda: WaitingScheduler(sched_mod.start(h.rt, engine=outage.engine)),
+        start_scheduler=start_scheduler,
         poll_seconds=0.1,
+        on_give_up=rt.outbox.stop,
     )
     role.start()
     try:
@@ -568,10 +600,15 @@ def test_scheduler_role_taken_during_an_outage_runs_the_tick_once_the_database_i
         assert all_posts(slack) == []
         outage.up()
         deadline = time.monotonic() + 5
-        while not dms_to(slack, "UANA") and time.monotonic() < deadline:
+        while not role.is_leader and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert role.is_leader
+        assert role.is_leader and not rt.outbox.stopped
+        # the next minute's tick (a first one may have run, and failed, during the outage)
+        started[-1].real.get_job("closeloop-tick").modify(next_run_time=datetime.now(UTC))
+        while not dms_to(slack, "UANA") and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
         assert len(dms_to(slack, "UANA")) == 1
     finally:
         role.stop()
+    assert rt.outbox.stopped  # giving the role up stops its sending
     assert len(dms_to(slack, "UANA")) == 1

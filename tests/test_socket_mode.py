@@ -20,12 +20,14 @@ from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from sqlalchemy import func, select
 
-from bot import flows
 from bot.app import create_app
 from bot.db import session_scope
-from bot.listeners.commands import HELP
+from bot.event_inbox import EventInbox
+from bot.jobs.tick import Tick
+from bot.listeners.closeloop_command import HELP
 from bot.models import FeedbackAnswer, InboundEvent
-from bot.runtime import Runtime, make_client
+from bot.runtime import Runtime
+from bot.slack.client import make_client
 from tests.conftest import FakeClock, make_settings
 from tests.fakeslack import FakeSlack
 from tests.fakesocket import FakeSocketMode, accept_key, encode_frame
@@ -47,6 +49,7 @@ class SocketBot:
     slack: FakeSlack
     socket: FakeSocketMode
     clock: FakeClock
+    tick: Tick  # the scheduler's minute tick, on the app's event inbox (as `closeloop run`)
 
     def settle(self) -> None:
         """Wait until every listener, including its work after ack(), has finished."""
@@ -124,19 +127,24 @@ def bot(fake_slack, socket_mode, session_factory, database_url, clock) -> Iterat
         fake_slack.url, database_url, SLACK_APP_TOKEN=APP_TOKEN, SLACK_SIGNING_SECRET=None
     )
     assert settings.socket_mode and settings.slack_signing_secret is None
-    rt = Runtime(
-        settings=settings,
-        session_factory=session_factory,
-        client=make_client(settings, timeout=3),
-        clock=clock,
-    )
     executor = TrackingExecutor()
-    app = create_app(rt, listener_executor=executor)
+    rt = Runtime.build(
+        settings,
+        client=make_client(settings, timeout=3),
+        session_factory=session_factory,
+        clock=clock,
+        executor=executor,
+        paced=False,
+    )
+    rt.outbox.resume()  # as the process holding the scheduler role does
+    events = EventInbox(rt)
+    app = create_app(rt, inbox=events)
     handler = SocketModeHandler(app, settings.slack_app_token)
     try:
         handler.connect()  # what `closeloop run` does in Socket Mode
         socket_mode.wait_connected(timeout=5)
-        yield SocketBot(rt, app, handler, executor, fake_slack, socket_mode, clock)
+        tick = Tick(rt, events)
+        yield SocketBot(rt, app, handler, executor, fake_slack, socket_mode, clock, tick)
     finally:
         _close(handler, socket_mode)
         executor.shutdown(wait=True)  # listeners finish before the tables are wiped
@@ -194,7 +202,7 @@ def count(bot: SocketBot, model) -> int:
 def prompt_ana(bot: SocketBot) -> dict:
     """Friday 16:00 in Berlin: the scheduled work prompts Ana; returns the DM's call."""
     bot.clock.set(FRI_1500_UTC)
-    flows.tick(bot.rt)
+    bot.tick()
     (call,) = dms_to(bot.slack, "UANA")
     return call
 

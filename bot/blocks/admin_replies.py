@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.blocks import escape, escape_fit
+from bot.blocks.elements import escape, escape_fit
 
 HELP = (
     "*Closeloop admin commands* (for the people in ADMIN_USERS):\n"

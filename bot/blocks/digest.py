@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from bot.blocks import FORMER_COLLEAGUE, context, escape_fit, mention, section, truncate
+from bot.blocks.elements import FORMER_COLLEAGUE, context, escape_fit, mention, section, truncate
 from bot.models import is_forgotten
 
 MAX_BLOCKS = 50

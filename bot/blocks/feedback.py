@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date
 
-from bot.blocks import (
+from bot.blocks.elements import (
     actions,
     button,
     context,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from bot.blocks import actions, button, context, escape_fit, mention, section
 from bot.blocks import feedback as fb_blocks
 from bot.blocks import winloss as wl_blocks
 from bot.blocks.digest import pct, permalink
+from bot.blocks.elements import actions, button, context, escape_fit, mention, section
 
 MAX_BLOCKS = 100
 

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from bot.blocks import (
+from bot.blocks.elements import (
     actions,
     button,
     context,
@@ -100,19 +100,20 @@ def winloss_modal(
             block["hint"] = plain(hint)
         return block
 
-    outcome_select = {
+    outcome_select: dict = {
         "type": "static_select",
         "action_id": "outcome",
         "options": [_option(v, t) for v, t in OUTCOMES],
     }
     if p.outcome:
         outcome_select["initial_option"] = _option(p.outcome, dict(OUTCOMES)[p.outcome])
-    category_select = {
+    category_select: dict = {
         "type": "static_select",
         "action_id": "reason_category",
         "options": [_option(c, c) for c in categories[:100]],
     }
     if p.reason_category in categories:
+        assert p.reason_category is not None  # one of the categories, so a str
         category_select["initial_option"] = _option(p.reason_category, p.reason_category)
     competitor_options = [_option(NONE_VALUE, "None")] + [
         _option(name, name) for name in competitors[:99]

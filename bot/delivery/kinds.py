@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from bot import chart
-from bot.blocks import escape_fit
 from bot.blocks import feedback as fb_blocks
 from bot.blocks import winloss as wl_blocks
+from bot.blocks.elements import escape_fit
 from bot.config import Settings
 from bot.delivery.outbox import CHANNEL_SETUP_ERRORS, Delivered, Kind, Kinds, Wait, rendered
 from bot.models import (

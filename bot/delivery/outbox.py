@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -150,14 +151,31 @@ class _Result:
     code: str | None = None  # Slack's error code
     maybe_sent: bool = False
     retry_after: float | None = None  # Slack asked for a retry after this many seconds
+    status: int | None = None  # the HTTP status of Slack's refusal
     abandoned: bool = False  # never tried: the claim ran short, or the sender was stopped
+
+
+# A drain whose retries fall due within this many seconds waits for them (holding no claim)
+# instead of leaving them to the next outbox poll: the tail of a fan-out stays short.
+RETRY_SOON = 2.0
+
+
+def _wait_before_retry(r: _Result, attempts: int) -> timedelta:
+    """Slack's Retry-After; a second, doubling, for a 5xx (Slack or its gateway did not
+    answer: the message is looked for first if it may have been posted); else the outbox's
+    backoff."""
+    if r.retry_after is not None:
+        return timedelta(seconds=r.retry_after)
+    if r.status is not None and r.status >= 500:
+        return timedelta(seconds=min(30, 2 ** max(attempts - 1, 0)))
+    return outbox_svc.backoff(attempts)
 
 
 def _retry_after(err: SlackApiError) -> float | None:
     if err.response.status_code != 429:
         return None
     headers = {k.lower(): v for k, v in (err.response.headers or {}).items()}
-    value = headers.get("retry-after")
+    value: Any = headers.get("retry-after")  # a str, a list of them, or None
     value = value[0] if isinstance(value, list) else value
     try:
         return max(0.0, float(value))
@@ -237,6 +255,7 @@ class Sender:
         window = self._window()
         inflight: dict[Future, Outgoing] = {}
         exhausted = False
+        retry_at: float | None = None  # monotonic: a retry recorded here falls due soon
         with ThreadPoolExecutor(self.workers, thread_name_prefix="outbox") as pool:
             while True:
                 if not exhausted and not self.stopped and len(inflight) < window:
@@ -246,7 +265,11 @@ class Sender:
                     for message in batch:
                         inflight[pool.submit(self._attempt, message, deadline)] = message
                 if not inflight:
-                    return
+                    if retry_at is None or self.stopped:
+                        return
+                    self._stopped.wait(max(0.0, retry_at - time.monotonic()))
+                    retry_at, exhausted = None, False  # once: then the outbox poll's turn
+                    continue
                 done, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
                 results = []
                 for future in done:
@@ -257,8 +280,11 @@ class Sender:
                         log.exception("sending outbox message %s crashed", message.id)
                         results.append(_Result(message, error=repr(err)[:255], maybe_sent=True))
                 if results:
-                    self._settle(results, drained)
+                    soon = self._settle(results, drained)
                     exhausted = False  # settling may have queued more (a notice, a chart)
+                    if soon is not None:
+                        due = time.monotonic() + soon
+                        retry_at = due if retry_at is None else min(retry_at, due)
 
     def _claim(self, limit: int, drained: Drained) -> tuple[list[Outgoing], bool]:
         """(messages to send, whether anything was claimed at all)."""
@@ -312,11 +338,13 @@ class Sender:
                 # hide a message that was posted.
                 maybe_sent=status >= 500 and status not in (500, 503),
                 retry_after=_retry_after(err),
+                status=status,
             )
         except SLACK_ERRORS as err:  # dropped connection or timeout: it may have been posted
             return _Result(message, error=f"{type(err).__name__}: {err}"[:255], maybe_sent=True)
 
     def _find(self, message: Outgoing) -> Delivered | None:
+        match: Callable[[dict], bool]
         if message.op is Op.UPLOAD:
             assert message.file is not None
             name = message.file.filename
@@ -340,6 +368,7 @@ class Sender:
 
     def _send(self, message: Outgoing) -> Delivered:
         if message.op is Op.UPDATE:
+            assert message.ts is not None  # an edit is enqueued (or rendered) with its ts
             response = self.client.chat_update(
                 channel=message.channel, ts=message.ts, text=message.text, blocks=message.blocks
             )
@@ -370,8 +399,11 @@ class Sender:
 
     # --- results ----------------------------------------------------------------------
 
-    def _settle(self, results: list[_Result], drained: Drained) -> None:
+    def _settle(self, results: list[_Result], drained: Drained) -> float | None:
+        """Record each result; the seconds until the soonest retry recorded here, when that
+        is at most RETRY_SOON."""
         now = self.clock()
+        soon: float | None = None
         with session_scope(self.session_factory) as session:
             for r in results:
                 message, kind = r.message, self.kinds[r.message.kind]
@@ -397,21 +429,25 @@ class Sender:
                             kind.refused(session, message, r.error or "", now)
                 else:
                     log.warning("outbox message %s not sent (%s); will retry", message.id, r.error)
+                    wait_for = _wait_before_retry(r, message.attempts)
                     if outbox_svc.mark_retry(
                         session,
                         message,
                         error=r.error or "unknown",
                         maybe_sent=r.maybe_sent or message.look_first,
                         now=now,
-                        retry_after=r.retry_after,
+                        retry_after=wait_for.total_seconds(),
                     ):
                         drained.retrying.append(message)
+                        if wait_for.total_seconds() <= RETRY_SOON:
+                            soon = min(soon or RETRY_SOON, wait_for.total_seconds())
                         if (
                             message.attempts == 1
-                            and r.retry_after is None  # not merely paced by Slack
+                            and r.status != 429  # not merely paced by Slack
                             and kind.delayed is not None
                         ):
                             kind.delayed(session, message, r.error or "", now)
+        return soon
 
 
 def rendered(message: Outgoing, **changes) -> Outgoing:

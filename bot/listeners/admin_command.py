@@ -15,10 +15,10 @@ from bot.jobs import digest as digest_jobs
 from bot.jobs.prompts import queue_due_prompts
 from bot.jobs.roster import RosterSync
 from bot.runtime import Runtime
-from bot.services import DomainError
 from bot.services import competitors as competitor_svc
 from bot.services.access import require_admin
 from bot.services.digest import Month
+from bot.services.errors import DomainError
 from bot.services.feedback import unescape_slack
 from bot.slack.client import SLACK_ERRORS
 
@@ -138,10 +138,8 @@ def post_digest(rt: Runtime, *, user_id: str, month: Month | None) -> str:
             rt.outbox.drain()
         posted = digest_jobs.posted_ts(rt, month) is not None
         return admin_blocks.digest_posted(month=str(month), channel=channel, queued=not posted)
-    posted = digest_jobs.posted_ts(rt, month)
-    return admin_blocks.digest_not_posted(
-        month=str(month), channel=channel, posted=posted is not None
-    )
+    ts = digest_jobs.posted_ts(rt, month)
+    return admin_blocks.digest_not_posted(month=str(month), channel=channel, posted=ts is not None)
 
 
 def merge_competitors(rt: Runtime, *, user_id: str, source: str, target: str) -> str:

@@ -13,8 +13,8 @@ from bot.db import in_transaction, session_scope
 from bot.home_tab import changed as homes_changed
 from bot.listeners.forms import keeps_form_when_database_is_away, value
 from bot.runtime import Runtime
-from bot.services import DomainError
 from bot.services import loop as loop_svc
+from bot.services.errors import DomainError
 from bot.services.loop import MAX_NOTE
 from bot.slack.client import SLACK_ERRORS
 

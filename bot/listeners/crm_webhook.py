@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from slack_sdk.signature import SignatureVerifier
+from slack_sdk.signature import Clock, SignatureVerifier
 
 from bot.jobs.deals import nudge_new_deal, receive_deal
 from bot.runtime import Runtime
@@ -68,7 +68,7 @@ def handle_deal_closed(
     )
 
 
-class _Clock:
+class _Clock(Clock):
     """slack_sdk's verifier asks a clock for the time; ours is the runtime's."""
 
     def __init__(self, rt: Runtime) -> None:

@@ -11,8 +11,9 @@ from bot.event_inbox import EVENT
 from bot.home_tab import changed as homes_changed
 from bot.models import PromptStatus
 from bot.runtime import Runtime
-from bot.services import DomainError, outgoing
 from bot.services import feedback as feedback_svc
+from bot.services import outgoing
+from bot.services.errors import DomainError
 from bot.services.feedback import Bullets
 
 

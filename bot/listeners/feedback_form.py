@@ -15,8 +15,8 @@ from bot.home_tab import changed as homes_changed
 from bot.listeners.forms import keeps_form_when_database_is_away, value
 from bot.models import Prompt
 from bot.runtime import Runtime
-from bot.services import DomainError
 from bot.services import feedback as feedback_svc
+from bot.services.errors import DomainError
 from bot.services.feedback import Bullets
 
 

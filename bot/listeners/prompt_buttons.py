@@ -12,8 +12,8 @@ from bot.db import session_scope
 from bot.home_tab import changed as homes_changed
 from bot.listeners.feedback_form import modal_for
 from bot.runtime import Runtime
-from bot.services import DomainError
 from bot.services import feedback as feedback_svc
+from bot.services.errors import DomainError
 
 
 def open_feedback_modal(ack: Ack, body: dict, client: WebClient, context: dict) -> None:

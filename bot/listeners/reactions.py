@@ -9,8 +9,8 @@ from slack_bolt import App
 from bot.db import in_transaction, session_scope
 from bot.home_tab import changed as homes_changed
 from bot.runtime import Runtime
-from bot.services import DomainError
 from bot.services import loop as loop_svc
+from bot.services.errors import DomainError
 
 log = logging.getLogger(__name__)
 

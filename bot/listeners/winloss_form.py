@@ -15,9 +15,9 @@ from bot.home_tab import changed as homes_changed
 from bot.listeners.forms import keeps_form_when_database_is_away, selected, value
 from bot.people import today_for, user_zone
 from bot.runtime import Runtime
-from bot.services import DomainError
 from bot.services import competitors as competitor_svc
 from bot.services import winloss as wl_svc
+from bot.services.errors import DomainError
 
 
 def modal(

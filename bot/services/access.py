@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from bot.config import Settings
-from bot.services import NotAllowed
+from bot.services.errors import NotAllowed
 
 
 def require_admin(admins: Settings | Collection[str], user_id: str) -> None:

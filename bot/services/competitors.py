@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.models import Competitor, WinLossEntry
-from bot.services import DomainError
+from bot.services.errors import DomainError
 
 NONE_WORDS = {"", "none", "no", "n/a", "na", "-", "no competitor", "nobody"}
 MAX_NAME = 120
@@ -91,11 +92,12 @@ def merge(session: Session, *, source: str, target: str) -> tuple[Competitor, Co
         raise DomainError(f"No competitor called {target!r}.")
     if src.id == dst.id:
         raise DomainError(f"{source!r} and {target!r} are already the same competitor.")
-    moved = session.execute(
+    moved_entries = session.execute(
         update(WinLossEntry)
         .where(WinLossEntry.competitor_id == src.id)
         .values(competitor_id=dst.id)
-    ).rowcount
+    )
+    moved = cast(CursorResult, moved_entries).rowcount
     session.execute(
         update(Competitor).where(Competitor.merged_into_id == src.id).values(merged_into_id=dst.id)
     )

@@ -16,10 +16,10 @@ from typing import IO
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from bot.models import Deal, FeedbackAnswer, Prompt, WinLossEntry
-from bot.services import DomainError
+from bot.models import Deal, FeedbackAnswer, LoopPost, Prompt, WinLossEntry
 from bot.services import competitors as competitor_svc
 from bot.services import winloss as wl_svc
+from bot.services.errors import DomainError
 
 SLACK_PREFIX = "slack-"  # the exported ID of a deal first heard of in Slack
 WINLOSS_COLUMNS = (
@@ -309,8 +309,6 @@ def winloss_rows(session: Session, *, since: date | None = None) -> Iterator[lis
 
 def feedback_rows(session: Session, *, since: date | None = None) -> Iterator[list[str]]:
     """Every weekly prompt with its answer and marketing's acknowledgements."""
-    from bot.models import LoopPost
-
     query = (
         select(Prompt)
         .options(joinedload(Prompt.answer))

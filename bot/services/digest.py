@@ -26,8 +26,8 @@ from bot.models import (
     PromptStatus,
     WinLossEntry,
 )
-from bot.services import DomainError
 from bot.services.calendar import local_instant
+from bot.services.errors import DomainError
 
 MIN_DEALS = 5  # figures drawn from fewer deals carry a warning
 QUOTES_PER_CATEGORY = 3

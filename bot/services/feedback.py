@@ -6,8 +6,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import cast
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
@@ -22,7 +23,7 @@ from bot.models import (
     Prompt,
     PromptStatus,
 )
-from bot.services import DomainError, NotAllowed, outgoing
+from bot.services import outgoing
 from bot.services.calendar import (
     next_occurrence,
     occurrence_in_week,
@@ -30,6 +31,7 @@ from bot.services.calendar import (
     week_start,
     zone,
 )
+from bot.services.errors import DomainError, NotAllowed
 
 MAX_FIELD = 3000
 SKIP_REASONS = {"nothing": "Nothing this week", "out": "Out this week"}
@@ -215,7 +217,9 @@ class StoredAnswer:
     changed: bool  # False: the same text again (a resubmission, a replayed event)
 
 
-_PROMPTS, _ANSWERS, _POSTS = Prompt.__table__, FeedbackAnswer.__table__, LoopPost.__table__
+_PROMPTS = cast(Table, Prompt.__table__)
+_ANSWERS = cast(Table, FeedbackAnswer.__table__)
+_POSTS = cast(Table, LoopPost.__table__)
 # Built once: the answer form's hot path should not rebuild its statements every time.
 _ANSWER_STATE = (
     select(
@@ -290,7 +294,7 @@ def record_answer(
     answer_id = row.answer_id
     changed = answer_id is None or any(row._mapping[k] != v for k, v in text.items())
     if answer_id is None:
-        answer_id = session.execute(
+        new_answer = session.execute(
             _NEW_ANSWER,
             {
                 "prompt_id": prompt_id,
@@ -300,7 +304,8 @@ def record_answer(
                 "updated_at": now,
                 **text,
             },
-        ).inserted_primary_key[0]
+        )
+        answer_id = cast(CursorResult, new_answer).inserted_primary_key[0]
     elif changed:
         session.execute(_EDIT_ANSWER, {"answer_id": answer_id, "updated_at": now, **text})
     if row.status != PromptStatus.ANSWERED or row.skip_reason or row.answered_at is None:
@@ -313,7 +318,8 @@ def record_answer(
                 "answered_at": row.answered_at or now,
             },
         )
-        if answered.rowcount != 1:  # closed as missed since it was read: roll it all back
+        # closed as missed since it was read: roll it all back
+        if cast(CursorResult, answered).rowcount != 1:
             raise _closed_as_missed(row.week_start)
         outgoing.prompt_done_by_id(
             session,
@@ -324,7 +330,7 @@ def record_answer(
         )
     post_id = row.post_id
     if post_id is None:
-        post_id = session.execute(
+        new_post = session.execute(
             _NEW_POST,
             {
                 "kind": PostKind.FEEDBACK,
@@ -333,7 +339,8 @@ def record_answer(
                 "channel": feedback_channel,
                 "created_at": now,
             },
-        ).inserted_primary_key[0]
+        )
+        post_id = cast(CursorResult, new_post).inserted_primary_key[0]
         outgoing.loop_post_by_id(
             session, post_id=post_id, channel=feedback_channel, ts=None, now=now
         )
@@ -394,7 +401,7 @@ def claim_reminder(session: Session, *, prompt: Prompt, now: datetime) -> bool:
         .where(Prompt.id == prompt.id, Prompt.reminded_at.is_(None))
         .values(reminded_at=now)
     )
-    if result.rowcount == 1:
+    if cast(CursorResult, result).rowcount == 1:
         prompt.reminded_at = now
         outgoing.reminder(session, prompt, now=now)
         return True
@@ -419,7 +426,7 @@ def close_missed(session: Session, *, now: datetime) -> list[Prompt]:
             .values(status=PromptStatus.MISSED)
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount == 1:
+        if cast(CursorResult, result).rowcount == 1:
             session.refresh(prompt)
             outgoing.prompt_done(session, prompt, now=now)
             missed.append(prompt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -51,7 +52,7 @@ def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
         .order_by(WinLossEntry.logged_at.desc())
         .limit(RECENT_LIMIT)
     ).all()
-    recent = [
+    recent: list[dict[str, Any]] = [
         {
             "kind": "feedback",
             "label": f"Feedback, week of {week:%b} {week.day}",

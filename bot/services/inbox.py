@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -72,7 +73,7 @@ def claim(
     if reclaim_own:
         mine = and_(row.state == InboxState.PROCESSING, row.claimed_by == owner)
         claimable = or_(claimable, mine)
-    taken = session.execute(
+    claimed = session.execute(
         update(row)
         .where(row.event_id == event_id, row.attempts < max_attempts, claimable)
         .values(
@@ -82,7 +83,8 @@ def claim(
             attempts=row.attempts + 1,
         )
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
+    taken = cast(CursorResult, claimed).rowcount
     if not taken:
         return None
     return session.scalar(select(row.attempts).where(row.event_id == event_id))
@@ -91,25 +93,24 @@ def claim(
 def finish(session: Session, *, event_id: str, owner: str, now: datetime) -> bool:
     """Mark the event ``owner`` processed as done (its payload is no longer needed); False
     when the claim was no longer ``owner``'s (its lease ran out and another took it over)."""
-    return bool(
-        session.execute(
-            update(InboundEvent)
-            .where(
-                InboundEvent.event_id == event_id,
-                InboundEvent.state == InboxState.PROCESSING,
-                InboundEvent.claimed_by == owner,
-            )
-            .values(
-                state=InboxState.DONE,
-                payload=None,
-                claimed_by=None,
-                due_at=None,
-                finished_at=now,
-                last_error=None,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    finished = session.execute(
+        update(InboundEvent)
+        .where(
+            InboundEvent.event_id == event_id,
+            InboundEvent.state == InboxState.PROCESSING,
+            InboundEvent.claimed_by == owner,
+        )
+        .values(
+            state=InboxState.DONE,
+            payload=None,
+            claimed_by=None,
+            due_at=None,
+            finished_at=now,
+            last_error=None,
+        )
+        .execution_options(synchronize_session=False)
     )
+    return bool(cast(CursorResult, finished).rowcount)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def release(
         values.update(state=InboxState.FAILED, due_at=None, finished_at=now)
     else:
         values.update(state=InboxState.PENDING, due_at=now + backoff(attempts))
-    changed = session.execute(
+    released = session.execute(
         update(InboundEvent)
         .where(
             InboundEvent.event_id == event_id,
@@ -155,7 +156,8 @@ def release(
         )
         .values(values)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
+    changed = cast(CursorResult, released).rowcount
     if not changed:
         return None
     return Released(InboxState.FAILED if last else InboxState.PENDING, attempts)
@@ -213,7 +215,7 @@ def give_up_abandoned(
     ).all()
     given_up = []
     for event_id, event_type, attempts, last_error in rows:
-        changed = session.execute(
+        failed = session.execute(
             update(InboundEvent)
             .where(InboundEvent.event_id == event_id, *stale)
             .values(
@@ -224,7 +226,8 @@ def give_up_abandoned(
                 last_error=last_error or "abandoned: its processing never finished",
             )
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
+        changed = cast(CursorResult, failed).rowcount
         if changed:
             given_up.append(GivenUp(event_id, event_type, attempts, last_error))
     return given_up
@@ -232,17 +235,15 @@ def give_up_abandoned(
 
 def prune(session: Session, *, now: datetime, keep: timedelta = KEEP) -> int:
     """Forget finished (done or failed) events received more than ``keep`` ago."""
-    return (
-        session.execute(
-            delete(InboundEvent)
-            .where(
-                InboundEvent.state.in_(INBOX_FINISHED),
-                InboundEvent.received_at < now - keep,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        or 0
+    pruned = session.execute(
+        delete(InboundEvent)
+        .where(
+            InboundEvent.state.in_(INBOX_FINISHED),
+            InboundEvent.received_at < now - keep,
+        )
+        .execution_options(synchronize_session=False)
     )
+    return cast(CursorResult, pruned).rowcount or 0
 
 
 def counts(session: Session) -> dict[str, int]:

@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.models import Acknowledgement, LoopPost, PostKind, is_forgotten
-from bot.services import DomainError, NotAllowed, outgoing
+from bot.services import outgoing
+from bot.services.errors import DomainError, NotAllowed
 
 MAX_NOTE = 3000
 

@@ -224,7 +224,7 @@ def settle(session: Session, message: Outgoing, **values) -> bool:
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return cast(CursorResult, result).rowcount == 1
 
 
 def mark_sent(session: Session, message: Outgoing, *, channel: str, ts: str, now: datetime) -> bool:
@@ -304,7 +304,7 @@ def expire(session: Session, *, now: datetime) -> int:
         )
         .values(state=OutboxState.DROPPED, last_error="expired before it could be sent")
     )
-    return result.rowcount
+    return cast(CursorResult, result).rowcount
 
 
 def counts(session: Session) -> dict[str, int]:

@@ -35,10 +35,22 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import String, Text, and_, cast, delete, func, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    String,
+    Text,
+    and_,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from bot.models import (
@@ -436,11 +448,12 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
         LoopPost.kind == PostKind.FEEDBACK,
         LoopPost.ts.is_(None),
     )
-    result.unposted_deleted = session.execute(
+    deleted = session.execute(
         delete(LoopPost)
         .where(LoopPost.id.in_(unposted.scalar_subquery()))
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
+    result.unposted_deleted = typing.cast(CursorResult, deleted).rowcount
     their_posts = select(LoopPost.id).where(LoopPost.author_user_id == user_id)
     session.execute(  # nobody is left to tell about an acknowledgement of their posts
         update(Acknowledgement)

@@ -7,9 +7,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,10 +23,11 @@ from bot.models import (
     WinLossEntry,
     WinLossRevision,
 )
-from bot.services import DomainError, NotAllowed, outgoing
 from bot.services import competitors as competitor_svc
 from bot.services import loop as loop_svc
+from bot.services import outgoing
 from bot.services.calendar import local_instant
+from bot.services.errors import DomainError, NotAllowed
 
 MAX_TEXT = 3000
 MIN_REASON_WORDS = 4
@@ -258,7 +260,7 @@ def claim_nudge(session: Session, *, deal: Deal, now: datetime) -> bool:
         )
         .values(nudge_claimed_at=now, nudge_attempts=Deal.nudge_attempts + 1)
     )
-    return result.rowcount == 1
+    return cast(CursorResult, result).rowcount == 1
 
 
 def reminder_time(deal: Deal, *, reminder_hours: int, deadline_hours: int) -> datetime:
@@ -300,7 +302,7 @@ def claim_deal_reminder(session: Session, *, deal: Deal, now: datetime) -> bool:
         .where(Deal.id == deal.id, Deal.reminded_at.is_(None), ~_has_entry())
         .values(reminded_at=now)
     )
-    if result.rowcount != 1:
+    if cast(CursorResult, result).rowcount != 1:
         return False
     outgoing.deal_reminder(session, deal, now=now)
     return True
@@ -322,7 +324,7 @@ def mark_overdue(session: Session, *, escalation_channel: str, now: datetime) ->
             .where(Deal.id == deal.id, Deal.overdue_at.is_(None), ~_has_entry())
             .values(overdue_at=now)
         )
-        if result.rowcount == 1:
+        if cast(CursorResult, result).rowcount == 1:
             deal.overdue_at = now
             outgoing.overdue(session, deal, channel=escalation_channel, now=now)
             marked.append(deal)
