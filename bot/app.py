@@ -7,11 +7,13 @@ import logging
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.listener.listener_completion_handler import ListenerCompletionHandler
+from slack_sdk.webhook import WebhookClient
 
 from bot.event_inbox import EVENT, EVENT_ATTEMPT, EVENT_ERROR, EventInbox
 from bot.listeners import register_listeners
 from bot.runtime import Runtime
 from bot.services.errors import DomainError
+from bot.slack.client import SLACK_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,21 @@ SORRY = (
     "Nothing you typed is lost; please try again in a minute, and tell your Closeloop admin "
     "if it keeps happening."
 )
+
+
+def answer_directly(body: dict, message: str) -> None:
+    """Tell the person who clicked or typed a command, through the request's response_url
+    (an ephemeral answer to their own request, which needs no database): what is left when
+    a message cannot be queued in the outbox. Nothing for an event, which has none."""
+    url = body.get("response_url")
+    if not url:
+        return
+    try:
+        WebhookClient(url, timeout=5).send(
+            text=message, response_type="ephemeral", replace_original=False
+        )
+    except SLACK_ERRORS:
+        log.exception("could not answer through the response_url either")
 
 
 class FinishEvent(ListenerCompletionHandler):
@@ -129,8 +146,9 @@ def create_app(
         if user_id:
             try:
                 rt.tell(user_id, message)
-            except Exception:  # the database is away too: the log has it
+            except Exception:  # the database is away too: answer the click or command itself
                 log.exception("could not queue a message for %s", user_id)
+                answer_directly(body, message)
 
     app.middleware(store_events_first)
     app.middleware(inject_runtime)

@@ -286,6 +286,7 @@ class Harness:
         }
         payload["channel"] = {"id": channel, "name": "x"}
         payload["trigger_id"] = self.slack.new_trigger_id()
+        payload["response_url"] = self.slack.new_response_url()  # never hooks.slack.com
         payload["message"] = {"ts": message_ts, "type": "message"}
         action = payload["actions"][0]
         action.update(action_id=action_id, value=value, block_id="b")

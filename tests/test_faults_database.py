@@ -313,9 +313,10 @@ def test_database_lost_between_the_dm_and_its_record_sends_the_dm_once(h, outage
 def test_rep_clicking_and_submitting_during_an_outage_keeps_the_form_and_can_redo_it(
     h, outage, engine, caplog
 ):
-    """The click is answered at once but opens no form, and nothing can tell the rep by DM
-    while the database is away (every message is stored in the outbox first): the log names
-    her. The form keeps what she typed and says so in place. Afterwards both work, once."""
+    """The click is answered at once but opens no form. No DM can tell the rep while the
+    database is away (every message is stored in the outbox first), so the click itself is
+    answered, ephemerally, through its response_url. The form keeps what she typed and says
+    so in place. Afterwards both work, once."""
     slack, clock = h.slack, h.clock
     clock.set(FRI_1500_UTC)
     tick(h.rt)
@@ -327,14 +328,16 @@ def test_rep_clicking_and_submitting_during_an_outage_keeps_the_form_and_can_red
 
     posts_before = len(all_posts(slack))
     outage.down()
-    # A click: acknowledged at once (Slack shows no error); no modal without its prompt, and
-    # no apology either: it could not be stored, so it is not sent (nothing half-done).
+    # A click: acknowledged at once (Slack shows no error); no modal without its prompt; the
+    # apology could not be queued, so it answers the click itself, to her alone.
     started = time.monotonic()
     reply = h.click_button("UANA", button, prompt.response["channel"], "feedback_open")
     assert reply.status == 200 and time.monotonic() - started < 3
     assert len(slack.calls_to("views.open")) == 1
     assert len(all_posts(slack)) == posts_before
     assert len(untold(caplog, "UANA")) == 1
+    (answered,) = [c for c in slack.calls if c.method == "response_url"]
+    assert answered.params["text"] == SORRY and answered.params["response_type"] == "ephemeral"
     # The form: Slack gets an answer in time, an inline error, so the modal stays open with
     # what the rep typed and says it was not saved; nothing is stored.
     started = time.monotonic()
