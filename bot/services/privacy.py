@@ -1,7 +1,7 @@
 """Forgetting one person (``closeloop forget-user U123``): a departed employee's data is
 removed or pseudonymised, and every count the digest is built from stays as it was.
 
-What happens to each place a person can appear (README, "Forgetting a person"):
+What happens to each place a person can appear (docs/privacy.md):
 
 * ``members``: their row (Slack name, time zone) is deleted.
 * ``prompts``: kept with their status, so response rates do not change; the user ID becomes
