@@ -21,9 +21,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.models import Op, OutboxMessage, OutboxState
@@ -87,48 +88,60 @@ def enqueue(
     already settled (or being sent, with what may now be an older version) is made pending
     once more, so the latest change always reaches Slack. A sender still holding the old
     claim can no longer record anything for it."""
-    row = OutboxMessage(
-        key=key,
-        kind=kind,
-        op=op,
-        subject_id=subject_id,
-        channel=channel,
-        thread_ts=thread_ts,
-        ts=ts,
-        text=text,
-        blocks=blocks,
-        state=OutboxState.PENDING,
-        not_before=now,
-        expires_at=expires_at,
-        created_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(row)
-        return True
-    except IntegrityError:
-        pass
+    values = {
+        "key": key,
+        "kind": kind,
+        "op": op,
+        "subject_id": subject_id,
+        "channel": channel,
+        "thread_ts": thread_ts,
+        "ts": ts,
+        "text": text,
+        "blocks": blocks,
+        "state": OutboxState.PENDING,
+        "not_before": now,
+        "expires_at": expires_at,
+        "attempts": 0,
+        "maybe_sent": False,
+        "created_at": now,
+    }
+    # One statement either way (INSERT ... ON CONFLICT, which SQLite and PostgreSQL share):
+    # a form's ack waits for it, and a failed INSERT inside a savepoint costs a round trip
+    # and an exception.
+    insert = _insert_for(session)(OutboxMessage).values(**values)
     if again:
-        session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.key == key, OutboxMessage.state != OutboxState.PENDING)
-            .values(
-                state=OutboxState.PENDING,
-                not_before=now,
-                expires_at=expires_at,
-                attempts=0,
-                claimed_by=None,
-                claimed_at=None,
-                text=text,
-                blocks=blocks,
-                channel=channel,
-                ts=ts,
-                last_error=None,
-            )
-            .execution_options(synchronize_session=False)
+        statement = insert.on_conflict_do_update(
+            index_elements=[OutboxMessage.key],
+            set_={
+                "state": OutboxState.PENDING,
+                "not_before": now,
+                "expires_at": expires_at,
+                "attempts": 0,
+                "claimed_by": None,
+                "claimed_at": None,
+                "text": text,
+                "blocks": blocks,
+                "channel": channel,
+                "ts": ts,
+                "last_error": None,
+            },
+            where=OutboxMessage.state != OutboxState.PENDING,
         )
+        session.execute(statement)
         return True
-    return False
+    inserted = session.execute(
+        insert.on_conflict_do_nothing(index_elements=[OutboxMessage.key]).returning(
+            OutboxMessage.id
+        )
+    )
+    return inserted.first() is not None
+
+
+def _insert_for(session: Session):
+    """The dialect's INSERT, with ON CONFLICT."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
 
 
 def exists(session: Session, key: str) -> bool:
