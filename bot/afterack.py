@@ -102,7 +102,7 @@ class AfterAck:
         fn: Callable[..., object],
         /,
         *args,
-        on_error: Callable[[Exception], None] | None = None,
+        on_error: Callable[[Exception], object] | None = None,
         opens_modal: bool = False,
         **kwargs,
     ) -> Future:

@@ -19,10 +19,11 @@ from bot.jobs.prompts import queue_due_prompts
 from bot.jobs.roster import RosterSync
 from bot.models import OutboxMessage, OutboxState
 from bot.runtime import Runtime
-from bot.services import DomainError, csvio
 from bot.services import competitors as competitor_svc
+from bot.services import csvio
 from bot.services import privacy as privacy_svc
 from bot.services.digest import Month
+from bot.services.errors import DomainError
 from bot.services.winloss import InvalidField, parse_deal
 from bot.slack.client import SLACK_ERRORS
 

@@ -176,7 +176,7 @@ class Settings:
         managers = _user_ids(get, "SALES_MANAGERS") if get("SALES_MANAGERS") else ()
         admins = _user_ids(get, "ADMIN_USERS") if get("ADMIN_USERS") else ()
         categories_text = get("WINLOSS_REASON_CATEGORIES")
-        categories = DEFAULT_REASON_CATEGORIES
+        categories: tuple[str, ...] = DEFAULT_REASON_CATEGORIES
         if categories_text:
             categories = tuple(
                 dict.fromkeys(c.strip() for c in categories_text.split(",") if c.strip())

@@ -25,6 +25,8 @@ from sqlalchemy import Connection, Engine, text
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x436C6F73  # "Clos": the advisory lock id for the scheduler role
+
+
 def poll_seconds_default() -> float:
     """How often the lock is tried and checked (CLOSELOOP_SCHEDULER_POLL; a takeover takes
     about this long)."""

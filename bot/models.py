@@ -40,7 +40,7 @@ FORMER_COLLEAGUE = "a former colleague"  # how messages name a forgotten person
 
 def is_forgotten(user_id: str | None) -> bool:
     """True for the pseudonym of someone ``closeloop forget-user`` forgot."""
-    return bool(user_id) and user_id.startswith(FORGOTTEN_PREFIX)
+    return user_id is not None and user_id.startswith(FORGOTTEN_PREFIX)
 
 
 def utcnow() -> datetime:

@@ -47,9 +47,9 @@ from bot.models import (
     Prompt,
     WinLossEntry,
 )
-from bot.services import NotAllowed
 from bot.services import competitors as competitor_svc
 from bot.services.access import require_admin
+from bot.services.errors import NotAllowed
 from tests.harness import tick
 from tests.test_loop_scenario import FRI_1500_UTC, all_text, channel_posts, dms_to, stored
 from tests.test_winloss_scenario import (

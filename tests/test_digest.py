@@ -23,8 +23,9 @@ from bot.db import session_scope
 from bot.jobs import digest as digest_jobs
 from bot.models import Deal, Digest, FeedbackAnswer, LoopPost, Prompt, WinLossEntry
 from bot.runtime import Runtime
-from bot.services import DomainError, competitors
+from bot.services import competitors
 from bot.services.digest import Month, compute, first_working_day, win_rate_history
+from bot.services.errors import DomainError
 from tests.conftest import closeloop
 from tests.harness import tick
 

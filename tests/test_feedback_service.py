@@ -13,10 +13,10 @@ from bot.models import (
     Prompt,
     PromptStatus,
 )
-from bot.services import DomainError, NotAllowed
 from bot.services import feedback as svc
 from bot.services import loop as loop_svc
 from bot.services import roster as roster_svc
+from bot.services.errors import DomainError, NotAllowed
 from bot.services.feedback import Bullets, Schedule
 
 SCHEDULE = Schedule(WeeklyTime(4, time(16, 0)), WeeklyTime(0, time(10, 0)))

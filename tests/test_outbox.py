@@ -74,6 +74,7 @@ def test_ratelimited_prompt_waits_its_retry_after_then_goes_out_once(harness):
 
 def test_a_user_slack_refuses_for_good_is_recorded_not_retried(harness):
     h, slack, clock = harness, harness.slack, harness.clock
+    october_digest_posted(h)  # the only post of this tick is Ana's prompt
     clock.set(FRI_1500_UTC)
     slack.fail_next("chat.postMessage", error="user_not_found")
     tick(h.rt)

@@ -10,9 +10,9 @@ import pytest
 
 from bot.config import DEFAULT_REASON_CATEGORIES
 from bot.models import Competitor, WinLossEntry
-from bot.services import DomainError, NotAllowed
 from bot.services import competitors as comp
 from bot.services import winloss as wl
+from bot.services.errors import DomainError, NotAllowed
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 REASON = "They said the migration would take their two admins most of a quarter"

@@ -305,7 +305,9 @@ def record_answer(
                 **text,
             },
         )
-        answer_id = cast(CursorResult, new_answer).inserted_primary_key[0]
+        answer_key = cast(CursorResult, new_answer).inserted_primary_key
+        assert answer_key is not None  # a one-row INSERT always has one
+        answer_id = answer_key[0]
     elif changed:
         session.execute(_EDIT_ANSWER, {"answer_id": answer_id, "updated_at": now, **text})
     if row.status != PromptStatus.ANSWERED or row.skip_reason or row.answered_at is None:
@@ -340,7 +342,9 @@ def record_answer(
                 "created_at": now,
             },
         )
-        post_id = cast(CursorResult, new_post).inserted_primary_key[0]
+        post_key = cast(CursorResult, new_post).inserted_primary_key
+        assert post_key is not None  # a one-row INSERT always has one
+        post_id = post_key[0]
         outgoing.loop_post_by_id(
             session, post_id=post_id, channel=feedback_channel, ts=None, now=now
         )

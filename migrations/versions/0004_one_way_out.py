@@ -90,7 +90,7 @@ def _carry_over_unsent() -> None:
             }
         )
 
-    for post_id, channel, ts, needs_update, attempts in conn.execute(
+    for post_id, channel, ts, _needs_update, attempts in conn.execute(
         sa.text(
             "SELECT id, channel, ts, needs_update, post_attempts FROM loop_posts "
             "WHERE ts IS NULL OR needs_update"
@@ -122,9 +122,7 @@ def _carry_over_unsent() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("digests", schema=None) as batch_op:
         batch_op.alter_column("created_at", new_column_name="claimed_at")
-        batch_op.add_column(
-            sa.Column("attempts", sa.Integer(), nullable=False, server_default="1")
-        )
+        batch_op.add_column(sa.Column("attempts", sa.Integer(), nullable=False, server_default="1"))
         batch_op.add_column(sa.Column("chart_claimed_at", sa.DateTime(timezone=True)))
     with op.batch_alter_table("acknowledgements", schema=None) as batch_op:
         batch_op.add_column(
