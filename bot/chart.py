@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display; must precede any pyplot import anywhere
-
-from matplotlib.figure import Figure  # noqa: E402 - after choosing the backend
-
 
 def render(
     *, month: str, history: list[tuple[str, float | None, int]], losses: dict[str, int]
 ) -> bytes:
-    """PNG bytes. ``history`` is (YYYY-MM, win rate or None, decided deals) oldest first."""
+    """PNG bytes. ``history`` is (YYYY-MM, win rate or None, decided deals) oldest first.
+
+    matplotlib is imported here, once a month, not by every process and command at start
+    (it takes about half a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede any pyplot import anywhere
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(11, 4.2), dpi=100)
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
     labels = [m for m, _rate, _n in history]

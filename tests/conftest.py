@@ -133,6 +133,9 @@ def make_settings(slack_url: str, database_url: str, **overrides: str) -> Settin
         "SALES_USERGROUP": "SSALES",
         "MARKETING_USERGROUP": "SMKTG",
         "DIGEST_CHANNEL": "CDIGEST",
+        # One message in flight at a time: messages go out in the order they were queued,
+        # so a fault a test injects meets the message it means (fan-out tests set more).
+        "OUTBOX_WORKERS": "1",
     }
     env.update(overrides)
     return Settings.from_env({k: v for k, v in env.items() if v is not None})

@@ -128,6 +128,7 @@ def test_prompt_that_reached_slack_with_its_answer_lost_is_not_sent_again(harnes
     """Slack stores the DM but the answer never comes back (a read timeout): the retry finds
     the message by its metadata and records it instead of prompting the rep a second time."""
     h, slack, clock = harness, harness.slack, harness.clock
+    october_digest_posted(h)  # the only post of this tick is Ana's prompt
     clock.set(FRI_1500_UTC)
     slack.fail_next("chat.postMessage", delay=4.0)  # past the harness client's 3 s timeout
     tick(h.rt)

@@ -1,7 +1,7 @@
-"""SIGKILL in the middle of a 5,000-rep fan-out, then a restart: every rep prompted once.
+"""SIGKILL in the middle of a 2,000-rep fan-out, then a restart: every rep prompted once.
 
 Real processes (``closeloop prompt --now``) against the fake Slack. The first one is killed
-by the fake Slack itself at the worst moment: right after Slack stored the 2,500th DM and
+by the fake Slack itself at the worst moment: right after Slack stored the 1,000th DM and
 before its answer was written, so the dying process cannot know it went out, and other DMs
 are in flight on its sender threads. Its claims are taken over once their lease has run out
 (OUTBOX_LEASE_SECONDS, short here), never before: the restart looks for each in Slack first.
@@ -25,8 +25,8 @@ from bot.models import OutboxMessage, Prompt
 from bot.services import outbox as outbox_svc
 from tests.harness import seed_sales_roster
 
-REPS = 5000
-KILL_AT = 2500
+REPS = 2000
+KILL_AT = 1000
 LEASE = 3  # seconds
 
 
