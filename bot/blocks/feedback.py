@@ -18,7 +18,7 @@ from bot.blocks.elements import (
     section,
     truncate,
 )
-from bot.models import is_forgotten
+from bot.models import PromptStatus, is_forgotten
 
 OPEN_ACTION = "feedback_open"
 SKIP_NOTHING_ACTION = "feedback_skip_nothing"
@@ -75,12 +75,12 @@ def prompt_done_message(
 ) -> Message:
     """The DM after the rep answered, skipped, or the week closed unanswered."""
     week = week_label(week_start)
-    if status == "answered":
+    if status == PromptStatus.ANSWERED:
         text = (
             f":white_check_mark: Answered — thanks! Your feedback for the {week} is with marketing."
         )
         buttons = [button("Edit answer", OPEN_ACTION, str(prompt_id))]
-    elif status == "skipped":
+    elif status == PromptStatus.SKIPPED:
         label = {"nothing": "Nothing this week", "out": "Out this week"}.get(skip_reason or "", "")
         text = f":zzz: Skipped ({label}) for the {week}."
         buttons = [button("Answer anyway", OPEN_ACTION, str(prompt_id))]

@@ -9,6 +9,7 @@ from bot.blocks import feedback as fb_blocks
 from bot.blocks import winloss as wl_blocks
 from bot.blocks.digest import pct, permalink
 from bot.blocks.elements import actions, button, context, escape_fit, mention, section
+from bot.models import PostKind, PromptStatus
 
 MAX_BLOCKS = 100
 
@@ -23,10 +24,10 @@ def _prompt_blocks(prompt: dict | None) -> list[dict]:
         return [section("*This week's feedback*\nNo prompt yet: it arrives on schedule.")]
     week = fb_blocks.week_label(prompt["week_start"])
     status = prompt["status"]
-    if status == "answered":
+    if status == PromptStatus.ANSWERED:
         line = f":white_check_mark: Answered for the {week}."
         button_ = button("Edit answer", fb_blocks.OPEN_ACTION, str(prompt["id"]))
-    elif status == "skipped":
+    elif status == PromptStatus.SKIPPED:
         label = "Out this week" if prompt["skip_reason"] == "out" else "Nothing this week"
         line = f":zzz: Skipped ({label}) for the {week}."
         button_ = button("Answer anyway", fb_blocks.OPEN_ACTION, str(prompt["id"]))
@@ -100,7 +101,7 @@ def home_view(
                 )
             )
             for post in waiting:
-                what = "Weekly feedback" if post["kind"] == "feedback" else "Win/loss entry"
+                what = "Weekly feedback" if post["kind"] == PostKind.FEEDBACK else "Win/loss entry"
                 link = (
                     f"<{permalink(link_base, post['channel'], post['ts'])}|{what}>"
                     if link_base

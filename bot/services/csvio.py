@@ -16,7 +16,7 @@ from typing import IO
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from bot.models import Deal, FeedbackAnswer, LoopPost, Prompt, WinLossEntry
+from bot.models import Deal, FeedbackAnswer, LoopPost, PostKind, Prompt, WinLossEntry
 from bot.services import competitors as competitor_svc
 from bot.services import winloss as wl_svc
 from bot.services.errors import DomainError
@@ -322,7 +322,7 @@ def feedback_rows(session: Session, *, since: date | None = None) -> Iterator[li
         if answer is not None:
             post = session.scalars(
                 select(LoopPost).where(
-                    LoopPost.kind == "feedback", LoopPost.subject_id == answer.id
+                    LoopPost.kind == PostKind.FEEDBACK, LoopPost.subject_id == answer.id
                 )
             ).first()
             acks = list(post.acks) if post else []

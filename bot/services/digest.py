@@ -22,6 +22,7 @@ from bot.models import (
     FeedbackAnswer,
     LoopPost,
     Outcome,
+    PostKind,
     Prompt,
     PromptStatus,
     WinLossEntry,
@@ -373,7 +374,10 @@ def best_insights(session: Session, start: datetime, end: datetime, limit: int =
             literal("winloss").label("kind"),
             LoopPost.created_at.label("at"),
         )
-        .join(LoopPost, and_(LoopPost.kind == "winloss", LoopPost.subject_id == WinLossEntry.id))
+        .join(
+            LoopPost,
+            and_(LoopPost.kind == PostKind.WINLOSS, LoopPost.subject_id == WinLossEntry.id),
+        )
         .where(
             LoopPost.created_at >= start,
             LoopPost.created_at < end,
@@ -389,7 +393,10 @@ def best_insights(session: Session, start: datetime, end: datetime, limit: int =
             literal("feedback").label("kind"),
             LoopPost.created_at.label("at"),
         )
-        .join(LoopPost, and_(LoopPost.kind == "feedback", LoopPost.subject_id == FeedbackAnswer.id))
+        .join(
+            LoopPost,
+            and_(LoopPost.kind == PostKind.FEEDBACK, LoopPost.subject_id == FeedbackAnswer.id),
+        )
         .where(
             LoopPost.created_at >= start,
             LoopPost.created_at < end,

@@ -9,7 +9,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.models import FORGOTTEN_PREFIX, Deal, FeedbackAnswer, LoopPost, Prompt, WinLossEntry
+from bot.models import (
+    FORGOTTEN_PREFIX,
+    Deal,
+    FeedbackAnswer,
+    LoopPost,
+    PostKind,
+    Prompt,
+    WinLossEntry,
+)
 from bot.services import digest as digest_svc
 from bot.services import winloss as wl_svc
 
@@ -29,7 +37,8 @@ def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
         )
         .join(Prompt, Prompt.id == FeedbackAnswer.prompt_id)
         .outerjoin(
-            LoopPost, (LoopPost.kind == "feedback") & (LoopPost.subject_id == FeedbackAnswer.id)
+            LoopPost,
+            (LoopPost.kind == PostKind.FEEDBACK) & (LoopPost.subject_id == FeedbackAnswer.id),
         )
         .where(FeedbackAnswer.user_id == user_id)
         .order_by(FeedbackAnswer.updated_at.desc())
@@ -46,7 +55,7 @@ def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
         )
         .join(Deal, Deal.id == WinLossEntry.deal_id)
         .outerjoin(
-            LoopPost, (LoopPost.kind == "winloss") & (LoopPost.subject_id == WinLossEntry.id)
+            LoopPost, (LoopPost.kind == PostKind.WINLOSS) & (LoopPost.subject_id == WinLossEntry.id)
         )
         .where((WinLossEntry.author_user_id == user_id) | (Deal.owner_user_id == user_id))
         .order_by(WinLossEntry.logged_at.desc())
