@@ -18,6 +18,7 @@ from bot.db import make_engine, make_session_factory, session_scope
 from bot.delivery.kinds import register_all
 from bot.delivery.outbox import Kinds, Sender
 from bot.models import utcnow
+from bot.services import outbox as outbox_svc
 from bot.services import outgoing
 from bot.slack.client import Pacer, make_client, sender_client
 from bot.slack.directory import Directory
@@ -28,8 +29,9 @@ class Runtime:
     """The wiring for one running bot (or one test); nothing in it is replaced later.
 
     ``client`` reads Slack and answers people (views.open, views.publish); everything
-    Closeloop posts, edits or uploads goes through ``outbox``, which only sends while this
-    process holds the scheduler role (``outbox.resume()`` / ``outbox.stop()``).
+    Closeloop posts, edits or uploads goes through ``outbox``: what this process's requests
+    queued is sent by it right after the ack (:meth:`send_soon`), the rest only while it
+    holds the scheduler role (``outbox.resume()`` / ``outbox.stop()``).
     """
 
     settings: Settings
@@ -56,6 +58,7 @@ class Runtime:
         ``paced`` False sends the outbox as fast as Slack answers (tests)."""
         if session_factory is None:
             session_factory = make_session_factory(make_engine(settings.database_url))
+        outbox_svc.track_commits(session_factory)
         client = client or make_client(settings)
         clock = clock or utcnow
         instance_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -91,7 +94,9 @@ class Runtime:
         self.send_soon()
 
     def send_soon(self) -> None:
-        """Something was enqueued: send it now if this process sends the outbox (else the
-        process holding the scheduler role does, within seconds)."""
-        if not self.outbox.stopped:
-            self.after_ack.later(self.outbox.drain)
+        """Send what this thread's transactions just queued, after the ack, from this
+        process (any process may send what its own requests caused; the one holding the
+        scheduler role sends everything else, retries included, within a second)."""
+        keys = outbox_svc.committed_keys()
+        if keys:
+            self.after_ack.later(self.outbox.send_now, keys)

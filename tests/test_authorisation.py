@@ -337,7 +337,8 @@ def test_admin_prompt_now_for_named_reps_then_everyone(h):
     assert answer["response_type"] == "ephemeral"
     assert "Queued for <@UANA>" in answer["text"]
     assert "Not in the sales team" in answer["text"] and "<@UOUT>" in answer["text"]
-    # queued, and sent by this process (it holds the scheduler role) after the answer
+    assert dms_to(slack, "UANA") == []  # queued: the scheduler role's outbox job sends it
+    h.rt.outbox.drain()
     assert len(dms_to(slack, "UANA")) == 1 and dms_to(slack, "UBEN") == []
     assert dms_to(slack, "UOUT") == []
 
@@ -346,6 +347,7 @@ def test_admin_prompt_now_for_named_reps_then_everyone(h):
     (answer,) = responses(slack, mark)
     assert "Queued for <@UBEN>" in answer["text"]
     assert "Already had this week's prompt: <@UANA>" in answer["text"]
+    h.rt.outbox.drain()
     assert len(dms_to(slack, "UANA")) == 1 and len(dms_to(slack, "UBEN")) == 1
     with session_scope(h.rt.session_factory) as s:
         assert s.scalar(select(func.count()).select_from(Prompt)) == 2

@@ -224,3 +224,39 @@ def test_two_skin_tones_of_the_ack_emoji_are_one_acknowledgement(harness):
     assert ":white_check_mark:" in text and "skin-tone" not in text
     told = [c for c in dms_to(slack, "UANA") if "acknowledged" in all_text(c.params)]
     assert len(told) == 1
+
+
+# --- what a request causes goes out from the process that answered it ------------------------
+
+
+def test_a_worker_without_the_scheduler_role_sends_what_its_own_request_caused(harness):
+    """A gunicorn worker that does not hold the scheduler role sends the marketing post its
+    answer caused right after the ack (no wait for the role's poll), and nothing else: a
+    message queued elsewhere is left to the process with the role."""
+    from tests.harness import Harness
+
+    h, slack = harness, harness.slack
+    october_digest_posted(h)
+    h.clock.set(FRI_1500_UTC)
+    tick(h.rt)
+    h.rt.outbox.stop()  # the role holder sends nothing while the test looks
+    with session_scope(h.rt.session_factory) as s:
+        outbox_svc.enqueue(
+            s, key="notice:elsewhere", kind="notice", channel="UBEN", text="x", now=h.clock()
+        )
+    worker = Harness(
+        settings=h.settings, slack=slack, session_factory=h.rt.session_factory, clock=h.clock
+    )
+    worker.rt.outbox.stop()  # no scheduler role
+    worker.start()
+    try:
+        worker.dm("UANA", BULLETS)
+    finally:
+        worker.stop()
+    (post,) = channel_posts(slack, threaded=False)
+    assert "the ROI calculator" in all_text(post.params)
+    assert [c for c in dms_to(slack, "UANA") if "sent to marketing" in all_text(c.params)]
+    assert dms_to(slack, "UBEN") == []
+    with session_scope(h.rt.session_factory) as s:
+        left = s.scalars(select(OutboxMessage.state).where(OutboxMessage.key == "notice:elsewhere"))
+        assert left.one() == "pending"

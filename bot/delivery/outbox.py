@@ -19,7 +19,8 @@ sends it, paced, in parallel, each message exactly once:
   bot.services.outbox.settle), together with what the kind records about it (a prompt's
   ``sent``, a post's ``ts``) and any follow-up it enqueues, in one transaction.
 
-Only the process holding the scheduler role sends (the pacing is per process).
+The process holding the scheduler role sends everything due (:meth:`Sender.drain`, paced);
+any process sends what its own request just queued (:meth:`Sender.send_now`).
 """
 
 from __future__ import annotations
@@ -286,12 +287,31 @@ class Sender:
                         due = time.monotonic() + soon
                         retry_at = due if retry_at is None else min(retry_at, due)
 
-    def _claim(self, limit: int, drained: Drained) -> tuple[list[Outgoing], bool]:
+    def send_now(self, keys: list[str]) -> Drained:
+        """Send the messages with these ``keys`` (what a request just queued) here and now,
+        one after the other, and what their delivery queues in turn (a notice). Any process
+        may: claims and their fence keep each message to one sender, and one that fails
+        waits in the outbox for the process with the scheduler role."""
+        drained = Drained()
+        for _ in range(10):  # follow-ups of follow-ups, bounded
+            if not keys:
+                break
+            batch, _ = self._claim(len(keys), drained, keys=keys)
+            deadline = time.monotonic() + self.send_within.total_seconds()
+            results = [self._attempt(message, deadline, own=True) for message in batch]
+            if results:
+                self._settle(results, drained)
+            keys = outbox_svc.committed_keys()
+        return drained
+
+    def _claim(
+        self, limit: int, drained: Drained, *, keys: list[str] | None = None
+    ) -> tuple[list[Outgoing], bool]:
         """(messages to send, whether anything was claimed at all)."""
         now = self.clock()
         with session_scope(self.session_factory) as session:
             claimed = outbox_svc.claim(
-                session, owner=self.owner, now=now, limit=limit, lease=self.lease
+                session, owner=self.owner, now=now, limit=limit, lease=self.lease, keys=keys
             )
             keep = []
             for message in claimed:
@@ -309,8 +329,11 @@ class Sender:
 
     # --- one message (on a sender thread; no database here) ---------------------------
 
-    def _attempt(self, message: Outgoing, deadline: float) -> _Result:
-        if self.stopped or time.monotonic() > deadline:
+    def _attempt(self, message: Outgoing, deadline: float, *, own: bool = False) -> _Result:
+        """``own``: a message this process's request just queued (send_now), sent whether
+        or not this process holds the scheduler role."""
+        stopped = self.stopped and not own
+        if stopped or time.monotonic() > deadline:
             return _Result(message, abandoned=True)
         try:
             if message.look_first and message.op is not Op.UPDATE:
@@ -319,7 +342,7 @@ class Sender:
                     return _Result(message, delivered=found)
             if message.op is Op.POST and self.pacer is not None:
                 self.pacer.wait()
-            if self.stopped or time.monotonic() > deadline:
+            if (self.stopped and not own) or time.monotonic() > deadline:
                 return _Result(message, abandoned=True)
             return _Result(message, delivered=self._send(message))
         except history.TooMuchHistory as err:

@@ -9,6 +9,7 @@ from bot.event_inbox import EventInbox
 from bot.jobs import deals, digest, prompts
 from bot.jobs.roster import RosterSync
 from bot.runtime import Runtime
+from bot.services.outbox import committed_keys
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Tick:
 
     def __call__(self) -> None:
         for name, step in self.steps:
+            committed_keys()  # what a step queued is the outbox step's (or the poll's) to send
             self.rt.after_ack.foreground.wait_idle()  # yields to Slack's requests, as work
             try:  # after an ack does
                 step()

@@ -20,6 +20,7 @@ from bot.services.access import require_admin
 from bot.services.digest import Month
 from bot.services.errors import DomainError
 from bot.services.feedback import unescape_slack
+from bot.services.outbox import committed_keys
 from bot.slack.client import SLACK_ERRORS
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def prompt_now(rt: Runtime, *, user_id: str, users: list[str] | None) -> str:
         # Queued only: a fan-out to thousands must not hold a listener thread for minutes;
         # the scheduler role's outbox job sends them within seconds.
         result = queue_due_prompts(rt, RosterSync(rt), only_users=users or None, force=True)
-        rt.send_soon()
+        committed_keys()  # a fan-out: the scheduler role sends it, paced, not this thread
     except SLACK_ERRORS as err:
         log.exception("prompt-now for admin %s failed", user_id)
         return admin_blocks.slack_failed("sending the prompts", str(err))

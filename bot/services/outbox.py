@@ -16,16 +16,18 @@ Plain functions on a Session; the caller commits (bot.delivery.outbox drives the
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import CursorResult, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import Op, OutboxMessage, OutboxState
 
@@ -105,6 +107,7 @@ def enqueue(
         "maybe_sent": False,
         "created_at": now,
     }
+    session.info.setdefault(QUEUED, []).append(key)
     # One statement either way (INSERT ... ON CONFLICT, which SQLite and PostgreSQL share):
     # a form's ack waits for it, and a failed INSERT inside a savepoint costs a round trip
     # and an exception.
@@ -144,6 +147,45 @@ def _insert_for(session: Session):
     return sqlite.insert
 
 
+QUEUED = "closeloop_outbox_queued"  # in Session.info: the keys queued in this transaction
+# This thread's keys whose transaction committed, the newest few: what one request causes is
+# a handful of messages; a fan-out is sent by the scheduler role, not by the thread that
+# queued it, and what falls out of this window is sent by that role too.
+_committed = threading.local()
+REMEMBERED = 20
+
+
+def track_commits(factory: sessionmaker[Session]) -> None:
+    """Remember, per thread, the keys of the messages each committed transaction queued
+    (:func:`committed_keys`), so the process can send what a request caused right away."""
+    if not event.contains(factory, "after_commit", _remember):
+        event.listen(factory, "after_commit", _remember)
+        event.listen(factory, "after_rollback", _forget)
+
+
+def _remember(session: Session) -> None:
+    keys = session.info.pop(QUEUED, None)
+    if keys:
+        pending = getattr(_committed, "keys", None)
+        if pending is None:
+            pending = _committed.keys = deque(maxlen=REMEMBERED)
+        pending.extend(keys)
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(QUEUED, None)
+
+
+def committed_keys() -> list[str]:
+    """The keys this thread's committed transactions queued since the last call (the
+    newest REMEMBERED of them)."""
+    keys = getattr(_committed, "keys", None)
+    if not keys:
+        return []
+    _committed.keys = deque(maxlen=REMEMBERED)
+    return list(dict.fromkeys(keys))
+
+
 def exists(session: Session, key: str) -> bool:
     return session.scalar(select(OutboxMessage.id).where(OutboxMessage.key == key)) is not None
 
@@ -162,17 +204,25 @@ def _due(now: datetime, lease: timedelta):
 
 
 def claim(
-    session: Session, *, owner: str, now: datetime, limit: int, lease: timedelta = LEASE
+    session: Session,
+    *,
+    owner: str,
+    now: datetime,
+    limit: int,
+    lease: timedelta = LEASE,
+    keys: Sequence[str] | None = None,
 ) -> list[Outgoing]:
-    """Take up to ``limit`` messages that are due (or whose claim has lapsed), oldest first.
+    """Take up to ``limit`` messages that are due (or whose claim has lapsed), oldest first;
+    only those with these ``keys`` when given.
 
     The UPDATE re-checks each row's state, so two processes claiming at once never take the
     same row; PostgreSQL skips rows another claim has locked instead of waiting for them.
     """
+    query = select(OutboxMessage.id).where(_due(now, lease))
+    if keys is not None:
+        query = query.where(OutboxMessage.key.in_(keys))
     ids = session.scalars(
-        select(OutboxMessage.id)
-        .where(_due(now, lease))
-        .order_by(OutboxMessage.id)
+        query.order_by(OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
