@@ -61,6 +61,7 @@ class Runtime:
         outbox_svc.track_commits(session_factory)
         client = client or make_client(settings)
         clock = clock or utcnow
+        after_ack = AfterAck(executor=executor)
         instance_id = f"{socket.gethostname()}:{os.getpid()}"
         outbox = Sender(
             session_factory=session_factory,
@@ -71,6 +72,7 @@ class Runtime:
             pacer=Pacer.for_rate(settings.slack_post_rate) if paced else None,
             workers=settings.outbox_workers,
             lease=timedelta(seconds=settings.outbox_lease_seconds),
+            quiet=after_ack.foreground.wait_idle,
         )
         outbox.stop()  # until this process takes the scheduler role
         return cls(
@@ -79,7 +81,7 @@ class Runtime:
             client=client,
             directory=Directory(client, settings),
             outbox=outbox,
-            after_ack=AfterAck(executor=executor),
+            after_ack=after_ack,
             clock=clock,
             instance_id=instance_id,
         )
@@ -94,9 +96,22 @@ class Runtime:
         self.send_soon()
 
     def send_soon(self) -> None:
-        """Send what this thread's transactions just queued, after the ack, from this
-        process (any process may send what its own requests caused; the one holding the
-        scheduler role sends everything else, retries included, within a second)."""
+        """Send what this thread's transactions just queued, after the ack. The process
+        holding the scheduler role drains the outbox (a drain already under way takes it
+        along, claiming and recording many messages in one transaction each); another
+        process sends just those messages itself, on PostgreSQL. On SQLite it leaves them
+        to the role's drain, within a second: the database takes one writer at a time, and
+        every worker writing its sends would make the forms' own writes wait
+        (bench/ack_bench.py)."""
         keys = outbox_svc.committed_keys()
-        if keys:
+        if not keys:
+            return
+        if not self.outbox.stopped:
+            self.after_ack.later(self.outbox.drain)
+        elif self.sends_anywhere:
             self.after_ack.later(self.outbox.send_now, keys)
+
+    @property
+    def sends_anywhere(self) -> bool:
+        """Whether a process without the scheduler role sends what its requests queued."""
+        return self.session_factory.kw["bind"].dialect.name != "sqlite"

@@ -159,6 +159,7 @@ class _Result:
 # A drain whose retries fall due within this many seconds waits for them (holding no claim)
 # instead of leaving them to the next outbox poll: the tail of a fan-out stays short.
 RETRY_SOON = 2.0
+SETTLE_EVERY = 0.05  # seconds: results are recorded together that finish within this
 
 
 def _wait_before_retry(r: _Result, attempts: int) -> timedelta:
@@ -198,7 +199,11 @@ class Sender:
         pacer: Pacer | None,
         workers: int,
         lease: timedelta = outbox_svc.LEASE,
+        quiet: Callable[[], object] | None = None,
     ) -> None:
+        """``quiet``: waits (briefly) until no Slack request is being answered in this
+        process; each claim and each record of results waits for it, so the outbox's
+        writes fall between a burst's requests rather than in the middle of them."""
         self.session_factory = session_factory
         self.client = client
         self.kinds = kinds
@@ -207,8 +212,10 @@ class Sender:
         self.pacer = pacer
         self.workers = workers
         self.lease = lease
+        self.quiet = quiet
         self.send_within = send_within(lease)
         self._running = threading.Lock()
+        self._threads: ThreadPoolExecutor | None = None
         self._again = threading.Event()
         self._stopped = threading.Event()
 
@@ -245,6 +252,12 @@ class Sender:
 
     # --- the loop ---------------------------------------------------------------------
 
+    def _pool(self) -> ThreadPoolExecutor:
+        """The sender threads, made once (a drain runs after many acks)."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="outbox")
+        return self._threads
+
     def _window(self) -> int:
         rate = self.pacer.rate if self.pacer is not None else 1000.0
         # In flight at once: a second of sends (enough to ride out a busy database), never
@@ -257,35 +270,39 @@ class Sender:
         inflight: dict[Future, Outgoing] = {}
         exhausted = False
         retry_at: float | None = None  # monotonic: a retry recorded here falls due soon
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="outbox") as pool:
-            while True:
-                if not exhausted and not self.stopped and len(inflight) < window:
-                    batch, claimed_any = self._claim(window - len(inflight), drained)
-                    exhausted = not claimed_any
-                    deadline = time.monotonic() + self.send_within.total_seconds()
-                    for message in batch:
-                        inflight[pool.submit(self._attempt, message, deadline)] = message
-                if not inflight:
-                    if retry_at is None or self.stopped:
-                        return
-                    self._stopped.wait(max(0.0, retry_at - time.monotonic()))
-                    retry_at, exhausted = None, False  # once: then the outbox poll's turn
-                    continue
-                done, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
-                results = []
-                for future in done:
-                    message = inflight.pop(future)
-                    try:
-                        results.append(future.result())
-                    except Exception as err:  # a bug, not Slack: retry later, look first
-                        log.exception("sending outbox message %s crashed", message.id)
-                        results.append(_Result(message, error=repr(err)[:255], maybe_sent=True))
-                if results:
-                    soon = self._settle(results, drained)
-                    exhausted = False  # settling may have queued more (a notice, a chart)
-                    if soon is not None:
-                        due = time.monotonic() + soon
-                        retry_at = due if retry_at is None else min(retry_at, due)
+        pool = self._pool()
+        while True:
+            if not exhausted and not self.stopped and len(inflight) < window:
+                batch, claimed_any = self._claim(window - len(inflight), drained)
+                exhausted = not claimed_any
+                deadline = time.monotonic() + self.send_within.total_seconds()
+                for message in batch:
+                    inflight[pool.submit(self._attempt, message, deadline)] = message
+            if not inflight:
+                if retry_at is None or self.stopped:
+                    return
+                self._stopped.wait(max(0.0, retry_at - time.monotonic()))
+                retry_at, exhausted = None, False  # once: then the outbox poll's turn
+                continue
+            done, rest = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
+            if done and rest:  # record a few at once: a write each is what the database minds
+                more, _ = wait(rest, timeout=SETTLE_EVERY)
+                done |= more
+            results = []
+            for future in done:
+                message = inflight.pop(future)
+                try:
+                    results.append(future.result())
+                except Exception as err:  # a bug, not Slack: retry later, look first
+                    log.exception("sending outbox message %s crashed", message.id)
+                    results.append(_Result(message, error=repr(err)[:255], maybe_sent=True))
+            if results:
+                soon = self._settle(results, drained)
+                if outbox_svc.committed_keys():  # settling queued more (a notice, a chart)
+                    exhausted = False
+                if soon is not None:
+                    due = time.monotonic() + soon
+                    retry_at = due if retry_at is None else min(retry_at, due)
 
     def send_now(self, keys: list[str]) -> Drained:
         """Send the messages with these ``keys`` (what a request just queued) here and now,
@@ -308,6 +325,8 @@ class Sender:
         self, limit: int, drained: Drained, *, keys: list[str] | None = None
     ) -> tuple[list[Outgoing], bool]:
         """(messages to send, whether anything was claimed at all)."""
+        if self.quiet is not None:
+            self.quiet()
         now = self.clock()
         with session_scope(self.session_factory) as session:
             claimed = outbox_svc.claim(
@@ -425,6 +444,8 @@ class Sender:
     def _settle(self, results: list[_Result], drained: Drained) -> float | None:
         """Record each result; the seconds until the soonest retry recorded here, when that
         is at most RETRY_SOON."""
+        if self.quiet is not None:
+            self.quiet()
         now = self.clock()
         soon: float | None = None
         with session_scope(self.session_factory) as session:

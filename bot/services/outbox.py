@@ -222,9 +222,7 @@ def claim(
     if keys is not None:
         query = query.where(OutboxMessage.key.in_(keys))
     ids = session.scalars(
-        query.order_by(OutboxMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        query.order_by(OutboxMessage.id).limit(limit).with_for_update(skip_locked=True)
     ).all()
     if not ids:
         return []
@@ -357,7 +355,15 @@ def mark_final(
 
 
 def expire(session: Session, *, now: datetime) -> int:
-    """Messages whose moment has passed (a prompt for a closed week) are dropped unsent."""
+    """Messages whose moment has passed (a prompt for a closed week) are dropped unsent.
+    A read first: the UPDATE (a write, which SQLite takes one at a time) only when needed."""
+    expired = (
+        (OutboxMessage.state == OutboxState.PENDING)
+        & OutboxMessage.expires_at.is_not(None)
+        & (OutboxMessage.expires_at <= now)
+    )
+    if session.scalar(select(OutboxMessage.id).where(expired).limit(1)) is None:
+        return 0
     result = session.execute(
         update(OutboxMessage)
         .where(
