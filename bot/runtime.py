@@ -96,20 +96,20 @@ class Runtime:
         self.send_soon()
 
     def send_soon(self) -> None:
-        """Send what this thread's transactions just queued, after the ack. The process
-        holding the scheduler role drains the outbox (a drain already under way takes it
-        along, claiming and recording many messages in one transaction each); another
-        process sends just those messages itself, on PostgreSQL. On SQLite it leaves them
-        to the role's drain, within a second: the database takes one writer at a time, and
-        every worker writing its sends would make the forms' own writes wait
-        (bench/ack_bench.py)."""
+        """Send what this thread's transactions just queued, after the ack. On PostgreSQL
+        this process sends just those messages itself, whether or not it holds the
+        scheduler role (whose poll sends everything else). On SQLite only the process with
+        the role sends, in its drain (one already under way takes them along, claiming and
+        recording many messages in one transaction each), within a second for the others:
+        the database takes one writer at a time, and every worker writing its sends would
+        make the forms' own writes wait (bench/ack_bench.py)."""
         keys = outbox_svc.committed_keys()
         if not keys:
             return
-        if not self.outbox.stopped:
-            self.after_ack.later(self.outbox.drain)
-        elif self.sends_anywhere:
+        if self.sends_anywhere:
             self.after_ack.later(self.outbox.send_now, keys)
+        elif not self.outbox.stopped:
+            self.after_ack.later(self.outbox.drain)
 
     @property
     def sends_anywhere(self) -> bool:

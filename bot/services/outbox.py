@@ -218,58 +218,69 @@ def claim(
     The UPDATE re-checks each row's state, so two processes claiming at once never take the
     same row; PostgreSQL skips rows another claim has locked instead of waiting for them.
     """
-    query = select(OutboxMessage.id).where(_due(now, lease))
+    query = select(OutboxMessage.id, OutboxMessage.maybe_sent).where(_due(now, lease))
     if keys is not None:
         query = query.where(OutboxMessage.key.in_(keys))
-    ids = session.scalars(
-        query.order_by(OutboxMessage.id).limit(limit).with_for_update(skip_locked=True)
-    ).all()
-    if not ids:
+    found = dict(
+        session.execute(
+            query.order_by(OutboxMessage.id).limit(limit).with_for_update(skip_locked=True)
+        ).all()
+    )
+    if not found:
         return []
     token = f"{owner}:{uuid.uuid4().hex[:12]}"[-64:]
-    session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(ids), _due(now, lease))  # re-checked: a racing claim took none
+    m = OutboxMessage
+    rows = session.execute(
+        update(m)
+        .where(m.id.in_(found), _due(now, lease))  # re-checked: a racing claim took none
         .values(
             state=OutboxState.SENDING,
             claimed_by=token,
             claimed_at=now,
-            attempts=OutboxMessage.attempts + 1,
-            oldest=func.coalesce(OutboxMessage.oldest, f"{time.time() - CLOCK_SKEW:.6f}"),
+            attempts=m.attempts + 1,
+            oldest=func.coalesce(m.oldest, f"{time.time() - CLOCK_SKEW:.6f}"),
+            # From now until settled, each may reach Slack: a sender that takes one over
+            # after this claim lapsed looks for it first.
+            maybe_sent=True,
+        )
+        .returning(
+            m.id,
+            m.key,
+            m.kind,
+            m.op,
+            m.subject_id,
+            m.channel,
+            m.text,
+            m.blocks,
+            m.thread_ts,
+            m.ts,
+            m.oldest,
+            m.attempts,
         )
         .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(
+        (
+            Outgoing(
+                id=row.id,
+                key=row.key,
+                kind=row.kind,
+                op=Op(row.op),
+                subject_id=row.subject_id,
+                channel=row.channel,
+                text=row.text,
+                blocks=row.blocks,
+                thread_ts=row.thread_ts,
+                ts=row.ts,
+                oldest=row.oldest,
+                look_first=found[row.id],  # what it was before this claim
+                attempts=row.attempts,
+                token=token,
+            )
+            for row in rows
+        ),
+        key=lambda message: message.id,
     )
-    rows = session.execute(
-        select(OutboxMessage).where(OutboxMessage.claimed_by == token).order_by(OutboxMessage.id)
-    ).scalars()
-    out = [
-        Outgoing(
-            id=row.id,
-            key=row.key,
-            kind=row.kind,
-            op=Op(row.op),
-            subject_id=row.subject_id,
-            channel=row.channel,
-            text=row.text,
-            blocks=row.blocks,
-            thread_ts=row.thread_ts,
-            ts=row.ts,
-            oldest=row.oldest,
-            look_first=row.maybe_sent,
-            attempts=row.attempts,
-            token=token,
-        )
-        for row in rows
-    ]
-    # From now until settled, each of these may reach Slack: a sender that takes one over
-    # after this claim lapsed looks for it first.
-    session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.claimed_by == token)
-        .values(maybe_sent=True)
-        .execution_options(synchronize_session=False)
-    )
-    return out
 
 
 def settle(session: Session, message: Outgoing, **values) -> bool:
