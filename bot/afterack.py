@@ -29,8 +29,8 @@ class Foreground:
     """The Slack requests this process is answering now, so work that can wait yields to them.
 
     Slack wants each request answered within 3 seconds and a person is watching a modal
-    close. What a listener does after its ack (posting to marketing's channel, updating the
-    rep's DM, opening a modal) goes to :meth:`Runtime.later`, whose threads start a task once
+    close. What a listener does after its ack (opening a modal, processing an event, sending
+    what it queued) goes to :meth:`AfterAck.later`, whose threads start a task once
     no request has been answered here for ``quiet`` seconds (a burst of 50 submissions
     arrives over a few milliseconds, with gaps between them), or ``patience`` seconds after
     the task was queued at the latest: a burst is acknowledged first and its follow-up work

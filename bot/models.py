@@ -396,6 +396,9 @@ class OutboxMessage(Base):
     expires_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     maybe_sent: Mapped[bool] = mapped_column(Boolean, default=False)  # look before resending
+    # An edit asked for while this one was being sent (with what may be the older version):
+    # once it is sent, it is made pending again and sent once more, with the latest.
+    rearm: Mapped[bool] = mapped_column(Boolean, default=False)
     # A Slack ts a little before the first attempt: how far back "look before resending" reads
     oldest: Mapped[str | None] = mapped_column(String(32))
     claimed_by: Mapped[str | None] = mapped_column(String(64))

@@ -267,3 +267,81 @@ def test_a_worker_without_the_scheduler_role_sends_what_its_own_request_caused(h
     with session_scope(h.rt.session_factory) as s:
         left = s.scalars(select(OutboxMessage.state).where(OutboxMessage.key == "notice:elsewhere"))
         assert left.one() == "pending"
+
+
+# --- from the review: edits, failing renders, what goes first -------------------------------
+
+
+def test_an_edit_asked_for_while_the_same_edit_is_being_sent_goes_once_more(session_factory, clock):
+    """The edit being sent may carry the older version: once it is recorded, it is made
+    pending again (not dropped, not sent twice at once), and goes with the latest."""
+    from bot.models import Op
+
+    def edit() -> None:
+        with session_scope(session_factory) as s:
+            outbox_svc.enqueue(
+                s,
+                key="post-edit:1",
+                kind="loop_post_edit",
+                op=Op.UPDATE,
+                channel="C1",
+                ts="1.1",
+                now=clock(),
+                again=True,
+            )
+
+    edit()
+    with session_scope(session_factory) as s:
+        (first,) = outbox_svc.claim(s, owner="p1", now=clock(), limit=5)
+    edit()  # a newer change while the first is on its way
+    with session_scope(session_factory) as s:
+        assert outbox_svc.claim(s, owner="p2", now=clock(), limit=5) == []  # not twice at once
+        assert outbox_svc.mark_sent(s, first, channel="C1", ts="1.1", now=clock())
+    with session_scope(session_factory) as s:
+        row = s.scalars(select(OutboxMessage)).one()
+        assert (row.state, row.rearm, row.attempts) == ("pending", False, 0)
+        (second,) = outbox_svc.claim(s, owner="p1", now=clock(), limit=5)
+        assert outbox_svc.mark_sent(s, second, channel="C1", ts="1.1", now=clock())
+    with session_scope(session_factory) as s:
+        assert s.scalars(select(OutboxMessage.state)).one() == "sent"
+
+
+def test_a_message_whose_rendering_fails_does_not_hold_up_the_others(harness, caplog):
+    from bot.delivery.outbox import Kind
+    from bot.models import OutboxKind
+
+    h, slack = harness, harness.slack
+    october_digest_posted(h)
+    kinds = h.rt.outbox.kinds._kinds
+    real = kinds[OutboxKind.NOTICE]
+
+    def boom(session, message, now):
+        if message.text == "boom":
+            raise RuntimeError("a bug in a render hook")
+        return message
+
+    kinds[OutboxKind.NOTICE] = Kind(render=boom)
+    try:
+        with session_scope(h.rt.session_factory) as s:
+            for n, text in enumerate(("boom", "fine")):
+                outbox_svc.enqueue(
+                    s, key=f"notice:{n}", kind="notice", channel="UANA", text=text, now=h.clock()
+                )
+        h.rt.outbox.drain()
+    finally:
+        kinds[OutboxKind.NOTICE] = real
+    assert [c.params["text"] for c in dms_to(slack, "UANA")] == ["fine"]
+    with session_scope(h.rt.session_factory) as s:
+        row = s.scalars(select(OutboxMessage).where(OutboxMessage.key == "notice:0")).one()
+    assert row.state == "pending" and "a bug in a render hook" in row.last_error
+    assert "rendering outbox message" in caplog.text
+
+
+def test_what_people_wait_for_is_claimed_before_a_fan_out(session_factory, clock):
+    with session_scope(session_factory) as s:
+        for n in range(5):
+            outbox_svc.enqueue(s, key=f"prompt:{n}", kind="prompt", channel=f"U{n}", now=clock())
+        outbox_svc.enqueue(s, key="post:1", kind="loop_post", channel="CMKTG", now=clock())
+    with session_scope(session_factory) as s:
+        (first,) = outbox_svc.claim(s, owner="p1", now=clock(), limit=1)
+    assert first.key == "post:1"

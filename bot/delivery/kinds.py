@@ -166,7 +166,9 @@ def post_subject(session: Session, post: LoopPost) -> str:
 
 
 def ack_reply_content(ack: Acknowledgement) -> Message:
-    reaction = ack.dedup_key.rsplit(":", 1)[-1] if ack.dedup_key else None
+    # "reaction:U1:white_check_mark" (or, stored before skin tones were folded,
+    # "reaction:U1:white_check_mark::skin-tone-2")
+    reaction = ack.dedup_key.split(":", 2)[2] if ack.dedup_key else None
     return fb_blocks.ack_thread_reply(
         marketer_id=ack.user_id, note=ack.note, emoji=base_emoji(reaction)
     )

@@ -2,7 +2,8 @@
 
 Whatever a listener, a job or a command wants Slack to show is stored first, in the same
 transaction as the change it reports (bot.services.outbox.enqueue); :class:`Sender` then
-sends it, paced, in parallel, each message exactly once:
+sends it, paced, in parallel, each message once (a send whose outcome was lost is looked for
+before it is made again):
 
 - it claims a window of due messages (small enough to send well within a third of the
   claim's lease at the pacing rate), asks each one's
@@ -68,6 +69,7 @@ PERMANENT_ERRORS = frozenset(
         "not_in_channel",
         "restricted_action",
         "thread_not_found",
+        "too_much_history",  # cannot tell whether it went out: given up, loudly, not resent
         "user_disabled",
         "user_not_found",
         "users_not_found",
@@ -108,7 +110,8 @@ class Kind:
     (no longer wanted: the rep answered), or :class:`Wait`. Without it, the stored content.
     ``sent``: record the delivery (a prompt's DM ts). ``refused``: Slack refused it for good
     (tell someone, through the outbox). ``delayed``: its first attempt failed (tell the person
-    once that it is late). ``keep_trying``: refusals retried at the longest backoff.
+    once that it is late). ``keep_trying``: refusals retried with the usual backoff instead
+    of given up (the bot not in the channel yet).
     """
 
     render: Render | None = None
@@ -130,7 +133,7 @@ class Kinds:
         self._kinds[name] = kind
 
     def __getitem__(self, name: str) -> Kind:
-        return self._kinds.get(name) or Kind()
+        return self._kinds[name]  # KeyError: a row of a kind this version does not know
 
     def __contains__(self, name: str) -> bool:
         return name in self._kinds
@@ -159,6 +162,7 @@ class _Result:
 # A drain whose retries fall due within this many seconds waits for them (holding no claim)
 # instead of leaving them to the next outbox poll: the tail of a fan-out stays short.
 RETRY_SOON = 2.0
+MAX_RENDER_FAILURES = 5  # a message whose rendering keeps failing (a bug) is given up
 SETTLE_EVERY = 0.05  # seconds: results are recorded together that finish within this
 
 
@@ -315,7 +319,13 @@ class Sender:
                 break
             batch, _ = self._claim(len(keys), drained, keys=keys)
             deadline = time.monotonic() + self.send_within.total_seconds()
-            results = [self._attempt(message, deadline, own=True) for message in batch]
+            results = []
+            for message in batch:
+                try:
+                    results.append(self._attempt(message, deadline, own=True))
+                except Exception as err:  # a bug, not Slack: retry later, look first
+                    log.exception("sending outbox message %s crashed", message.id)
+                    results.append(_Result(message, error=repr(err)[:255], maybe_sent=True))
             if results:
                 self._settle(results, drained)
             keys = outbox_svc.committed_keys()
@@ -334,8 +344,27 @@ class Sender:
             )
             keep = []
             for message in claimed:
-                render = self.kinds[message.kind].render
-                rendered = message if render is None else render(session, message, now)
+                try:
+                    with session.begin_nested():
+                        rendered = self._render(session, message, now)
+                except Exception as err:  # a bug, or a kind this version does not know
+                    log.exception(
+                        "rendering outbox message %s (%s) failed", message.id, message.kind
+                    )
+                    if message.kind not in self.kinds or message.attempts >= MAX_RENDER_FAILURES:
+                        outbox_svc.mark_final(
+                            session, message, state=OutboxState.FAILED, error=repr(err)
+                        )
+                        drained.failed.append(message)
+                    else:
+                        outbox_svc.mark_retry(
+                            session,
+                            message,
+                            error=repr(err),
+                            maybe_sent=message.look_first,
+                            now=now,
+                        )
+                    continue
                 if rendered is None:
                     outbox_svc.mark_final(session, message, state=OutboxState.DROPPED)
                     drained.dropped.append(message)
@@ -345,6 +374,10 @@ class Sender:
                 else:
                     keep.append(rendered)
         return keep, bool(claimed)
+
+    def _render(self, session: Session, message: Outgoing, now: datetime) -> Outgoing | Wait | None:
+        render = self.kinds[message.kind].render
+        return message if render is None else render(session, message, now)
 
     # --- one message (on a sender thread; no database here) ---------------------------
 
@@ -450,47 +483,56 @@ class Sender:
         soon: float | None = None
         with session_scope(self.session_factory) as session:
             for r in results:
-                message, kind = r.message, self.kinds[r.message.kind]
-                if r.abandoned:
-                    outbox_svc.release(session, message, not_before=now)
-                elif r.delivered is not None:
-                    ts = r.delivered.ts
-                    if not outbox_svc.mark_sent(
-                        session, message, channel=r.delivered.channel, ts=ts, now=now
-                    ):
-                        log.warning("outbox message %s: the claim lapsed; not recorded", message.id)
-                        continue
-                    if kind.sent is not None:
-                        kind.sent(session, message, r.delivered, now)
-                    drained.sent.append(message)
-                elif r.code in PERMANENT_ERRORS and r.code not in kind.keep_trying:
-                    log.warning("Slack refused outbox message %s for good: %s", message.id, r.error)
-                    if outbox_svc.mark_final(
-                        session, message, state=OutboxState.FAILED, error=r.error
-                    ):
-                        drained.failed.append(message)
-                        if kind.refused is not None:
-                            kind.refused(session, message, r.error or "", now)
-                else:
-                    log.warning("outbox message %s not sent (%s); will retry", message.id, r.error)
-                    wait_for = _wait_before_retry(r, message.attempts)
-                    if outbox_svc.mark_retry(
-                        session,
-                        message,
-                        error=r.error or "unknown",
-                        maybe_sent=r.maybe_sent or message.look_first,
-                        now=now,
-                        retry_after=wait_for.total_seconds(),
-                    ):
-                        drained.retrying.append(message)
-                        if wait_for.total_seconds() <= RETRY_SOON:
-                            soon = min(soon or RETRY_SOON, wait_for.total_seconds())
-                        if (
-                            message.attempts == 1
-                            and r.status != 429  # not merely paced by Slack
-                            and kind.delayed is not None
-                        ):
-                            kind.delayed(session, message, r.error or "", now)
+                try:
+                    with session.begin_nested():
+                        soon = self._record(session, r, drained, now, soon)
+                except Exception:  # a hook's bug must not undo the other results
+                    log.exception("recording outbox message %s failed", r.message.id)
+        return soon
+
+    def _record(
+        self, session: Session, r: _Result, drained: Drained, now: datetime, soon: float | None
+    ) -> float | None:
+        """Record one result (in the settling transaction); the soonest retry so far."""
+        message, kind = r.message, self.kinds[r.message.kind]
+        if r.abandoned:
+            outbox_svc.release(session, message, not_before=now)
+        elif r.delivered is not None:
+            ts = r.delivered.ts
+            if not outbox_svc.mark_sent(
+                session, message, channel=r.delivered.channel, ts=ts, now=now
+            ):
+                log.warning("outbox message %s: the claim lapsed; not recorded", message.id)
+                return soon
+            if kind.sent is not None:
+                kind.sent(session, message, r.delivered, now)
+            drained.sent.append(message)
+        elif r.code in PERMANENT_ERRORS and r.code not in kind.keep_trying:
+            log.warning("Slack refused outbox message %s for good: %s", message.id, r.error)
+            if outbox_svc.mark_final(session, message, state=OutboxState.FAILED, error=r.error):
+                drained.failed.append(message)
+                if kind.refused is not None:
+                    kind.refused(session, message, r.error or "", now)
+        else:
+            log.warning("outbox message %s not sent (%s); will retry", message.id, r.error)
+            wait_for = _wait_before_retry(r, message.attempts)
+            if outbox_svc.mark_retry(
+                session,
+                message,
+                error=r.error or "unknown",
+                maybe_sent=r.maybe_sent or message.look_first,
+                now=now,
+                retry_after=wait_for.total_seconds(),
+            ):
+                drained.retrying.append(message)
+                if wait_for.total_seconds() <= RETRY_SOON:
+                    soon = min(soon or RETRY_SOON, wait_for.total_seconds())
+                if (
+                    message.attempts == 1
+                    and r.status != 429  # not merely paced by Slack
+                    and kind.delayed is not None
+                ):
+                    kind.delayed(session, message, r.error or "", now)
         return soon
 
 

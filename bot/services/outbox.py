@@ -25,13 +25,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import CursorResult, event, func, or_, select, update
+from sqlalchemy import CursorResult, case, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import Op, OutboxMessage, OutboxState
+from bot.models import Op, OutboxKind, OutboxMessage, OutboxState
 
 LEASE = timedelta(seconds=90)  # the default claim (OUTBOX_LEASE_SECONDS)
+# Kinds sent to many people at once (the Friday prompt): claimed after everything else, so a
+# reply or a post somebody is waiting for never queues behind a whole team's DMs.
+FAN_OUT = (OutboxKind.PROMPT, OutboxKind.REMINDER, OutboxKind.DEAL_REMINDER)
 MAX_BACKOFF = timedelta(minutes=15)
 # How far before the first attempt "look before resending" reads (clocks differ a little).
 CLOCK_SKEW = 120.0
@@ -105,6 +108,7 @@ def enqueue(
         "expires_at": expires_at,
         "attempts": 0,
         "maybe_sent": False,
+        "rearm": False,
         "created_at": now,
     }
     session.info.setdefault(QUEUED, []).append(key)
@@ -113,24 +117,34 @@ def enqueue(
     # and an exception.
     insert = _insert_for(session)(OutboxMessage).values(**values)
     if again:
-        statement = insert.on_conflict_do_update(
-            index_elements=[OutboxMessage.key],
-            set_={
-                "state": OutboxState.PENDING,
-                "not_before": now,
-                "expires_at": expires_at,
-                "attempts": 0,
-                "claimed_by": None,
-                "claimed_at": None,
-                "text": text,
-                "blocks": blocks,
-                "channel": channel,
-                "ts": ts,
-                "last_error": None,
-            },
-            where=OutboxMessage.state != OutboxState.PENDING,
+        # A settled one (or one never sent) is made pending again; one being sent right now,
+        # maybe with the older version, is marked to go once more after it (mark_sent).
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[OutboxMessage.key],
+                set_={
+                    "state": OutboxState.PENDING,
+                    "not_before": now,
+                    "expires_at": expires_at,
+                    "attempts": 0,
+                    "claimed_by": None,
+                    "claimed_at": None,
+                    "text": text,
+                    "blocks": blocks,
+                    "channel": channel,
+                    "ts": ts,
+                    "last_error": None,
+                    "rearm": False,
+                },
+                where=OutboxMessage.state.not_in((OutboxState.PENDING, OutboxState.SENDING)),
+            )
         )
-        session.execute(statement)
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.key == key, OutboxMessage.state == OutboxState.SENDING)
+            .values(rearm=True)
+            .execution_options(synchronize_session=False)
+        )
         return True
     inserted = session.execute(
         insert.on_conflict_do_nothing(index_elements=[OutboxMessage.key]).returning(
@@ -192,7 +206,9 @@ def exists(session: Session, key: str) -> bool:
 
 def send_within(lease: timedelta) -> timedelta:
     """How long after its claim a sender may still start a Slack call: a third of the lease,
-    so the call (10 s at most, a few for an upload) ends well before the lease does."""
+    so the call ends before the lease does (with the default 90 s: a post is never retried
+    inside the client and times out after 10 s; an edit with its connection retries takes
+    30 s at most). A lease shorter than about 60 s is for tests."""
     return lease / 3
 
 
@@ -221,9 +237,11 @@ def claim(
     query = select(OutboxMessage.id, OutboxMessage.maybe_sent).where(_due(now, lease))
     if keys is not None:
         query = query.where(OutboxMessage.key.in_(keys))
+    # What people are waiting for first, a fan-out's DMs after it, each oldest first.
+    fan_out = case((OutboxMessage.kind.in_(FAN_OUT), 1), else_=0)
     found = dict(
         session.execute(
-            query.order_by(OutboxMessage.id).limit(limit).with_for_update(skip_locked=True)
+            query.order_by(fan_out, OutboxMessage.id).limit(limit).with_for_update(skip_locked=True)
         ).all()
     )
     if not found:
@@ -300,11 +318,16 @@ def settle(session: Session, message: Outgoing, **values) -> bool:
 
 
 def mark_sent(session: Session, message: Outgoing, *, channel: str, ts: str, now: datetime) -> bool:
-    """Settle a message as sent (False: this claim no longer holds it; nothing written)."""
+    """Settle a message as sent (False: this claim no longer holds it; nothing written). One
+    marked to go again (a newer edit arrived meanwhile) is pending again instead."""
+    again = OutboxMessage.rearm.is_(True)
     return settle(
         session,
         message,
-        state=OutboxState.SENT,
+        state=case((again, OutboxState.PENDING), else_=OutboxState.SENT),
+        attempts=case((again, 0), else_=OutboxMessage.attempts),
+        not_before=now,
+        rearm=False,
         sent_at=now,
         sent_channel=channel,
         sent_ts=ts,
@@ -331,6 +354,9 @@ def mark_retry(
     """Put the message back for a later try: after Slack's Retry-After when it gave one,
     else after :func:`backoff`."""
     wait = timedelta(seconds=retry_after) if retry_after is not None else backoff(message.attempts)
+    values: dict = {}
+    if not maybe_sent:  # it certainly is not in Slack: look back from the next attempt only
+        values["oldest"] = None
     return settle(
         session,
         message,
@@ -339,6 +365,7 @@ def mark_retry(
         maybe_sent=maybe_sent,
         last_error=error[:255],
         claimed_by=None,
+        **values,
     )
 
 

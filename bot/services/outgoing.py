@@ -102,8 +102,10 @@ def loop_post_by_id(
         )
         # Changed while its first post is being sent, with what may be the older version:
         # bring it up to date once it is posted (a pending post renders the newest anyway).
-        state = session.scalar(
-            select(OutboxMessage.state).where(OutboxMessage.key == f"post:{post_id}")
+        state = session.scalar(  # locked: a claim under way commits before this reads
+            select(OutboxMessage.state)
+            .where(OutboxMessage.key == f"post:{post_id}")
+            .with_for_update()
         )
         if state != OutboxState.SENDING:
             return
