@@ -10,6 +10,7 @@ of posting a second one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from slack_sdk import WebClient
 
@@ -39,10 +40,13 @@ def find(
     more than ``max_pages`` pages would be needed."""
     if channel.startswith(("U", "W")):
         channel = client.conversations_open(users=channel)["channel"]["id"]
-    if thread_ts:
-        pages = _replies(client, channel, thread_ts, oldest, max_pages)
+    args: dict = {"channel": channel, "limit": PAGE, "include_all_metadata": True}
+    if oldest:
+        args["oldest"] = oldest
+    if thread_ts:  # a thread's replies are not in the channel's history
+        pages = _pages(client.conversations_replies, {**args, "ts": thread_ts}, max_pages)
     else:
-        pages = _history(client, channel, oldest, max_pages)
+        pages = _pages(client.conversations_history, args, max_pages)
     for page in pages:
         for message in page:
             if match(message):
@@ -61,42 +65,14 @@ def marked(event_type: str, key: str, value: object) -> Callable[[dict], bool]:
     return match
 
 
-def _history(
-    client: WebClient, channel: str, oldest: str | None, max_pages: int
-) -> Iterator[list[dict]]:
+def _pages(read: Callable[..., Any], args: dict, max_pages: int) -> Iterator[list[dict]]:
+    """The messages of each page ``read`` returns, following the cursor, at most
+    ``max_pages`` pages (then :class:`TooMuchHistory`)."""
     cursor = None
     for _ in range(max_pages):
-        args: dict = {"channel": channel, "limit": PAGE, "include_all_metadata": True}
-        if oldest:
-            args["oldest"] = oldest
-        if cursor:
-            args["cursor"] = cursor
-        page = client.conversations_history(**args)
+        page = read(**args, cursor=cursor) if cursor else read(**args)
         yield page.get("messages") or []
         cursor = (page.get("response_metadata") or {}).get("next_cursor")
         if not cursor:
             return
-    raise TooMuchHistory(f"more than {max_pages} pages of history in {channel}")
-
-
-def _replies(
-    client: WebClient, channel: str, thread_ts: str, oldest: str | None, max_pages: int
-) -> Iterator[list[dict]]:
-    cursor = None
-    for _ in range(max_pages):
-        args: dict = {
-            "channel": channel,
-            "ts": thread_ts,
-            "limit": PAGE,
-            "include_all_metadata": True,
-        }
-        if oldest:
-            args["oldest"] = oldest
-        if cursor:
-            args["cursor"] = cursor
-        page = client.conversations_replies(**args)
-        yield page.get("messages") or []
-        cursor = (page.get("response_metadata") or {}).get("next_cursor")
-        if not cursor:
-            return
-    raise TooMuchHistory(f"more than {max_pages} pages of replies in {channel}/{thread_ts}")
+    raise TooMuchHistory(f"more than {max_pages} pages of history in {args['channel']}")
