@@ -302,8 +302,10 @@ class Sender:
                     results.append(_Result(message, error=repr(err)[:255], maybe_sent=True))
             if results:
                 soon = self._settle(results, drained)
-                if outbox_svc.committed_keys():  # settling queued more (a notice, a chart)
-                    exhausted = False
+                # Settling may have put messages back (abandoned, or due again at once) or
+                # queued more (a notice, a chart): look again (a read when there is none).
+                outbox_svc.committed_keys()
+                exhausted = False
                 if soon is not None:
                     due = time.monotonic() + soon
                     retry_at = due if retry_at is None else min(retry_at, due)
