@@ -9,12 +9,10 @@ from bot.blocks import feedback as fb_blocks
 from bot.db import in_transaction
 from bot.event_inbox import EVENT
 from bot.home_tab import changed as homes_changed
-from bot.models import PromptStatus
 from bot.runtime import Runtime
 from bot.services import feedback as feedback_svc
 from bot.services import outgoing
-from bot.services.errors import DomainError
-from bot.services.feedback import Bullets
+from bot.services.feedback import DmAnswer
 
 
 def dm_message(event: dict, context: dict) -> None:
@@ -23,57 +21,44 @@ def dm_message(event: dict, context: dict) -> None:
     if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
         return
     rt: Runtime = context["rt"]
-    user_id, text = event["user"], event.get("text") or ""
+    user_id = event["user"]
     key = f"event:{context.get(EVENT) or event.get('client_msg_id') or event.get('ts')}"
 
-    def reply(session: Session, content: tuple[str, list[dict] | None]) -> None:
-        outgoing.notice(
-            session, user_id=user_id, text=content[0], blocks=content[1], now=rt.now(), key=key
-        )
-
     def answer(session: Session) -> bool:
-        prompt = feedback_svc.open_prompt_for(session, user_id=user_id, now=rt.now())
-        if prompt is None:
-            reply(session, (fb_blocks.no_open_prompt()[0], None))
-            return False
-        answered = prompt.status == PromptStatus.ANSWERED
-        bullets = feedback_svc.parse_three_bullets(
-            feedback_svc.unescape_slack(text), require_markers=answered
+        result = feedback_svc.answer_by_dm(
+            session,
+            user_id=user_id,
+            text=event.get("text") or "",
+            feedback_channel=rt.settings.feedback_channel,
+            now=rt.now(),
         )
-        if bullets is None:
-            help_text = fb_blocks.already_answered_help() if answered else fb_blocks.parse_help()
-            reply(session, help_text)
-            return False
-        return store(session, prompt.id, bullets)
-
-    def store(session: Session, prompt_id: int, bullets: Bullets) -> bool:
-        try:
-            with session.begin_nested():
-                stored = feedback_svc.record_answer(
-                    session,
-                    prompt_id=prompt_id,
-                    user_id=user_id,
-                    bullets=bullets,
-                    source="dm",
-                    feedback_channel=rt.settings.feedback_channel,
-                    now=rt.now(),
-                )
-        except DomainError as err:
-            reply(session, (str(err), None))
-            return False
-        confirmation = fb_blocks.answer_confirmation(
-            worked=bullets.worked,
-            fell_flat=bullets.fell_flat,
-            insight=bullets.insight,
-            edited=stored.edited,
-        )
-        reply(session, confirmation)
-        return True
+        text, blocks = reply_to(result)
+        outgoing.notice(session, user_id=user_id, text=text, blocks=blocks, now=rt.now(), key=key)
+        return result.outcome == "stored"
 
     stored = in_transaction(rt.session_factory, answer)
     rt.send_soon()
     if stored:
         homes_changed(rt, user_id, marketing=True)
+
+
+def reply_to(result: DmAnswer) -> tuple[str, list[dict] | None]:
+    """The DM answering what the rep typed."""
+    if result.outcome == "stored":
+        assert result.bullets is not None and result.stored is not None
+        return fb_blocks.answer_confirmation(
+            worked=result.bullets.worked,
+            fell_flat=result.bullets.fell_flat,
+            insight=result.bullets.insight,
+            edited=result.stored.edited,
+        )
+    if result.outcome == "refused":
+        return result.refusal or "", None
+    if result.outcome == "already_answered":
+        return fb_blocks.already_answered_help()
+    if result.outcome == "help":
+        return fb_blocks.parse_help()
+    return fb_blocks.no_open_prompt()[0], None
 
 
 def register(app: App) -> None:

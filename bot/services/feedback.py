@@ -361,6 +361,46 @@ def record_answer(
     )
 
 
+@dataclass(frozen=True)
+class DmAnswer:
+    """What a rep's DM came to (:func:`answer_by_dm`): ``outcome`` is "no_prompt", "help"
+    (not three bullets), "already_answered" (no markers on an answered week), "refused"
+    (``refusal`` says why) or "stored"."""
+
+    outcome: str
+    bullets: Bullets | None = None
+    stored: StoredAnswer | None = None
+    refusal: str | None = None
+
+
+def answer_by_dm(
+    session: Session, *, user_id: str, text: str, feedback_channel: str, now: datetime
+) -> DmAnswer:
+    """A rep typed in the bot's DM: store it as this week's answer when it is three bullets
+    (an answered week needs the bullet markers, so a chat line is not taken as an edit)."""
+    prompt = open_prompt_for(session, user_id=user_id, now=now)
+    if prompt is None:
+        return DmAnswer("no_prompt")
+    answered = prompt.status == PromptStatus.ANSWERED
+    bullets = parse_three_bullets(unescape_slack(text), require_markers=answered)
+    if bullets is None:
+        return DmAnswer("already_answered" if answered else "help")
+    try:
+        with session.begin_nested():
+            stored = record_answer(
+                session,
+                prompt_id=prompt.id,
+                user_id=user_id,
+                bullets=bullets,
+                source="dm",
+                feedback_channel=feedback_channel,
+                now=now,
+            )
+    except DomainError as err:
+        return DmAnswer("refused", refusal=str(err))
+    return DmAnswer("stored", bullets=bullets, stored=stored)
+
+
 def record_skip(
     session: Session, *, prompt: Prompt, user_id: str, reason: str, now: datetime
 ) -> Prompt:
