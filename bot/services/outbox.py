@@ -23,9 +23,22 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import CursorResult, case, event, func, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Executable,
+    Table,
+    case,
+    event,
+    false,
+    func,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -112,53 +125,53 @@ def enqueue(
         "created_at": now,
     }
     session.info.setdefault(QUEUED, []).append(key)
-    # One statement either way (INSERT ... ON CONFLICT, which SQLite and PostgreSQL share):
-    # a form's ack waits for it, and a failed INSERT inside a savepoint costs a round trip
-    # and an exception.
-    insert = _insert_for(session)(OutboxMessage).values(**values)
-    if again:
-        # A settled one (or one never sent) is made pending again; one being sent right now,
-        # maybe with the older version, is marked to go once more after it (mark_sent).
-        session.execute(
-            insert.on_conflict_do_update(
-                index_elements=[OutboxMessage.key],
-                set_={
-                    "state": OutboxState.PENDING,
-                    "not_before": now,
-                    "expires_at": expires_at,
-                    "attempts": 0,
-                    "claimed_by": None,
-                    "claimed_at": None,
-                    "text": text,
-                    "blocks": blocks,
-                    "channel": channel,
-                    "ts": ts,
-                    "last_error": None,
-                    "rearm": False,
+    # One statement either way, built once (a form's ack waits for it):
+    # INSERT ... ON CONFLICT, which SQLite and PostgreSQL share.
+    statement = _upsert(session.get_bind().dialect.name, again)
+    inserted = session.execute(statement, values)
+    return again or inserted.first() is not None
+
+
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+_UPSERTS: dict[tuple[str, bool], Executable] = {}
+
+
+def _upsert(dialect: str, again: bool) -> Executable:
+    """The enqueueing statement for ``dialect``: insert-or-nothing, or (``again``) insert or
+    make a settled one pending again with the new values, and mark one being sent to go once
+    more (``rearm``). Every SET expression reads the row as it was (both databases)."""
+    statement = _UPSERTS.get((dialect, again))
+    if statement is not None:
+        return statement
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_OUTBOX)
+    c = _OUTBOX.c
+    if not again:
+        statement = insert.on_conflict_do_nothing(index_elements=[c.key]).returning(c.id)
+    else:
+        settled = c.state.not_in((OutboxState.PENDING, OutboxState.SENDING))
+
+        def renewed(name: str, value: Any = None) -> Any:
+            new = insert.excluded[name] if value is None else value
+            return case((settled, new), else_=c[name])
+
+        statement = insert.on_conflict_do_update(
+            index_elements=[c.key],
+            set_={
+                **{
+                    name: renewed(name)
+                    for name in ("state", "not_before", "expires_at", "attempts")
+                    + ("text", "blocks", "channel", "ts")
                 },
-                where=OutboxMessage.state.not_in((OutboxState.PENDING, OutboxState.SENDING)),
-            )
+                "claimed_by": renewed("claimed_by", null()),
+                "claimed_at": renewed("claimed_at", null()),
+                "last_error": renewed("last_error", null()),
+                "rearm": case(
+                    (c.state == OutboxState.SENDING, true()), (settled, false()), else_=c.rearm
+                ),
+            },
         )
-        session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.key == key, OutboxMessage.state == OutboxState.SENDING)
-            .values(rearm=True)
-            .execution_options(synchronize_session=False)
-        )
-        return True
-    inserted = session.execute(
-        insert.on_conflict_do_nothing(index_elements=[OutboxMessage.key]).returning(
-            OutboxMessage.id
-        )
-    )
-    return inserted.first() is not None
-
-
-def _insert_for(session: Session):
-    """The dialect's INSERT, with ON CONFLICT."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert
-    return sqlite.insert
+    _UPSERTS[(dialect, again)] = statement
+    return statement
 
 
 QUEUED = "closeloop_outbox_queued"  # in Session.info: the keys queued in this transaction
@@ -213,9 +226,10 @@ def send_within(lease: timedelta) -> timedelta:
 
 
 def _due(now: datetime, lease: timedelta):
+    c = _OUTBOX.c
     return or_(
-        (OutboxMessage.state == OutboxState.PENDING) & (OutboxMessage.not_before <= now),
-        (OutboxMessage.state == OutboxState.SENDING) & (OutboxMessage.claimed_at < now - lease),
+        (c.state == OutboxState.PENDING) & (c.not_before <= now),
+        (c.state == OutboxState.SENDING) & (c.claimed_at < now - lease),
     )
 
 
@@ -234,39 +248,40 @@ def claim(
     The UPDATE re-checks each row's state, so two processes claiming at once never take the
     same row; PostgreSQL skips rows another claim has locked instead of waiting for them.
     """
-    query = select(OutboxMessage.id, OutboxMessage.maybe_sent).where(_due(now, lease))
-    if keys is not None:
-        query = query.where(OutboxMessage.key.in_(keys))
-    # What people are waiting for first, a fan-out's DMs after it, each oldest first (two
-    # reads rather than one sorted on the kind, which would sort a whole fan-out each time).
-    found: dict[int, bool] = {}
-    for part in (OutboxMessage.kind.not_in(FAN_OUT), OutboxMessage.kind.in_(FAN_OUT)):
-        if len(found) >= limit:
-            break
-        found.update(
-            session.execute(
-                query.where(part)
-                .order_by(OutboxMessage.id)
+    m = _OUTBOX.c  # Core, not the unit of work: the claim is on every send's path
+    chosen: Any
+    if keys is not None:  # a request's own few messages: no order, no limit to apply
+        chosen = m.key.in_(keys)
+    else:
+        # What people are waiting for first, a fan-out's DMs after it, each oldest first
+        # (two reads rather than one sorted on the kind, which would sort a whole fan-out).
+        found: list[int] = []
+        for part in (m.kind.not_in(FAN_OUT), m.kind.in_(FAN_OUT)):
+            if len(found) >= limit:
+                break
+            found += session.scalars(
+                select(m.id)
+                .where(_due(now, lease), part)
+                .order_by(m.id)
                 .limit(limit - len(found))
                 .with_for_update(skip_locked=True)
-            ).all()
-        )
-    if not found:
-        return []
+            )
+        if not found:
+            return []
+        chosen = m.id.in_(found)
     token = f"{owner}:{uuid.uuid4().hex[:12]}"[-64:]
-    m = OutboxMessage
     rows = session.execute(
-        update(m)
-        .where(m.id.in_(found), _due(now, lease))  # re-checked: a racing claim took none
+        update(_OUTBOX)
+        .where(chosen, _due(now, lease))  # re-checked: a racing claim took none
         .values(
             state=OutboxState.SENDING,
             claimed_by=token,
             claimed_at=now,
             attempts=m.attempts + 1,
             oldest=func.coalesce(m.oldest, f"{time.time() - CLOCK_SKEW:.6f}"),
-            # From now until settled, each may reach Slack: a sender that takes one over
-            # after this claim lapsed looks for it first.
-            maybe_sent=True,
+            # Look before sending: an earlier try may have reached Slack, or a claim that
+            # lapsed (its sender died or stalled mid-call) may have.
+            maybe_sent=or_(m.maybe_sent, m.state == OutboxState.SENDING),
         )
         .returning(
             m.id,
@@ -281,8 +296,8 @@ def claim(
             m.ts,
             m.oldest,
             m.attempts,
+            m.maybe_sent,
         )
-        .execution_options(synchronize_session=False)
     ).all()
     return sorted(
         (
@@ -298,7 +313,7 @@ def claim(
                 thread_ts=row.thread_ts,
                 ts=row.ts,
                 oldest=row.oldest,
-                look_first=found[row.id],  # what it was before this claim
+                look_first=row.maybe_sent,
                 attempts=row.attempts,
                 token=token,
             )
@@ -311,15 +326,11 @@ def claim(
 def settle(session: Session, message: Outgoing, **values) -> bool:
     """Write ``values`` on ``message``'s row if this claim still holds it (the fence); False
     when the claim lapsed and someone else took the message over, or it was settled."""
+    c = _OUTBOX.c  # Core, not the unit of work: every send is settled here
     result = session.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.id == message.id,
-            OutboxMessage.state == OutboxState.SENDING,
-            OutboxMessage.claimed_by == message.token,
-        )
+        update(_OUTBOX)
+        .where(c.id == message.id, c.state == OutboxState.SENDING, c.claimed_by == message.token)
         .values(**values)
-        .execution_options(synchronize_session=False)
     )
     return cast(CursorResult, result).rowcount == 1
 
@@ -327,12 +338,12 @@ def settle(session: Session, message: Outgoing, **values) -> bool:
 def mark_sent(session: Session, message: Outgoing, *, channel: str, ts: str, now: datetime) -> bool:
     """Settle a message as sent (False: this claim no longer holds it; nothing written). One
     marked to go again (a newer edit arrived meanwhile) is pending again instead."""
-    again = OutboxMessage.rearm.is_(True)
+    again = _OUTBOX.c.rearm.is_(True)
     return settle(
         session,
         message,
         state=case((again, OutboxState.PENDING), else_=OutboxState.SENT),
-        attempts=case((again, 0), else_=OutboxMessage.attempts),
+        attempts=case((again, 0), else_=_OUTBOX.c.attempts),
         not_before=now,
         rearm=False,
         sent_at=now,
