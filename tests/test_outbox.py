@@ -52,6 +52,23 @@ def test_two_claims_at_once_never_take_the_same_message(session_factory, clock):
     assert len(again) == 10 and all(m.look_first for m in again)
 
 
+def test_a_requests_own_messages_are_claimed_by_key_and_a_lapsed_one_is_looked_for(
+    session_factory, clock
+):
+    with session_scope(session_factory) as s:
+        for n in range(3):
+            outbox_svc.enqueue(s, key=f"k{n}", kind="x", channel="U1", text="t", now=clock())
+    with session_scope(session_factory) as s:
+        mine = outbox_svc.claim(s, owner="p1", now=clock(), limit=10, keys=["k0", "k2"])
+    assert [m.key for m in mine] == ["k0", "k2"] and not any(m.look_first for m in mine)
+    with session_scope(session_factory) as s:  # taken already: nobody else gets them
+        assert outbox_svc.claim(s, owner="p2", now=clock(), limit=10, keys=["k0", "k2"]) == []
+    later = clock() + timedelta(minutes=3)  # p1 died mid-send: its claim lapses
+    with session_scope(session_factory) as s:
+        taken = outbox_svc.claim(s, owner="p2", now=later, limit=10, keys=["k0", "k1"])
+    assert {m.key: m.look_first for m in taken} == {"k0": True, "k1": False}
+
+
 def test_ratelimited_prompt_waits_its_retry_after_then_goes_out_once(harness):
     """A Retry-After puts the message back in the outbox until then: no sender sleeps."""
     h, slack, clock = harness, harness.slack, harness.clock

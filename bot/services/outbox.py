@@ -246,7 +246,9 @@ def claim(
     only those with these ``keys`` when given.
 
     The UPDATE re-checks each row's state, so two processes claiming at once never take the
-    same row; PostgreSQL skips rows another claim has locked instead of waiting for them.
+    same row; PostgreSQL skips rows another claim has locked instead of waiting for them (by
+    ``keys``, it waits for that claim's transaction and then finds them taken). A message
+    whose claim lapsed while ``sending`` comes back with ``look_first``: it may be in Slack.
     """
     m = _OUTBOX.c  # Core, not the unit of work: the claim is on every send's path
     chosen: Any
