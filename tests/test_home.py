@@ -46,6 +46,33 @@ def test_rep_home_shows_the_prompt_and_follows_changes(harness):
     assert publishes_to(slack, "UBEN") == []
 
 
+def test_imported_entries_do_not_wait_for_marketing_on_the_home_tab(harness):
+    """History loaded with `closeloop import` was never posted, so nobody can close its loop:
+    the rep's Home tab says it was imported instead of "waiting for marketing" forever."""
+    import io
+
+    from bot.db import session_scope
+    from bot.services import csvio
+
+    h, slack = harness, harness.slack
+    exported = (
+        "deal_id,deal_name,outcome,closed_at,logged_at,reason,reason_category,competitor,"
+        "insight,amount,source,owner\n"
+        "CRM-9,Hooli,lost,2026-10-01T14:00:00Z,2026-10-01T20:00:00Z,Too pricey for them,"
+        "Price,,,,,UANA\n"
+    )
+    rows, rejected = csvio.read_winloss(
+        io.StringIO(exported), categories=h.rt.settings.reason_categories
+    )
+    assert rejected == []
+    with session_scope(h.rt.session_factory) as s:
+        csvio.import_winloss(s, rows, deadline_hours=24, now=h.clock())
+    open_home(h, "UANA")
+    home = home_of(slack, "UANA")
+    assert "Lost: Hooli" in home
+    assert "imported, not posted to marketing" in home and "waiting for marketing" not in home
+
+
 def test_marketing_home_lists_open_loops_oldest_first_and_clears_them(harness):
     h, slack, clock = harness, harness.slack, harness.clock
     clock.set(FRI_1500_UTC)

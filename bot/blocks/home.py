@@ -73,11 +73,12 @@ def home_view(
         if rep["recent"]:
             lines = []
             for item in rep["recent"]:
-                mark = (
-                    ":white_check_mark: marketing closed the loop"
-                    if item["acknowledged"]
-                    else ":hourglass: waiting for marketing"
-                )
+                if item["acknowledged"]:
+                    mark = ":white_check_mark: marketing closed the loop"
+                elif item.get("in_loop", True):
+                    mark = ":hourglass: waiting for marketing"
+                else:
+                    mark = ":inbox_tray: imported, not posted to marketing"
                 late = "" if item.get("on_time", True) else " · logged late"
                 lines.append(f"• {escape_fit(item['label'], 200)} — {mark}{late}")
             blocks.append(section("*Your last entries*\n" + "\n".join(lines)))

@@ -33,7 +33,11 @@ def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
     deals = wl_svc.waiting_deals(session, user_id=user_id, manager=manager)[:WAITING_LIMIT]
     feedback = session.execute(
         select(
-            FeedbackAnswer.id, Prompt.week_start, FeedbackAnswer.updated_at, LoopPost.first_ack_at
+            FeedbackAnswer.id,
+            Prompt.week_start,
+            FeedbackAnswer.updated_at,
+            LoopPost.first_ack_at,
+            LoopPost.id,
         )
         .join(Prompt, Prompt.id == FeedbackAnswer.prompt_id)
         .outerjoin(
@@ -52,6 +56,7 @@ def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
             WinLossEntry.logged_at,
             WinLossEntry.on_time,
             LoopPost.first_ack_at,
+            LoopPost.id,
         )
         .join(Deal, Deal.id == WinLossEntry.deal_id)
         .outerjoin(
@@ -67,17 +72,21 @@ def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
             "label": f"Feedback, week of {week:%b} {week.day}",
             "at": at,
             "acknowledged": acked is not None,
+            "in_loop": post is not None,
         }
-        for _id, week, at, acked in feedback
+        for _id, week, at, acked, post in feedback
     ] + [
         {
             "kind": "winloss",
             "label": f"{outcome.replace('_', ' ').title()}: {name}",
             "at": at,
             "acknowledged": acked is not None,
+            # Imported history (closeloop import) was never posted to marketing: nothing to
+            # wait for.
+            "in_loop": post is not None,
             "on_time": on_time,
         }
-        for _id, name, outcome, at, on_time, acked in entries
+        for _id, name, outcome, at, on_time, acked, post in entries
     ]
     recent.sort(key=lambda item: item["at"], reverse=True)
     return {
