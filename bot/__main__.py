@@ -109,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    logs.configure(level, [os.environ.get(name) for name in SECRET_SETTINGS])
+    fmt = (os.environ.get("LOG_FORMAT") or "text").strip().lower()
+    if fmt not in logs.FORMATS:
+        print(f"closeloop: LOG_FORMAT={fmt!r} is not one of text, json", file=sys.stderr)
+        return 2
+    logs.configure(level, [os.environ.get(name) for name in SECRET_SETTINGS], fmt)
     try:
         settings = Settings.from_env()
     except ConfigError as err:

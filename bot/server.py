@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -17,6 +18,7 @@ from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("closeloop.access")
 
 _STATUS = {
     200: "200 OK",
@@ -97,6 +99,37 @@ def make_wsgi_app(
             return slack(environ, start_response)
         finally:
             foreground.leave()
+
+    return logged(wsgi)
+
+
+def logged(app):
+    """``app`` with one line a request at INFO (closeloop.access): method, path without its
+    query string, status, milliseconds to the answer."""
+
+    def wsgi(environ, start_response):
+        started = time.perf_counter()
+        status = []
+
+        def start(code, headers, exc_info=None):
+            status.append(code.split(" ", 1)[0])
+            return start_response(code, headers, exc_info)
+
+        try:
+            return app(environ, start)
+        finally:
+            if access.isEnabledFor(logging.INFO):
+                method, path = environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-")
+                code = status[-1] if status else "-"
+                ms = round((time.perf_counter() - started) * 1000, 1)
+                access.info(
+                    "%s %s %s %.1f ms",
+                    method,
+                    path,
+                    code,
+                    ms,
+                    extra={"method": method, "path": path, "status": code, "duration_ms": ms},
+                )
 
     return wsgi
 

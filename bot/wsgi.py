@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
@@ -79,6 +80,17 @@ def _worker_engine(url: str, *, pool_size: int) -> Engine:
     return make_engine(url, pool_size=pool_size, max_overflow=POOL_OVERFLOW)
 
 
+class ThroughOurLogs(GunicornLogger):
+    """gunicorn's own lines go through Closeloop's handler (bot.logs): one format, JSON
+    included, with secrets redacted. Requests are logged by bot.server (closeloop.access)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers = []
+            logger.propagate = True
+
+
 class ProductionServer(BaseApplication):
     """gunicorn, configured from code (no config file): gthread workers on $PORT."""
 
@@ -102,14 +114,20 @@ class ProductionServer(BaseApplication):
             # in bench/ack_bench.py one of two workers took 4 of 5 keep-alive connections and
             # answered its share of a burst of 50 one interpreter lock at a time.
             "reuse_port": True,
-            "accesslog": None,
-            "errorlog": "-",
+            "accesslog": None,  # bot.server logs each request (closeloop.access)
+            "logger_class": ThroughOurLogs,
             "loglevel": (os.environ.get("LOG_LEVEL") or "info").lower(),
             "proc_name": "closeloop",
             "preload_app": False,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
+        log.info(
+            "serving HTTP on port %s: %s worker processes of %s threads",
+            self._settings.port,
+            workers,
+            threads,
+        )
 
     def load(self) -> Callable:
         return build_worker_app(self._settings, scheduler=self._scheduler)

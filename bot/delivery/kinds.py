@@ -19,6 +19,7 @@ from bot.blocks import winloss as wl_blocks
 from bot.blocks.elements import escape_fit
 from bot.config import Settings
 from bot.delivery.outbox import CHANNEL_SETUP_ERRORS, Delivered, Kind, Kinds, Wait, rendered
+from bot.logs import event_on_commit
 from bot.models import (
     Acknowledgement,
     Deal,
@@ -76,6 +77,13 @@ def _feedback(kinds: Kinds) -> None:
         p = session.get(Prompt, m.subject_id)
         if p is not None:
             feedback_svc.mark_sent(p, channel=d.channel, ts=d.ts, now=now)
+            event_on_commit(
+                session,
+                "prompt_sent",
+                f"prompt {p.id} sent to {p.user_id}",
+                prompt_id=p.id,
+                user=p.user_id,
+            )
 
     def prompt_refused(session: Session, m: Outgoing, error: str, now: datetime) -> None:
         p = session.get(Prompt, m.subject_id)
@@ -378,6 +386,14 @@ def _digest(kinds: Kinds, settings: Settings) -> None:
         if row is not None:
             row.ts, row.channel, row.posted_at = d.ts, d.channel, now
             outgoing.digest_chart(session, row, now=now)
+            event_on_commit(
+                session,
+                "digest_posted",
+                f"digest for {row.month:%Y-%m} posted in {d.channel}",
+                month=f"{row.month:%Y-%m}",
+                channel=d.channel,
+                ts=d.ts,
+            )
 
     def chart_file(session: Session, m: Outgoing, now: datetime) -> Outgoing | Wait | None:
         row = session.get(Digest, m.subject_id)

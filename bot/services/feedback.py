@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from bot.config import WeeklyTime
+from bot.logs import event_on_commit
 from bot.models import (
     OPEN_PROMPT,
     FeedbackAnswer,
@@ -351,6 +352,18 @@ def record_answer(
     elif changed:
         outgoing.loop_post_by_id(
             session, post_id=post_id, channel=row.post_channel, ts=row.post_ts, now=now
+        )
+    if changed:
+        event_on_commit(
+            session,
+            "answer_stored",
+            f"answer {answer_id} {'edited' if row.answer_id else 'stored'} for prompt "
+            f"{prompt_id} by {user_id} ({source})",
+            answer_id=answer_id,
+            prompt_id=prompt_id,
+            user=user_id,
+            source=source,
+            edited=row.answer_id is not None,
         )
     return StoredAnswer(
         prompt_id=prompt_id,

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.logs import event_on_commit
 from bot.models import Acknowledgement, LoopPost, PostKind, is_forgotten
 from bot.services import outgoing
 from bot.services.errors import DomainError, NotAllowed
@@ -110,6 +111,15 @@ def acknowledge(
     if post.first_ack_at is None:
         post.first_ack_at = now
     outgoing.acknowledged(session, ack, rep=post.author_user_id, now=now)
+    event_on_commit(
+        session,
+        "acknowledgement_recorded",
+        f"acknowledgement {ack.id} of post {post.id} by {user_id} ({ack.via})",
+        acknowledgement_id=ack.id,
+        post_id=post.id,
+        user=user_id,
+        via=ack.via,
+    )
     return ack
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.logs import event_on_commit
 from bot.models import (
     FORGOTTEN_PREFIX,
     Deal,
@@ -205,6 +206,15 @@ def receive_deal(
     except IntegrityError:  # the same deal arriving twice at once
         found = session.scalars(select(Deal).where(Deal.external_id == deal.external_id)).one()
         return found, False
+    event_on_commit(
+        session,
+        "deal_received",
+        f"deal {row.id} ({deal.external_id}, {deal.outcome}) received from {origin}",
+        deal_id=row.id,
+        external_id=deal.external_id,
+        outcome=deal.outcome,
+        origin=origin,
+    )
     return row, True
 
 
@@ -552,6 +562,17 @@ def log_entry(
         author=deal.owner_user_id or user_id,
         channel=channel,
         now=now,
+    )
+    event_on_commit(
+        session,
+        "entry_logged",
+        f"win/loss entry {entry.id} {'edited' if edited else 'logged'} for deal {deal.id} by "
+        f"{user_id}" + ("" if entry.on_time else " (late)"),
+        entry_id=entry.id,
+        deal_id=deal.id,
+        user=user_id,
+        edited=edited,
+        on_time=entry.on_time,
     )
     return entry, post, edited
 
