@@ -9,6 +9,7 @@ from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.listener.listener_completion_handler import ListenerCompletionHandler
 from slack_sdk.webhook import WebhookClient
 
+from bot import metrics
 from bot.event_inbox import EVENT, EVENT_ATTEMPT, EVENT_ERROR, EventInbox
 from bot.listeners import register_listeners
 from bot.runtime import Runtime
@@ -52,6 +53,16 @@ class FinishEvent(ListenerCompletionHandler):
             self.inbox.finished(event_id, request.context.get(EVENT_ERROR))
 
 
+def _kind_of(body: dict) -> str:
+    """What Slack sent, for the metrics: a slash command, an interaction's type, an event."""
+    if body.get("command"):
+        return "command"
+    kind = body.get("type")
+    if kind == "event_callback":
+        return "event"
+    return kind if isinstance(kind, str) and kind.isidentifier() else "other"
+
+
 def create_app(
     rt: Runtime, *, inbox: EventInbox | None = None, token_verification: bool = True
 ) -> App:
@@ -78,6 +89,7 @@ def create_app(
 
     def inject_runtime(context, body, next):  # noqa: A002 - Bolt's argument name
         context["rt"] = rt
+        metrics.request_kind(_kind_of(body))
 
         def later(fn, *args, opens_modal: bool = False, **kwargs):
             return rt.after_ack.later(
@@ -148,6 +160,7 @@ def create_app(
                 rt.tell(user_id, message)
             except Exception:  # the database is away too: answer the click or command itself
                 log.exception("could not queue a message for %s", user_id)
+                metrics.database_error("request")
                 answer_directly(body, message)
 
     app.middleware(store_events_first)

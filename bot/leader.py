@@ -22,6 +22,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from bot import metrics
+
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x436C6F73  # "Clos": the advisory lock id for the scheduler role
@@ -168,6 +170,7 @@ class SchedulerRole:
                     self._lock.release()
                 else:
                     log.info("this process now runs the scheduler")
+                    metrics.scheduler_role(True)
                     self.changed.set()
             elif not held and self._scheduler is not None:
                 self._give_up()
@@ -176,6 +179,7 @@ class SchedulerRole:
     def _give_up(self) -> None:
         if self._scheduler is not None:
             log.info("this process no longer runs the scheduler")
+            metrics.scheduler_role(False)
             if self._on_give_up is not None:
                 self._on_give_up()
             try:

@@ -14,6 +14,7 @@ from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import text
 
+from bot import metrics
 from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed
 from bot.runtime import Runtime
 
@@ -75,6 +76,13 @@ def make_wsgi_app(
             except Exception:
                 log.exception("health check: database unreachable")
                 return _reply(start_response, 503, b"database unreachable\n", "text/plain")
+        if path == "/metrics" and method == "GET":
+            return _reply(
+                start_response,
+                200,
+                metrics.scrape(rt.session_factory, rt.clock),
+                metrics.CONTENT_TYPE,
+            )
         if path == "/hooks/deal-closed":
             if method != "POST":
                 return _reply(start_response, 405, b"use POST\n", "text/plain")
@@ -103,6 +111,14 @@ def make_wsgi_app(
     return logged(wsgi)
 
 
+_PATH_KINDS = {
+    "/slack/events": "slack",
+    "/hooks/deal-closed": "deal_webhook",
+    "/healthz": "healthz",
+    "/metrics": "metrics",
+}
+
+
 def logged(app):
     """``app`` with one line a request at INFO (closeloop.access): method, path without its
     query string, status, milliseconds to the answer."""
@@ -118,10 +134,12 @@ def logged(app):
         try:
             return app(environ, start)
         finally:
+            seconds = time.perf_counter() - started
+            method, path = environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-")
+            code = status[-1] if status else "-"
+            metrics.request_answered(_PATH_KINDS.get(path, "other"), code, seconds)
             if access.isEnabledFor(logging.INFO):
-                method, path = environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-")
-                code = status[-1] if status else "-"
-                ms = round((time.perf_counter() - started) * 1000, 1)
+                ms = round(seconds * 1000, 1)
                 access.info(
                     "%s %s %s %.1f ms",
                     method,

@@ -12,6 +12,7 @@ import atexit
 import gc
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
@@ -19,6 +20,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from bot import metrics
 from bot.afterack import LATER_WORKERS, MODAL_WORKERS
 from bot.app import create_app
 from bot.config import Settings, web_concurrency, web_threads
@@ -97,6 +99,11 @@ class ProductionServer(BaseApplication):
     def __init__(self, settings: Settings, *, scheduler: bool) -> None:
         self._settings = settings
         self._scheduler = scheduler
+        # /metrics adds up every worker's figures: each writes them under this directory
+        # (prometheus_client's multiprocess mode), set before the workers are forked.
+        metrics.use_directory(
+            os.environ.get(metrics.DIRECTORY) or tempfile.mkdtemp(prefix="closeloop-metrics-")
+        )
         super().__init__()
 
     def load_config(self) -> None:
@@ -116,6 +123,7 @@ class ProductionServer(BaseApplication):
             "reuse_port": True,
             "accesslog": None,  # bot.server logs each request (closeloop.access)
             "logger_class": ThroughOurLogs,
+            "child_exit": lambda _arbiter, worker: metrics.process_exited(worker.pid),
             "loglevel": (os.environ.get("LOG_LEVEL") or "info").lower(),
             "proc_name": "closeloop",
             "preload_app": False,

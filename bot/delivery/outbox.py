@@ -39,6 +39,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot import metrics
 from bot.db import session_scope
 from bot.models import Op, OutboxState
 from bot.services import outbox as outbox_svc
@@ -358,6 +359,7 @@ class Sender:
                             session, message, state=OutboxState.FAILED, error=repr(err)
                         )
                         drained.failed.append(message)
+                        metrics.sent("failed")
                     else:
                         outbox_svc.mark_retry(
                             session,
@@ -370,6 +372,7 @@ class Sender:
                 if rendered is None:
                     outbox_svc.mark_final(session, message, state=OutboxState.DROPPED)
                     drained.dropped.append(message)
+                    metrics.sent("dropped")
                 elif isinstance(rendered, Wait):
                     later = now + timedelta(seconds=rendered.seconds)
                     outbox_svc.release(session, message, not_before=later)
@@ -509,10 +512,12 @@ class Sender:
             if kind.sent is not None:
                 kind.sent(session, message, r.delivered, now)
             drained.sent.append(message)
+            metrics.sent("sent")
         elif r.code in PERMANENT_ERRORS and r.code not in kind.keep_trying:
             log.warning("Slack refused outbox message %s for good: %s", message.id, r.error)
             if outbox_svc.mark_final(session, message, state=OutboxState.FAILED, error=r.error):
                 drained.failed.append(message)
+                metrics.sent("failed")
                 if kind.refused is not None:
                     kind.refused(session, message, r.error or "", now)
         else:
@@ -527,6 +532,7 @@ class Sender:
                 retry_after=wait_for.total_seconds(),
             ):
                 drained.retrying.append(message)
+                metrics.sent("retrying")
                 if wait_for.total_seconds() <= RETRY_SOON:
                     soon = min(soon or RETRY_SOON, wait_for.total_seconds())
                 if (

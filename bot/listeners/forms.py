@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from slack_bolt import Ack
 
+from bot import metrics
 from bot.db import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def keeps_form_when_database_is_away(block_id: str, what: str) -> Callable:
                 listener(ack, body, view, context)
             except UNAVAILABLE:
                 log.exception("could not store %s's %s", body["user"]["id"], what)
+                metrics.database_error("form")
                 ack(response_action="errors", errors={block_id: not_saved(what)})
 
         return submit
