@@ -477,3 +477,20 @@ def test_digest_when_slack_fails_its_post(h, fault):
         row = s.scalars(select(Digest)).one()
         assert (row.ts, row.chart_file_id) == (post.response["ts"], chart["id"])
     assert slack.server_errors == []
+
+
+def test_a_post_slack_refuses_for_good_is_told_to_its_author(harness):
+    """Slack refusing a loop post for good (here msg_too_long) gives the post up; the rep is
+    told their answer is saved but not posted, once, instead of hearing nothing."""
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(FRI_1500_UTC)
+    tick(h.rt)
+    slack.fail_next("chat.postMessage", error="msg_too_long")
+    h.dm("UANA", "- a\n- b\n- c")
+    assert delivered(slack, "CMKTG") == []
+    (notice,) = told(slack, "UANA", "Slack refused to post it")
+    assert "msg_too_long" in notice.params["text"] and "saved" in notice.params["text"]
+    clock.advance(minutes=30)
+    tick(h.rt)  # given up: not retried, not told twice
+    assert delivered(slack, "CMKTG") == []
+    assert len(told(slack, "UANA", "Slack refused to post it")) == 1

@@ -212,6 +212,21 @@ def _loop(kinds: Kinds, settings: Settings) -> None:
             session, user_id=p.author_user_id, text=text, now=now, key=f"post-late:{p.id}"
         )
 
+    def post_refused(session: Session, m: Outgoing, error: str, now: datetime) -> None:
+        p = session.get(LoopPost, m.subject_id)
+        if p is None or is_forgotten(p.author_user_id):
+            return
+        what = "win/loss entry" if p.kind == PostKind.WINLOSS else "answer"
+        outgoing.notice(
+            session,
+            user_id=p.author_user_id,
+            text=f"Your {what} is saved, but Slack refused to post it to <#{p.channel}> "
+            f"({error}), so marketing has not seen it. Closeloop's log has the details for "
+            "your admin.",
+            now=now,
+            key=f"post-refused:{p.id}",
+        )
+
     def post_edit(session: Session, m: Outgoing, now: datetime) -> Outgoing | Wait | None:
         p = session.get(LoopPost, m.subject_id)
         if p is None:
@@ -270,7 +285,13 @@ def _loop(kinds: Kinds, settings: Settings) -> None:
 
     kinds.add(
         OutboxKind.LOOP_POST,
-        Kind(render=post, sent=post_sent, delayed=post_late, keep_trying=CHANNEL_SETUP_ERRORS),
+        Kind(
+            render=post,
+            sent=post_sent,
+            delayed=post_late,
+            refused=post_refused,
+            keep_trying=CHANNEL_SETUP_ERRORS,
+        ),
     )
     kinds.add(OutboxKind.LOOP_POST_EDIT, Kind(render=post_edit))
     kinds.add(
