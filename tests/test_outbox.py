@@ -149,3 +149,31 @@ def test_a_second_drain_in_the_same_process_returns_at_once(harness):
         h.rt.outbox._running.release()
     assert [m.channel for m in h.rt.outbox.drain().sent] == ["UANA"]
     assert len(dms_to(slack, "UANA")) == 1
+
+
+def test_settled_messages_are_deleted_after_the_retention_and_nothing_else(harness):
+    """A year of fan-outs does not stay in the table: a drain deletes settled messages older
+    than the retention (at most once an hour); waiting ones and recent ones stay."""
+    from sqlalchemy import update
+
+    h, clock = harness, harness.clock
+    old = clock() - outbox_svc.RETENTION - timedelta(days=1)
+    with session_scope(h.rt.session_factory) as s:
+        for key, state in (("sent", "sent"), ("failed", "failed"), ("dropped", "dropped")):
+            outbox_svc.enqueue(s, key=f"old-{key}", kind="notice", channel="U1", now=clock())
+            s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.key == f"old-{key}")
+                .values(state=state, created_at=old)
+            )
+        outbox_svc.enqueue(s, key="old-waiting", kind="notice", channel="U1", now=old)
+        s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.key == "old-waiting")
+            .values(not_before=clock() + timedelta(days=1))
+        )
+        outbox_svc.enqueue(s, key="recent", kind="notice", channel="U1", now=clock())
+        s.execute(update(OutboxMessage).where(OutboxMessage.key == "recent").values(state="sent"))
+    h.rt.outbox.drain()
+    with session_scope(h.rt.session_factory) as s:
+        assert sorted(s.scalars(select(OutboxMessage.key))) == ["old-waiting", "recent"]

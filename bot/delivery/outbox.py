@@ -164,6 +164,7 @@ class _Result:
 # instead of leaving them to the next outbox poll: the tail of a fan-out stays short.
 RETRY_SOON = 2.0
 MAX_RENDER_FAILURES = 5  # a message whose rendering keeps failing (a bug) is given up
+PRUNE_EVERY = timedelta(hours=1)  # settled messages past the retention are deleted this often
 SETTLE_EVERY = 0.05  # seconds: results are recorded together that finish within this
 
 
@@ -223,6 +224,7 @@ class Sender:
         self._threads: ThreadPoolExecutor | None = None
         self._again = threading.Event()
         self._stopped = threading.Event()
+        self._pruned_at: datetime | None = None
 
     # --- control ----------------------------------------------------------------------
 
@@ -248,8 +250,18 @@ class Sender:
         try:
             while self._again.is_set() and not self.stopped:
                 self._again.clear()
+                now = self.clock()
                 with session_scope(self.session_factory) as session:
-                    outbox_svc.expire(session, now=self.clock())
+                    outbox_svc.expire(session, now=now)
+                    if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+                        pruned = outbox_svc.prune(session, now=now)
+                        self._pruned_at = now
+                        if pruned:
+                            log.info(
+                                "deleted %s settled outbox messages (kept %s days)",
+                                pruned,
+                                outbox_svc.RETENTION.days,
+                            )
                 self._drain(drained)
         finally:
             self._running.release()

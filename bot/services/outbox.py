@@ -30,6 +30,7 @@ from sqlalchemy import (
     Executable,
     Table,
     case,
+    delete,
     event,
     false,
     func,
@@ -410,6 +411,24 @@ def mark_final(
     return settle(
         session, message, state=state, maybe_sent=False, last_error=(error or None) and error[:255]
     )
+
+
+# Settled messages are kept this long (to look into what was sent, and as the idempotency
+# keys' memory while anything could still enqueue the same key), then deleted: a notice keeps
+# its text, and a year of weekly fan-outs would otherwise stay in the table for good.
+RETENTION = timedelta(days=90)
+
+
+def prune(session: Session, *, now: datetime, keep: timedelta = RETENTION) -> int:
+    """Delete settled messages (sent, failed, dropped) created more than ``keep`` ago."""
+    c = _OUTBOX.c
+    result = session.execute(
+        delete(_OUTBOX).where(
+            c.state.in_((OutboxState.SENT, OutboxState.FAILED, OutboxState.DROPPED)),
+            c.created_at < now - keep,
+        )
+    )
+    return cast(CursorResult, result).rowcount
 
 
 def expire(session: Session, *, now: datetime) -> int:
