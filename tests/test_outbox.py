@@ -177,3 +177,40 @@ def test_settled_messages_are_deleted_after_the_retention_and_nothing_else(harne
     h.rt.outbox.drain()
     with session_scope(h.rt.session_factory) as s:
         assert sorted(s.scalars(select(OutboxMessage.key))) == ["old-waiting", "recent"]
+
+
+def test_a_drain_asked_for_as_the_running_one_finishes_is_not_lost(harness):
+    """Another thread asking for a drain just as the running one leaves its loop (before it
+    lets go of its lock) gets its messages sent by the running one, not by the next poll."""
+    import threading
+
+    h, slack, clock = harness, harness.slack, harness.clock
+    sender = h.rt.outbox
+    real = sender._running
+
+    class Late:
+        """The drain's lock; on its first release another request comes in first."""
+
+        calls = 0
+
+        def acquire(self, blocking=True):
+            return real.acquire(blocking)
+
+        def release(self):
+            Late.calls += 1
+            if Late.calls == 1:
+                with session_scope(h.rt.session_factory) as s:
+                    outbox_svc.enqueue(
+                        s, key="late", kind="notice", channel="UANA", text="late one", now=clock()
+                    )
+                other = threading.Thread(target=sender.drain)  # finds the lock taken
+                other.start()
+                other.join()
+            real.release()
+
+    sender._running = Late()
+    try:
+        sender.drain()
+    finally:
+        sender._running = real
+    assert [c.params["text"] for c in slack.calls_to("chat.postMessage")] == ["late one"]

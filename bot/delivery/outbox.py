@@ -242,30 +242,36 @@ class Sender:
 
     def drain(self) -> Drained:
         """Send everything due, ``workers`` at a time. A second call while one runs in this
-        process returns at once; the running one looks again before it finishes."""
+        process returns at once; the running one looks again before it finishes (also when
+        the call came just as it was finishing)."""
         drained = Drained()
         self._again.set()
-        if not self._running.acquire(blocking=False):
-            return drained
-        try:
-            while self._again.is_set() and not self.stopped:
-                self._again.clear()
-                now = self.clock()
-                with session_scope(self.session_factory) as session:
-                    outbox_svc.expire(session, now=now)
-                    if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
-                        pruned = outbox_svc.prune(session, now=now)
-                        self._pruned_at = now
-                        if pruned:
-                            log.info(
-                                "deleted %s settled outbox messages (kept %s days)",
-                                pruned,
-                                outbox_svc.RETENTION.days,
-                            )
-                self._drain(drained)
-        finally:
-            self._running.release()
+        while self._again.is_set() and not self.stopped:
+            if not self._running.acquire(blocking=False):
+                return drained  # the running drain sees _again
+            try:
+                while self._again.is_set() and not self.stopped:
+                    self._again.clear()
+                    self._housekeeping()
+                    self._drain(drained)
+            finally:
+                self._running.release()
         return drained
+
+    def _housekeeping(self) -> None:
+        """Drop what expired; delete settled messages past the retention (hourly)."""
+        now = self.clock()
+        with session_scope(self.session_factory) as session:
+            outbox_svc.expire(session, now=now)
+            if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+                pruned = outbox_svc.prune(session, now=now)
+                self._pruned_at = now
+                if pruned:
+                    log.info(
+                        "deleted %s settled outbox messages (kept %s days)",
+                        pruned,
+                        outbox_svc.RETENTION.days,
+                    )
 
     # --- the loop ---------------------------------------------------------------------
 
