@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
 
 from bot.db import session_scope
 from bot.jobs.roster import RosterSync
-from bot.models import OutboxState
+from bot.models import Member, OutboxState
 from bot.runtime import Runtime
 from bot.services import feedback as feedback_svc
+from bot.services import installation
 from bot.services import outbox as outbox_svc
 from bot.services import roster as roster_svc
-from bot.services.feedback import Schedule
+from bot.services.calendar import occurrence_in_week, zone
+from bot.services.feedback import DuePrompt, Schedule
 
 ENQUEUE_CHUNK = 500  # prompts claimed and queued per transaction
 
@@ -28,6 +33,24 @@ class FanOut:
     failed: list[str] = field(default_factory=list)
     not_sales: list[str] = field(default_factory=list)
     queued: list[str] = field(default_factory=list)  # in the outbox, not confirmed sent yet
+
+
+def due_now(
+    session: Session, *, reps: list[Member], schedule: Schedule, now: datetime, force: bool
+) -> list[DuePrompt]:
+    """The prompts due now, without a week whose prompt time passed before the installation
+    began (its first tick, recorded here if this is it); ``force`` (``closeloop prompt
+    --now``) is an operator asking for this week's, so it takes them all."""
+    found = feedback_svc.due_prompts(session, reps=reps, schedule=schedule, now=now, force=force)
+    if force or not found:
+        return found
+    began = installation.record_start(session, now=now)
+    return [
+        d
+        for d in found
+        if occurrence_in_week(d.week_start, schedule.prompt, zone(d.tz, schedule.default_tz))
+        >= began
+    ]
 
 
 def queue_due_prompts(
@@ -50,7 +73,7 @@ def queue_due_prompts(
         reps = roster_svc.active_sales(session)
         if only_users:
             reps = [r for r in reps if r.user_id in only_users]
-        due = feedback_svc.due_prompts(session, reps=reps, schedule=schedule, now=now, force=force)
+        due = due_now(session, reps=reps, schedule=schedule, now=now, force=force)
         due_ids = {d.user_id for d in due}
         result.already = [r.user_id for r in reps if r.user_id not in due_ids] if force else []
     queued: dict[str, str] = {}
@@ -84,9 +107,7 @@ def prompts_step(rt: Runtime, roster: RosterSync) -> None:
     if not roster.due():
         with session_scope(rt.session_factory) as session:
             reps = roster_svc.active_sales(session)
-            due = feedback_svc.due_prompts(
-                session, reps=reps, schedule=schedule_of(rt), now=rt.now()
-            )
+            due = due_now(session, reps=reps, schedule=schedule_of(rt), now=rt.now(), force=False)
         if not due:
             return
     queue_due_prompts(rt, roster)
