@@ -66,6 +66,12 @@ def posted_ts(rt: Runtime, month: Month) -> str | None:
         return session.scalar(select(Digest.ts).where(Digest.month == month.first_day))
 
 
+def queued_before(rt: Runtime, month: Month) -> bool:
+    """True when ``month``'s digest was queued (or posted) already: ``queue`` would not."""
+    with session_scope(rt.session_factory) as session:
+        return session.scalar(select(Digest.id).where(Digest.month == month.first_day)) is not None
+
+
 def post(rt: Runtime, month: Month) -> str | None:
     """Queue ``month``'s digest and send it now when this process sends the outbox; its ts
     when this call posted it, None when it was queued before or is not out yet."""

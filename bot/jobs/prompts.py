@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.db import session_scope
@@ -17,6 +19,9 @@ from bot.services import outbox as outbox_svc
 from bot.services import roster as roster_svc
 from bot.services.calendar import occurrence_in_week, zone
 from bot.services.feedback import DuePrompt, Schedule
+from bot.slack.client import SLACK_ERRORS
+
+log = logging.getLogger(__name__)
 
 ENQUEUE_CHUNK = 500  # prompts claimed and queued per transaction
 
@@ -99,6 +104,47 @@ def queue_due_prompts(
                 result.failed.append(user_id)
             else:
                 result.queued.append(user_id)
+    return result
+
+
+@dataclass
+class Preview:
+    """What ``closeloop prompt --now --dry-run`` would do: nothing is stored or sent."""
+
+    would_prompt: list[DuePrompt] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    not_sales: list[str] = field(default_factory=list)
+
+
+def preview_prompts(rt: Runtime, *, only_users: list[str] | None = None) -> Preview:
+    """Who ``queue_due_prompts(force=True)`` would prompt now, and for which week in their
+    time zone. It only reads: the sales team and unknown time zones from Slack (as the
+    roster sync does), the rest from the database; it stores nothing and sends nothing."""
+    result = Preview()
+    sales = rt.directory.sales_ids()
+    if only_users:
+        result.not_sales = [u for u in only_users if u not in sales]
+        sales = [u for u in sales if u in only_users]
+    with session_scope(rt.session_factory) as session:
+        known = {
+            m.user_id: m.tz
+            for m in session.scalars(select(Member).where(Member.user_id.in_(sales)))
+        }
+        reps = []
+        for user_id in sales:
+            tz = known.get(user_id)
+            if tz is None:
+                try:
+                    tz = rt.directory.profile(user_id)[0]
+                except SLACK_ERRORS:
+                    log.warning("users.info for %s failed; showing the default zone", user_id)
+            reps.append(Member(user_id=user_id, tz=tz))  # never added to the session
+        result.would_prompt = feedback_svc.due_prompts(
+            session, reps=reps, schedule=schedule_of(rt), now=rt.now(), force=True
+        )
+        session.rollback()
+    due_ids = {d.user_id for d in result.would_prompt}
+    result.already = [u for u in sales if u not in due_ids]
     return result
 
 
