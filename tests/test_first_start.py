@@ -53,8 +53,9 @@ def rows(h, model) -> int:
         return s.scalar(select(func.count()).select_from(model))
 
 
-def test_first_start_on_a_sunday_evening_in_los_angeles_sends_nothing_for_the_past(fresh):
+def test_first_start_on_a_sunday_evening_in_los_angeles_sends_nothing_for_the_past(fresh, caplog):
     h = fresh
+    caplog.set_level("INFO", logger="bot.jobs.tick")
     # Sunday 22 November, 19:00 in Los Angeles (Monday 03:00 UTC, 04:00 in Berlin). Ben's
     # Friday prompt time passed two days before the installation existed; October ended
     # before it too (its digest was due on Monday 2 November).
@@ -65,6 +66,8 @@ def test_first_start_on_a_sunday_evening_in_los_angeles_sends_nothing_for_the_pa
     assert digest_posts(h) == []
     assert rows(h, Prompt) == 0 and rows(h, Digest) == 0 and rows(h, OutboxMessage) == 0
     assert started_at(h) == first
+    (said,) = [r.getMessage() for r in caplog.records if "first start" in r.getMessage()]
+    assert "`closeloop prompt --now` sends this week's prompt at once" in said
 
     # Later that Sunday evening, and the bot restarted: still nothing for that week.
     h.clock.set(utc("2026-11-23 07:30"))

@@ -21,8 +21,16 @@ def record_start(rt: Runtime) -> None:
     (a prompt whose time had passed, the digest of a month that had ended). The first tick,
     not ``closeloop migrate``, because every command migrates and a release step may migrate
     days before the bot first runs (bot.services.installation)."""
+    now = rt.now()
     with session_scope(rt.session_factory) as session:
-        installation.record_start(session, now=rt.now())
+        if installation.started_at(session) is not None:
+            return
+        if installation.record_start(session, now=now) != now:
+            return  # another process's first tick got there first
+    log.info(
+        "first start of this installation: prompts and digests are scheduled from now on; "
+        "`closeloop prompt --now` sends this week's prompt at once"
+    )
 
 
 class Tick:
