@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     prompt = sub.add_parser("prompt", help="send this week's feedback prompt")
     prompt.add_argument("--now", action="store_true", required=True, help="send it immediately")
     prompt.add_argument("--user", nargs="+", metavar="U", help="only these reps (user IDs)")
+    prompt.add_argument(
+        "--dry-run", action="store_true", help="print who would be prompted; send nothing"
+    )
     sub.add_parser("tick", help="run the scheduled work once (prompts, reminders, retries)")
 
     deal = sub.add_parser("deal-closed", help="report a closed deal (as the CRM webhook does)")
@@ -71,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     dig.add_argument("--month", help="YYYY-MM (default: last month, in DIGEST_TIMEZONE)")
     dig.add_argument("--json", action="store_true", help="print the figures as JSON")
     dig.add_argument("--post", action="store_true", help="post it to DIGEST_CHANNEL now")
+    dig.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --post: print what would be posted, send nothing",
+    )
 
     comp = sub.add_parser("competitors", help="list or merge competitor names")
     comp_sub = comp.add_subparsers(dest="action", required=True)
@@ -133,13 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     rt = Runtime.build(settings)
+    if args.command == "prompt" and args.dry_run:
+        return cli.prompt_dry_run(rt, args.user)
     if args.command == "prompt":
         return _with_role(rt, lambda: cli.prompt_now(rt, args.user))
     if args.command == "tick":
         return _with_role(rt, lambda: _tick(rt))
     if args.command == "deal-closed":
         return _with_role(rt, lambda: cli.deal_closed(rt, args))
-    if args.command == "digest" and args.post:
+    if args.command == "digest" and args.post and not args.dry_run:
         return _with_role(rt, lambda: cli.digest(rt, args))
     if args.command == "forget-user":
         return _with_role(rt, lambda: cli.forget_user(rt, args))

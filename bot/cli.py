@@ -15,7 +15,7 @@ from bot.blocks import digest as digest_blocks
 from bot.db import session_scope
 from bot.jobs import deals as deal_jobs
 from bot.jobs import digest as digest_jobs
-from bot.jobs.prompts import queue_due_prompts
+from bot.jobs.prompts import preview_prompts, queue_due_prompts
 from bot.jobs.roster import RosterSync
 from bot.models import OutboxMessage, OutboxState
 from bot.runtime import Runtime
@@ -62,6 +62,27 @@ def prompt_now(rt: Runtime, users: list[str] | None) -> int:
         f"already had this week's prompt, {len(result.failed)} failed"
     )
     return 1 if result.failed else 0
+
+
+def prompt_dry_run(rt: Runtime, users: list[str] | None) -> int:
+    """``closeloop prompt --now --dry-run``: who would get this week's prompt, for which
+    week in their time zone; nothing is stored, queued or sent (Slack is only read)."""
+    try:
+        preview = preview_prompts(rt, only_users=users)
+    except SLACK_ERRORS as err:
+        print(f"closeloop: Slack refused the request: {_first_line(err)}", file=sys.stderr)
+        return 1
+    for user in preview.not_sales:
+        print(f"{user}: not in the sales team (SALES_USERS / SALES_USERGROUP); not prompted")
+    for user in preview.already:
+        print(f"{user}: already prompted this week; would not be prompted again")
+    for due in preview.would_prompt:
+        print(f"{due.user_id}: would get the prompt for the week of {due.week_start} ({due.tz})")
+    print(
+        f"dry run: {len(preview.would_prompt)} would be prompted, {len(preview.already)} "
+        "already had this week's prompt; nothing was sent"
+    )
+    return 0
 
 
 def deal_closed(rt: Runtime, args: Namespace) -> int:
@@ -179,6 +200,8 @@ def digest(rt: Runtime, args: Namespace) -> int:
         month = Month.parse(args.month) if args.month else digest_jobs.default_month(rt)
     except DomainError as err:
         return _fail(str(err), 2)
+    if args.post and getattr(args, "dry_run", False):
+        return _digest_dry_run(rt, month)
     if args.post:
         if not digest_jobs.queue(rt, month):
             print(f"the {month} digest was already posted (or is being posted); not posted again")
@@ -198,6 +221,24 @@ def digest(rt: Runtime, args: Namespace) -> int:
         print(json.dumps(figures, indent=2, sort_keys=True, default=str))
     else:
         print(digest_blocks.digest_text(figures), end="")
+    return 0
+
+
+def _digest_dry_run(rt: Runtime, month: Month) -> int:
+    """``closeloop digest --post --dry-run``: where the digest would go and what it would
+    say; nothing is stored, queued or sent."""
+    channel = rt.settings.digest_channel
+    if digest_jobs.queued_before(rt, month):
+        print(
+            f"dry run: the {month} digest was already posted (or is being posted); "
+            "it would not be posted again; nothing was sent"
+        )
+        return 0
+    print(
+        f"dry run: would post the {month} digest to {channel}, its chart in the thread; "
+        "nothing was sent. It would say:"
+    )
+    print(digest_blocks.digest_text(digest_jobs.figures(rt, month)), end="")
     return 0
 
 

@@ -332,6 +332,17 @@ class Digest(Base):
     chart_file_id: Mapped[str | None] = mapped_column(String(32))
 
 
+class Installation(Base):
+    """When this installation began (one row, id 1): its schedule never reaches back before
+    it, so a first start sends no prompt whose time had passed and no digest of a month that
+    had ended (bot.services.installation says when it is recorded)."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime]
+
+
 class OutboxState(StrEnum):
     PENDING = "pending"  # waiting to be sent (or retried at not_before)
     SENDING = "sending"  # claimed by a process; it may or may not have reached Slack

@@ -141,6 +141,18 @@ def make_settings(slack_url: str, database_url: str, **overrides: str) -> Settin
     return Settings.from_env({k: v for k, v in env.items() if v is not None})
 
 
+# The harness's installation has been running since long before any test's clock, as a
+# real one has by the time its schedule is under test; tests of a first start delete it.
+INSTALLED_AT = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def installed_long_ago(session_factory) -> None:
+    from bot.models import Installation
+
+    with session_factory.begin() as session:
+        session.add(Installation(id=1, started_at=INSTALLED_AT))
+
+
 @pytest.fixture
 def fake_slack():
     from tests.fakeslack import FakeSlack
@@ -176,6 +188,7 @@ def harness(fake_slack, session_factory, database_url, clock, settings_overrides
     fake_slack.add_channel("CMGR", name="sales-managers")
     fake_slack.add_channel("CDIGEST", name="monthly-digest")
     settings = make_settings(fake_slack.url, database_url, **settings_overrides)
+    installed_long_ago(session_factory)
     h = Harness(settings=settings, slack=fake_slack, session_factory=session_factory, clock=clock)
     h.start()
     try:

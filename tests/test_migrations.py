@@ -86,3 +86,108 @@ def test_upgrading_to_the_outbox_for_everything_carries_over_what_was_waiting(
     else:
         with postgres_database(os.environ["TEST_DATABASE_URL"]) as url:
             scenario(url)
+
+
+def _scenario_database(tmp_path, database_url, scenario) -> None:
+    """Run ``scenario(url)`` on an empty database of the suite's backend."""
+    import os
+
+    from tests.conftest import postgres_database
+
+    if database_url.startswith("sqlite"):
+        scenario(f"sqlite:///{tmp_path / 'fresh.db'}")
+    else:
+        with postgres_database(os.environ["TEST_DATABASE_URL"]) as url:
+            scenario(url)
+
+
+def test_a_fresh_database_records_no_start_until_the_first_tick_and_migrates_twice(
+    tmp_path, database_url, fake_slack
+):
+    """0005 on a new database: the installation table is empty (the first tick records the
+    start, not ``closeloop migrate``, which may run days before the bot first does); running
+    ``closeloop migrate`` again changes nothing."""
+    import os
+
+    from sqlalchemy import create_engine, text
+
+    from bot.db import normalise_url
+    from tests.conftest import BOT_TOKEN, closeloop
+
+    def scenario(url: str) -> None:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "CLOSELOOP_ENV_FILE": str(tmp_path / "absent.env"),
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_APP_TOKEN": "xapp-test",
+            "SLACK_API_URL": fake_slack.url,
+            "DATABASE_URL": url,
+            "FEEDBACK_CHANNEL": "CMKTG",
+            "SALES_USERGROUP": "SSALES",
+            "MARKETING_USERS": "UMIA",
+        }
+        for _ in range(2):
+            out = closeloop(env, "migrate")
+            assert out.returncode == 0, out.stderr
+        engine = create_engine(normalise_url(url))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM installation")).scalar() == 0
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
+                "0005"
+            )
+        engine.dispose()
+        assert fake_slack.calls == []
+
+    _scenario_database(tmp_path, database_url, scenario)
+
+
+def test_upgrading_an_installation_with_history_starts_it_at_its_earliest_activity(
+    tmp_path, database_url
+):
+    """0005 on a database that has been in use: the start is the earliest instant any row
+    records, so the upgraded bot holds back nothing it would have sent before; a second
+    upgrade keeps it."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from bot.db import normalise_url
+
+    def scenario(url: str) -> None:
+        command.upgrade(migrate.alembic_config(url), "0004")
+        engine = create_engine(normalise_url(url))
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO members (user_id, is_sales, first_seen_at, updated_at)"
+                    " VALUES ('UANA', :t, '2026-10-02 08:00:00+00:00', '2026-11-01 08:00:00+00:00')"
+                ),
+                {"t": True},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO prompts (user_id, week_start, tz, status, claimed_at,"
+                    " remind_at, closes_at, send_attempts)"
+                    " VALUES ('UANA', '2026-09-28', 'UTC', 'answered', '2026-10-02 16:00:00+00:00',"
+                    " '2026-10-05 10:00:00+00:00', '2026-10-09 16:00:00+00:00', 0)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO digests (month, created_at, channel)"
+                    " VALUES ('2026-10-01', '2026-11-02 09:00:00+00:00', 'CDIGEST')"
+                )
+            )
+        migrate.upgrade(url)
+        migrate.upgrade(url)
+        with engine.connect() as conn:
+            (started,) = conn.execute(text("SELECT started_at FROM installation")).one()
+        engine.dispose()
+        if isinstance(started, str):
+            started = datetime.fromisoformat(started)
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        assert started == datetime(2026, 10, 2, 8, 0, tzinfo=UTC)
+
+    _scenario_database(tmp_path, database_url, scenario)

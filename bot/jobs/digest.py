@@ -15,7 +15,7 @@ from bot.db import session_scope
 from bot.models import Digest
 from bot.runtime import Runtime
 from bot.services import digest as digest_svc
-from bot.services import outgoing
+from bot.services import installation, outgoing
 from bot.services.calendar import local_instant
 from bot.services.digest import Month
 
@@ -66,6 +66,12 @@ def posted_ts(rt: Runtime, month: Month) -> str | None:
         return session.scalar(select(Digest.ts).where(Digest.month == month.first_day))
 
 
+def queued_before(rt: Runtime, month: Month) -> bool:
+    """True when ``month``'s digest was queued (or posted) already: ``queue`` would not."""
+    with session_scope(rt.session_factory) as session:
+        return session.scalar(select(Digest.id).where(Digest.month == month.first_day)) is not None
+
+
 def post(rt: Runtime, month: Month) -> str | None:
     """Queue ``month``'s digest and send it now when this process sends the outbox; its ts
     when this call posted it, None when it was queued before or is not out yet."""
@@ -80,8 +86,14 @@ def post_due_digest(rt: Runtime) -> bool:
     """The tick's step: last month's digest, from the first working day at DIGEST_TIME on.
 
     A bot that was down then posts it when it comes back; the unique month row makes it
-    once across restarts and processes."""
+    once across restarts and processes. A month that ended before the installation began
+    (its first tick) is never posted: there is nothing in it but an empty page."""
     month = default_month(rt)
-    if rt.now() < scheduled_at(rt, month):
+    now = rt.now()
+    if now < scheduled_at(rt, month):
+        return False
+    with session_scope(rt.session_factory) as session:
+        began = installation.record_start(session, now=now)
+    if month.bounds(zone_of(rt))[1] <= began:
         return False
     return queue(rt, month)

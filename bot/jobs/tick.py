@@ -5,13 +5,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from bot.db import session_scope
 from bot.event_inbox import EventInbox
 from bot.jobs import deals, digest, prompts
 from bot.jobs.roster import RosterSync
 from bot.runtime import Runtime
+from bot.services import installation
 from bot.services.outbox import committed_keys
 
 log = logging.getLogger(__name__)
+
+
+def record_start(rt: Runtime) -> None:
+    """The installation began with its first tick: nothing scheduled reaches back before it
+    (a prompt whose time had passed, the digest of a month that had ended). The first tick,
+    not ``closeloop migrate``, because every command migrates and a release step may migrate
+    days before the bot first runs (bot.services.installation)."""
+    now = rt.now()
+    with session_scope(rt.session_factory) as session:
+        if installation.started_at(session) is not None:
+            return
+        if installation.record_start(session, now=now) != now:
+            return  # another process's first tick got there first
+    log.info(
+        "first start of this installation: prompts and digests are scheduled from now on; "
+        "`closeloop prompt --now` sends this week's prompt at once"
+    )
 
 
 class Tick:
@@ -21,6 +40,7 @@ class Tick:
         self.rt = rt
         self.roster = RosterSync(rt)
         self.steps: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("installation start", lambda: record_start(rt)),
             ("events", events.replay),
             ("deal owners", lambda: deals.process_pending_deals(rt)),
             ("deal reminders", lambda: deals.queue_deal_reminders(rt)),
