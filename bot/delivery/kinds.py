@@ -353,10 +353,12 @@ def _winloss(kinds: Kinds, settings: Settings) -> None:
         deal = waiting(session, m)
         if deal is None:
             return None
+        owner = session.get(Member, deal.owner_user_id) if deal.owner_user_id else None
         content = wl_blocks.overdue_escalation(
             deal_pk=deal.id,
             deal_name=deal.name,
             owner_id=deal.owner_user_id,
+            owner_name=owner.name if owner else None,
             owner_email=deal.owner_email,
             outcome=deal.outcome,
             hours=settings.winloss_deadline_hours,

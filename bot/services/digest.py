@@ -45,8 +45,13 @@ class Month:
     def parse(cls, text: str) -> Month:
         """``2026-10`` -> Month; DomainError with one clear line otherwise."""
         match = re.fullmatch(r"\s*(\d{4})-(\d{1,2})\s*", text or "")
-        if not match or not 1 <= int(match[2]) <= 12 or not 2000 <= int(match[1]) <= 9998:
-            # the digest also reads the month after (its end), which 9999-12 has not
+        # the digest also reads the month after (its end): 9999-12 has none in the calendar
+        if (
+            not match
+            or not 1 <= int(match[2]) <= 12
+            or int(match[1]) < 2000
+            or (int(match[1]), int(match[2])) >= (date.max.year, 12)
+        ):
             raise DomainError(f"--month {text!r} is not a month like 2026-10 (YYYY-MM)")
         return cls(int(match[1]), int(match[2]))
 
