@@ -98,7 +98,9 @@ def test_open_weeks_are_not_missed_and_reps_are_named_without_a_ping(harness):
     assert "Responses per week: 10-19 1 of 2, 10-26 1 of 1" in body
     assert "<@" not in body  # nobody pinged: not the reps, not the deal owners (UANA, UBEN)
 
-    # the rep who missed a week is told, privately, once
+    # the rep who missed a week is told, privately, once, just after the digest is out
+    clock.advance(seconds=11)
+    tick(h.rt)
     (note,) = dms_to(slack, "UCAT", "digest")
     assert "week of Oct 19" in note.params["text"] and "<#CDIGEST>" in note.params["text"]
     assert dms_to(slack, "UDAN", "digest") == []
@@ -122,6 +124,29 @@ def test_a_name_that_looks_like_markup_is_shown_not_obeyed(harness):
     assert "Dan &lt;!channel&gt; (1)" in body and "<!channel>" not in body
 
 
+def test_the_private_note_waits_for_the_digest(harness):
+    """The note points to the digest in the channel: while Slack refuses the digest (the bot
+    not invited yet), the note waits; it goes out once the digest is posted."""
+    h, slack, clock = harness, harness.slack, harness.clock
+    slack.add_user("UCAT", tz="America/New_York", name="cat")
+    with session_scope(h.rt.session_factory) as s:
+        add_rep(s, "UCAT", "Cat Lee")
+        add_prompt(s, "UCAT", date(2026, 10, 12), "missed")
+    clock.set(NOV_2_0900_NEW_YORK)
+    slack.fail_next("chat.postMessage", error="not_in_channel")
+    tick(h.rt)
+    assert [c.ok for c in digest_posts(slack)] == [False]
+    assert dms_to(slack, "UCAT", "digest") == []
+    clock.advance(minutes=1)
+    tick(h.rt)
+    assert [c.ok for c in digest_posts(slack)] == [False, True]
+    clock.advance(seconds=11)
+    tick(h.rt)
+    (note,) = dms_to(slack, "UCAT", "digest")
+    posted = digest_posts(slack)[1]
+    assert slack.calls.index(note) > slack.calls.index(posted)  # after the digest, not before
+
+
 def test_a_late_answer_cancels_the_private_note(harness):
     """The note is rendered when it is sent: a week no longer missed is not reported."""
     h, slack, clock = harness, harness.slack, harness.clock
@@ -136,6 +161,8 @@ def test_a_late_answer_cancels_the_private_note(harness):
         s.scalars(select(Prompt)).one().status = "answered"
     h.another_process().outbox.drain()
     assert len(digest_posts(slack)) == 1
+    clock.advance(seconds=11)
+    h.another_process().outbox.drain()
     assert dms_to(slack, "UCAT", "digest") == []
     with session_scope(h.rt.session_factory) as s:
         note = s.scalars(

@@ -427,10 +427,12 @@ def _digest(kinds: Kinds, settings: Settings) -> None:
         if row is not None:
             row.chart_file_id = d.file_id or "uploaded"
 
-    def missed(session: Session, m: Outgoing, now: datetime) -> Outgoing | None:
+    def missed(session: Session, m: Outgoing, now: datetime) -> Outgoing | Wait | None:
         row = session.get(Digest, m.subject_id)
         if row is None or is_forgotten(m.channel):
             return None
+        if row.ts is None:
+            return Wait()  # the note points to the digest: it goes out once that is posted
         month = Month(row.month.year, row.month.month)
         weeks = digest_svc.missed_weeks(session, month, user_id=m.channel, now=now)
         if not weeks:  # nothing missed after all (an answer recorded late): no note
