@@ -83,6 +83,8 @@ class Settings:
     digest_channel: str = ""  # defaults to feedback_channel
     digest_time: time = time(9, 0)
     digest_timezone: str = "UTC"
+    digest_min_sample: int = 5  # below it, the digest shows "3 of 4", not a percentage
+    currency: str = "USD"  # ISO 4217 code of deal amounts
     slack_post_rate: float = 5.0  # chat.postMessage calls a second, at most, on average
     outbox_workers: int = 8  # fan-out messages in flight at once (each still paced)
     # How long a sender's claim on an outbox message lasts: it starts no Slack call after a
@@ -193,6 +195,16 @@ class Settings:
         digest_match = re.match(r"^(\d{1,2}):(\d{2})$", digest_time_text)
         if not digest_match or int(digest_match[1]) > 23 or int(digest_match[2]) > 59:
             raise ConfigError(f"DIGEST_TIME={digest_time_text!r} is not a 24-hour time like 09:00")
+        min_sample_text = get("DIGEST_MIN_SAMPLE") or "5"
+        if not min_sample_text.isdigit() or not 1 <= int(min_sample_text) <= 1000:
+            raise ConfigError(
+                f"DIGEST_MIN_SAMPLE={min_sample_text!r} must be a whole number, 1 to 1000"
+            )
+        currency = get("CURRENCY") or "USD"
+        if not re.fullmatch(r"[A-Z]{3}", currency):
+            raise ConfigError(
+                f"CURRENCY={currency!r} must be a three-letter ISO 4217 code like USD"
+            )
 
         rate_text = get("SLACK_POST_RATE") or "5"
         try:
@@ -220,6 +232,8 @@ class Settings:
             digest_channel=_channel(get, "DIGEST_CHANNEL") or "",
             digest_time=time(int(digest_match[1]), int(digest_match[2])),
             digest_timezone=digest_tz,
+            digest_min_sample=int(min_sample_text),
+            currency=currency,
             winloss_channel=winloss_channel or "",
             winloss_escalation_channel=escalation_channel or "",
             winloss_deadline_hours=deadline,

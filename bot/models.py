@@ -370,6 +370,8 @@ class OutboxKind(StrEnum):
     OVERDUE = "overdue"  # managers told the entry is overdue (deal)
     DIGEST = "digest"  # the monthly digest (digest)
     DIGEST_CHART = "digest_chart"  # its chart, in the digest's thread (digest)
+    DIGEST_EDIT = "digest_edit"  # the digest's text replaced: no chart after all (digest)
+    DIGEST_MISSED = "digest_missed"  # a rep told privately of the weeks they missed (digest)
 
 
 class Op(StrEnum):

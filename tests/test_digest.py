@@ -422,8 +422,10 @@ def test_a_month_with_one_lost_deal_warns_and_has_win_rate_zero(db):
     assert f["loss_quotes"] == {"Price": [{"quote": "November loss", "deal": "November deal"}]}
     text = digest_blocks.digest_text(f)
     assert "! Only 1 closed deal(s) this month" in text
-    assert "fewer than 5 deals" in text
-    assert "▼ 20 pts vs October 2026" in text
+    # one decided deal, under DIGEST_MIN_SAMPLE (5): counts, no percentage, no change
+    assert "Win rate 0 of 1\n" in text
+    assert "pts vs" not in text
+    assert "UANA: 1 of 1" in text
     _, blocks = digest_blocks.digest_message(f)
     assert blocks[1]["type"] == "context" and "Only 1 closed deal(s)" in all_text(
         {"blocks": [blocks[1]]}
@@ -588,7 +590,7 @@ def test_closing_the_loop_even_median_and_open_loops(db):
     ]
     _text, blocks = digest_blocks.digest_message(f, link_base="https://acme.slack.com/")
     link = f"https://acme.slack.com/archives/CMKTG/p{rows['P4'].ts.replace('.', '')}"
-    assert f"<{link}|winloss>" in all_text({"blocks": blocks})
+    assert f"<{link}|win/loss entry>" in all_text({"blocks": blocks})
     assert "Still open after 7 days (2)" in all_text({"blocks": blocks})
 
 
@@ -647,19 +649,23 @@ def test_rendered_text_has_the_figures(db):
     build_data(db)
     text = digest_blocks.digest_text(figures(db))
     assert text.startswith("Closeloop digest — October 2026 (UTC)\n")
-    assert "Wins 2 · Losses 8 · No decision 2" in text
-    assert "Win rate 20% (▼ 55 pts vs September 2026)" in text
-    assert "Amount won 3500.50 · lost 6000.25" in text
-    assert "Alpha: 3 deal(s), 1 won, 2 lost" in text
+    assert "Won 2 · Lost 8 · No decision 2" in text  # the /winloss form's labels
+    assert "Win rate 20% (2 of 10) (▼ 55 pts vs September 2026)" in text
+    assert "Amount won $3,500.50 · lost $6,000.25" in text  # CURRENCY defaults to USD
+    assert "Alpha: 3 deal(s) — Won 1 · Lost 2" in text
     assert "Rising: Bravo, Charlie" in text
-    assert "Response rate per week: 10-05 50%, 10-12 67%, 10-19 100%, 10-26 75%" in text
-    assert "Missed weeks: UCAT (2), UBEN (1), UDAN (1)" in text
+    # each week's count; below 5 prompts the count alone
+    assert "Responses per week: 10-05 2 of 4, 10-12 2 of 3, 10-19 2 of 2, 10-26 3 of 4" in text
+    # no names stored for these reps: their IDs, as text
+    assert "Weeks missed (each rep is told privately): UCAT (2), UBEN (1), UDAN (1)" in text
     assert "Most-cited objections: “price increase” (3), “security review” (2)" in text
-    assert "Marketing acknowledged 50% of 8 feedback and win/loss posts, in a median of 7.5 h" in (
-        text
+    assert (
+        "Marketing acknowledged 50% (4 of 8) feedback and win/loss posts, in a median of 7.5 h"
+        in (text)
     )
-    assert "Logged within 24 hours: 70%" in text
-    assert "10 of 12 closed deals have a win/loss entry (83%)." in text
+    assert "Logged within 24 hours: 70% (7 of 10)" in text
+    assert "UANA: 100% (5 of 5)" in text and "UBEN: 2 of 4" in text
+    assert "Closed deals with a win/loss entry: 83% (10 of 12)." in text
 
 
 # --- the CLI ------------------------------------------------------------------------------
@@ -721,7 +727,7 @@ def test_cli_json_text_and_bad_months(cli_env, session_factory):
     out = closeloop(cli_env, "digest", "--month", "2026-10")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("Closeloop digest — October 2026 (UTC)")
-    assert "Wins 2 · Losses 8 · No decision 2" in out.stdout
+    assert "Won 2 · Lost 8 · No decision 2" in out.stdout
 
     out = closeloop(cli_env, "digest", "--month", "2026-03")
     assert out.returncode == 0, out.stderr
@@ -805,9 +811,10 @@ def assert_posted_once_with_chart(h) -> str:
         "text": {"type": "plain_text", "text": "Closeloop digest — October 2026"},
     }
     body = all_text(post.params)
-    assert "Wins *3* · Losses *2* · No decision *0*" in body
-    assert "Win rate *60%*" in body
-    assert "Alpha: 1 deal(s), 0 won, 1 lost" in body
+    assert "Won *3* · Lost *2* · No decision *0*" in body
+    assert "Win rate *60% (3 of 5)*" in body
+    assert "Amount won $300 · lost $0" in body
+    assert "Alpha: 1 deal(s) — Won 0 · Lost 1" in body
     assert "Figures in America/New_York" in body
     ts = post.response["ts"]
     files = slack.files

@@ -221,7 +221,9 @@ def test_reminder_at_hour_20_and_overdue_at_24(harness):
     tick(h.rt)
     tick(h.rt)
     (escalation,) = posts_in(slack, "CMGR")
-    assert "<@UBEN>" in escalation.params["text"] and "Acme renewal" in escalation.params["text"]
+    # named, not pinged, in the managers' channel (issue 13); the name from the roster
+    assert "<@" not in escalation.params["text"] and "Acme renewal" in escalation.params["text"]
+    assert "Owner: ben." in escalation.params["text"]
     with session_scope(h.rt.session_factory) as s:
         assert s.scalars(select(Deal.overdue_at)).one() is not None
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from decimal import Decimal
 
-from bot.blocks.elements import FORMER_COLLEAGUE, context, escape_fit, mention, section, truncate
+from bot.blocks.elements import FORMER_COLLEAGUE, context, escape_fit, section, truncate
+from bot.blocks.winloss import OUTCOMES
 from bot.models import is_forgotten
 
 MAX_BLOCKS = 50
+LABEL = dict(OUTCOMES)  # "Won", "Lost", "No decision": as in the /winloss form
+POST_KIND = {"winloss": "win/loss entry", "feedback": "feedback"}
+CHART_PROMISE = "the chart is in the thread"
+NO_CHART = "the chart could not be drawn this month"
 
 
 def month_name(month: str) -> str:
@@ -17,6 +24,22 @@ def month_name(month: str) -> str:
 
 def pct(rate: float | None) -> str:
     return "—" if rate is None else f"{rate:.0%}"
+
+
+def ratio(part: int, whole: int, min_sample: int) -> str:
+    """A rate with its count: "60% (3 of 5)"; below ``min_sample``, the count alone."""
+    if not whole:
+        return "—"
+    if whole < min_sample:
+        return f"{part} of {whole}"
+    return f"{part / whole:.0%} ({part} of {whole})"
+
+
+def amount(value: str | None, currency: str) -> str:
+    """``"12500.00"`` -> ``$12,500`` in US dollars, ``12,500 EUR`` in any other currency
+    (the ISO code after the number); cents only when there are some."""
+    number = f"{Decimal(value or 0):,.2f}".removesuffix(".00")
+    return f"${number}" if currency == "USD" else f"{number} {currency}"
 
 
 def change(delta: float | None, previous: str) -> str:
@@ -36,63 +59,81 @@ def _quote(text: str, limit: int = 280) -> str:
 
 
 def _sections(
-    figures: dict, *, link_base: str, mention, bold=lambda text: f"*{text}*"
+    figures: dict, *, link_base: str, person, bold=lambda text: f"*{text}*"
 ) -> list[tuple[str, str]]:
-    """(title, body) pairs; ``mention(user)`` renders a person (a Slack mention or a name),
-    ``bold`` our own emphasis (the terminal has none; user text is never touched)."""
+    """(title, body) pairs; ``person(user)`` names someone (never a Slack mention: the
+    digest pings nobody), ``bold`` our own emphasis (the terminal has none; user text is
+    never touched)."""
     b = bold
     f = figures
+    n = f["min_sample"]
+    money = f["currency"]
     prev = f["previous"]
     parts: list[tuple[str, str]] = []
     decided = f["wins"] + f["losses"]
     lines = [
-        f"Wins {b(f['wins'])} · Losses {b(f['losses'])} · No decision {b(f['no_decisions'])}",
-        f"Win rate {b(pct(f['win_rate']))}{change(f['win_rate_change'], prev['month'])}"
-        + (" — from fewer than 5 deals" if f["small_sample"] else ""),
+        f"{LABEL['won']} {b(f['wins'])} · {LABEL['lost']} {b(f['losses'])} · "
+        f"{LABEL['no_decision']} {b(f['no_decisions'])}",
+        f"Win rate {b(ratio(f['wins'], decided, n))}"
+        + (change(f["win_rate_change"], prev["month"]) if decided >= n else ""),
     ]
     if f["amount_won"] or f["amount_lost"]:
-        lines.append(f"Amount won {f['amount_won'] or '0'} · lost {f['amount_lost'] or '0'}")
+        lines.append(
+            f"Amount {LABEL['won'].lower()} {amount(f['amount_won'], money)} · "
+            f"{LABEL['lost'].lower()} {amount(f['amount_lost'], money)}"
+        )
     if decided == 0 and f["no_decisions"] == 0:
         lines = ["No deals closed this month."]
     parts.append(("Wins and losses", "\n".join(lines)))
 
     if f["loss_reasons_by_category"]:
         body = []
-        for category, n in f["loss_reasons_by_category"].items():
-            body.append(f"{b(escape_fit(category, 80))} — {n}")
+        for category, count in f["loss_reasons_by_category"].items():
+            body.append(f"{b(escape_fit(category, 80))} — {count}")
             body.extend(_quote(q["quote"]) for q in f["loss_quotes"].get(category, [])[:3])
         parts.append(("Why we lost, in the customers' words", "\n".join(body)))
 
     if f["competitors"]:
         body = [
-            f"{escape_fit(name, 80)}: {s['deals']} deal(s), {s['wins']} won, {s['losses']} lost"
+            f"{escape_fit(name, 80)}: {s['deals']} deal(s) — {LABEL['won']} {s['wins']} · "
+            f"{LABEL['lost']} {s['losses']}"
             for name, s in list(f["competitors"].items())[:10]
         ]
         if f["rising_competitors"]:
-            body.append("Rising: " + ", ".join(escape_fit(n, 80) for n in f["rising_competitors"]))
+            body.append("Rising: " + ", ".join(escape_fit(c, 80) for c in f["rising_competitors"]))
         parts.append(("Competitors", "\n".join(body)))
 
     if f["best_insights"]:
         body = [
             ("✅ " if i["acknowledged"] else "• ")
             + escape_fit(i["insight"], 280)
-            + (f" — {mention(i['by'])}" if i["by"] else "")
+            + (f" — {person(i['by'])}" if i["by"] else "")
             for i in f["best_insights"]
         ]
         parts.append(("Best insights for marketing", "\n".join(body)))
 
     fb = f["feedback"]
-    if fb["prompted"]:
-        body = [
-            "Response rate per week: "
-            + ", ".join(f"{w['week_start'][5:]} {pct(w['response_rate'])}" for w in fb["weeks"]),
-            f"{fb['reps_always_responded']} of {fb['reps_prompted']} reps answered every week.",
-        ]
+    if fb["prompted"] or fb["still_open"]:
+        body = []
+        if fb["prompted"]:
+            body.append(
+                "Responses per week: "
+                + ", ".join(
+                    f"{w['week_start'][5:]} {ratio(w['responded'], w['prompted'], n)}"
+                    for w in fb["weeks"]
+                )
+            )
+            body.append(
+                f"{fb['reps_always_responded']} of {fb['reps_prompted']} reps answered every "
+                "closed week."
+            )
+        if fb["still_open"]:
+            body.append(f"{fb['still_open']} prompt(s) for a week still open are not counted yet.")
         if fb["reps_missing"]:
             body.append(
-                "Missed weeks: "
+                "Weeks missed (each rep is told privately): "
                 + ", ".join(
-                    f"{mention(r['user_id'])} ({r['missed']})" for r in fb["reps_missing"][:10]
+                    f"{person(r['user_id'])} ({r['missed']})" for r in fb["reps_missing"][:10]
                 )
                 + (
                     f" and {len(fb['reps_missing']) - 10} more"
@@ -107,13 +148,13 @@ def _sections(
         if fb["objections"]:
             body.append(
                 "Most-cited objections: "
-                + ", ".join(f"“{escape_fit(phrase, 60)}” ({n})" for phrase, n in fb["objections"])
+                + ", ".join(f"“{escape_fit(phrase, 60)}” ({c})" for phrase, c in fb["objections"])
             )
         parts.append(("Weekly feedback", "\n".join(body)))
 
     if f["loop_posts"]:
         body = [
-            f"Marketing acknowledged {b(pct(f['acknowledged_rate']))} of {f['loop_posts']} "
+            f"Marketing acknowledged {b(ratio(f['acknowledged'], f['loop_posts'], n))} "
             "feedback and win/loss posts"
             + (
                 f", in a median of {f['median_hours_to_ack']} h"
@@ -125,11 +166,11 @@ def _sections(
         if f["open_loops"]:
             links = [
                 (
-                    f"<{permalink(link_base, o['channel'], o['ts'])}|{o['kind']}>"
+                    f"<{permalink(link_base, o['channel'], o['ts'])}|{_kind(o)}>"
                     if link_base
-                    else o["kind"]
+                    else _kind(o)
                 )
-                + f" from {mention(o['author'])}"
+                + f" from {person(o['author'])}"
                 for o in f["open_loops"][:10]
             ]
             body.append(f"Still open after 7 days ({len(f['open_loops'])}): " + ", ".join(links))
@@ -137,11 +178,9 @@ def _sections(
 
     if f["on_time_per_rep"]:
         reps = sorted(f["on_time_per_rep"].items(), key=lambda item: item[1]["rate"] or 0)
-        body = [f"Logged within 24 hours: {b(pct(f['on_time_rate']))}"]
+        body = [f"Logged within 24 hours: {b(ratio(f['on_time'], f['on_time_entries'], n))}"]
         body.extend(
-            f"{mention(who)}: {s['on_time']}/{s['entries']}"
-            + (" (fewer than 5 deals)" if s["entries"] < 5 else "")
-            for who, s in reps[:10]
+            f"{person(who)}: {ratio(s['on_time'], s['entries'], n)}" for who, s in reps[:10]
         )
         parts.append(("The 24-hour rule", "\n".join(body)))
 
@@ -149,15 +188,27 @@ def _sections(
         parts.append(
             (
                 "Coverage",
-                f"{f['deals_with_entry']} of {f['closed_deals']} closed deals have a win/loss "
-                f"entry ({pct(f['coverage'])}).",
+                f"Closed deals with a win/loss entry: "
+                f"{ratio(f['deals_with_entry'], f['closed_deals'], n)}.",
             )
         )
     return parts
 
 
+def _kind(loop: dict) -> str:
+    return POST_KIND.get(loop["kind"], loop["kind"])
+
+
+def _name(figures: dict, user_id: str | None) -> str:
+    """Someone named without a ping: their Slack name as stored, else their ID as text."""
+    if user_id and is_forgotten(user_id):
+        return FORMER_COLLEAGUE
+    return figures["names"].get(user_id or "") or user_id or "unknown"
+
+
 def digest_message(figures: dict, *, link_base: str = "") -> tuple[str, list[dict]]:
-    """The digest for Slack: a header, one section per part, warnings as context."""
+    """The digest for Slack: a header, one section per part, warnings as context. It names
+    people without mentioning them: nobody is pinged, least of all for a missed week."""
     title = f"Closeloop digest — {month_name(figures['month'])}"
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
     if not figures["has_data"]:
@@ -166,23 +217,24 @@ def digest_message(figures: dict, *, link_base: str = "") -> tuple[str, list[dic
     for warning in figures["warnings"]:
         blocks.append(context(f":warning: {warning}"))
     for heading, body in _sections(
-        figures,
-        link_base=link_base,
-        mention=lambda u: (
-            mention(u)
-            if u and (u[0] in "UW" or is_forgotten(u))
-            else escape_fit(u or "unknown", 80)
-        ),
+        figures, link_base=link_base, person=lambda u: escape_fit(_name(figures, u), 80)
     ):
         blocks.append(section(truncate(f"*{heading}*\n{body}", 3000)))
         if len(blocks) >= MAX_BLOCKS - 1:
             break
-    blocks.append(context(f"Figures in {figures['timezone']}; the chart is in the thread."))
+    blocks.append(context(f"Figures in {figures['timezone']}; {CHART_PROMISE}."))
+    decided = figures["wins"] + figures["losses"]
     text = (
         f"{title}: {figures['wins']} won, {figures['losses']} lost, win rate "
-        f"{pct(figures['win_rate'])}"
+        f"{ratio(figures['wins'], decided, figures['min_sample'])}"
     )
     return text, blocks
+
+
+def without_chart_promise(blocks: list[dict]) -> list[dict]:
+    """The digest's blocks, saying the chart could not be drawn instead of promising it."""
+    text = json.dumps(blocks, ensure_ascii=False).replace(CHART_PROMISE, NO_CHART)
+    return json.loads(text)
 
 
 def digest_text(figures: dict) -> str:
@@ -198,10 +250,22 @@ def digest_text(figures: dict) -> str:
     for heading, body in _sections(
         figures,
         link_base="",
-        mention=lambda u: FORMER_COLLEAGUE if is_forgotten(u) else (u or "unknown"),
+        person=lambda u: _name(figures, u),
         bold=str,
     ):
         # undo only our mrkdwn escaping; user text is otherwise printed as typed
         plain = body.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
         lines.extend(["", heading, "-" * len(heading), plain])
     return "\n".join(lines) + "\n"
+
+
+def missed_weeks_dm(*, month: str, weeks: list[date], channel: str) -> tuple[str, list[dict]]:
+    """A rep's private note about their own missed weeks (the channel names nobody)."""
+    listed = ", ".join(f"the week of {w:%b} {w.day}" for w in weeks)
+    text = (
+        f"A note just for you: the {month_name(month)} digest in <#{channel}> counts no "
+        f"weekly feedback from you for {listed}. It names nobody in the channel for it. "
+        "If you were away, there is nothing to do; otherwise, Friday's prompt is the next "
+        "chance to tell marketing what you heard."
+    )
+    return text, [section(text)]

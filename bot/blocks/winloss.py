@@ -316,8 +316,14 @@ def overdue_escalation(
     owner_email: str | None,
     outcome: str,
     hours: int,
+    owner_name: str | None = None,
 ) -> Message:
-    owner = mention(owner_id) if owner_id else escape(owner_email or "unknown owner")
+    """Managers told a deal's entry is overdue. The owner is named, never mentioned: a post
+    in a channel that lists who did not respond pings nobody (the owner had their DMs)."""
+    if owner_id and is_forgotten(owner_id):
+        owner = mention(owner_id)  # "a former colleague", no ID
+    else:
+        owner = escape(owner_name or owner_email or owner_id or "unknown owner")
     text = (
         f":rotating_light: *{escape_fit(deal_name, 200)}* ({dict(OUTCOMES)[outcome]}) has no "
         f"win/loss entry {hours} hours after close. Owner: {owner}."

@@ -8,12 +8,15 @@ and what its delivery records. The services only enqueue a kind, a subject and a
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot import chart
+from bot.blocks import digest as digest_blocks
 from bot.blocks import feedback as fb_blocks
 from bot.blocks import winloss as wl_blocks
 from bot.blocks.elements import escape_fit
@@ -28,6 +31,7 @@ from bot.models import (
     LoopPost,
     Member,
     OutboxKind,
+    OutboxMessage,
     PostKind,
     Prompt,
     PromptStatus,
@@ -43,6 +47,8 @@ from bot.services.loop import base_emoji
 from bot.services.outbox import FileUpload, Outgoing
 
 Message = tuple[str, list[dict]]
+
+log = logging.getLogger(__name__)
 
 
 def register_all(kinds: Kinds, settings: Settings) -> Kinds:
@@ -376,10 +382,12 @@ def _winloss(kinds: Kinds, settings: Settings) -> None:
         deal = waiting(session, m)
         if deal is None:
             return None
+        owner = session.get(Member, deal.owner_user_id) if deal.owner_user_id else None
         content = wl_blocks.overdue_escalation(
             deal_pk=deal.id,
             deal_name=deal.name,
             owner_id=deal.owner_user_id,
+            owner_name=owner.name if owner else None,
             owner_email=deal.owner_email,
             outcome=deal.outcome,
             hours=settings.winloss_deadline_hours,
@@ -425,9 +433,24 @@ def _digest(kinds: Kinds, settings: Settings) -> None:
         month = Month(row.month.year, row.month.month)
         figures = digest_svc.compute(session, month=month, tz=tz, now=now)
         history = digest_svc.win_rate_history(session, month, tz)
-        png = chart.render(
-            month=str(month), history=history, losses=figures["losses_by_competitor"]
-        )
+        try:
+            png = chart.render(
+                month=str(month), history=history, losses=figures["losses_by_competitor"]
+            )
+        except Exception:  # drawing it again would fail again: say so, stop promising it
+            log.exception("the %s digest chart could not be drawn; the digest says so", month)
+            posted = session.scalar(
+                select(OutboxMessage).where(OutboxMessage.key == f"digest:{month}")
+            )
+            if posted is not None and posted.blocks:
+                outgoing.digest_edit(
+                    session,
+                    row,
+                    text=posted.text,
+                    blocks=digest_blocks.without_chart_promise(posted.blocks),
+                    now=now,
+                )
+            return None
         upload = FileUpload(
             content=png,
             filename=f"closeloop-digest-{month}.png",
@@ -441,5 +464,21 @@ def _digest(kinds: Kinds, settings: Settings) -> None:
         if row is not None:
             row.chart_file_id = d.file_id or "uploaded"
 
+    def missed(session: Session, m: Outgoing, now: datetime) -> Outgoing | Wait | None:
+        row = session.get(Digest, m.subject_id)
+        if row is None or is_forgotten(m.channel):
+            return None
+        if row.ts is None:
+            return Wait()  # the note points to the digest: it goes out once that is posted
+        month = Month(row.month.year, row.month.month)
+        weeks = digest_svc.missed_weeks(session, month, user_id=m.channel, now=now)
+        if not weeks:  # nothing missed after all (an answer recorded late): no note
+            return None
+        return _with(
+            m, digest_blocks.missed_weeks_dm(month=str(month), weeks=weeks, channel=row.channel)
+        )
+
     kinds.add(OutboxKind.DIGEST, Kind(sent=digest_sent, keep_trying=CHANNEL_SETUP_ERRORS))
     kinds.add(OutboxKind.DIGEST_CHART, Kind(render=chart_file, sent=chart_sent))
+    kinds.add(OutboxKind.DIGEST_EDIT, Kind())  # its text and blocks are stored with it
+    kinds.add(OutboxKind.DIGEST_MISSED, Kind(render=missed))

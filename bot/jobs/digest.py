@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from bot.blocks import digest as digest_blocks
 from bot.db import session_scope
@@ -26,9 +27,20 @@ def zone_of(rt: Runtime) -> ZoneInfo:
     return ZoneInfo(rt.settings.digest_timezone)
 
 
+def compute(rt: Runtime, session: Session, month: Month, now: datetime) -> dict:
+    return digest_svc.compute(
+        session,
+        month=month,
+        tz=zone_of(rt),
+        now=now,
+        min_sample=rt.settings.digest_min_sample,
+        currency=rt.settings.currency,
+    )
+
+
 def figures(rt: Runtime, month: Month) -> dict:
     with session_scope(rt.session_factory) as session:
-        return digest_svc.compute(session, month=month, tz=zone_of(rt), now=rt.now())
+        return compute(rt, session, month, rt.now())
 
 
 def default_month(rt: Runtime) -> Month:
@@ -54,9 +66,11 @@ def queue(rt: Runtime, month: Month) -> bool:
                 session.add(row)
         except IntegrityError:
             return False
-        data = digest_svc.compute(session, month=month, tz=zone_of(rt), now=now)
+        data = compute(rt, session, month, now)
         text, blocks = digest_blocks.digest_message(data, link_base=link_base)
         outgoing.digest(session, row, text=text, blocks=blocks, now=now)
+        for rep in data["feedback"]["reps_missing"]:  # told privately, not in the channel
+            outgoing.digest_missed(session, row, user_id=rep["user_id"], now=now)
     return True
 
 

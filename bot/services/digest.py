@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, case, func, literal, select, union_all
+from sqlalchemy import Select, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from bot.models import (
@@ -21,6 +21,7 @@ from bot.models import (
     Deal,
     FeedbackAnswer,
     LoopPost,
+    Member,
     Outcome,
     PostKind,
     Prompt,
@@ -30,7 +31,7 @@ from bot.models import (
 from bot.services.calendar import local_instant
 from bot.services.errors import DomainError
 
-MIN_DEALS = 5  # figures drawn from fewer deals carry a warning
+MIN_SAMPLE = 5  # figures drawn from fewer deals carry a warning (DIGEST_MIN_SAMPLE)
 QUOTES_PER_CATEGORY = 3
 OPEN_LOOP_DAYS = 7
 
@@ -44,7 +45,13 @@ class Month:
     def parse(cls, text: str) -> Month:
         """``2026-10`` -> Month; DomainError with one clear line otherwise."""
         match = re.fullmatch(r"\s*(\d{4})-(\d{1,2})\s*", text or "")
-        if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 2000:
+        # the digest also reads the month after (its end): 9999-12 has none in the calendar
+        if (
+            not match
+            or not 1 <= int(match[2]) <= 12
+            or int(match[1]) < 2000
+            or (int(match[1]), int(match[2])) >= (date.max.year, 12)
+        ):
             raise DomainError(f"--month {text!r} is not a month like 2026-10 (YYYY-MM)")
         return cls(int(match[1]), int(match[2]))
 
@@ -226,7 +233,12 @@ def on_time(session: Session, start: datetime, end: datetime) -> dict:
     }
     total = sum(v["entries"] for v in per_rep.values())
     good = sum(v["on_time"] for v in per_rep.values())
-    return {"on_time_rate": _rate(good, total), "per_rep": per_rep}
+    return {
+        "on_time_rate": _rate(good, total),
+        "on_time": good,
+        "entries": total,
+        "per_rep": per_rep,
+    }
 
 
 # --- weekly feedback ----------------------------------------------------------------------
@@ -249,15 +261,45 @@ def objections(texts: list[str], top: int = 5) -> list[tuple[str, int]]:
     return [(phrase, n) for phrase, n in counter.most_common(top) if n >= 2]
 
 
-def feedback_figures(session: Session, month: Month) -> dict:
-    """Prompts for weeks starting in the month: response rate per week and per rep."""
+def missed_weeks(session: Session, month: Month, *, user_id: str, now: datetime) -> list[date]:
+    """The weeks starting in ``month`` whose prompt ``user_id`` was sent and neither
+    answered nor skipped before the week closed (the digest's "missed"), oldest first."""
+    return list(
+        session.scalars(
+            select(Prompt.week_start)
+            .where(
+                Prompt.user_id == user_id,
+                Prompt.week_start >= month.first_day,
+                Prompt.week_start < month.next().first_day,
+                Prompt.status.not_in(
+                    (PromptStatus.PENDING, PromptStatus.ANSWERED, PromptStatus.SKIPPED)
+                ),
+                Prompt.closes_at <= now,
+            )
+            .order_by(Prompt.week_start)
+        )
+    )
+
+
+def feedback_figures(session: Session, month: Month, *, now: datetime) -> dict:
+    """Prompts for weeks starting in the month: response rate per week and per rep.
+
+    A prompt counts once it is answered or skipped, or once its week has closed
+    (``closes_at``): a week still open at ``now`` is nobody's miss yet, and is counted
+    apart (``still_open``)."""
     first, after = month.first_day, month.next().first_day
-    in_month = and_(
+    sent_in_month = and_(
         Prompt.week_start >= first,
         Prompt.week_start < after,
         Prompt.status != PromptStatus.PENDING,
     )
-    responded = case((Prompt.status.in_((PromptStatus.ANSWERED, PromptStatus.SKIPPED)), 1), else_=0)
+    has_responded = Prompt.status.in_((PromptStatus.ANSWERED, PromptStatus.SKIPPED))
+    in_month = and_(sent_in_month, or_(has_responded, Prompt.closes_at <= now))
+    still_open = (
+        session.scalar(select(func.count()).select_from(Prompt).where(sent_in_month, ~in_month))
+        or 0
+    )
+    responded = case((has_responded, 1), else_=0)
     answered = case((Prompt.status == PromptStatus.ANSWERED, 1), else_=0)
     weeks = [
         {
@@ -310,6 +352,7 @@ def feedback_figures(session: Session, month: Month) -> dict:
         "reps_prompted": len(reps),
         "reps_always_responded": sum(1 for _u, n, r in reps if int(r or 0) == n),
         "reps_missing": [{"user_id": u, "missed": m} for u, m in silent],
+        "still_open": still_open,
         "worked": list(worked),
         "fell_flat": list(flat),
         "objections": objections(list(flat_texts)),
@@ -431,8 +474,31 @@ def win_rate_history(session: Session, month: Month, tz: ZoneInfo, months: int =
     return list(reversed(series))
 
 
-def compute(session: Session, *, month: Month, tz: ZoneInfo, now: datetime) -> dict:
-    """All the digest's figures for ``month`` and the month before (see the module doc)."""
+def display_names(session: Session, user_ids: set[str]) -> dict[str, str]:
+    """Each known person's name as Slack last gave it (bot.models.Member), to name people
+    in a channel without pinging them; people without a stored name are left out."""
+    wanted = sorted(u for u in user_ids if u)
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Member.user_id, Member.name).where(Member.user_id.in_(wanted), Member.name != "")
+    )
+    return {user_id: name for user_id, name in rows if name}
+
+
+def compute(
+    session: Session,
+    *,
+    month: Month,
+    tz: ZoneInfo,
+    now: datetime,
+    min_sample: int = MIN_SAMPLE,
+    currency: str = "USD",
+) -> dict:
+    """All the digest's figures for ``month`` and the month before (see the module doc).
+
+    ``min_sample`` and ``currency`` (DIGEST_MIN_SAMPLE, CURRENCY) travel with the figures,
+    for the builders: below ``min_sample`` a rate is shown as its count."""
     start, end = month.bounds(tz)
     prev_start, prev_end = month.previous().bounds(tz)
     current = outcome_counts(session, start, end)
@@ -447,12 +513,19 @@ def compute(session: Session, *, month: Month, tz: ZoneInfo, now: datetime) -> d
         key=lambda item: (-item[1], item[0]),
     )
     reasons = loss_reasons(session, start, end)
-    feedback = feedback_figures(session, month)
+    feedback = feedback_figures(session, month, now=now)
     loops = loop_figures(session, start, end, now=now)
     timing = on_time(session, start, end)
     decided = current["wins"] + current["losses"]
+    insights = best_insights(session, start, end)
+    people = (
+        {r["user_id"] for r in feedback["reps_missing"]}
+        | set(timing["per_rep"])
+        | {i["by"] for i in insights if i["by"]}
+        | {o["author"] for o in loops["open_loops"] if o["author"]}
+    )
     warnings = []
-    if 0 < current["closed_deals"] < MIN_DEALS:
+    if 0 < current["closed_deals"] < min_sample:
         warnings.append(
             f"Only {current['closed_deals']} closed deal(s) this month: treat rates as anecdotes."
         )
@@ -467,13 +540,21 @@ def compute(session: Session, *, month: Month, tz: ZoneInfo, now: datetime) -> d
         **current,
         "previous": {"month": str(month.previous()), **before},
         "win_rate_change": change,
-        "small_sample": 0 < decided < MIN_DEALS,
+        "small_sample": 0 < decided < min_sample,
+        "min_sample": min_sample,
+        "currency": currency,
         "loss_reasons_by_category": reasons["counts"],
         "loss_quotes": reasons["quotes"],
         "competitors": competitors,
-        "losses_by_competitor": {n: s["losses"] for n, s in competitors.items() if s["losses"]},
+        # most losses first, then by name (the chart's order)
+        "losses_by_competitor": dict(
+            sorted(
+                ((n, s["losses"]) for n, s in competitors.items() if s["losses"]),
+                key=lambda item: (-item[1], item[0]),
+            )
+        ),
         "rising_competitors": [name for name, delta in rising if delta > 0][:3],
-        "best_insights": best_insights(session, start, end),
+        "best_insights": insights,
         "feedback": feedback,
         "feedback_response_rate": feedback["feedback_response_rate"],
         **{
@@ -487,7 +568,10 @@ def compute(session: Session, *, month: Month, tz: ZoneInfo, now: datetime) -> d
             )
         },
         "on_time_rate": timing["on_time_rate"],
+        "on_time": timing["on_time"],
+        "on_time_entries": timing["entries"],
         "on_time_per_rep": timing["per_rep"],
         "warnings": warnings,
+        "names": display_names(session, people),
         "has_data": bool(current["closed_deals"] or feedback["prompted"] or loops["loop_posts"]),
     }

@@ -141,7 +141,7 @@ def marketing_view(session: Session, *, now: datetime, tz: ZoneInfo) -> dict:
     month = digest_svc.Month.containing(now, tz)
     start, end = month.bounds(tz)
     outcomes = digest_svc.outcome_counts(session, start, end)
-    feedback = digest_svc.feedback_figures(session, month)
+    feedback = digest_svc.feedback_figures(session, month, now=now)
     loops = digest_svc.loop_figures(session, start, end, now=now)
     return {
         "waiting": [

@@ -269,3 +269,32 @@ def digest_chart(session: Session, row: Digest, *, now: datetime) -> bool:
         subject_id=row.id,
         now=now,
     )
+
+
+def digest_missed(session: Session, row: Digest, *, user_id: str, now: datetime) -> bool:
+    """A rep told privately which of the digest month's weeks they missed; once per rep
+    and month (the digest itself names nobody for it)."""
+    return outbox.enqueue(
+        session,
+        key=f"digest-missed:{row.month:%Y-%m}:{user_id}",
+        kind=OutboxKind.DIGEST_MISSED,
+        channel=user_id,
+        subject_id=row.id,
+        now=now,
+    )
+
+
+def digest_edit(session: Session, row: Digest, *, text: str, blocks: list, now: datetime) -> bool:
+    """The posted digest replaced by ``text`` and ``blocks`` (once per month)."""
+    return outbox.enqueue(
+        session,
+        key=f"digest-edit:{row.month:%Y-%m}",
+        kind=OutboxKind.DIGEST_EDIT,
+        op=Op.UPDATE,
+        channel=row.channel,
+        ts=row.ts,
+        text=text,
+        blocks=blocks,
+        subject_id=row.id,
+        now=now,
+    )
