@@ -87,9 +87,13 @@ class ImportResult:
 
 
 def read_winloss(
-    stream: IO[str], *, categories: Sequence[str]
+    stream: IO[str], *, categories: Sequence[str], now: datetime | None = None
 ) -> tuple[list[ImportRow], list[Rejected]]:
-    """Parse and check every row; return the good rows and every rejected one with its line."""
+    """Parse and check every row; return the good rows and every rejected one with its line.
+
+    A close date must be in the range the modal and the webhook accept, as of ``now``
+    (default: the wall clock)."""
+    now = now or datetime.now(UTC)
     reader = csv.DictReader(stream)
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in WINLOSS_COLUMNS if c not in header]
@@ -104,7 +108,7 @@ def read_winloss(
         line, next_line = next_line, reader.line_num + 1  # a quoted field may span lines
         record = {(k or "").strip(): unquote((v or "").strip()) for k, v in raw.items() if k}
         try:
-            row = _row(line, record, by_casefold)
+            row = _row(line, record, by_casefold, now=now)
         except wl_svc.InvalidField as err:
             rejected.append(Rejected(line, str(err)))
             continue
@@ -119,7 +123,7 @@ def read_winloss(
     return rows, rejected
 
 
-def _row(line: int, r: dict[str, str], categories: dict[str, str]) -> ImportRow:
+def _row(line: int, r: dict[str, str], categories: dict[str, str], *, now: datetime) -> ImportRow:
     deal_id = r.get("deal_id") or ""
     if not deal_id:
         raise wl_svc.InvalidField("deal_id", "is required")
@@ -129,7 +133,7 @@ def _row(line: int, r: dict[str, str], categories: dict[str, str]) -> ImportRow:
     if len(name) > 255 or len(deal_id) > 120:
         raise wl_svc.InvalidField("deal_name" if len(name) > 255 else "deal_id", "is too long")
     outcome = wl_svc.parse_outcome(r.get("outcome"))
-    closed_at, date_only = wl_svc.parse_instant(r.get("closed_at"), "closed_at")
+    closed_at, date_only = wl_svc.parse_closed_at(r.get("closed_at"), now=now)
     logged_at, _ = wl_svc.parse_instant(r.get("logged_at"), "logged_at")
     reason = r.get("reason") or ""
     if not reason:
