@@ -6,6 +6,11 @@ never a 500."""
 from __future__ import annotations
 
 import csv
+import http.client
+import json
+import select as io_select
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +19,7 @@ from sqlalchemy import select
 from bot.db import session_scope
 from bot.models import Deal, WinLossEntry
 from tests.conftest import closeloop
+from tests.harness import sign
 
 SECRET = "deals-secret"
 
@@ -112,3 +118,181 @@ def test_a_hand_written_csv_loses_a_quote_only_before_a_formula_character(
     with session_scope(session_factory) as s:
         got = {e.deal.external_id: e.reason for e in s.scalars(select(WinLossEntry))}
     assert got == {"CRM-A": "'plain quote", "CRM-B": "=1+1 typed as text", "CRM-C": "'quoted"}
+
+
+# --- HTTP bodies: capped before they are read; chunked deals are read --------------------
+
+MiB = 1024 * 1024
+HUGE = 300 * MiB
+
+
+@pytest.fixture
+def settings_overrides():
+    return {
+        "WINLOSS_CHANNEL": "CWINLOSS",
+        "WINLOSS_ESCALATION_CHANNEL": "CMGR",
+        "DEALS_WEBHOOK_SECRET": SECRET,
+        "SALES_MANAGERS": "UMGR",
+    }
+
+
+def _rss(pid: int | str = "self") -> int:
+    """Resident memory of process ``pid`` in bytes (Linux)."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _send_huge(base_url: str, path: str, *, chunked: bool, total: int = HUGE) -> tuple[int, int]:
+    """POST ``total`` bytes of nothing (as a Content-Length, or chunked) without holding them,
+    stopping as soon as the server answers; returns (status, bytes of body sent)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}"
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"X-Slack-Request-Timestamp: {int(time.time())}\r\nX-Slack-Signature: v0=unsigned\r\n"
+        f"{framing}\r\n\r\n".encode()
+    )
+    block = b"x" * (64 * 1024)
+    piece = b"%x\r\n%s\r\n" % (len(block), block) if chunked else block
+    sent, offset, answer = 0, 0, b""
+    sock.setblocking(False)
+    deadline = time.monotonic() + 60
+    try:
+        while sent < total and time.monotonic() < deadline:
+            readable, writable, _ = io_select.select([sock], [sock], [], 5)
+            if readable:
+                break
+            if writable:
+                n = sock.send(piece[offset:])
+                offset += n
+                if offset == len(piece):
+                    sent, offset = sent + len(block), 0
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed: its answer is read below
+    sock.setblocking(True)
+    sock.settimeout(10)
+    try:
+        while b"\r\n" not in answer:
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+    finally:
+        sock.close()
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+    return status, sent
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_slack_request_is_413_before_it_is_read(harness, chunked):
+    before = _rss()
+    status, sent = _send_huge(harness.url, "/slack/events", chunked=chunked)
+    assert status == 413
+    assert sent < 64 * MiB  # answered long before the 300 MB were sent
+    assert _rss() - before < 40 * MiB
+    assert harness.request("/slack/events", b"{}", signed=False).status == 401  # still serving
+
+
+def _signed_deal(body: bytes, now: int) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Closeloop-Request-Timestamp": str(now),
+        "X-Closeloop-Signature": sign(body, now, SECRET),
+    }
+
+
+def _post_chunked(base_url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple:
+    """POST ``body`` with Transfer-Encoding: chunked (no Content-Length), in small chunks."""
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        pieces = (body[i : i + 7] for i in range(0, len(body), 7))
+        conn.request("POST", path, body=pieces, headers=headers, encode_chunked=True)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def deal(**changes):
+    body = {
+        "deal_id": "CRM-1",
+        "name": "Acme renewal",
+        "outcome": "LOST",
+        "closed_at": "2026-11-18T10:00:00Z",
+        "owner_email": "ana@example.com",
+        "amount": 12000,
+    }
+    body.update(changes)
+    return body
+
+
+def test_a_signed_chunked_deal_is_read_and_stored(harness):
+    h = harness
+    body = json.dumps(deal()).encode()
+    status, answer = _post_chunked(
+        h.url, "/hooks/deal-closed", body, _signed_deal(body, int(h.clock().timestamp()))
+    )
+    h.settle()
+    assert (status, answer["ok"], answer["deal_id"]) == (201, True, "CRM-1")
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(Deal.name)).all() == ["Acme renewal"]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_deal_is_413_before_it_is_read(harness, chunked):
+    status, sent = _send_huge(harness.url, "/hooks/deal-closed", chunked=chunked)
+    assert status == 413
+    assert sent < 64 * MiB
+
+
+DEEP = 100_000
+BAD_DEALS = [
+    (deal(closed_at="9999-12-31T23:30:00Z"), "closed_at"),
+    (deal(closed_at="0001-01-01T00:00:00+05:00"), "closed_at"),
+    (deal(closed_at="1999-12-31"), "closed_at"),
+    (deal(closed_at="2028-01-01T00:00:00Z"), "closed_at"),  # more than a year ahead
+    (deal(name="Acme\x00renewal"), "name"),
+    (deal(deal_id="CRM-\x001"), "deal_id"),
+    (deal(source="web\x00inar"), "source"),
+    (deal(notes={"quote": ["they said \x00 this"]}), "notes"),  # a field we do not even keep
+]
+
+
+@pytest.mark.parametrize(("payload", "field"), BAD_DEALS)
+def test_bad_dates_and_nul_characters_are_400_naming_the_field(harness, payload, field):
+    reply = harness.deal_closed(payload)
+    assert reply.status == 400, reply.body
+    assert reply.json()["field"] == field and field in reply.json()["error"]
+    with session_scope(harness.rt.session_factory) as s:
+        assert s.scalars(select(Deal)).all() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"deal_id": "CRM-1", "name": ' + b"[" * DEEP + b"]" * DEEP + b"}", "name"),
+        (b"[" * DEEP + b"]" * DEEP, "body"),
+        (b'{"deal_id": "CRM-1", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}", "extra"),
+        (b'{"name": "raw \x00 byte", "deal_id": "CRM-1"}', "name"),
+    ],
+    ids=["100000-deep-field", "100000-deep-array", "5000-deep", "raw-nul"],
+)
+def test_deep_json_and_raw_nul_are_400_not_500(harness, body, field):
+    reply = harness.deal_closed(body)
+    assert reply.status == 400, reply.body
+    assert reply.json()["field"] == field
+
+
+def test_the_command_line_refuses_the_same_close_dates(cli_env, session_factory):
+    base = ["deal-closed", "--deal-id", "CRM-7", "--name", "Acme", "--outcome", "lost"]
+    base += ["--owner-email", "ana@example.com"]
+    for closed_at in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:30:00Z", "1999-06-01"):
+        out = closeloop(cli_env, *base, "--closed-at", closed_at)
+        assert out.returncode == 2, out.stderr
+        assert "closed_at" in out.stderr and "Traceback" not in out.stderr
+    with session_scope(session_factory) as s:
+        assert s.scalars(select(Deal)).all() == []
