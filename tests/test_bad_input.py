@@ -9,17 +9,23 @@ import csv
 import http.client
 import json
 import select as io_select
+import signal
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from bot.db import session_scope
-from bot.models import Deal, WinLossEntry
+from bot.models import Deal, FeedbackAnswer, WinLossEntry
 from tests.conftest import closeloop
-from tests.harness import sign
+from tests.harness import sign, tick
+from tests.test_loop_scenario import FRI_1500_UTC, all_text, dms_to
+from tests.test_winloss_scenario import QUOTE, fill, submit_winloss
 
 SECRET = "deals-secret"
 
@@ -296,3 +302,140 @@ def test_the_command_line_refuses_the_same_close_dates(cli_env, session_factory)
         assert "closed_at" in out.stderr and "Traceback" not in out.stderr
     with session_scope(session_factory) as s:
         assert s.scalars(select(Deal)).all() == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_gunicorn_reads_chunked_deals_and_caps_slack_bodies(cli_env, session_factory):
+    """The production server (`closeloop run`, gunicorn) decodes chunks itself: the same
+    bodies get the same answers there, and its worker does not grow."""
+    port = _free_port()
+    env = {**cli_env, "PORT": str(port), "WEB_CONCURRENCY": "1", "DEALS_WEBHOOK_SECRET": SECRET}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--no-scheduler"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.2)
+        (worker,) = _children(proc.pid)
+        now = datetime.now(UTC)
+        body = json.dumps(deal(closed_at=now.isoformat())).encode()
+        status, answer = _post_chunked(
+            base, "/hooks/deal-closed", body, _signed_deal(body, int(now.timestamp()))
+        )
+        assert (status, answer.get("deal_id")) == (201, "CRM-1"), answer
+        body = json.dumps(deal(deal_id="CRM-2", closed_at="0001-01-01T00:00:00+05:00")).encode()
+        status, answer = _post_chunked(
+            base, "/hooks/deal-closed", body, _signed_deal(body, int(now.timestamp()))
+        )
+        assert (status, answer.get("field")) == (400, "closed_at"), answer
+        before = _rss(worker)
+        for chunked in (False, True):
+            status, sent = _send_huge(base, "/slack/events", chunked=chunked)
+            assert status == 413 and sent < 64 * MiB
+        assert _rss(worker) - before < 40 * MiB
+        assert _children(proc.pid) == [worker]  # the same worker, still serving
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    with session_scope(session_factory) as s:
+        assert s.scalars(select(Deal.external_id)).all() == ["CRM-1"]
+
+
+# --- the win/loss modal: one close-date range --------------------------------------------
+
+
+def _winloss_modal(h, user_id: str) -> dict:
+    h.command(user_id, "", command="/winloss")
+    return h.slack.calls_to("views.open")[-1].params["view"]
+
+
+@pytest.mark.parametrize("user_id", ["UANA", "UBEN"])  # east and west of UTC
+@pytest.mark.parametrize("closed_on", ["0001-01-01", "1999-12-31", "2028-01-01"])
+def test_the_modal_refuses_a_close_before_2000_or_far_ahead_inline(harness, user_id, closed_on):
+    h = harness
+    modal = _winloss_modal(h, user_id)
+    values = fill(
+        modal,
+        deal_name="Acme renewal",
+        outcome="lost",
+        reason=QUOTE,
+        reason_category="Price",
+        insight="Lead with ROI",
+        closed_on=closed_on,
+    )
+    reply = submit_winloss(h, user_id, modal, values)
+    assert reply.status == 200, reply.body
+    answer = reply.json()
+    assert answer.get("response_action") == "errors" and "closed_on" in answer["errors"], answer
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(WinLossEntry)).all() == []
+    ok = submit_winloss(h, user_id, modal, {**values, "closed_on": "2000-01-01"})
+    assert ok.status == 200 and ok.body == "", ok.body  # the first day of the range is fine
+
+
+# --- NUL characters from Slack: removed wherever text comes in ----------------------------
+
+
+def test_a_nul_in_a_modal_is_removed_before_it_is_stored(harness):
+    h = harness
+    modal = _winloss_modal(h, "UANA")
+    values = fill(
+        modal,
+        deal_name="Acme\x00 renewal",
+        outcome="lost",
+        reason=QUOTE.replace("great", "gr\x00eat"),
+        reason_category="Price",
+        insight="Lead\x00 with ROI",
+        competitor_new="Competitor\x00 X",
+        source="web\x00inar",
+    )
+    reply = submit_winloss(h, "UANA", modal, values)
+    assert reply.status == 200 and reply.body == "", reply.body
+    with session_scope(h.rt.session_factory) as s:
+        entry = s.scalars(select(WinLossEntry)).one()
+        assert entry.deal.name == "Acme renewal" and entry.deal.source == "webinar"
+        assert entry.reason == QUOTE and entry.insight == "Lead with ROI"
+        assert entry.competitor is not None and entry.competitor.name == "Competitor X"
+
+
+def test_a_nul_in_a_dm_answer_is_removed_before_it_is_stored(harness):
+    h = harness
+    h.clock.set(FRI_1500_UTC)
+    tick(h.rt)  # this week's prompt
+    assert h.dm("UANA", "- the\x00 webinar\n- cold\x00 email\n- more\x00 demos").status == 200
+    with session_scope(h.rt.session_factory) as s:
+        answer = s.scalars(select(FeedbackAnswer)).one()
+        assert (answer.worked, answer.fell_flat, answer.insight) == (
+            "the webinar",
+            "cold email",
+            "more demos",
+        )
+    assert "Got it" in all_text(dms_to(h.slack, "UANA")[-1].params)
+
+
+def test_a_nul_in_a_slash_command_is_removed(harness):
+    reply = harness.command("UANA", "li\x00st", command="/winloss")
+    assert reply.status == 200
+    assert "waiting" in reply.body.lower() or "no deal" in reply.body.lower(), reply.body
