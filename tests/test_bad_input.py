@@ -126,6 +126,20 @@ def test_a_hand_written_csv_loses_a_quote_only_before_a_formula_character(
     assert got == {"CRM-A": "'plain quote", "CRM-B": "=1+1 typed as text", "CRM-C": "'quoted"}
 
 
+def test_an_import_with_a_nul_character_names_its_line_and_column(cli_env, tmp_path):
+    header = (
+        "deal_id,deal_name,outcome,closed_at,logged_at,reason,reason_category,competitor,"
+        "insight,amount,source,owner"
+    )
+    row = "CRM-N,Nul,Lost,2026-10-01,2026-10-01T20:00:00Z,They said\x00 no,Price,,Do X,,,UANA"
+    path = tmp_path / "nul.csv"
+    path.write_text(f"{header}\n{row}\n", encoding="utf-8")
+    out = closeloop(cli_env, "import", "winloss", str(path))
+    assert out.returncode == 1, out.stderr
+    assert "nul.csv:2: rejected: reason: contains a NUL character" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 # --- HTTP bodies: capped before they are read; chunked deals are read --------------------
 
 MiB = 1024 * 1024

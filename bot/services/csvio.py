@@ -124,6 +124,9 @@ def read_winloss(
 
 
 def _row(line: int, r: dict[str, str], categories: dict[str, str], *, now: datetime) -> ImportRow:
+    for column, cell in r.items():
+        if "\x00" in cell:  # PostgreSQL's text cannot hold one
+            raise wl_svc.InvalidField(column, "contains a NUL character")
     deal_id = r.get("deal_id") or ""
     if not deal_id:
         raise wl_svc.InvalidField("deal_id", "is required")
