@@ -453,3 +453,27 @@ def test_a_nul_in_a_slash_command_is_removed(harness):
     reply = harness.command("UANA", "li\x00st", command="/winloss")
     assert reply.status == 200
     assert "Nothing waiting" in reply.body, reply.body  # /winloss list, not the help
+
+
+@pytest.mark.parametrize("path", ["/slack/events", "/hooks/deal-closed"])
+def test_malformed_chunked_framing_is_400(harness, path):
+    host, port = harness.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n".encode()
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+
+
+def test_a_signed_chunked_slack_request_is_served(harness):
+    body = json.dumps({"type": "url_verification", "challenge": "abc", "token": "x"}).encode()
+    ts = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": str(ts),
+        "X-Slack-Signature": sign(body, ts),
+    }
+    status, answer = _post_chunked(harness.url, "/slack/events", body, headers)
+    assert (status, answer) == (200, {"challenge": "abc"})
