@@ -58,9 +58,9 @@ def drop_nul_characters(payload: object) -> None:
     """Remove every NUL character from the strings of a parsed Slack payload, in place.
 
     Text from Slack reaches the listeners, the event inbox and the database only through this
-    parsed body, and PostgreSQL's text cannot hold a NUL (storing one was a 500). Removed, not refused: a NUL
-    means nothing to the person who typed it, and a DM answer has no form to show an error
-    in."""
+    parsed body, and PostgreSQL's text cannot hold a NUL (storing one was a 500). Removed, not
+    refused: a NUL means nothing to the person who typed it, and a DM answer has no form to
+    show an error in."""
     stack: list[dict | list] = [payload] if isinstance(payload, dict | list) else []
     while stack:
         item = stack.pop()
