@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.error import BoltUnhandledRequestError
@@ -51,6 +52,26 @@ class FinishEvent(ListenerCompletionHandler):
         event_id = request.context.get(EVENT)
         if event_id:
             self.inbox.finished(event_id, request.context.get(EVENT_ERROR))
+
+
+def drop_nul_characters(payload: object) -> None:
+    """Remove every NUL character from the strings of a parsed Slack payload, in place.
+
+    Text from Slack reaches the listeners, the event inbox and the database only through this
+    parsed body, and PostgreSQL's text cannot hold a NUL (storing one was a 500). Removed, not
+    refused: a NUL means nothing to the person who typed it, and a DM answer has no form to
+    show an error in."""
+    stack: list[dict | list] = [payload] if isinstance(payload, dict | list) else []
+    while stack:
+        item = stack.pop()
+        keys: Iterable = item.keys() if isinstance(item, dict) else range(len(item))
+        for key in list(keys):
+            value = item[key]
+            if isinstance(value, str):
+                if "\x00" in value:
+                    item[key] = value.replace("\x00", "")
+            elif isinstance(value, dict | list):
+                stack.append(value)
 
 
 def _kind_of(body: dict) -> str:
@@ -105,6 +126,10 @@ def create_app(
         context["open_modal"] = lambda fn, *args, **kwargs: later(
             fn, *args, opens_modal=True, **kwargs
         )
+        next()
+
+    def without_nul_characters(body, next):  # noqa: A002
+        drop_nul_characters(body)
         next()
 
     def store_events_first(body, context, next):  # noqa: A002
@@ -163,6 +188,7 @@ def create_app(
                 metrics.database_error("request")
                 answer_directly(body, message)
 
+    app.middleware(without_nul_characters)  # before the event inbox stores anything
     app.middleware(store_events_first)
     app.middleware(inject_runtime)
     app.error(on_error)

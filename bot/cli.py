@@ -109,7 +109,7 @@ def deal_closed(rt: Runtime, args: Namespace) -> int:
             if value is not None
         }
     try:
-        deal = parse_deal(data)
+        deal = parse_deal(data, now=rt.now())
     except InvalidField as err:
         return _fail(f"bad deal: {err}", 2)
     deal_pk, created = deal_jobs.receive_deal(rt, deal)
@@ -135,7 +135,9 @@ def import_(rt: Runtime, args: Namespace) -> int:
         return _fail(f"cannot open {args.file}: {err.strerror}", 2)
     with stream:
         try:
-            rows, rejected = csvio.read_winloss(stream, categories=rt.settings.reason_categories)
+            rows, rejected = csvio.read_winloss(
+                stream, categories=rt.settings.reason_categories, now=rt.now()
+            )
         except (DomainError, UnicodeDecodeError, csv.Error) as err:
             return _fail(f"{args.file}: {err}", 2)
     total = len(rows) + len(rejected)

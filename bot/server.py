@@ -3,8 +3,10 @@ closed deals at POST /hooks/deal-closed (signed with DEALS_WEBHOOK_SECRET), GET 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
@@ -15,7 +17,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import text
 
 from bot import metrics
-from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed
+from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed, too_large
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -41,14 +43,91 @@ def _reply(start_response, status: int, body: bytes, content_type: str) -> list[
     return [body]
 
 
-def _read_body(environ) -> bytes | None:
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return None
-    if length < 0 or length > MAX_BODY:
-        return None
-    return environ["wsgi.input"].read(length) if length else b""
+# Slack's requests are small: a message's text is cut at 40,000 characters, and a modal holds
+# at most 100 blocks whose text inputs take at most 3,000 characters each, so the largest
+# view_submission is a few hundred KiB even URL-encoded. 1 MiB leaves room, and anything
+# longer is refused before it is read: Bolt reads the whole body into memory (one string, then
+# its decoded copy), so an unsigned 300 MB POST grew a worker from 117 to 719 MiB.
+SLACK_MAX_BODY = 1024 * 1024
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
+_READ_BLOCK = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The body is longer than its cap; ``prefix`` holds what was read (cap + 1 bytes)."""
+
+    def __init__(self, prefix: bytes) -> None:
+        super().__init__("body too large")
+        self.prefix = prefix
+
+
+class MalformedBody(Exception):
+    """A Content-Length or chunked framing no client should send."""
+
+
+def read_body(environ, *, cap: int) -> bytes:
+    """The request body, reading at most ``cap`` + 1 bytes of it (BodyTooLarge beyond that).
+
+    With a Content-Length, or chunked without one: gunicorn (production, bot.wsgi) decodes
+    the chunks itself and says so with ``wsgi.input_terminated`` (its input then ends where
+    the body does); wsgiref (the dev server and the tests) hands over the raw chunked framing,
+    decoded here.
+    """
+    stream = environ["wsgi.input"]
+    chunked = "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower()
+    if chunked and not environ.get("wsgi.input_terminated"):
+        return _dechunk(stream, cap=cap)
+    length_text = (environ.get("CONTENT_LENGTH") or "").strip()
+    if length_text:
+        if not length_text.isdigit():
+            raise MalformedBody(f"Content-Length {length_text[:20]!r}")
+        wanted = min(int(length_text), cap + 1)
+    elif chunked:  # dechunked by the server: its input ends with the body
+        wanted = cap + 1
+    else:
+        return b""
+    body = _read_up_to(stream, wanted)
+    if len(body) > cap:
+        raise BodyTooLarge(body)
+    return body
+
+
+def _read_up_to(stream, size: int) -> bytes:
+    """Up to ``size`` bytes from ``stream`` (fewer only at its end)."""
+    parts, left = [], size
+    while left > 0:
+        part = stream.read(min(left, _READ_BLOCK))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _dechunk(stream, *, cap: int) -> bytes:
+    """A chunked body (RFC 9112 section 7.1) read from the raw input, at most ``cap`` + 1
+    bytes of it; extensions and trailers are read past."""
+    body = bytearray()
+    while True:
+        line = stream.readline(1024)
+        size_text = line.split(b";", 1)[0].strip()
+        if not line.endswith(b"\n") or not _CHUNK_SIZE.fullmatch(size_text):
+            raise MalformedBody("chunk size line")
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        wanted = min(size, cap + 1 - len(body))
+        data = _read_up_to(stream, wanted)
+        body += data
+        if len(body) > cap:
+            raise BodyTooLarge(bytes(body))
+        if len(data) < size or stream.readline(3) not in (b"\r\n", b"\n"):
+            raise MalformedBody("chunk shorter than its size")
+    for _ in range(64):  # trailer fields, up to the empty line
+        line = stream.readline(8192)
+        if line in (b"", b"\r\n", b"\n"):
+            return bytes(body)
+    raise MalformedBody("too many trailer fields")
 
 
 def make_wsgi_app(
@@ -86,9 +165,14 @@ def make_wsgi_app(
         if path == "/hooks/deal-closed":
             if method != "POST":
                 return _reply(start_response, 405, b"use POST\n", "text/plain")
-            body = _read_body(environ)
-            if body is None:
-                answer_status, answer = 413, {"ok": False, "error": "body too large"}
+            try:
+                body = read_body(environ, cap=MAX_BODY)
+            except BodyTooLarge as err:
+                result = too_large(err.prefix)
+                answer_status, answer = result.status, result.body
+            except MalformedBody as err:
+                answer_status = 400
+                answer = {"ok": False, "error": f"body: {err}", "field": "body"}
             else:
                 headers = {
                     k[5:].replace("_", "-").lower(): v
@@ -102,6 +186,15 @@ def make_wsgi_app(
             )
         if slack is None:
             return _reply(start_response, 404, b"Not Found\n", "text/plain")
+        if path == "/slack/events":
+            try:  # read here, within its cap, before Bolt reads or parses anything
+                body = read_body(environ, cap=SLACK_MAX_BODY)
+            except BodyTooLarge:
+                return _reply(start_response, 413, b"body too large\n", "text/plain")
+            except MalformedBody as err:
+                return _reply(start_response, 400, f"{err}\n".encode(), "text/plain")
+            environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
         foreground.enter()
         try:
             return slack(environ, start_response)

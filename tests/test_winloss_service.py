@@ -111,7 +111,8 @@ def crm_deal(db, owner="UANA", deal_id="CRM-9"):
                 "outcome": "lost",
                 "closed_at": "2026-11-20T09:00:00Z",
                 "owner_slack_id": owner,
-            }
+            },
+            now=NOW,
         ),
         deadline_hours=24,
         now=NOW,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 TIMESTAMP_HEADER = "x-closeloop-request-timestamp"
 SIGNATURE_HEADER = "x-closeloop-signature"
 MAX_BODY = 64 * 1024
+# A deal is a flat object; a CRM may nest its own details a few levels. Python's json parser
+# recurses once a level and gives up (RecursionError, a 500) near 1,000.
+MAX_DEPTH = 32
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}:]')
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,16 @@ def handle_deal_closed(
         log.warning("deal webhook: bad or missing signature, or stale timestamp (body not logged)")
         return Answer(401, {"ok": False, "error": "invalid signature or timestamp"})
     if len(body) > MAX_BODY:
-        return Answer(413, {"ok": False, "error": "body too large"})
+        return too_large(body)
+    deep = nested_too_deep(body)
+    if deep is not None:
+        return _too_deep(deep)
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = json.loads(body.decode("utf-8"), strict=False)  # a raw NUL: named below
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         return Answer(400, {"ok": False, "error": f"body: malformed JSON: {err}", "field": "body"})
     try:
-        deal = parse_deal(data)
+        deal = parse_deal(data, now=rt.now())
     except InvalidField as err:
         return Answer(400, {"ok": False, "error": str(err), "field": err.field})
     deal_pk, created = receive_deal(rt, deal)
@@ -66,6 +74,53 @@ def handle_deal_closed(
         201 if created else 200,
         {"ok": True, "deal_id": deal.external_id, "duplicate": not created},
     )
+
+
+def too_large(prefix: bytes) -> Answer:
+    """The answer to a body longer than MAX_BODY, given the first bytes read of it: 413, or
+    400 naming the field when those bytes already nest deeper than any deal can."""
+    deep = nested_too_deep(prefix)
+    if deep is not None:
+        return _too_deep(deep)
+    return Answer(413, {"ok": False, "error": f"body too large (at most {MAX_BODY} bytes)"})
+
+
+def _too_deep(field: str) -> Answer:
+    return Answer(
+        400,
+        {"ok": False, "error": f"{field}: nested deeper than {MAX_DEPTH} levels", "field": field},
+    )
+
+
+def nested_too_deep(body: bytes) -> str | None:
+    """The top-level field (or "body") where ``body``'s JSON nests deeper than MAX_DEPTH, or
+    None; found without parsing, so a truncated body is read as far as it goes."""
+    depth, key, last = 0, "body", b""
+    top_is_object = body.lstrip()[:1] == b"{"
+    for token in _JSON_TOKEN.finditer(body):
+        text = token.group()
+        if text in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return key if top_is_object else "body"
+        elif text in (b"]", b"}"):
+            depth -= 1
+            if depth <= 1:
+                key = "body"
+        elif text == b":":
+            if depth == 1:
+                key = _key(last)
+        else:
+            last = text
+    return None
+
+
+def _key(token: bytes) -> str:
+    try:
+        name = json.loads(token)
+    except (ValueError, RecursionError):
+        return "body"
+    return name.replace("\x00", "") or "body" if isinstance(name, str) else "body"
 
 
 class _Clock(Clock):

@@ -2,6 +2,14 @@
 
 An export imports back unchanged: the same columns, ISO 8601 times, owners as Slack user IDs
 (or the email an imported row gave).
+
+Cells are written safe to open in a spreadsheet (OWASP, "CSV Injection"): a cell that starts
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a single quote in front, so a
+reason a rep typed as ``=HYPERLINK(...)`` is shown as text instead of run. So that the quote
+stays unambiguous, a cell that already starts with a quote followed by one of those characters
+or by another quote gets one more. Import takes off exactly one leading quote when a second
+character of that kind follows it, which is what export added; any other cell, including
+``'plain`` in a CSV someone wrote by hand, is read as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from bot.services import competitors as competitor_svc
 from bot.services import winloss as wl_svc
 from bot.services.errors import DomainError
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP: what makes a spreadsheet run a cell
+QUOTE = "'"
 SLACK_PREFIX = "slack-"  # the exported ID of a deal first heard of in Slack
 WINLOSS_COLUMNS = (
     "deal_id",
@@ -77,9 +87,13 @@ class ImportResult:
 
 
 def read_winloss(
-    stream: IO[str], *, categories: Sequence[str]
+    stream: IO[str], *, categories: Sequence[str], now: datetime | None = None
 ) -> tuple[list[ImportRow], list[Rejected]]:
-    """Parse and check every row; return the good rows and every rejected one with its line."""
+    """Parse and check every row; return the good rows and every rejected one with its line.
+
+    A close date must be in the range the modal and the webhook accept, as of ``now``
+    (default: the wall clock)."""
+    now = now or datetime.now(UTC)
     reader = csv.DictReader(stream)
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in WINLOSS_COLUMNS if c not in header]
@@ -92,9 +106,9 @@ def read_winloss(
     next_line = reader.line_num + 1  # after the header
     for raw in reader:
         line, next_line = next_line, reader.line_num + 1  # a quoted field may span lines
-        record = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k}
+        record = {(k or "").strip(): unquote((v or "").strip()) for k, v in raw.items() if k}
         try:
-            row = _row(line, record, by_casefold)
+            row = _row(line, record, by_casefold, now=now)
         except wl_svc.InvalidField as err:
             rejected.append(Rejected(line, str(err)))
             continue
@@ -109,7 +123,10 @@ def read_winloss(
     return rows, rejected
 
 
-def _row(line: int, r: dict[str, str], categories: dict[str, str]) -> ImportRow:
+def _row(line: int, r: dict[str, str], categories: dict[str, str], *, now: datetime) -> ImportRow:
+    for column, cell in r.items():
+        if "\x00" in cell:  # PostgreSQL's text cannot hold one
+            raise wl_svc.InvalidField(column, "contains a NUL character")
     deal_id = r.get("deal_id") or ""
     if not deal_id:
         raise wl_svc.InvalidField("deal_id", "is required")
@@ -119,7 +136,7 @@ def _row(line: int, r: dict[str, str], categories: dict[str, str]) -> ImportRow:
     if len(name) > 255 or len(deal_id) > 120:
         raise wl_svc.InvalidField("deal_name" if len(name) > 255 else "deal_id", "is too long")
     outcome = wl_svc.parse_outcome(r.get("outcome"))
-    closed_at, date_only = wl_svc.parse_instant(r.get("closed_at"), "closed_at")
+    closed_at, date_only = wl_svc.parse_closed_at(r.get("closed_at"), now=now)
     logged_at, _ = wl_svc.parse_instant(r.get("logged_at"), "logged_at")
     reason = r.get("reason") or ""
     if not reason:
@@ -342,11 +359,34 @@ def feedback_rows(session: Session, *, since: date | None = None) -> Iterator[li
         ]
 
 
+def neutralise(cell: str) -> str:
+    """``cell`` as text a spreadsheet will not run: a quote in front of a formula's first
+    character, and in front of a quote that :func:`unquote` would otherwise take off."""
+    if cell.startswith(FORMULA_START) or (
+        cell.startswith(QUOTE) and cell[1:2] in (*FORMULA_START, QUOTE)
+    ):
+        return QUOTE + cell
+    return cell
+
+
+def unquote(cell: str) -> str:
+    """The text :func:`neutralise` was given: one leading quote off when a formula character
+    or another quote follows it; anything else as it is."""
+    if cell.startswith(QUOTE) and cell[1:2] in (*FORMULA_START, QUOTE):
+        return cell[1:]
+    return cell
+
+
 def write_csv(stream: IO[str], columns: Sequence[str], rows: Iterable[list[str]]) -> int:
+    """Write ``columns`` and ``rows``, every cell neutralised; the number of rows written."""
     writer = csv.writer(stream, lineterminator="\n")
+    # With "\n" as the line end, Python's csv leaves a lone "\r" unquoted, and every reader
+    # (Python's included) ends the row there: a row holding one is written fully quoted.
+    quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(columns)
     count = 0
     for row in rows:
-        writer.writerow(row)
+        cells = [neutralise(cell) for cell in row]
+        (quoted if any("\r" in cell for cell in cells) else writer).writerow(cells)
         count += 1
     return count

@@ -45,6 +45,10 @@ class InvalidField(DomainError):
         self.message = message
 
 
+class OutOfRange(InvalidField):
+    """A time that exists in its own offset but not in UTC (year 1 east of Greenwich)."""
+
+
 # --- parsing ------------------------------------------------------------------------------
 
 
@@ -76,7 +80,41 @@ def parse_instant(value: object, field_name: str) -> tuple[datetime, bool]:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC), False
+    try:
+        return parsed.astimezone(UTC), False
+    except OverflowError:  # 0001-01-01T00:00:00+05:00 is before the first representable UTC
+        raise OutOfRange(field_name, f"{value!r} is out of range") from None
+
+
+EARLIEST_CLOSE = date(2000, 1, 1)
+LATEST_CLOSE_AHEAD = timedelta(days=365)
+
+
+def close_date_problem(closed_on: date, *, today: date) -> str | None:
+    """Why a deal cannot have closed on ``closed_on``, or None: the one range every way in
+    (the /winloss modal, the deal webhook, ``closeloop deal-closed``) accepts. Before 2000 is
+    a typo (and year 1 is no instant in every time zone); more than a year ahead is too."""
+    if closed_on < EARLIEST_CLOSE:
+        return f"The close date cannot be before {EARLIEST_CLOSE:%Y}."
+    if closed_on > today + LATEST_CLOSE_AHEAD:
+        return "The close date cannot be more than a year ahead."
+    return None
+
+
+def parse_closed_at(
+    value: object, *, now: datetime, field_name: str = "closed_at"
+) -> tuple[datetime, bool]:
+    """:func:`parse_instant` for a deal's close, within :func:`close_date_problem`'s range."""
+    try:
+        closed_at, date_only = parse_instant(value, field_name)
+    except OutOfRange:
+        raise InvalidField(
+            field_name, f"must be from {EARLIEST_CLOSE} to a year from now, not {value!r}"
+        ) from None
+    problem = close_date_problem(closed_at.date(), today=now.astimezone(UTC).date())
+    if problem:
+        raise InvalidField(field_name, f"{problem} ({value!r})")
+    return closed_at, date_only
 
 
 def parse_amount(value: object, field_name: str = "amount") -> Decimal | None:
@@ -138,14 +176,17 @@ def parse_owner(value: object, field_name: str = "owner") -> tuple[str | None, s
     raise InvalidField(field_name, f"must be a Slack user ID (U...) or an email, not {text!r}")
 
 
-def parse_deal(data: Mapping[str, object]) -> DealIn:
+def parse_deal(data: Mapping[str, object], *, now: datetime) -> DealIn:
     """Validate the deal webhook's JSON object; InvalidField names the first bad field."""
     if not isinstance(data, Mapping):
         raise InvalidField("body", "must be a JSON object")
+    nul = field_with_nul(data)
+    if nul is not None:
+        raise InvalidField(nul, "contains a NUL character (\\u0000)")
     external_id = _text(data.get("deal_id"), "deal_id", required=True, limit=120)
     name = _text(data.get("name"), "name", required=True, limit=255)
     outcome = parse_outcome(data.get("outcome"))
-    closed_at, date_only = parse_instant(data.get("closed_at"), "closed_at")
+    closed_at, date_only = parse_closed_at(data.get("closed_at"), now=now)
     slack_id = _text(data.get("owner_slack_id"), "owner_slack_id", required=False, limit=32)
     email = _text(data.get("owner_email"), "owner_email", required=False, limit=255)
     if slack_id is None and email is None:
@@ -168,6 +209,24 @@ def parse_deal(data: Mapping[str, object]) -> DealIn:
         source=_text(source, "source", required=False, limit=255),
         closed_on_date_only=date_only,
     )
+
+
+def field_with_nul(data: Mapping[str, object]) -> str | None:
+    """The first top-level field of ``data`` holding a NUL character in any string inside it
+    (a key or a value, however deep): PostgreSQL's text cannot store one."""
+    for key, value in data.items():
+        stack: list[object] = [key, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if "\x00" in item:
+                    return key.replace("\x00", "") or "body"
+            elif isinstance(item, Mapping):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
 
 
 def deadline_for(closed_at: datetime, *, date_only: bool, hours: int) -> datetime:
@@ -454,7 +513,10 @@ def validate_entry(entry: EntryIn, *, categories: Sequence[str], today: date) ->
         errors["insight"] = f"Please keep this under {MAX_TEXT} characters."
     if entry.competitor and len(entry.competitor) > competitor_svc.MAX_NAME:
         errors["competitor_new"] = "Please keep the name under 120 characters."
-    if entry.closed_on > today + timedelta(days=1):
+    problem = close_date_problem(entry.closed_on, today=today)
+    if problem:
+        errors["closed_on"] = problem
+    elif entry.closed_on > today + timedelta(days=1):
         errors["closed_on"] = "The close date cannot be in the future."
     if entry.source and len(entry.source) > 255:
         errors["source"] = "Please keep this under 255 characters."
