@@ -13,7 +13,7 @@ from dotenv import load_dotenv
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.error import BoltError
 
-from bot import cli, logs, migrate
+from bot import checks, cli, logs, migrate
 from bot.app import create_app
 from bot.config import ConfigError, Settings, web_concurrency, web_threads
 from bot.event_inbox import EventInbox
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="upgrade the database and start the bot")
     run.add_argument("--no-scheduler", action="store_true", help="serve Slack only")
     sub.add_parser("migrate", help="upgrade the database to the newest schema")
+    sub.add_parser("check", help="verify the settings against Slack (token, scopes, IDs)")
     sub.add_parser("scheduler", help="run only the scheduler role (for a separate process)")
     prompt = sub.add_parser("prompt", help="send this week's feedback prompt")
     prompt.add_argument("--now", action="store_true", required=True, help="send it immediately")
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"closeloop: {err}", file=sys.stderr)
         return 2
+    if args.command == "check":
+        return checks.main(settings)
 
     try:
         migrate.upgrade(settings.database_url)
@@ -199,14 +202,7 @@ def _events_app(rt):
 
 def _run(rt, *, scheduler: bool) -> int:
 
-    try:
-        rt.client.auth_test()  # one clear line now, rather than a traceback per worker
-    except SLACK_ERRORS as err:
-        print(
-            f"closeloop: Slack rejected SLACK_BOT_TOKEN ({_first_line(err)}); "
-            "copy the Bot User OAuth Token again",
-            file=sys.stderr,
-        )
+    if not checks.at_start(rt.settings):  # one line a problem, before anything starts
         return 2
     if not rt.settings.socket_mode:
         try:  # before gunicorn is imported: it reads WEB_CONCURRENCY itself, with int()

@@ -203,6 +203,7 @@ def cli_env(fake_slack, tmp_path, database_url, session_factory):
     PostgreSQL too when TEST_DATABASE_URL is set), emptied around each test."""
     fake_slack.add_user("UANA", tz="Europe/Berlin", name="ana", email="ana@example.com")
     fake_slack.add_user("UBEN", tz="America/Los_Angeles", name="ben", email="ben@example.com")
+    fake_slack.add_user("UMIA", tz="America/New_York", name="mia", email="mia@example.com")
     fake_slack.set_usergroup("SSALES", ["UANA", "UBEN"])
     fake_slack.add_channel("CMKTG", name="marketing-feedback")
     env = {
