@@ -36,10 +36,7 @@ OK, WARNING, PROBLEM = "ok", "warning", "problem"
 RUN_RETRY_PAUSES = (1.0, 2.0)
 
 INVITE = "type /invite @Closeloop in that channel"
-REINSTALL = (
-    "add it under OAuth & Permissions > Scopes > Bot Token Scopes (manifest.yml lists them) "
-    "and reinstall the app"
-)
+REINSTALL = "add it under OAuth & Permissions > Bot Token Scopes and reinstall the app"
 TOKEN_GONE = ("token_revoked", "account_inactive", "token_expired", "app_uninstalled")
 
 _CHANNEL_SETTINGS = (
@@ -167,7 +164,7 @@ def _scopes(granted: frozenset[str]):
     for scope in missing:
         users = [m for m in slack_scopes.METHODS_USED if _uses(m, scope)]
         events = [e for e, s in slack_scopes.EVENT_SCOPES.items() if s == scope]
-        why = ", ".join(users + events)
+        why = ", ".join((users + events)[:2]) + (", ..." if len(users + events) > 2 else "")
         yield Finding(PROBLEM, f"scope {scope} is missing (for {why}): {REINSTALL}")
     if not missing:
         yield Finding(OK, f"the token has the {len(slack_scopes.NEEDED)} scopes Closeloop uses")
@@ -197,9 +194,8 @@ def _channels(settings: Settings, client: WebClient, missing: frozenset[str]):
         if response == "channel_not_found":
             yield Finding(
                 PROBLEM,
-                f"{label}: no such channel (channel_not_found): use the channel ID shown "
-                "at the bottom of the channel's details; for a private channel, "
-                f"{INVITE} first",
+                f"{label}: no such channel (channel_not_found): copy the ID from the "
+                "channel's details (a private channel: /invite @Closeloop there first)",
             )
             continue
         if isinstance(response, str):
@@ -229,8 +225,8 @@ def _groups(settings: Settings, client: WebClient, missing: frozenset[str]):
             why = "no such user group" if response == "no_such_subteam" else "refused"
             yield Finding(
                 PROBLEM,
-                f"{label}: {why} ({response}): use the group's ID (S...), from the group's "
-                "page in People > User groups",
+                f"{label}: {why} ({response}): copy the group's ID (S...) from its page "
+                "in People > User groups",
             )
             continue
         members = response.get("users") or []
@@ -257,8 +253,8 @@ def _users(settings: Settings, client: WebClient, missing: frozenset[str]):
             if response in ("user_not_found", "users_not_found"):
                 yield Finding(
                     PROBLEM,
-                    f"{label}: no such user ({response}): use the member ID (U...) from "
-                    "the person's profile > ⋮ > Copy member ID",
+                    f"{label}: no such user ({response}): copy the member ID (U...) from "
+                    "their profile",
                 )
             elif isinstance(response, str):
                 yield Finding(PROBLEM, f"{label}: Slack answered {response}")
@@ -278,8 +274,8 @@ def _webhook(settings: Settings):
     else:
         yield Finding(
             WARNING,
-            "DEALS_WEBHOOK_SECRET is not set: the deal webhook (POST /hooks/deal-closed) "
-            "answers 503 until it is; set it if a CRM reports closed deals",
+            "DEALS_WEBHOOK_SECRET is not set: the deal webhook (/hooks/deal-closed) "
+            "answers 503 until it is",
         )
 
 
@@ -309,12 +305,12 @@ def _read(settings: Settings, call, missing: frozenset[str], label: str, **args)
 def _token_refused(code: str) -> str:
     if code in TOKEN_GONE:
         return (
-            f"Slack refused SLACK_BOT_TOKEN ({code}): the app was uninstalled or the token "
-            "revoked; reinstall the app and copy the new Bot User OAuth Token (xoxb-...)"
+            f"Slack refused SLACK_BOT_TOKEN ({code}): reinstall the app, then copy its new "
+            "Bot User OAuth Token"
         )
     return (
-        f"Slack refused SLACK_BOT_TOKEN ({code}): copy the Bot User OAuth Token (xoxb-...) "
-        "again from OAuth & Permissions"
+        f"Slack refused SLACK_BOT_TOKEN ({code}): copy the Bot User OAuth Token again "
+        "(OAuth & Permissions)"
     )
 
 
@@ -334,8 +330,8 @@ def _network_error(settings: Settings, err: BaseException) -> str:
     else:
         why = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
     return (
-        f"network error: cannot reach Slack at {_where(settings)}: {why}; check the network "
-        "or proxy, or leave SLACK_API_URL unset for Slack's own"
+        f"network error: cannot reach Slack at {_where(settings)}: {why}; check the "
+        "network, proxy or SLACK_API_URL"
     )
 
 
