@@ -8,6 +8,7 @@ usergroups.users.list, users.info.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import time
@@ -27,6 +28,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.config import Settings
 from bot.slack import scopes as slack_scopes
 from bot.slack.client import SLACK_ERRORS
+
+log = logging.getLogger(__name__)
 
 PREFIX = "closeloop check: "
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
@@ -111,19 +114,20 @@ def main(settings: Settings, *, out: TextIO = sys.stdout) -> int:
 
 
 def at_start(settings: Settings, *, out: TextIO = sys.stderr) -> bool:
-    """``closeloop run``'s check before anything starts: print the problems and warnings
-    (the same lines as ``closeloop check``); False when there is a problem."""
+    """``closeloop run``'s check before anything starts. On a problem: the problems and
+    warnings printed (the same lines as ``closeloop check``), and False. Otherwise the
+    warnings are logged (in LOG_FORMAT, like everything a running bot says), and True."""
     found = list(findings(settings, check_client(settings), retry_pauses=RUN_RETRY_PAUSES))
+    if not any(f.level == PROBLEM for f in found):
+        for finding in found:
+            if finding.level == WARNING:
+                log.warning("%s", finding)
+        return True
     for finding in found:
         if finding.level != OK:
             print(finding, file=out, flush=True)
-    if any(f.level == PROBLEM for f in found):
-        print(
-            "closeloop: not started: fix the problems above (closeloop check lists them)",
-            file=out,
-        )
-        return False
-    return True
+    print("closeloop: not started: fix the problems above (closeloop check lists them)", file=out)
+    return False
 
 
 # --- the checks -----------------------------------------------------------------------
