@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 import threading
+from importlib import metadata
+from typing import NoReturn
 
 from dotenv import load_dotenv
 from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -15,7 +17,7 @@ from slack_bolt.error import BoltError
 
 from bot import checks, cli, logs, migrate
 from bot.app import create_app
-from bot.config import ConfigError, Settings, web_concurrency, web_threads
+from bot.config import USER_ID, ConfigError, Settings, web_concurrency, web_threads
 from bot.event_inbox import EventInbox
 from bot.jobs.tick import Tick
 from bot.leader import role_if_free
@@ -32,23 +34,88 @@ SECRET_SETTINGS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, like every other problem ``closeloop`` reports."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"closeloop: {message} (see: {self.prog} --help)\n")
+
+
+def _command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="closeloop", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="upgrade the database and start the bot")
+    parser = _Parser(
+        prog="closeloop",
+        description=__doc__,
+        epilog="Each command's --help has examples. Commands marked (database only) need just "
+        "DATABASE_URL; the others read the Slack settings too.",
+    )
+    parser.add_argument("--version", action="version", version=f"closeloop {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = _command(
+        sub,
+        "run",
+        "upgrade the database, check the Slack settings and start the bot",
+        "  closeloop run                  # Socket Mode or HTTP, as .env says\n"
+        "  closeloop run --no-scheduler   # one more process answering Slack",
+    )
     run.add_argument("--no-scheduler", action="store_true", help="serve Slack only")
-    sub.add_parser("migrate", help="upgrade the database to the newest schema")
-    sub.add_parser("check", help="verify the settings against Slack (token, scopes, IDs)")
-    sub.add_parser("scheduler", help="run only the scheduler role (for a separate process)")
-    prompt = sub.add_parser("prompt", help="send this week's feedback prompt")
+    _command(
+        sub,
+        "migrate",
+        "upgrade the database to the newest schema (database only)",
+        "  DATABASE_URL=postgresql://closeloop@db/closeloop closeloop migrate",
+    )
+    _command(
+        sub,
+        "check",
+        "verify the settings against Slack: token, scopes, channels, groups, users",
+        "  closeloop check                # one line a finding; exit 1 on a problem",
+    )
+    _command(
+        sub,
+        "scheduler",
+        "run only the scheduler role (for a separate process)",
+        "  closeloop scheduler            # beside web processes run with --no-scheduler",
+    )
+    prompt = _command(
+        sub,
+        "prompt",
+        "send this week's feedback prompt",
+        "  closeloop prompt --now --dry-run          # who would be asked; nothing is sent\n"
+        "  closeloop prompt --now                    # every rep not yet asked this week\n"
+        "  closeloop prompt --now --user U024BE7LH   # one rep, by Slack user ID",
+    )
     prompt.add_argument("--now", action="store_true", required=True, help="send it immediately")
-    prompt.add_argument("--user", nargs="+", metavar="U", help="only these reps (user IDs)")
+    prompt.add_argument(
+        "--user", nargs="+", metavar="U", type=_user_id, help="only these reps (Slack user IDs)"
+    )
     prompt.add_argument(
         "--dry-run", action="store_true", help="print who would be prompted; send nothing"
     )
-    sub.add_parser("tick", help="run the scheduled work once (prompts, reminders, retries)")
+    _command(
+        sub,
+        "tick",
+        "run the scheduled work once (prompts, reminders, retries)",
+        "  closeloop tick                 # from cron, instead of a long-running scheduler",
+    )
 
-    deal = sub.add_parser("deal-closed", help="report a closed deal (as the CRM webhook does)")
+    deal = _command(
+        sub,
+        "deal-closed",
+        "report a closed deal (as the CRM webhook does)",
+        "  closeloop deal-closed --deal-id 42 --name 'Acme renewal' --outcome lost \\\n"
+        "      --closed-at 2026-11-30T17:00:00Z --owner-email ana@example.com\n"
+        "  closeloop deal-closed --json deal.json",
+    )
     deal.add_argument(
         "--json", metavar="FILE", help="the webhook's JSON body from FILE (- = stdin)"
     )
@@ -61,17 +128,37 @@ def _parser() -> argparse.ArgumentParser:
     deal.add_argument("--amount")
     deal.add_argument("--source", help="lead source or campaign")
 
-    imp = sub.add_parser("import", help="import an existing win/loss spreadsheet (CSV)")
+    imp = _command(
+        sub,
+        "import",
+        "import an existing win/loss spreadsheet, CSV (database only)",
+        "  closeloop import winloss old-log.csv\n"
+        "  closeloop import winloss old-log.csv --skip-bad   # import the good rows anyway",
+    )
     imp.add_argument("kind", choices=["winloss"])
     imp.add_argument("file")
     imp.add_argument("--skip-bad", action="store_true", help="import the good rows anyway")
 
-    exp = sub.add_parser("export", help="write CSV to stdout (or --output)")
+    exp = _command(
+        sub,
+        "export",
+        "write CSV to stdout or a file (database only)",
+        "  closeloop export winloss --since 2026-01-01 -o winloss.csv\n"
+        "  closeloop export feedback > feedback.csv",
+    )
     exp.add_argument("kind", choices=["winloss", "feedback"])
     exp.add_argument("--since", type=_date, help="YYYY-MM-DD")
     exp.add_argument("--output", "-o", help="file to write instead of stdout")
 
-    dig = sub.add_parser("digest", help="the monthly digest: print it, as JSON, or post it")
+    dig = _command(
+        sub,
+        "digest",
+        "the monthly digest: print it, as JSON, or post it (printing is database only)",
+        "  closeloop digest --month 2026-11            # print November's digest\n"
+        "  closeloop digest --json                     # last month's figures as JSON\n"
+        "  closeloop digest --post --dry-run           # what would be posted; nothing sent\n"
+        "  closeloop digest --month 2026-11 --post     # post it now (once per month)",
+    )
     dig.add_argument("--month", help="YYYY-MM (default: last month, in DIGEST_TIMEZONE)")
     dig.add_argument("--json", action="store_true", help="print the figures as JSON")
     dig.add_argument("--post", action="store_true", help="post it to DIGEST_CHANNEL now")
@@ -81,21 +168,59 @@ def _parser() -> argparse.ArgumentParser:
         help="with --post: print what would be posted, send nothing",
     )
 
-    comp = sub.add_parser("competitors", help="list or merge competitor names")
-    comp_sub = comp.add_subparsers(dest="action", required=True)
-    comp_sub.add_parser("list")
+    comp = _command(
+        sub,
+        "competitors",
+        "list, rename or merge competitor names (database only)",
+        "  closeloop competitors list\n"
+        "  closeloop competitors rename 'Acme Crop' 'Acme Corp'   # fix a spelling\n"
+        "  closeloop competitors merge 'Acme Inc' 'Acme Corp'     # two names, one rival",
+    )
+    comp_sub = comp.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    comp_sub.add_parser("list", help="every competitor name, most named first")
+    rename = comp_sub.add_parser(
+        "rename", help="give competitor OLD the name NEW (the old spelling still finds it)"
+    )
+    rename.add_argument("old", metavar="OLD")
+    rename.add_argument("new", metavar="NEW")
     merge = comp_sub.add_parser("merge", help="merge competitor A into B")
     merge.add_argument("source", metavar="A")
     merge.add_argument("target", metavar="B")
 
-    forget = sub.add_parser(
+    forget = _command(
+        sub,
         "forget-user",
-        help="forget one person (a departed employee): delete or pseudonymise their data, "
+        "forget one person (a departed employee): delete or pseudonymise their data, "
         "keep the counts",
+        "  closeloop forget-user U024BE7LH          # shows what will happen, then asks\n"
+        "  closeloop forget-user U024BE7LH --yes",
     )
     forget.add_argument("user_id", metavar="USER_ID", help="their Slack user ID (U…)")
     forget.add_argument("--yes", action="store_true", help="do not ask before forgetting")
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("closeloop")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _user_id(text: str) -> str:
+    if not USER_ID.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Slack user ID: use the U… ID (profile > ⋮ > Copy member ID), "
+            "not a name"
+        )
+    return text
+
+
+# Commands that only read and write the database: they need DATABASE_URL and nothing of Slack.
+def _database_only(args: argparse.Namespace) -> bool:
+    if args.command == "digest":
+        return not args.post
+    return args.command in ("migrate", "import", "export", "competitors")
 
 
 def _date(text: str):
@@ -124,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(level, [os.environ.get(name) for name in SECRET_SETTINGS], fmt)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(slack=not _database_only(args))
     except ConfigError as err:
-        print(f"closeloop: {err}", file=sys.stderr)
+        for line in err.lines:
+            print(f"closeloop: {line}", file=sys.stderr)
         return 2
     if args.command == "check":
         return checks.main(settings)

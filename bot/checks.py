@@ -63,11 +63,18 @@ class _Unreachable(Exception):
     """Slack could not be reached: the checks stop with one line."""
 
 
+_quiet = logging.getLogger("bot.checks.client")
+_quiet.setLevel(logging.CRITICAL)
+
+
 def check_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     """A client for the checks: rate limits and 5xx waited out briefly; connection errors
     are not retried here (:func:`findings` reports them, :func:`at_start` tries again)."""
     client = WebClient(
-        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=timeout
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_url,
+        timeout=timeout,
+        logger=_quiet,  # a failed request is a finding, not also a log line
     )
     client.retry_handlers = [
         RateLimitErrorRetryHandler(max_retry_count=2),

@@ -187,6 +187,10 @@ def competitors(rt: Runtime, args: Namespace) -> int:
                 print(competitor.name)
             return 0
         try:
+            if args.action == "rename":
+                former, renamed = competitor_svc.rename(session, old=args.old, new=args.new)
+                print(f"renamed {former!r} to {renamed.name!r}")
+                return 0
             src, dst, moved = competitor_svc.merge(session, source=args.source, target=args.target)
         except DomainError as err:
             return _fail(str(err), 1)

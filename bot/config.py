@@ -26,14 +26,19 @@ DEFAULT_REASON_CATEGORIES = (
 )
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
+USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 _USERGROUP_ID = re.compile(r"^S[A-Z0-9]+$")
 _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]+$")
 _EMOJI = re.compile(r"^[a-z0-9_+\-']+$")
 
 
 class ConfigError(Exception):
-    """A missing or invalid setting; ``str(err)`` is the one line shown to the operator."""
+    """Missing or invalid settings: one line each in ``lines`` (``str(err)`` joins them),
+    each naming the variable and saying how to fix it."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,16 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default: ``os.environ``); raise ConfigError."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, slack: bool = True) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``).
+
+        Every missing or invalid setting is found before anything is raised: the
+        :class:`ConfigError` carries one line per problem (``err.lines``). With ``slack``
+        False (commands that only read and write the database: migrate, export, import,
+        digest without --post, competitors) the Slack settings are neither required nor read.
+        """
         env = os.environ if environ is None else environ
+        problems: list[str] = []
 
         def get(name: str) -> str | None:
             value = env.get(name)
@@ -122,144 +134,226 @@ class Settings:
             value = value.strip()
             return value or None
 
-        bot_token = _required(get, "SLACK_BOT_TOKEN", "the Bot User OAuth Token (xoxb-...)")
-        if not bot_token.startswith("xoxb-"):
-            raise ConfigError(
-                "SLACK_BOT_TOKEN must be a bot token starting with xoxb- "
-                "(OAuth & Permissions > Bot User OAuth Token)"
-            )
-        app_token = get("SLACK_APP_TOKEN")
-        if app_token is not None and not app_token.startswith("xapp-"):
-            raise ConfigError(
-                "SLACK_APP_TOKEN must be an app-level token starting with xapp- "
-                "(Basic Information > App-Level Tokens, scope connections:write)"
-            )
-        signing_secret = get("SLACK_SIGNING_SECRET")
-        if app_token is None and signing_secret is None:
-            raise ConfigError(
-                "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify Slack's requests "
-                "(Basic Information > Signing Secret), or set SLACK_APP_TOKEN for Socket Mode"
-            )
+        def take(parse, *args, default=None):
+            """``parse(*args)``, or ``default`` with its ConfigError noted."""
+            try:
+                return parse(*args)
+            except ConfigError as err:
+                problems.extend(err.lines)
+                return default
 
-        api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
-        if not re.match(r"^https?://[^/]+", api_url):
-            raise ConfigError(
-                f"SLACK_API_URL={api_url!r} is not an http(s) URL; leave it unset for Slack's own"
-            )
-        api_url = api_url.rstrip("/") + "/"
+        slack_fields: dict[str, object] = {}
+        if slack:
+            slack_fields = _slack_settings(get, take)
+        else:
+            slack_fields = {
+                "slack_bot_token": NOT_CONFIGURED_TOKEN,
+                "feedback_channel": "",
+                "sales": Audience(),
+                "marketing": Audience(),
+            }
 
-        channel = _required(get, "FEEDBACK_CHANNEL", "the ID of marketing's channel (C...)")
-        _check_channel("FEEDBACK_CHANNEL", channel)
-
-        port_text = get("PORT") or "3000"
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ConfigError(f"PORT={port_text!r} is not a TCP port number (1-65535)")
-
-        emoji = (get("ACK_EMOJI") or "white_check_mark").strip(":")
-        if not _EMOJI.match(emoji):
-            raise ConfigError(
-                f"ACK_EMOJI={emoji!r} is not an emoji name; use e.g. white_check_mark (no colons)"
-            )
-
-        default_tz = get("DEFAULT_TIMEZONE") or "UTC"
-        _check_timezone("DEFAULT_TIMEZONE", default_tz)
-
-        winloss_channel = _channel(get, "WINLOSS_CHANNEL")
-        escalation_channel = _channel(get, "WINLOSS_ESCALATION_CHANNEL")
-        deadline = _hours(get, "WINLOSS_DEADLINE_HOURS", 24)
+        port = take(_port, get("PORT") or "3000", default=3000)
+        emoji = take(_emoji, get("ACK_EMOJI") or "white_check_mark", default="white_check_mark")
+        default_tz = take(_timezone, "DEFAULT_TIMEZONE", get("DEFAULT_TIMEZONE"), default="UTC")
+        deadline = take(_hours, get, "WINLOSS_DEADLINE_HOURS", 24, default=24)
         if deadline < 2:
-            raise ConfigError("WINLOSS_DEADLINE_HOURS must be at least 2 (a reminder comes first)")
-        reminder = _hours(get, "WINLOSS_REMINDER_HOURS", max(1, deadline - 4))
+            problems.append("WINLOSS_DEADLINE_HOURS must be at least 2 (a reminder comes first)")
+            deadline = 24
+        reminder = take(
+            _hours, get, "WINLOSS_REMINDER_HOURS", max(1, deadline - 4), default=deadline - 1
+        )
         if reminder >= deadline:
-            raise ConfigError(
+            problems.append(
                 f"WINLOSS_REMINDER_HOURS={reminder} must be less than "
                 f"WINLOSS_DEADLINE_HOURS={deadline}"
             )
-        managers = _user_ids(get, "SALES_MANAGERS") if get("SALES_MANAGERS") else ()
-        admins = _user_ids(get, "ADMIN_USERS") if get("ADMIN_USERS") else ()
-        categories_text = get("WINLOSS_REASON_CATEGORIES")
-        categories: tuple[str, ...] = DEFAULT_REASON_CATEGORIES
-        if categories_text:
-            categories = tuple(
-                dict.fromkeys(c.strip() for c in categories_text.split(",") if c.strip())
-            )
-            if not 2 <= len(categories) <= 50 or any(len(c) > 75 for c in categories):
-                raise ConfigError(
-                    "WINLOSS_REASON_CATEGORIES must list 2 to 50 comma-separated categories "
-                    "of at most 75 characters each"
-                )
-
-        digest_tz = get("DIGEST_TIMEZONE") or "UTC"
-        _check_timezone("DIGEST_TIMEZONE", digest_tz)
-        digest_time_text = get("DIGEST_TIME") or "09:00"
-        digest_match = re.match(r"^(\d{1,2}):(\d{2})$", digest_time_text)
-        if not digest_match or int(digest_match[1]) > 23 or int(digest_match[2]) > 59:
-            raise ConfigError(f"DIGEST_TIME={digest_time_text!r} is not a 24-hour time like 09:00")
-        min_sample_text = get("DIGEST_MIN_SAMPLE") or "5"
-        if not min_sample_text.isdigit() or not 1 <= int(min_sample_text) <= 1000:
-            raise ConfigError(
-                f"DIGEST_MIN_SAMPLE={min_sample_text!r} must be a whole number, 1 to 1000"
-            )
-        currency = get("CURRENCY") or "USD"
-        if not re.fullmatch(r"[A-Z]{3}", currency):
-            raise ConfigError(
-                f"CURRENCY={currency!r} must be a three-letter ISO 4217 code like USD"
-            )
-
-        rate_text = get("SLACK_POST_RATE") or "5"
-        try:
-            post_rate = float(rate_text)
-        except ValueError:
-            post_rate = 0.0
-        if not 0.1 <= post_rate <= 1000:
-            raise ConfigError(
-                f"SLACK_POST_RATE={rate_text!r} must be messages a second between 0.1 and 1000"
-            )
-        workers_text = get("OUTBOX_WORKERS") or "8"
-        if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
-            raise ConfigError(f"OUTBOX_WORKERS={workers_text!r} must be a whole number, 1 to 64")
-
-        lease_text = get("OUTBOX_LEASE_SECONDS") or "90"
-        if not lease_text.isdigit() or not 3 <= int(lease_text) <= 3600:
-            raise ConfigError(
-                f"OUTBOX_LEASE_SECONDS={lease_text!r} must be a whole number of seconds, 3 to 3600"
-            )
-
+        categories = take(
+            _categories, get("WINLOSS_REASON_CATEGORIES"), default=DEFAULT_REASON_CATEGORIES
+        )
+        digest_tz = take(_timezone, "DIGEST_TIMEZONE", get("DIGEST_TIMEZONE"), default="UTC")
+        digest_at = take(_digest_time, get("DIGEST_TIME") or "09:00", default=time(9, 0))
+        min_sample = take(
+            _whole,
+            "DIGEST_MIN_SAMPLE",
+            get("DIGEST_MIN_SAMPLE") or "5",
+            1,
+            1000,
+            "must be a whole number, 1 to 1000",
+            default=5,
+        )
+        currency = take(_currency, get("CURRENCY") or "USD", default="USD")
+        post_rate = take(_post_rate, get("SLACK_POST_RATE") or "5", default=5.0)
+        workers = take(
+            _whole,
+            "OUTBOX_WORKERS",
+            get("OUTBOX_WORKERS") or "8",
+            1,
+            64,
+            "must be a whole number, 1 to 64",
+            default=8,
+        )
+        lease = take(
+            _whole,
+            "OUTBOX_LEASE_SECONDS",
+            get("OUTBOX_LEASE_SECONDS") or "90",
+            3,
+            3600,
+            "must be a whole number of seconds, 3 to 3600",
+            default=90,
+        )
+        prompt_schedule = take(
+            parse_weekly_time, "PROMPT_SCHEDULE", get("PROMPT_SCHEDULE") or "fri 16:00"
+        )
+        reminder_schedule = take(
+            parse_weekly_time, "REMINDER_SCHEDULE", get("REMINDER_SCHEDULE") or "mon 10:00"
+        )
+        if problems:
+            raise ConfigError(*problems)
         return cls(
+            **slack_fields,  # type: ignore[arg-type]
             slack_post_rate=post_rate,
-            outbox_workers=int(workers_text),
-            outbox_lease_seconds=int(lease_text),
-            digest_channel=_channel(get, "DIGEST_CHANNEL") or "",
-            digest_time=time(int(digest_match[1]), int(digest_match[2])),
+            outbox_workers=workers,
+            outbox_lease_seconds=lease,
+            digest_time=digest_at,
             digest_timezone=digest_tz,
-            digest_min_sample=int(min_sample_text),
+            digest_min_sample=min_sample,
             currency=currency,
-            winloss_channel=winloss_channel or "",
-            winloss_escalation_channel=escalation_channel or "",
             winloss_deadline_hours=deadline,
             winloss_reminder_hours=reminder,
             deals_webhook_secret=get("DEALS_WEBHOOK_SECRET"),
-            sales_managers=managers,
-            admin_users=admins,
             reason_categories=categories,
-            slack_bot_token=bot_token,
-            slack_signing_secret=signing_secret,
-            slack_app_token=app_token,
-            slack_api_url=api_url,
             database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-            feedback_channel=channel,
-            sales=_audience(get, "SALES"),
-            marketing=_audience(get, "MARKETING"),
-            prompt_schedule=parse_weekly_time(
-                "PROMPT_SCHEDULE", get("PROMPT_SCHEDULE") or "fri 16:00"
-            ),
-            reminder_schedule=parse_weekly_time(
-                "REMINDER_SCHEDULE", get("REMINDER_SCHEDULE") or "mon 10:00"
-            ),
+            prompt_schedule=prompt_schedule,
+            reminder_schedule=reminder_schedule,
             ack_emoji=emoji,
-            port=int(port_text),
+            port=port,
             default_timezone=default_tz,
         )
+
+
+# The token a Settings built for a database-only command carries: it never reaches Slack.
+NOT_CONFIGURED_TOKEN = "xoxb-not-configured"
+
+
+def _slack_settings(get, take) -> dict[str, object]:
+    """The settings that name Slack things: tokens, channels, people."""
+    bot_token = take(_required, get, "SLACK_BOT_TOKEN", "the Bot User OAuth Token (xoxb-...)")
+    if bot_token is not None and not bot_token.startswith("xoxb-"):
+        take(
+            _fail,
+            "SLACK_BOT_TOKEN must be a bot token starting with xoxb- "
+            "(OAuth & Permissions > Bot User OAuth Token)",
+        )
+    app_token = get("SLACK_APP_TOKEN")
+    if app_token is not None and not app_token.startswith("xapp-"):
+        take(
+            _fail,
+            "SLACK_APP_TOKEN must be an app-level token starting with xapp- "
+            "(Basic Information > App-Level Tokens, scope connections:write)",
+        )
+    signing_secret = get("SLACK_SIGNING_SECRET")
+    if app_token is None and signing_secret is None:
+        take(
+            _fail,
+            "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify Slack's requests "
+            "(Basic Information > Signing Secret), or set SLACK_APP_TOKEN for Socket Mode",
+        )
+    api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    if not re.match(r"^https?://[^/]+", api_url):
+        take(
+            _fail,
+            f"SLACK_API_URL={api_url!r} is not an http(s) URL; leave it unset for Slack's own",
+        )
+    channel = take(_required, get, "FEEDBACK_CHANNEL", "the ID of marketing's channel (C...)")
+    if channel is not None:
+        take(_check_channel, "FEEDBACK_CHANNEL", channel)
+    return {
+        "slack_bot_token": bot_token or "",
+        "slack_signing_secret": signing_secret,
+        "slack_app_token": app_token,
+        "slack_api_url": api_url.rstrip("/") + "/",
+        "feedback_channel": channel or "",
+        "sales": take(_audience, get, "SALES", default=Audience()),
+        "marketing": take(_audience, get, "MARKETING", default=Audience()),
+        "sales_managers": take(_optional_user_ids, get, "SALES_MANAGERS", default=()),
+        "admin_users": take(_optional_user_ids, get, "ADMIN_USERS", default=()),
+        "winloss_channel": take(_channel, get, "WINLOSS_CHANNEL") or "",
+        "winloss_escalation_channel": take(_channel, get, "WINLOSS_ESCALATION_CHANNEL") or "",
+        "digest_channel": take(_channel, get, "DIGEST_CHANNEL") or "",
+    }
+
+
+def _fail(message: str) -> None:
+    raise ConfigError(message)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"PORT={text!r} is not a TCP port number (1-65535)")
+    return int(text)
+
+
+def _emoji(text: str) -> str:
+    emoji = text.strip(":")
+    if not _EMOJI.match(emoji):
+        raise ConfigError(
+            f"ACK_EMOJI={emoji!r} is not an emoji name; use e.g. white_check_mark (no colons)"
+        )
+    return emoji
+
+
+def _timezone(name: str, value: str | None) -> str:
+    value = value or "UTC"
+    _check_timezone(name, value)
+    return value
+
+
+def _categories(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return DEFAULT_REASON_CATEGORIES
+    categories = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+    if not 2 <= len(categories) <= 50 or any(len(c) > 75 for c in categories):
+        raise ConfigError(
+            "WINLOSS_REASON_CATEGORIES must list 2 to 50 comma-separated categories "
+            "of at most 75 characters each"
+        )
+    return categories
+
+
+def _digest_time(text: str) -> time:
+    match = re.match(r"^(\d{1,2}):(\d{2})$", text)
+    if not match or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ConfigError(f"DIGEST_TIME={text!r} is not a 24-hour time like 09:00")
+    return time(int(match[1]), int(match[2]))
+
+
+def _whole(name: str, text: str, low: int, high: int, rule: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise ConfigError(f"{name}={text!r} {rule}")
+    return int(text)
+
+
+def _currency(text: str) -> str:
+    if not re.fullmatch(r"[A-Z]{3}", text):
+        raise ConfigError(f"CURRENCY={text!r} must be a three-letter ISO 4217 code like USD")
+    return text
+
+
+def _post_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = 0.0
+    if not 0.1 <= rate <= 1000:
+        raise ConfigError(
+            f"SLACK_POST_RATE={text!r} must be messages a second between 0.1 and 1000"
+        )
+    return rate
+
+
+def _optional_user_ids(get, name: str) -> tuple[str, ...]:
+    return _user_ids(get, name) if get(name) else ()
 
 
 def parse_weekly_time(name: str, text: str) -> WeeklyTime:
@@ -302,7 +396,7 @@ def _audience(get, prefix: str) -> Audience:
 
 def _user_ids(get, name: str) -> tuple[str, ...]:
     users = tuple(u.strip() for u in (get(name) or "").split(",") if u.strip())
-    bad = [u for u in users if not _USER_ID.match(u)]
+    bad = [u for u in users if not USER_ID.match(u)]
     if bad or not users:
         raise ConfigError(
             f"{name} has {', '.join(bad) or 'no IDs'}: use Slack user IDs (U...), "

@@ -128,7 +128,7 @@ def test_a_network_error_is_not_a_rejected_token(cli_env, fake_slack):
     (problem,) = problems(out)
     assert "network error" in problem and f"SLACK_API_URL=http://127.0.0.1:{port}/api/" in problem
     assert "connection refused" in problem
-    assert "SLACK_BOT_TOKEN" not in problem and "Traceback" not in out.stderr
+    assert "SLACK_BOT_TOKEN" not in problem and out.stderr == ""  # no log line besides
 
 
 def test_an_unknown_host_is_a_network_error(cli_env, fake_slack):
@@ -141,10 +141,10 @@ def test_an_unknown_host_is_a_network_error(cli_env, fake_slack):
 
 
 def test_a_server_that_never_answers_is_a_timeout(cli_env, fake_slack):
-    fake_slack.fail_next("auth.test", delay=15)  # longer than the checks' 10 s timeout
+    fake_slack.fail_next("auth.test", delay=40)  # far longer than the checks' 10 s timeout
     started = time.monotonic()
     out = closeloop(cli_env, "check")
-    assert out.returncode == 1 and time.monotonic() - started < 14
+    assert out.returncode == 1 and time.monotonic() - started < 30
     (problem,) = problems(out)
     assert "network error" in problem and "timeout" in problem
 

@@ -84,8 +84,26 @@ def test_weekly_time_accepts_long_day_names():
     assert str(parse_weekly_time("X", "Friday 9:05")) == "fri 09:05"
 
 
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        settings(FEEDBACK_CHANNEL="#marketing", PORT="http", DIGEST_TIME="9am", CURRENCY="$")
+    names = [line.split("=")[0].split()[0] for line in err.value.lines]
+    assert names == ["FEEDBACK_CHANNEL", "PORT", "DIGEST_TIME", "CURRENCY"]
+
+
+def test_database_only_commands_need_no_slack_settings():
+    s = Settings.from_env({"DATABASE_URL": "sqlite:///x.db"}, slack=False)
+    assert s.database_url == "sqlite:///x.db"
+    with pytest.raises(ConfigError, match="DIGEST_TIMEZONE"):  # what they use is still checked
+        Settings.from_env({"DIGEST_TIMEZONE": "Mars/Base"}, slack=False)
+
+
 def test_cli_missing_setting_stops_with_one_line(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "CLOSELOOP_ENV_FILE": str(tmp_path / "none.env")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CLOSELOOP_ENV_FILE": str(tmp_path / "none.env"),
+        **{k: v for k, v in BASE.items() if k != "SLACK_BOT_TOKEN"},
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "bot", "run"],
         env=env,

@@ -650,7 +650,7 @@ def test_rendered_text_has_the_figures(db):
     text = digest_blocks.digest_text(figures(db))
     assert text.startswith("Closeloop digest — October 2026 (UTC)\n")
     assert "Won 2 · Lost 8 · No decision 2" in text  # the /winloss form's labels
-    assert "Win rate 20% (2 of 10) (▼ 55 pts vs September 2026)" in text
+    assert "Win rate 20% (2 of 10), ▼ 55 pts vs September 2026" in text
     assert "Amount won $3,500.50 · lost $6,000.25" in text  # CURRENCY defaults to USD
     assert "Alpha: 3 deal(s) — Won 1 · Lost 2" in text
     assert "Rising: Bravo, Charlie" in text

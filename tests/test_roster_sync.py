@@ -126,3 +126,38 @@ def test_what_users_list_gave_before_failing_is_kept(harness, monkeypatch):
     assert len(pages) >= 3
     with session_scope(h.rt.session_factory) as session:
         assert all(session.get(Member, rep).tz_checked_at for rep in reps)
+
+
+def test_two_processes_finding_the_same_new_reps_at_once_both_succeed(session_factory):
+    """Every worker's first tick (or a CLI prompt beside the running bot) reads the roster at
+    the same moment: the second to store a new rep must not fail on the first one's row."""
+    import threading
+    from datetime import UTC, datetime
+
+    from bot.services import roster as roster_svc
+
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    reps = ["UONE", "UTWO", "UTHREE"]
+    errors: list[BaseException] = []
+    first = session_factory()
+    roster_svc.set_sales_members(first, user_ids=reps, now=now)  # inserted, not committed
+
+    def second() -> None:
+        try:
+            with session_scope(session_factory) as session:
+                roster_svc.set_sales_members(session, user_ids=[*reps, "UFOUR"], now=now)
+                roster_svc.record_profiles(session, {"UFIVE": ("UTC", "five")}, now=now)
+        except BaseException as err:  # noqa: BLE001 - the test reports it
+            errors.append(err)
+
+    racer = threading.Thread(target=second)
+    racer.start()
+    racer.join(0.5)  # it has read the roster and now waits on the first one's rows
+    first.commit()
+    first.close()
+    racer.join(10)
+    assert not racer.is_alive()
+    assert errors == []
+    with session_scope(session_factory) as session:
+        rows = {m.user_id: m.is_sales for m in session.scalars(select(Member))}
+    assert rows == {"UONE": True, "UTWO": True, "UTHREE": True, "UFOUR": True, "UFIVE": False}

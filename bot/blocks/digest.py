@@ -48,7 +48,7 @@ def change(delta: float | None, previous: str) -> str:
         return ""
     points = round(delta * 100)
     arrow = "▲" if points > 0 else "▼" if points < 0 else "="
-    return f" ({arrow} {abs(points)} pts vs {month_name(previous)})"
+    return f", {arrow} {abs(points)} pts vs {month_name(previous)}"
 
 
 def permalink(base: str, channel: str, ts: str) -> str:

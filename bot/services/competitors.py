@@ -104,3 +104,33 @@ def merge(session: Session, *, source: str, target: str) -> tuple[Competitor, Co
     src.merged_into_id = dst.id
     session.flush()
     return src, dst, moved
+
+
+def rename(session: Session, *, old: str, new: str) -> tuple[str, Competitor]:
+    """Give the competitor ``old`` means the name ``new``; return its former name and it.
+
+    The former spelling stays known (as a name merged into the renamed one), so a rep who
+    types it again lands on the same competitor. A ``new`` that another competitor already
+    goes by is refused: that is a merge.
+    """
+    competitor = find(session, old)
+    if competitor is None:
+        raise DomainError(f"No competitor called {old!r}.")
+    clean = " ".join(new.split())
+    if is_none(clean):
+        raise DomainError(f"{new!r} is not a competitor's name.")
+    if len(clean) > MAX_NAME:
+        raise DomainError(f"Please keep the competitor's name under {MAX_NAME} characters.")
+    taken = find(session, clean)
+    if taken is not None and taken.id != competitor.id:
+        raise DomainError(
+            f"{taken.name!r} is another competitor already; merge {old!r} into it instead."
+        )
+    former_name, former_key = competitor.name, competitor.key
+    competitor.name = clean
+    if taken is None:  # a new spelling, not just new capitals: the old one becomes an alias
+        competitor.key = normalise(clean)
+        session.flush()
+        session.add(Competitor(key=former_key, name=former_name, merged_into_id=competitor.id))
+    session.flush()
+    return former_name, competitor
