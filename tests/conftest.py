@@ -155,7 +155,7 @@ def installed_long_ago(session_factory) -> None:
 
 @pytest.fixture
 def fake_slack():
-    from tests.fakeslack import FakeSlack
+    from tests.fakeslack import FakeSlack, manifest_scopes
 
     slack = FakeSlack(bot_token=BOT_TOKEN)
     slack.start()
@@ -163,6 +163,9 @@ def fake_slack():
         yield slack
     finally:
         slack.stop()
+    if slack.granted == manifest_scopes():  # the app as manifest.yml installs it
+        refused = {c.method for c in slack.calls if c.error == "missing_scope"}
+        assert not refused, f"refused for a scope manifest.yml lacks: {sorted(refused)}"
 
 
 @pytest.fixture
