@@ -64,7 +64,9 @@ class WriteLock:
             self.engine = make_engine(database_url)
             self.conn = self.engine.connect()
             self.conn.execute(text("SET statement_timeout = 0"))
-            self.conn.execute(text("LOCK TABLE winloss_entries IN ACCESS EXCLUSIVE MODE"))
+            self.conn.execute(
+                text("LOCK TABLE winloss_entries, inbound_events IN ACCESS EXCLUSIVE MODE")
+            )
 
     def release(self) -> None:
         if self.backend == "sqlite":
@@ -121,6 +123,9 @@ def test_a_locked_database_answers_the_form_and_healthz_in_time(harness, engine,
         _assert_kept_open(reply)
         health, took = _timed(lambda: h.request("/healthz", method="GET", signed=False))
         assert health.status == 503 and took < 2
+        # An event cannot be stored: answered in time, with a 500 (Slack delivers it again).
+        reply, took = _timed(lambda: h.dm("UANA", "- ROI opener", event_id="EvLOCKED"))
+        assert reply.status == 500 and took < 3
     finally:
         lock.release()
     assert _entries(engine) == 0
@@ -157,6 +162,8 @@ def test_a_silent_database_answers_the_form_and_healthz_in_time(harness, blackho
         _assert_kept_open(reply)
         health, took = _timed(lambda: silent.request("/healthz", method="GET", signed=False))
         assert health.status == 503 and took < 2
+        reply, took = _timed(lambda: silent.dm("UANA", "- ROI opener", event_id="EvSILENT"))
+        assert reply.status == 500 and took < 3
         # A second check while the first still waits for the silent server shares it.
         health = silent.request("/healthz", method="GET", signed=False)
         assert health.status == 503
