@@ -56,6 +56,12 @@ def patient() -> Iterator[None]:
         _PATIENT.reset(token)
 
 
+def be_patient() -> None:
+    """From now on, this thread's transactions get the background limits (a one-off
+    command's main thread; threads it starts later begin with the request limits)."""
+    _PATIENT.set(True)
+
+
 def patiently(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` run within :func:`patient` (for a scheduler job)."""
 

@@ -20,7 +20,7 @@ import time
 import pytest
 from sqlalchemy import func, make_url, select, text
 
-from bot.db import make_engine, make_session_factory, normalise_url
+from bot.db import make_engine, make_session_factory, normalise_url, patient
 from bot.models import WinLossEntry
 from tests.harness import Harness
 from tests.test_winloss_scenario import QUOTE, fill, submit_winloss
@@ -181,3 +181,30 @@ def test_a_silent_database_answers_the_form_and_healthz_in_time(harness, blackho
     reply = submit_winloss(harness, "UANA", modal, typed)
     assert (reply.status, reply.body) == (200, "")
     assert _entries(engine) == 1
+
+
+def _limits(factory) -> tuple:
+    with factory() as session:
+        if session.bind.dialect.name == "sqlite":
+            return (session.execute(text("PRAGMA busy_timeout")).scalar(),)
+        return (
+            session.execute(text("SHOW statement_timeout")).scalar(),
+            session.execute(text("SHOW lock_timeout")).scalar(),
+        )
+
+
+def test_work_nobody_waits_on_gets_longer_limits_than_a_request(database_url):
+    """Requests: the short limits above. The scheduler's jobs (bot.db.patient): longer ones,
+    for their transactions only; the connection they used serves a request with the short
+    ones again."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    factory = make_session_factory(engine)
+    try:
+        sqlite = engine.dialect.name == "sqlite"
+        request = (1500,) if sqlite else ("2s", "1500ms")
+        assert _limits(factory) == request
+        with patient():
+            assert _limits(factory) == ((30000,) if sqlite else ("2min", "30s"))
+        assert _limits(factory) == request
+    finally:
+        engine.dispose()
