@@ -15,7 +15,7 @@ from dotenv import load_dotenv
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.error import BoltError
 
-from bot import checks, cli, logs, migrate
+from bot import checks, cli, db, logs, migrate
 from bot.app import create_app
 from bot.config import USER_ID, ConfigError, Settings, web_concurrency, web_threads
 from bot.event_inbox import EventInbox
@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         print("closeloop: database is up to date")
         return 0
 
+    db.be_patient()  # no one waits on a command as Slack does (request threads: bot.db)
     rt = Runtime.build(settings)
     if args.command == "prompt" and args.dry_run:
         return cli.prompt_dry_run(rt, args.user)
