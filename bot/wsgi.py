@@ -137,6 +137,11 @@ class ProductionServer(BaseApplication):
             "proc_name": "closeloop",
             "preload_app": False,
         }
+        # gunicorn 25.1+ opens a control socket for gunicornc at one path per user
+        # ($HOME/.gunicorn/gunicorn.ctl): a second Closeloop on the machine (a blue-green
+        # deploy, the test suite's parallel servers) would take it over. Nothing uses it.
+        if "control_socket_disable" in self.cfg.settings:
+            options["control_socket_disable"] = True
         for key, value in options.items():
             self.cfg.set(key, value)
         log.info(
