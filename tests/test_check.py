@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 from tests.conftest import closeloop
 from tests.test_cli import _free_port
@@ -212,15 +213,17 @@ def test_run_starts_once_slack_answers_within_its_retries(cli_env, fake_slack):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
+        deadline = time.monotonic() + 60
+        while True:  # started: a worker answers (the port alone is the arbiter's)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
                     break
+            except OSError:
+                pass
             assert proc.poll() is None and time.monotonic() < deadline, "did not start"
             time.sleep(0.2)
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=20)
+        out, _ = proc.communicate(timeout=60)  # gunicorn's graceful stop takes up to 20 s
     assert "problem" not in out, out
     assert len(fake_slack.calls_to("auth.test", include_failed=True)) >= 2
