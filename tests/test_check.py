@@ -3,7 +3,6 @@ them, against the fake Slack (which enforces the manifest's scopes)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
