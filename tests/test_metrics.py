@@ -71,7 +71,9 @@ def test_every_gunicorn_worker_is_counted_in_any_scrape(cli_env):
         answered = 0
         while answered == 0:
             try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2):
+                # A probe given up on while a booting worker still answers it would be
+                # counted by the server and not here: wait for each probe's answer.
+                with urllib.request.urlopen(base + "/healthz", timeout=20):
                     answered = 1
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "did not start"
