@@ -163,6 +163,7 @@ class DealIn:
     amount: Decimal | None = None
     source: str | None = None
     closed_on_date_only: bool = False
+    crm_reason: str | None = None  # the CRM's own lost/won reason, shown beside the rep's
 
 
 def parse_owner(value: object, field_name: str = "owner") -> tuple[str | None, str | None]:
@@ -253,6 +254,7 @@ def receive_deal(
         owner_email=deal.owner_email,
         amount=deal.amount,
         source=deal.source,
+        crm_reason=deal.crm_reason,
         origin=origin,
         received_at=now,
         deadline_at=deadline_for(
