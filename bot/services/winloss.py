@@ -279,6 +279,24 @@ def receive_deal(
     return row, True
 
 
+def refresh_crm_deal(session: Session, *, deal_pk: int, deal: DealIn) -> bool:
+    """Bring a deal not logged yet to the CRM's latest state (outcome, name, amount, CRM
+    reason); whether anything changed. A logged deal keeps what the rep logged."""
+    row = get_deal(session, deal_pk)
+    if row.entry is not None:
+        return False
+    latest = {
+        "outcome": deal.outcome,
+        "name": deal.name,
+        "amount": deal.amount,
+        "crm_reason": deal.crm_reason,
+    }
+    changed = {k: v for k, v in latest.items() if getattr(row, k) != v}
+    for key, value in changed.items():
+        setattr(row, key, value)
+    return bool(changed)
+
+
 def get_deal(session: Session, deal_pk: int) -> Deal:
     deal = session.get(Deal, deal_pk)
     if deal is None:
