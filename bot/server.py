@@ -225,9 +225,7 @@ def make_wsgi_app(
                 if k.startswith("HTTP_")
             }
             uri = hubspot.request_uri(environ, configured=rt.settings.hubspot_webhook_url)
-            result, stored = hubspot.receive(
-                rt, method=method, uri=uri, body=body, headers=headers
-            )
+            result, stored = hubspot.receive(rt, method=method, uri=uri, body=body, headers=headers)
             answer_status, answer = result.status, result.body
             if stored:
                 run_later(lambda: deliveries.process(rt, stored))

@@ -53,7 +53,10 @@ def process_one(rt: Runtime, delivery_pk: int, *, owner: str) -> None:
     now = rt.now()
     with session_scope(rt.session_factory) as session:
         if error is None:
-            if not crm_inbox.finish(session, delivery_pk=delivery_pk, owner=owner, note=note, now=now):
+            done = crm_inbox.finish(
+                session, delivery_pk=delivery_pk, owner=owner, note=note, now=now
+            )
+            if not done:
                 log.warning("%s delivery %s finished after its claim ran out", source, delivery_id)
             return
         state = crm_inbox.release(

@@ -338,7 +338,9 @@ def _deal_in(
         if closedate.isdigit():  # epoch milliseconds (older bodies)
             closedate = datetime.fromtimestamp(int(closedate) / 1000, UTC).isoformat()
         try:
-            closed_at, date_only = wl_svc.parse_closed_at(closedate, now=now, field_name="closedate")
+            closed_at, date_only = wl_svc.parse_closed_at(
+                closedate, now=now, field_name="closedate"
+            )
         except InvalidField as err:
             raise Unprocessable(f"deal {deal_id}: {err}") from None
     try:

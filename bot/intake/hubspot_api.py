@@ -137,9 +137,7 @@ class HubSpotApi:
         return pipelines
 
 
-def _find(
-    pipelines: dict[str, dict[str, Stage]], pipeline: str | None, stage: str
-) -> Stage | None:
+def _find(pipelines: dict[str, dict[str, Stage]], pipeline: str | None, stage: str) -> Stage | None:
     if pipeline is not None:
         return pipelines.get(pipeline, {}).get(stage)
     for stages in pipelines.values():
