@@ -103,9 +103,11 @@ class FakeHubSpot:
         with self._lock:
             if self.rate_limited > 0:
                 self.rate_limited -= 1
-                return 429, _error("RATE_LIMIT", "You have reached your secondly limit."), {
-                    "Retry-After": "1"
-                }
+                return (
+                    429,
+                    _error("RATE_LIMIT", "You have reached your secondly limit."),
+                    {"Retry-After": "1"},
+                )
         if auth != f"Bearer {self.token}":
             return 401, _error("INVALID_AUTHENTICATION", _AUTH_MESSAGE), {}
         segments = path.strip("/").split("/")
