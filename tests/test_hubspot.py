@@ -420,3 +420,30 @@ def test_malformed_hubspot_bodies_are_400_and_store_nothing(harness, fake_hubspo
         reply = post_hubspot(h, body)
         assert reply.status == 400, (body, reply.body)
     assert deliveries(h) == []
+
+
+def test_a_delivery_is_given_up_after_its_last_attempt_and_done_ones_are_forgotten(
+    harness, fake_hubspot
+):
+    from bot.services import crm_inbox
+
+    h = harness
+    h.clock.set(CLOSED + timedelta(minutes=1))
+    fake_hubspot.down = True
+    post_hubspot(h, events({}))
+    for _ in range(crm_inbox.MAX_ATTEMPTS + 2):
+        h.clock.advance(minutes=61)
+        tick(h.rt)
+    (delivery,) = deliveries(h)
+    assert delivery.state == InboxState.FAILED
+    assert delivery.attempts == crm_inbox.MAX_ATTEMPTS and "503" in delivery.last_error
+    # A retry of a failed delivery is still a duplicate: it is not tried again.
+    fake_hubspot.down = False
+    assert post_hubspot(h, events({"attemptNumber": 9})).json()["duplicates"] == 1
+    assert deals(h) == []
+    # A done delivery is forgotten after 30 days, a failed one kept.
+    post_hubspot(h, events({"eventId": 99}))
+    assert [d.state for d in deliveries(h)] == [InboxState.FAILED, InboxState.DONE]
+    h.clock.advance(days=31)
+    tick(h.rt)
+    assert [d.state for d in deliveries(h)] == [InboxState.FAILED]

@@ -70,8 +70,11 @@ def process_one(rt: Runtime, delivery_pk: int, *, owner: str) -> None:
 
 def process_due(rt: Runtime) -> int:
     """The tick's step: deliveries left unprocessed (never tried, failed for now, or
-    abandoned by a process that died)."""
+    abandoned by a process that died); done ones older than a month forgotten."""
+    now = rt.now()
     with session_scope(rt.session_factory) as session:
-        pks = crm_inbox.due(session, now=rt.now())
+        crm_inbox.give_up_abandoned(session, now=now)
+        crm_inbox.prune(session, now=now)
+        pks = crm_inbox.due(session, now=now)
     process(rt, pks)
     return len(pks)

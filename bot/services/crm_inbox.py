@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,9 @@ from bot.models import CrmDelivery, InboxState
 LEASE = timedelta(minutes=5)  # a claim older than this belongs to a process that died
 MAX_ATTEMPTS = 10  # with the backoff below: about four hours of tries
 BATCH = 50  # deliveries the tick processes at most, each time
+# Done deliveries are remembered this long, so a retry is still recognised: HubSpot retries
+# a delivery for up to three days. Failed ones are kept to be looked at.
+KEEP = timedelta(days=30)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -147,3 +150,40 @@ def due(session: Session, *, now: datetime, limit: int = BATCH) -> list[int]:
             .limit(limit)
         )
     )
+
+
+def give_up_abandoned(session: Session, *, now: datetime) -> int:
+    """Mark failed the deliveries whose last attempt's process died (lease over)."""
+    row = CrmDelivery
+    result = cast(
+        CursorResult,
+        session.execute(
+            update(row)
+            .where(
+                row.state == InboxState.PROCESSING,
+                row.due_at <= now,
+                row.attempts >= MAX_ATTEMPTS,
+            )
+            .values(
+                state=InboxState.FAILED,
+                due_at=None,
+                finished_at=now,
+                last_error="abandoned on its last attempt",
+            )
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    return result.rowcount or 0
+
+
+def prune(session: Session, *, now: datetime, keep: timedelta = KEEP) -> int:
+    """Forget done deliveries received more than ``keep`` ago."""
+    result = cast(
+        CursorResult,
+        session.execute(
+            delete(CrmDelivery)
+            .where(CrmDelivery.state == InboxState.DONE, CrmDelivery.received_at < now - keep)
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    return result.rowcount or 0
