@@ -31,6 +31,9 @@ DOC_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
 
 @pytest.fixture
 def fake_hubspot():
+    from bot.intake import hubspot_api
+
+    hubspot_api._stages.clear()  # a port may come round again: no pipelines of an old fake
     fake = FakeHubSpot(token=HS_TOKEN)
     fake.start()
     fake.add_owner("42", "ana@example.com")
