@@ -153,17 +153,21 @@ def due(session: Session, *, now: datetime, limit: int = BATCH) -> list[int]:
 
 
 def give_up_abandoned(session: Session, *, now: datetime) -> int:
-    """Mark failed the deliveries whose last attempt's process died (lease over)."""
+    """Mark failed the deliveries whose last attempt's process died (lease over). Looked
+    for before anything is written: on SQLite even an UPDATE of no row takes the write lock."""
     row = CrmDelivery
+    abandoned = and_(
+        row.state == InboxState.PROCESSING,
+        row.due_at <= now,
+        row.attempts >= MAX_ATTEMPTS,
+    )
+    if session.scalar(select(row.id).where(abandoned).limit(1)) is None:
+        return 0
     result = cast(
         CursorResult,
         session.execute(
             update(row)
-            .where(
-                row.state == InboxState.PROCESSING,
-                row.due_at <= now,
-                row.attempts >= MAX_ATTEMPTS,
-            )
+            .where(abandoned)
             .values(
                 state=InboxState.FAILED,
                 due_at=None,
@@ -177,13 +181,14 @@ def give_up_abandoned(session: Session, *, now: datetime) -> int:
 
 
 def prune(session: Session, *, now: datetime, keep: timedelta = KEEP) -> int:
-    """Forget done deliveries received more than ``keep`` ago."""
+    """Forget done deliveries received more than ``keep`` ago (looked for first, as above)."""
+    old = and_(CrmDelivery.state == InboxState.DONE, CrmDelivery.received_at < now - keep)
+    if session.scalar(select(CrmDelivery.id).where(old).limit(1)) is None:
+        return 0
     result = cast(
         CursorResult,
         session.execute(
-            delete(CrmDelivery)
-            .where(CrmDelivery.state == InboxState.DONE, CrmDelivery.received_at < now - keep)
-            .execution_options(synchronize_session=False)
+            delete(CrmDelivery).where(old).execution_options(synchronize_session=False)
         ),
     )
     return result.rowcount or 0
