@@ -26,6 +26,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from bot.config import Settings
+from bot.intake.hubspot_api import HubSpotApi, HubSpotError
 from bot.slack import scopes as slack_scopes
 from bot.slack.client import SLACK_ERRORS
 
@@ -105,6 +106,7 @@ def findings(
         yield Finding(PROBLEM, str(err))
         return
     yield from _webhook(settings)
+    yield from _hubspot(settings)
 
 
 def main(settings: Settings, *, out: TextIO = sys.stdout) -> int:
@@ -288,6 +290,54 @@ def _webhook(settings: Settings):
             "DEALS_WEBHOOK_SECRET is not set: the deal webhook (/hooks/deal-closed) "
             "answers 503 until it is",
         )
+
+
+def _hubspot(settings: Settings):
+    """HubSpot's settings, and its token tried with two cheap reads (the deal pipelines and
+    one owner): what /hooks/hubspot needs to turn a delivery into a deal."""
+    if not settings.hubspot_configured:
+        yield Finding(OK, "HubSpot is off (HUBSPOT_CLIENT_SECRET and HUBSPOT_ACCESS_TOKEN unset)")
+        return
+    assert settings.hubspot_access_token is not None
+    api = HubSpotApi(api_url=settings.hubspot_api_url, token=settings.hubspot_access_token)
+    try:
+        pipelines = api.pipelines()
+        api.can_read_owners()
+    except HubSpotError as err:
+        if err.status == 401:
+            yield Finding(
+                PROBLEM,
+                f"HubSpot refused HUBSPOT_ACCESS_TOKEN ({err}): copy the access token of the "
+                "private app again (HubSpot: Settings > Integrations > Private apps)",
+            )
+        elif err.status == 403:
+            yield Finding(
+                PROBLEM,
+                f"HUBSPOT_ACCESS_TOKEN lacks a scope ({err}): give the private app "
+                "crm.objects.deals.read and crm.objects.owners.read",
+            )
+        else:
+            yield Finding(
+                WARNING,
+                f"HubSpot's API could not be read ({err}): its deliveries are stored and "
+                "processed once it can",
+            )
+        return
+    closing = sum(1 for stages in pipelines.values() for s in stages.values() if s.outcome)
+    if closing:
+        yield Finding(
+            OK,
+            f"HUBSPOT_ACCESS_TOKEN is valid: {len(pipelines)} deal pipeline(s), {closing} "
+            "closed won or lost stage(s)",
+        )
+    else:
+        yield Finding(
+            WARNING,
+            "HubSpot has no closed won or lost deal stage (closed, probability 1.0 or 0.0): "
+            "no deal from HubSpot will be asked about",
+        )
+    where = settings.hubspot_webhook_url or "https://<this host>/hooks/hubspot"
+    yield Finding(OK, f"HubSpot's webhooks are verified as sent to {where}")
 
 
 def _read(settings: Settings, call, missing: frozenset[str], label: str, **args):

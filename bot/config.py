@@ -11,8 +11,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from urllib.parse import urlsplit
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_HUBSPOT_API_URL = "https://api.hubapi.com"
 DEFAULT_DATABASE_URL = "sqlite:///closeloop.db"
 
 DEFAULT_REASON_CATEGORIES = (
@@ -95,6 +97,12 @@ class Settings:
     # How long a sender's claim on an outbox message lasts: it starts no Slack call after a
     # third of it, and another process may take the message over once it has run out.
     outbox_lease_seconds: int = 90
+    # HubSpot (POST /hooks/hubspot): off until the app's client secret and a private app's
+    # access token are both set (docs/crm-hubspot.md).
+    hubspot_client_secret: str | None = None
+    hubspot_access_token: str | None = None
+    hubspot_api_url: str = DEFAULT_HUBSPOT_API_URL
+    hubspot_webhook_url: str | None = None  # the URL HubSpot calls, when behind a proxy
 
     def __post_init__(self) -> None:
         if not self.winloss_channel:
@@ -103,6 +111,11 @@ class Settings:
             object.__setattr__(self, "winloss_escalation_channel", self.winloss_channel)
         if not self.digest_channel:
             object.__setattr__(self, "digest_channel", self.feedback_channel)
+
+    @property
+    def hubspot_configured(self) -> bool:
+        """True when POST /hooks/hubspot is on (its secret and token are both set)."""
+        return bool(self.hubspot_client_secret and self.hubspot_access_token)
 
     @property
     def socket_mode(self) -> bool:
@@ -208,9 +221,11 @@ class Settings:
         reminder_schedule = take(
             parse_weekly_time, "REMINDER_SCHEDULE", get("REMINDER_SCHEDULE") or "mon 10:00"
         )
+        hubspot = take(_hubspot_settings, get, default={})
         if problems:
             raise ConfigError(*problems)
         return cls(
+            **hubspot,
             **slack_fields,  # type: ignore[arg-type]
             slack_post_rate=post_rate,
             outbox_workers=workers,
@@ -282,6 +297,39 @@ def _slack_settings(get, take) -> dict[str, object]:
         "winloss_escalation_channel": take(_channel, get, "WINLOSS_ESCALATION_CHANNEL") or "",
         "digest_channel": take(_channel, get, "DIGEST_CHANNEL") or "",
     }
+
+
+def _hubspot_settings(get) -> dict[str, str]:
+    """HUBSPOT_*: the client secret and the access token together, or neither; URLs absolute."""
+    secret, token = get("HUBSPOT_CLIENT_SECRET"), get("HUBSPOT_ACCESS_TOKEN")
+    problems = []
+    if secret and not token:
+        problems.append(
+            "HUBSPOT_ACCESS_TOKEN is required with HUBSPOT_CLIENT_SECRET "
+            "(a private app's access token, to read the deals)"
+        )
+    if token and not secret:
+        problems.append(
+            "HUBSPOT_CLIENT_SECRET is required with HUBSPOT_ACCESS_TOKEN "
+            "(the app's client secret, to verify HubSpot's signatures)"
+        )
+    found: dict[str, str] = {}
+    for name, key in (
+        ("HUBSPOT_API_URL", "hubspot_api_url"),
+        ("HUBSPOT_WEBHOOK_URL", "hubspot_webhook_url"),
+    ):
+        value = get(name)
+        if value is None:
+            continue
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems.append(f"{name} must be an absolute http(s) URL, not {value[:80]!r}")
+        found[key] = value.rstrip("/") if key == "hubspot_api_url" else value
+    if problems:
+        raise ConfigError(*problems)
+    if secret and token:
+        found.update(hubspot_client_secret=secret, hubspot_access_token=token)
+    return found
 
 
 def _fail(message: str) -> None:

@@ -229,6 +229,43 @@ class InboundEvent(Base):
     last_error: Mapped[str | None] = mapped_column(String(255))
 
 
+class CrmSource(StrEnum):
+    HUBSPOT = "hubspot"
+    SALESFORCE = "salesforce"
+    PIPEDRIVE = "pipedrive"
+    GENERIC = "generic"
+
+
+class CrmDelivery(Base):
+    """One delivery (an event) from a CRM, stored as received before it is processed.
+
+    Unique by (source, delivery_id): the CRM's own event id, so a retry is recognised and
+    answered without doing anything again. ``pending`` until due; ``processing`` under a
+    lease (``due_at``) held by ``claimed_by``; ``done`` (``note`` says what came of it) or
+    ``failed`` after the last attempt (``last_error``; the body is kept to look at).
+    """
+
+    __tablename__ = "crm_deliveries"
+    __table_args__ = (
+        UniqueConstraint("source", "delivery_id"),
+        Index("ix_crm_deliveries_state_due_at", "state", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    body: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
+    state: Mapped[InboxState] = mapped_column(String(16), default=InboxState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    due_at: Mapped[datetime | None]  # the next try is due, or the claim's lease ends
+    finished_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    note: Mapped[str | None] = mapped_column(String(255))
+
+
 class Outcome(StrEnum):
     WON = "won"
     LOST = "lost"
@@ -272,6 +309,8 @@ class Deal(Base):
     reminded_at: Mapped[datetime | None]
     overdue_at: Mapped[datetime | None]
     owner_missing_reported_at: Mapped[datetime | None]
+    # The CRM's own lost/won reason ("Price"): shown beside the reason field, never put in it.
+    crm_reason: Mapped[str | None] = mapped_column(Text)
 
     entry: Mapped[WinLossEntry | None] = relationship(back_populates="deal")
 

@@ -1,5 +1,6 @@
 """The HTTP side: Slack at POST /slack/events (signature-verified by Bolt; HTTP mode only),
-closed deals at POST /hooks/deal-closed (signed with DEALS_WEBHOOK_SECRET), GET /healthz."""
+closed deals at POST /hooks/deal-closed (signed with DEALS_WEBHOOK_SECRET) and from HubSpot
+at POST /hooks/hubspot (signed with HUBSPOT_CLIENT_SECRET), GET /healthz."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot import health, metrics
+from bot.intake import deliveries, hubspot
 from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed, too_large
 from bot.runtime import Runtime
 
@@ -180,6 +182,8 @@ def make_wsgi_app(
             return _reply(
                 start_response, answer_status, json.dumps(answer).encode(), "application/json"
             )
+        if path == hubspot.PATH:
+            return _hubspot(environ, start_response)
         if slack is None:
             return _reply(start_response, 404, b"Not Found\n", "text/plain")
         if path == "/slack/events":
@@ -197,12 +201,41 @@ def make_wsgi_app(
         finally:
             foreground.leave()
 
+    def _hubspot(environ, start_response):
+        """Verify and store first, answer, then process what was stored (after the answer;
+        the tick processes whatever this process does not get to)."""
+        method = environ.get("REQUEST_METHOD") or ""
+        if method != "POST":
+            return _reply(start_response, 405, b"use POST\n", "text/plain")
+        try:
+            body = read_body(environ, cap=hubspot.MAX_BODY)
+        except BodyTooLarge:
+            limit = f"body too large (at most {hubspot.MAX_BODY} bytes)"
+            answer_status, answer = 413, {"ok": False, "error": limit}
+        except MalformedBody as err:
+            answer_status, answer = 400, {"ok": False, "error": f"body: {err}"}
+        else:
+            headers = {
+                k[5:].replace("_", "-").lower(): v
+                for k, v in environ.items()
+                if k.startswith("HTTP_")
+            }
+            uri = hubspot.request_uri(environ, configured=rt.settings.hubspot_webhook_url)
+            result, stored = hubspot.receive(rt, method=method, uri=uri, body=body, headers=headers)
+            answer_status, answer = result.status, result.body
+            if stored:
+                run_later(lambda: deliveries.process(rt, stored))
+        return _reply(
+            start_response, answer_status, json.dumps(answer).encode(), "application/json"
+        )
+
     return logged(wsgi)
 
 
 _PATH_KINDS = {
     "/slack/events": "slack",
     "/hooks/deal-closed": "deal_webhook",
+    "/hooks/hubspot": "hubspot_webhook",
     "/healthz": "healthz",
     "/metrics": "metrics",
 }

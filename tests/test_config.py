@@ -61,6 +61,10 @@ def test_api_url_with_or_without_trailing_slash(url):
         ({"ACK_EMOJI": "white check"}, "ACK_EMOJI"),
         ({"PORT": "http"}, "PORT"),
         ({"SLACK_API_URL": "slack.com"}, "SLACK_API_URL"),
+        ({"HUBSPOT_CLIENT_SECRET": "s"}, "HUBSPOT_ACCESS_TOKEN"),
+        ({"HUBSPOT_ACCESS_TOKEN": "pat-na1-x"}, "HUBSPOT_CLIENT_SECRET"),
+        ({"HUBSPOT_API_URL": "api.hubapi.com"}, "HUBSPOT_API_URL"),
+        ({"HUBSPOT_WEBHOOK_URL": "/hooks/hubspot"}, "HUBSPOT_WEBHOOK_URL"),
     ],
 )
 def test_bad_setting_is_one_line_naming_it(change, names):
@@ -68,6 +72,20 @@ def test_bad_setting_is_one_line_naming_it(change, names):
         settings(**change)
     message = str(err.value)
     assert names in message and "\n" not in message
+
+
+def test_hubspot_is_off_until_its_secret_and_token_are_both_set():
+    assert not settings().hubspot_configured
+    assert settings().hubspot_api_url == "https://api.hubapi.com"
+    on = settings(
+        HUBSPOT_CLIENT_SECRET="s",
+        HUBSPOT_ACCESS_TOKEN="pat-na1-x",
+        HUBSPOT_API_URL="http://127.0.0.1:9/",
+        HUBSPOT_WEBHOOK_URL="https://bot.example.com/crm/hs",
+    )
+    assert on.hubspot_configured and on.hubspot_api_url == "http://127.0.0.1:9"
+    assert on.hubspot_webhook_url == "https://bot.example.com/crm/hs"
+    assert "pat-na1" not in repr(on)
 
 
 def test_socket_mode_needs_no_signing_secret():

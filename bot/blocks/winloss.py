@@ -54,6 +54,21 @@ class Prefill:
     closed_on: date | None = None
     amount: Decimal | None = None
     source: str | None = None
+    crm_reason: str | None = None  # the CRM's own reason: shown, never put in the reason field
+
+
+CRM_NOTE_BLOCK = "crm_note"
+
+
+def crm_note(reason: str) -> dict:
+    """The CRM's reason as a note beside the reason field: context for the rep, who still
+    writes what the customer said."""
+    block = context(
+        f":memo: The CRM's note: _{escape_fit(reason, 2000)}_. Write below what the customer "
+        "said, in their words."
+    )
+    block["block_id"] = CRM_NOTE_BLOCK
+    return block
 
 
 def winloss_modal(
@@ -144,6 +159,7 @@ def winloss_modal(
             "label": plain("Outcome"),
             "element": outcome_select,
         },
+        *([crm_note(p.crm_reason)] if p.crm_reason else []),
         text_input(
             "reason",
             "Primary reason, in the customer's own words",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from bot.db import session_scope
 from bot.event_inbox import EventInbox
+from bot.intake import deliveries
 from bot.jobs import deals, digest, prompts
 from bot.jobs.roster import RosterSync
 from bot.runtime import Runtime
@@ -42,6 +43,7 @@ class Tick:
         self.steps: tuple[tuple[str, Callable[[], object]], ...] = (
             ("installation start", lambda: record_start(rt)),
             ("events", events.replay),
+            ("crm deliveries", lambda: deliveries.process_due(rt)),
             ("deal owners", lambda: deals.process_pending_deals(rt)),
             ("deal reminders", lambda: deals.queue_deal_reminders(rt)),
             ("overdue deals", lambda: deals.escalate_overdue(rt)),

@@ -41,6 +41,7 @@ def modal(
                     closed_on=deal.closed_at.astimezone(tz).date(),
                     amount=deal.amount,
                     source=deal.source,
+                    crm_reason=deal.crm_reason,
                 )
         if entry_id is not None:
             entry = wl_svc.entry_for_edit(
@@ -61,6 +62,7 @@ def modal(
                 closed_on=deal.closed_at.astimezone(tz).date(),
                 amount=deal.amount,
                 source=deal.source,
+                crm_reason=deal.crm_reason,
             )
         return wl_blocks.winloss_modal(
             categories=s.reason_categories,

@@ -163,6 +163,7 @@ class DealIn:
     amount: Decimal | None = None
     source: str | None = None
     closed_on_date_only: bool = False
+    crm_reason: str | None = None  # the CRM's own lost/won reason, shown beside the rep's
 
 
 def parse_owner(value: object, field_name: str = "owner") -> tuple[str | None, str | None]:
@@ -253,6 +254,7 @@ def receive_deal(
         owner_email=deal.owner_email,
         amount=deal.amount,
         source=deal.source,
+        crm_reason=deal.crm_reason,
         origin=origin,
         received_at=now,
         deadline_at=deadline_for(
@@ -275,6 +277,24 @@ def receive_deal(
         origin=origin,
     )
     return row, True
+
+
+def refresh_crm_deal(session: Session, *, deal_pk: int, deal: DealIn) -> bool:
+    """Bring a deal not logged yet to the CRM's latest state (outcome, name, amount, CRM
+    reason); whether anything changed. A logged deal keeps what the rep logged."""
+    row = get_deal(session, deal_pk)
+    if row.entry is not None:
+        return False
+    latest = {
+        "outcome": deal.outcome,
+        "name": deal.name,
+        "amount": deal.amount,
+        "crm_reason": deal.crm_reason,
+    }
+    changed = {k: v for k, v in latest.items() if getattr(row, k) != v}
+    for key, value in changed.items():
+        setattr(row, key, value)
+    return bool(changed)
 
 
 def get_deal(session: Session, deal_pk: int) -> Deal:

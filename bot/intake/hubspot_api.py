@@ -1,0 +1,159 @@
+"""What Closeloop reads from HubSpot's CRM API (v3), with a private app's access token: a deal,
+its owner's email, and which stages of each deal pipeline are closed won or closed lost."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+DEAL_PROPERTIES = (
+    "dealname",
+    "dealstage",
+    "closedate",
+    "amount",
+    "hubspot_owner_id",
+    "closed_lost_reason",
+    "closed_won_reason",
+    "pipeline",
+)
+TIMEOUT = 10.0  # seconds: a delivery's processing runs after the answer, never before it
+STAGES_TTL = 600.0  # seconds a pipeline's stages are trusted before they are read again
+
+
+class HubSpotError(Exception):
+    """HubSpot answered with an error, or could not be reached (``status`` 0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HubSpot {status or 'unreachable'}: {message}")
+        self.status = status
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A deal stage: ``outcome`` "won" (closed, probability 1.0), "lost" (closed, 0.0), or
+    None (open, or closed at another probability: not a win or a loss)."""
+
+    outcome: str | None
+
+
+# (API URL, token) -> (when read, pipeline id -> stage id -> Stage). Every process keeps its
+# own; a stage it does not know makes it read the pipelines again (a stage just added).
+_stages: dict[tuple[str, str], tuple[float, dict[str, dict[str, Stage]]]] = {}
+_stages_lock = threading.Lock()
+
+
+class HubSpotApi:
+    def __init__(self, *, api_url: str, token: str) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._token = token
+
+    def _get(self, path: str, query: dict[str, str] | None = None) -> dict:
+        url = self.api_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        req = urllib.request.Request(
+            url,
+            headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+                data = json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as err:
+            raise HubSpotError(err.code, _message(err)) from None
+        except (urllib.error.URLError, OSError, TimeoutError) as err:
+            raise HubSpotError(0, str(err)) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise HubSpotError(0, f"not JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise HubSpotError(0, "not a JSON object")
+        return data
+
+    def deal(self, deal_id: str) -> dict[str, str | None]:
+        """The deal's properties (DEAL_PROPERTIES); HubSpotError 404 when it does not exist."""
+        data = self._get(
+            f"/crm/v3/objects/deals/{urllib.parse.quote(deal_id, safe='')}",
+            {"properties": ",".join(DEAL_PROPERTIES)},
+        )
+        props = data.get("properties") or {}
+        return {k: (None if props.get(k) in (None, "") else str(props[k])) for k in DEAL_PROPERTIES}
+
+    def owner_email(self, owner_id: str) -> str | None:
+        """The owner's email; None when HubSpot has no such owner (or it has no email)."""
+        try:
+            data = self._get(f"/crm/v3/owners/{urllib.parse.quote(owner_id, safe='')}")
+        except HubSpotError as err:
+            if err.not_found:
+                return None
+            raise
+        email = data.get("email")
+        return email.strip().lower() if isinstance(email, str) and email.strip() else None
+
+    def stage(self, pipeline: str | None, stage: str) -> Stage | None:
+        """Whether ``stage`` (of ``pipeline``; any pipeline when None) is closed, and won;
+        None when no pipeline has it."""
+        key = (self.api_url, self._token)
+        with _stages_lock:
+            cached = _stages.get(key)
+        fresh = cached is not None and time.monotonic() - cached[0] < STAGES_TTL
+        if cached is not None and fresh:
+            found = _find(cached[1], pipeline, stage)
+            if found is not None:
+                return found
+        pipelines = self.pipelines()
+        with _stages_lock:
+            _stages[key] = (time.monotonic(), pipelines)
+        return _find(pipelines, pipeline, stage)
+
+    def can_read_owners(self) -> None:
+        """One owner read (HubSpotError when the token may not: 403 without the scope)."""
+        self._get("/crm/v3/owners", {"limit": "1"})
+
+    def pipelines(self) -> dict[str, dict[str, Stage]]:
+        """Every deal pipeline's stages, by pipeline id and stage id."""
+        data = self._get("/crm/v3/pipelines/deals")
+        pipelines: dict[str, dict[str, Stage]] = {}
+        for pipeline in data.get("results") or []:
+            stages = pipelines.setdefault(str(pipeline.get("id")), {})
+            for stage in pipeline.get("stages") or []:
+                meta = stage.get("metadata") or {}
+                closed = str(meta.get("isClosed", "")).strip().lower() == "true"
+                try:
+                    probability = float(meta.get("probability", "nan"))
+                except (TypeError, ValueError):
+                    probability = float("nan")
+                outcome = None
+                if closed and probability == 1.0:
+                    outcome = "won"
+                elif closed and probability == 0.0:
+                    outcome = "lost"
+                stages[str(stage.get("id"))] = Stage(outcome=outcome)
+        return pipelines
+
+
+def _find(pipelines: dict[str, dict[str, Stage]], pipeline: str | None, stage: str) -> Stage | None:
+    if pipeline is not None:
+        return pipelines.get(pipeline, {}).get(stage)
+    for stages in pipelines.values():
+        if stage in stages:
+            return stages[stage]
+    return None
+
+
+def _message(err: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(err.read().decode("utf-8", "replace"))
+        return str(body.get("message") or body.get("category") or err.reason)[:200]
+    except (ValueError, AttributeError, OSError):
+        return str(err.reason)[:200]
