@@ -17,7 +17,14 @@ from slack_bolt.error import BoltError
 
 from bot import checks, cli, db, logs, migrate
 from bot.app import create_app
-from bot.config import USER_ID, ConfigError, Settings, web_concurrency, web_threads
+from bot.config import (
+    SECRET_SETTINGS,
+    USER_ID,
+    ConfigError,
+    Settings,
+    web_concurrency,
+    web_threads,
+)
 from bot.event_inbox import EventInbox
 from bot.jobs.tick import Tick
 from bot.leader import role_if_free
@@ -25,13 +32,6 @@ from bot.runtime import Runtime
 from bot.scheduler import role as scheduler_role
 from bot.server import make_http_server, make_wsgi_app
 from bot.slack.client import SLACK_ERRORS
-
-SECRET_SETTINGS = (
-    "SLACK_BOT_TOKEN",
-    "SLACK_APP_TOKEN",
-    "SLACK_SIGNING_SECRET",
-    "DEALS_WEBHOOK_SECRET",
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -370,7 +370,7 @@ def _run(rt, *, scheduler: bool) -> int:
             log.info("Closeloop connected over Socket Mode")
         else:
             log.warning("Socket Mode handshake failed; slack-sdk keeps retrying every 10 s")
-        if rt.settings.deals_webhook_secret or os.environ.get("PORT"):
+        if rt.settings.serves_webhooks or os.environ.get("PORT"):
             # Slack comes over the socket; HTTP serves only /healthz and the deal webhook.
             server = make_http_server(make_wsgi_app(None, rt), "0.0.0.0", rt.settings.port)
             threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -34,6 +34,18 @@ _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]+$")
 _EMOJI = re.compile(r"^[a-z0-9_+\-']+$")
 
 
+# Settings whose values never appear in a log line (bot.logs redacts them). Every field of
+# Settings named *_token or *_secret must be here (tests/test_secrets_in_logs.py checks).
+SECRET_SETTINGS = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "DEALS_WEBHOOK_SECRET",
+    "HUBSPOT_CLIENT_SECRET",
+    "HUBSPOT_ACCESS_TOKEN",
+)
+
+
 class ConfigError(Exception):
     """Missing or invalid settings: one line each in ``lines`` (``str(err)`` joins them),
     each naming the variable and saying how to fix it."""
@@ -111,6 +123,11 @@ class Settings:
             object.__setattr__(self, "winloss_escalation_channel", self.winloss_channel)
         if not self.digest_channel:
             object.__setattr__(self, "digest_channel", self.feedback_channel)
+
+    @property
+    def serves_webhooks(self) -> bool:
+        """True when a CRM may call us: then Socket Mode serves HTTP too (the hooks)."""
+        return bool(self.deals_webhook_secret) or self.hubspot_configured
 
     @property
     def hubspot_configured(self) -> bool:

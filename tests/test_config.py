@@ -145,3 +145,12 @@ def test_admin_users_are_optional_and_deduplicated():
     assert settings().admin_users == ()
     assert settings(ADMIN_USERS=" ").admin_users == ()
     assert settings(ADMIN_USERS="U1, W2,U1").admin_users == ("U1", "W2")
+
+
+def test_socket_mode_serves_http_when_a_crm_may_call():
+    """In Socket Mode, HTTP is only for the hooks: served once any of them is configured."""
+    socket = {"SLACK_SIGNING_SECRET": None, "SLACK_APP_TOKEN": "xapp-1"}
+    assert not settings(**socket).serves_webhooks
+    assert settings(**socket, DEALS_WEBHOOK_SECRET="w").serves_webhooks
+    hubspot = {"HUBSPOT_CLIENT_SECRET": "s", "HUBSPOT_ACCESS_TOKEN": "pat-na1-x"}
+    assert settings(**socket, **hubspot).serves_webhooks

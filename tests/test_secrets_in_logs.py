@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 
+from bot.config import SECRET_SETTINGS, Settings
 from bot.logs import RedactingFormatter, redact
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, closeloop
 
@@ -49,3 +51,10 @@ def test_debug_logs_of_a_real_run_hold_no_secret(cli_env, fake_slack):
         assert secret not in output
     bad = closeloop({**env, "SLACK_BOT_TOKEN": "xoxb-wrong-token-value"}, "prompt", "--now")
     assert "xoxb-wrong-token-value" not in bad.stdout + bad.stderr
+
+
+def test_every_token_and_secret_setting_is_redacted():
+    secret_fields = [
+        f.name.upper() for f in fields(Settings) if f.name.endswith(("_token", "_secret"))
+    ]
+    assert secret_fields and set(secret_fields) <= set(SECRET_SETTINGS)
