@@ -253,6 +253,8 @@ def make_wsgi_app(
                 for k, v in environ.items()
                 if k.startswith("HTTP_")
             }
+            if environ.get("CONTENT_TYPE"):  # not an HTTP_ variable in WSGI
+                headers["content-type"] = str(environ["CONTENT_TYPE"])
             query = str(environ.get("QUERY_STRING") or "")
             result, stored = salesforce.receive(rt, body=body, headers=headers, query=query)
             if stored:
