@@ -540,3 +540,16 @@ def test_bad_salesforce_settings_are_one_line_naming_the_variable(env, named):
         Settings.from_env({**BASE, **env})
     (line,) = err.value.lines
     assert named in line and SECRET not in line
+
+
+def test_which_delivery_is_later():
+    version = salesforce._version
+    a = version({"LastModifiedDate": "2026-11-20T14:00:00.000Z", "CloseDate": "2026-11-25"}, 2)
+    b = version({"SystemModstamp": "2026-11-20T15:00:00Z", "CloseDate": "2026-11-20"}, 1)
+    assert b.later_than(a) and not a.later_than(b)  # the modification time first
+    naive = version({"LastModifiedDate": "2026-11-20T16:00:00", "CloseDate": "2026-11-20"}, 0)
+    assert naive.later_than(b)  # taken as UTC, never a naive/aware comparison
+    c = version({"CloseDate": "2026-11-21"}, 0)
+    assert c.later_than(b) and not b.later_than(c)  # without both times, the CloseDate
+    d = version({"CloseDate": "2026-11-21", "LastModifiedDate": "garbage"}, 5)
+    assert d.later_than(c) and not c.later_than(d)  # then the one received later

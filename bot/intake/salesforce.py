@@ -31,7 +31,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from urllib.parse import parse_qs
 from xml.etree import ElementTree as ET
 from xml.parsers import expat
@@ -335,6 +335,8 @@ def _version(fields: Mapping[str, str | None], pk: int) -> _Version:
                 modified = datetime.fromisoformat(value)
             except ValueError:
                 continue
+            if modified.tzinfo is None:  # Salesforce sends UTC ("...Z"): never compare naive
+                modified = modified.replace(tzinfo=UTC)
             break
     close = None
     if fields.get("CloseDate"):
