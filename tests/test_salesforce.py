@@ -543,13 +543,21 @@ def test_bad_salesforce_settings_are_one_line_naming_the_variable(env, named):
 
 
 def test_which_delivery_is_later():
-    version = salesforce._version
-    a = version({"LastModifiedDate": "2026-11-20T14:00:00.000Z", "CloseDate": "2026-11-25"}, 2)
-    b = version({"SystemModstamp": "2026-11-20T15:00:00Z", "CloseDate": "2026-11-20"}, 1)
+    def version(pk, closed="true", **fields):
+        return salesforce._version({"IsClosed": closed, **fields}, pk)
+
+    a = version(2, LastModifiedDate="2026-11-20T14:00:00.000Z", CloseDate="2026-11-25")
+    b = version(1, SystemModstamp="2026-11-20T15:00:00Z", CloseDate="2026-11-20")
     assert b.later_than(a) and not a.later_than(b)  # the modification time first
-    naive = version({"LastModifiedDate": "2026-11-20T16:00:00", "CloseDate": "2026-11-20"}, 0)
+    naive = version(0, LastModifiedDate="2026-11-20T16:00:00", CloseDate="2026-11-20")
     assert naive.later_than(b)  # taken as UTC, never a naive/aware comparison
-    c = version({"CloseDate": "2026-11-21"}, 0)
-    assert c.later_than(b) and not b.later_than(c)  # without both times, the CloseDate
-    d = version({"CloseDate": "2026-11-21", "LastModifiedDate": "garbage"}, 5)
+    c = version(0, CloseDate="2026-11-21")
+    assert c.later_than(b) and not b.later_than(c)  # without both times, the later close
+    d = version(5, CloseDate="2026-11-21", LastModifiedDate="garbage")
     assert d.later_than(c) and not c.later_than(d)  # then the one received later
+    # An open opportunity's CloseDate is a forecast: lost on the 20th, reopened and moved to
+    # December, then won on the 1st: without times, the order received decides.
+    lost = version(1, CloseDate="2026-11-20")
+    reopened = version(2, closed="false", CloseDate="2026-12-15")
+    won = version(3, CloseDate="2026-12-01")
+    assert won.later_than(reopened) and reopened.later_than(lost) and won.later_than(lost)

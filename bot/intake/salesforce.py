@@ -19,7 +19,7 @@ opportunity's and the notification's id (Salesforce re-delivers a notification u
 as JSON of its fields as sent. Processing takes the deal from the stored fields (Salesforce
 sends the record's latest data; there is no API to read); a delivery older than another stored
 one for the same opportunity is superseded (LastModifiedDate or SystemModstamp when the
-message has one, else the later CloseDate, else the later received).
+message has one, else the later CloseDate of two closes, else the later received).
 """
 
 from __future__ import annotations
@@ -315,10 +315,12 @@ class _Version:
     """Where a delivery stands in its opportunity's history."""
 
     modified: datetime | None
-    close: date | None
+    close: date | None  # the CloseDate of a closed opportunity (an open one's is a forecast)
     pk: int
 
     def later_than(self, other: _Version) -> bool:
+        """The modification times when both have one; else, both closed, the later close;
+        else the one received later."""
         if self.modified and other.modified and self.modified != other.modified:
             return self.modified > other.modified
         if self.close and other.close and self.close != other.close:
@@ -339,7 +341,7 @@ def _version(fields: Mapping[str, str | None], pk: int) -> _Version:
                 modified = modified.replace(tzinfo=UTC)
             break
     close = None
-    if fields.get("CloseDate"):
+    if _boolean(fields, "IsClosed") and fields.get("CloseDate"):
         try:
             close = date.fromisoformat(str(fields["CloseDate"])[:10])
         except ValueError:
