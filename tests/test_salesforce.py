@@ -314,6 +314,7 @@ def test_salesforce_to_the_owners_dm_and_the_modal_shows_salesforces_reason(harn
     stored_body = json.loads(delivery.body)
     assert stored_body["organization_id"] == ORG_18 and stored_body["notification_id"] == NOTE_ID
     assert stored_body["fields"]["StageName"] == "Closed Lost"
+    assert stored_body["xml"] == _NOTIFICATION.strip()  # the notification as sent
 
     (deal,) = deals(h)
     assert deal.external_id == f"salesforce:{OPP_ID}" and deal.outcome == "lost"

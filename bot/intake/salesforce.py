@@ -29,7 +29,7 @@ import binascii
 import hmac
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from urllib.parse import parse_qs
@@ -103,18 +103,26 @@ class UnsafeXml(ValueError):
     """The XML declares a DOCTYPE (or entities), or nests deeper than a message does."""
 
 
-def parse_xml(data: bytes, *, max_depth: int = MAX_DEPTH) -> ET.Element:
+def parse_xml(
+    data: bytes,
+    *,
+    max_depth: int = MAX_DEPTH,
+    spans: dict[ET.Element, tuple[int, int]] | None = None,
+    span_of: str = "Notification",
+) -> ET.Element:
     """The element tree of ``data``; UnsafeXml for a DOCTYPE, an entity declaration or too
     deep a nesting, expat.ExpatError for XML that is not well-formed.
 
     expat is driven directly so the DOCTYPE is refused when its start is read, before any
     declaration inside it: nothing can be expanded or fetched. Names are ElementTree's
-    ``{namespace}local``.
+    ``{namespace}local``. With ``spans``, each element named ``span_of`` (its local name) is
+    mapped to where it lies in ``data`` (start, end), to keep its text as sent.
     """
     builder = ET.TreeBuilder()
     parser = expat.ParserCreate(namespace_separator="}")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     depth = 0
+    starts: list[int] = []
 
     def refuse(*_args: object) -> None:
         raise UnsafeXml("a DOCTYPE or entity declaration is not accepted")
@@ -128,11 +136,16 @@ def parse_xml(data: bytes, *, max_depth: int = MAX_DEPTH) -> ET.Element:
         if depth > max_depth:
             raise UnsafeXml(f"elements nested more than {max_depth} deep")
         builder.start(_clark(name), {_clark(k): v for k, v in attrs.items()})
+        if spans is not None and _local(name) == span_of:
+            starts.append(parser.CurrentByteIndex)
 
     def end(name: str) -> None:
         nonlocal depth
         depth -= 1
-        builder.end(_clark(name))
+        element = builder.end(_clark(name))
+        if spans is not None and _local(name) == span_of and starts:
+            closing = data.find(b">", parser.CurrentByteIndex)  # the end tag has no attributes
+            spans[element] = (starts.pop(), closing + 1)
 
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
@@ -217,8 +230,9 @@ def receive(
     if not secret_given(secret=s.salesforce_webhook_secret, headers=lower, query=query):
         log.warning("Salesforce outbound message: missing or wrong secret")
         return fault(401, "missing or wrong credentials"), []
+    spans: dict[ET.Element, tuple[int, int]] = {}
     try:
-        root = parse_xml(body)
+        root = parse_xml(body, spans=spans)
     except UnsafeXml as err:
         log.warning("Salesforce outbound message refused: %s", err)
         return fault(400, f"body: {err}"), []
@@ -231,7 +245,7 @@ def receive(
         log.warning("Salesforce outbound message from another organization: refused")
         return fault(401, "OrganizationId is not this endpoint's organization"), []
     try:
-        found, ignored = _deliveries(notifications)
+        found, ignored = _deliveries(notifications, raw=lambda e: _as_sent(body, spans.get(e)))
     except Unprocessable as err:
         return fault(400, f"body: {err}"), []
     kept = {k: lower[k] for k in KEPT_HEADERS if k in lower}
@@ -267,9 +281,22 @@ def _notifications(root: ET.Element) -> ET.Element | None:
     return body.find(f"{{{OUTBOUND_NS}}}notifications")
 
 
-def _deliveries(notifications: ET.Element) -> tuple[list[tuple[str, str]], int]:
+def _as_sent(body: bytes, span: tuple[int, int] | None) -> str | None:
+    """The text of one element as Salesforce sent it (UTF-8, as it always is), or None."""
+    if span is None:
+        return None
+    try:
+        return body[span[0] : span[1]].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _deliveries(
+    notifications: ET.Element, *, raw: Callable[[ET.Element], str | None] = lambda _e: None
+) -> tuple[list[tuple[str, str]], int]:
     """(delivery id, JSON to store) for each Opportunity notification, and how many
-    notifications on other objects were dropped."""
+    notifications on other objects were dropped. ``raw`` gives a notification's XML as sent,
+    kept with it (without the namespace declarations of the elements around it)."""
     elements = [e for e in notifications if _local(e.tag) == "Notification"]
     if len(elements) > MAX_NOTIFICATIONS:
         raise Unprocessable(f"more than {MAX_NOTIFICATIONS} notifications")
@@ -296,6 +323,7 @@ def _deliveries(notifications: ET.Element) -> tuple[list[tuple[str, str]], int]:
             "notification_id": notification_id,
             "object": "Opportunity",
             "fields": fields,
+            "xml": raw(element),
         }
         found.append((_delivery_id(opportunity_id, notification_id), json.dumps(data)))
     return found, ignored
