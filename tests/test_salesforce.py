@@ -342,6 +342,15 @@ def test_salesforce_to_the_owners_dm_and_the_modal_shows_salesforces_reason(harn
     assert count(h, WinLossEntry) == 1 and len(posts_in(slack, "CWINLOSS")) == 1
 
 
+def test_a_message_in_utf16_is_taken_without_its_xml_as_sent(harness):
+    h = harness
+    h.clock.set(CLOSED + timedelta(hours=1))
+    body = SAMPLE.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+    assert acked(post_salesforce(h, body))
+    (delivery,) = deliveries(h)
+    assert json.loads(delivery.body)["xml"] is None and len(deals(h)) == 1
+
+
 def test_the_same_delivery_twice_is_one_dm(harness):
     h = harness
     h.clock.set(CLOSED + timedelta(hours=1))

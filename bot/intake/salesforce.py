@@ -286,9 +286,10 @@ def _as_sent(body: bytes, span: tuple[int, int] | None) -> str | None:
     if span is None:
         return None
     try:
-        return body[span[0] : span[1]].decode("utf-8")
+        text = body[span[0] : span[1]].decode("utf-8")
     except UnicodeDecodeError:
         return None
+    return None if "\x00" in text else text  # UTF-16 read as UTF-8: not as sent
 
 
 def _deliveries(
