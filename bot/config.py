@@ -115,6 +115,14 @@ class Settings:
     hubspot_access_token: str | None = None
     hubspot_api_url: str = DEFAULT_HUBSPOT_API_URL
     hubspot_webhook_url: str | None = None  # the URL HubSpot calls, when behind a proxy
+    # Salesforce (POST /hooks/salesforce, Outbound Messages): off until the org's id and the
+    # endpoint's secret are both set (docs/crm-salesforce.md).
+    salesforce_org_id: str | None = None
+    salesforce_webhook_secret: str | None = None
+    salesforce_owner_field: str = "Owner_Email__c"  # a formula field: the owner's email
+    salesforce_owners: tuple[tuple[str, str], ...] = ()  # OwnerId (15 chars) -> email or U...
+    salesforce_loss_reason_field: str = "Loss_Reason__c"
+    salesforce_win_reason_field: str = "Win_Reason__c"
 
     def __post_init__(self) -> None:
         if not self.winloss_channel:
@@ -133,6 +141,11 @@ class Settings:
     def hubspot_configured(self) -> bool:
         """True when POST /hooks/hubspot is on (its secret and token are both set)."""
         return bool(self.hubspot_client_secret and self.hubspot_access_token)
+
+    @property
+    def salesforce_configured(self) -> bool:
+        """True when POST /hooks/salesforce is on (the org's id and the secret are both set)."""
+        return bool(self.salesforce_org_id and self.salesforce_webhook_secret)
 
     @property
     def socket_mode(self) -> bool:
@@ -239,10 +252,12 @@ class Settings:
             parse_weekly_time, "REMINDER_SCHEDULE", get("REMINDER_SCHEDULE") or "mon 10:00"
         )
         hubspot = take(_hubspot_settings, get, default={})
+        salesforce = take(_salesforce_settings, get, default={})
         if problems:
             raise ConfigError(*problems)
         return cls(
             **hubspot,
+            **salesforce,
             **slack_fields,  # type: ignore[arg-type]
             slack_post_rate=post_rate,
             outbox_workers=workers,
@@ -346,6 +361,71 @@ def _hubspot_settings(get) -> dict[str, str]:
         raise ConfigError(*problems)
     if secret and token:
         found.update(hubspot_client_secret=secret, hubspot_access_token=token)
+    return found
+
+
+_SALESFORCE_ORG = re.compile(r"^00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
+_SALESFORCE_USER = re.compile(r"^005[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
+_SALESFORCE_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+
+
+def _salesforce_settings(get) -> dict[str, object]:
+    """SALESFORCE_*: the org's id and the secret together, or neither; field names and the
+    owner mapping well-formed."""
+    org, secret = get("SALESFORCE_ORG_ID"), get("SALESFORCE_WEBHOOK_SECRET")
+    problems = []
+    if org and not secret:
+        problems.append(
+            "SALESFORCE_WEBHOOK_SECRET is required with SALESFORCE_ORG_ID "
+            "(the secret Salesforce sends in the endpoint URL: openssl rand -hex 24)"
+        )
+    if secret and not org:
+        problems.append(
+            "SALESFORCE_ORG_ID is required with SALESFORCE_WEBHOOK_SECRET "
+            "(Setup > Company Information > Salesforce.com Organization ID, 00D...)"
+        )
+    if org and not _SALESFORCE_ORG.match(org):
+        problems.append(
+            f"SALESFORCE_ORG_ID={org[:40]!r} is not an organization ID (00D..., 15 or 18 "
+            "letters and digits)"
+        )
+    if secret and not re.fullmatch(r"[A-Za-z0-9._~-]{16,200}", secret):
+        problems.append(
+            "SALESFORCE_WEBHOOK_SECRET must be 16 to 200 letters, digits or . _ ~ - "
+            "(it goes in a URL): openssl rand -hex 24"
+        )
+    found: dict[str, object] = {}
+    for name, key in (
+        ("SALESFORCE_OWNER_FIELD", "salesforce_owner_field"),
+        ("SALESFORCE_LOSS_REASON_FIELD", "salesforce_loss_reason_field"),
+        ("SALESFORCE_WIN_REASON_FIELD", "salesforce_win_reason_field"),
+    ):
+        value = get(name)
+        if value is None:
+            continue
+        if not _SALESFORCE_FIELD.match(value):
+            problems.append(f"{name}={value[:80]!r} is not a field's API name like Owner_Email__c")
+        found[key] = value
+    owners: dict[str, str] = {}
+    for pair in (get("SALESFORCE_OWNERS") or "").split(","):
+        if not pair.strip():
+            continue
+        user, _, who = (part.strip() for part in pair.partition("="))
+        if not _SALESFORCE_USER.match(user) or not (
+            USER_ID.match(who) or re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", who)
+        ):
+            problems.append(
+                f"SALESFORCE_OWNERS has {pair.strip()[:80]!r}: use OwnerId=email or "
+                "OwnerId=U... pairs (005... ids), comma-separated"
+            )
+            continue
+        owners[user[:15]] = who.lower() if "@" in who else who
+    if problems:
+        raise ConfigError(*problems)
+    if owners:
+        found["salesforce_owners"] = tuple(owners.items())
+    if org and secret:
+        found.update(salesforce_org_id=org, salesforce_webhook_secret=secret)
     return found
 
 

@@ -1,6 +1,7 @@
 """The HTTP side: Slack at POST /slack/events (signature-verified by Bolt; HTTP mode only),
 closed deals at POST /hooks/deal-closed (signed with DEALS_WEBHOOK_SECRET) and from HubSpot
-at POST /hooks/hubspot (signed with HUBSPOT_CLIENT_SECRET), GET /healthz."""
+at POST /hooks/hubspot (signed with HUBSPOT_CLIENT_SECRET) and Salesforce's Outbound Messages
+at POST /hooks/salesforce (SALESFORCE_WEBHOOK_SECRET and SALESFORCE_ORG_ID), GET /healthz."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot import health, metrics
-from bot.intake import deliveries, hubspot
+from bot.intake import deliveries, hubspot, salesforce
 from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed, too_large
 from bot.runtime import Runtime
 
@@ -184,6 +185,8 @@ def make_wsgi_app(
             )
         if path == hubspot.PATH:
             return _hubspot(environ, start_response)
+        if path == salesforce.PATH:
+            return _salesforce(environ, start_response)
         if slack is None:
             return _reply(start_response, 404, b"Not Found\n", "text/plain")
         if path == "/slack/events":
@@ -229,6 +232,31 @@ def make_wsgi_app(
             start_response, answer_status, json.dumps(answer).encode(), "application/json"
         )
 
+    def _salesforce(environ, start_response):
+        """Authenticate and store first, answer the SOAP Ack, then process what was stored
+        (after the answer; the tick processes whatever this process does not get to)."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _reply(start_response, 405, b"use POST\n", "text/plain")
+        try:
+            body = read_body(environ, cap=salesforce.MAX_BODY)
+        except BodyTooLarge:
+            result = salesforce.fault(413, f"body too large (at most {salesforce.MAX_BODY} bytes)")
+        except MalformedBody as err:
+            result = salesforce.fault(400, f"body: {err}")
+        else:
+            headers = {
+                k[5:].replace("_", "-").lower(): v
+                for k, v in environ.items()
+                if k.startswith("HTTP_")
+            }
+            if environ.get("CONTENT_TYPE"):  # not an HTTP_ variable in WSGI
+                headers["content-type"] = str(environ["CONTENT_TYPE"])
+            query = str(environ.get("QUERY_STRING") or "")
+            result, stored = salesforce.receive(rt, body=body, headers=headers, query=query)
+            if stored:
+                run_later(lambda: deliveries.process(rt, stored))
+        return _reply(start_response, result.status, result.body, result.content_type)
+
     return logged(wsgi)
 
 
@@ -236,6 +264,7 @@ _PATH_KINDS = {
     "/slack/events": "slack",
     "/hooks/deal-closed": "deal_webhook",
     "/hooks/hubspot": "hubspot_webhook",
+    "/hooks/salesforce": "salesforce_webhook",
     "/healthz": "healthz",
     "/metrics": "metrics",
 }
@@ -274,6 +303,9 @@ def logged(app):
     return wsgi
 
 
+_TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
 class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -281,7 +313,8 @@ class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 class QuietHandler(WSGIRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-        log.debug("%s - %s", self.address_string(), format % args)
+        line = _TOKEN.sub(r"\1***", format % args)  # the request line: no ?token= secret
+        log.debug("%s - %s", self.address_string(), line)
 
 
 def make_http_server(wsgi_app, host: str, port: int) -> ThreadingWSGIServer:
