@@ -43,6 +43,7 @@ SECRET_SETTINGS = (
     "DEALS_WEBHOOK_SECRET",
     "HUBSPOT_CLIENT_SECRET",
     "HUBSPOT_ACCESS_TOKEN",
+    "SALESFORCE_WEBHOOK_SECRET",
 )
 
 
@@ -135,7 +136,9 @@ class Settings:
     @property
     def serves_webhooks(self) -> bool:
         """True when a CRM may call us: then Socket Mode serves HTTP too (the hooks)."""
-        return bool(self.deals_webhook_secret) or self.hubspot_configured
+        return (
+            bool(self.deals_webhook_secret) or self.hubspot_configured or self.salesforce_configured
+        )
 
     @property
     def hubspot_configured(self) -> bool:

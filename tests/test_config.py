@@ -154,3 +154,5 @@ def test_socket_mode_serves_http_when_a_crm_may_call():
     assert settings(**socket, DEALS_WEBHOOK_SECRET="w").serves_webhooks
     hubspot = {"HUBSPOT_CLIENT_SECRET": "s", "HUBSPOT_ACCESS_TOKEN": "pat-na1-x"}
     assert settings(**socket, **hubspot).serves_webhooks
+    salesforce = {"SALESFORCE_ORG_ID": "00D000000000062", "SALESFORCE_WEBHOOK_SECRET": "t" * 20}
+    assert settings(**socket, **salesforce).serves_webhooks
