@@ -190,3 +190,25 @@ def test_a_multi_line_row_is_reported_at_its_first_line(cli_env, tmp_path, sessi
     path = write(tmp_path, GOOD[0], multi, GOOD[1])
     result = closeloop(cli_env, "import", "winloss", str(path))
     assert f"{path}:3: rejected: reason_category" in result.stderr
+
+
+def test_an_import_larger_than_a_batch_upserts_every_row(cli_env, tmp_path, session_factory):
+    """Rows go in batches (csvio.IMPORT_BATCH): new, unchanged and changed rows across batch
+    boundaries, and one competitor name on thousands of rows, are each counted once."""
+    rows = [
+        f"BIG-{n},Deal {n},lost,2026-10-01,2026-10-02T10:00:00Z,They chose the cheaper tool,"
+        f",{'Competitor X' if n % 2 else ''},,{n}.50,,UANA"
+        for n in range(4500)
+    ]
+    first = closeloop(cli_env, "import", "winloss", str(write(tmp_path, *rows)))
+    assert first.returncode == 0, first.stderr
+    assert "4500 new, 0 updated, 0 unchanged" in first.stdout
+    rows[3000] = rows[3000].replace("cheaper tool", "cheaper tool said the CFO")
+    again = closeloop(cli_env, "import", "winloss", str(write(tmp_path, *rows, GOOD[0])))
+    assert "1 new, 1 updated, 4499 unchanged" in again.stdout, again.stdout + again.stderr
+    assert counts(session_factory) == (4501, 4501)
+    with session_scope(session_factory) as s:
+        assert s.scalar(select(func.count()).select_from(Competitor)) == 1
+        assert s.scalars(select(WinLossRevision.reason)).all() == ["They chose the cheaper tool"]
+        big = s.scalars(select(Deal).where(Deal.external_id == "BIG-4499")).one()
+        assert str(big.amount) == "4499.50" and big.entry.competitor.name == "Competitor X"
