@@ -141,9 +141,15 @@ def import_(rt: Runtime, args: Namespace) -> int:
         except (DomainError, UnicodeDecodeError, csv.Error) as err:
             return _fail(f"{args.file}: {err}", 2)
     total = len(rows) + len(rejected)
-    print(f"checked {total} rows: {len(rows)} good, {len(rejected)} rejected", file=sys.stderr)
-    for bad in rejected:
-        print(f"{args.file}:{bad.line}: rejected: {bad.why}", file=sys.stderr)
+    problems = sum(len(bad.problems) for bad in rejected)
+    print(
+        f"checked {total} rows: {len(rows)} good, {len(rejected)} rejected"
+        + (f" ({problems} problems)" if rejected else ""),
+        file=sys.stderr,
+    )
+    for bad in rejected:  # every problem of every row, one line each: line, column, value, why
+        for problem in bad.problems:
+            print(f"{args.file}:{bad.line}: rejected: {problem}", file=sys.stderr)
     if rejected and not args.skip_bad:
         return _fail(f"nothing imported: {len(rejected)} bad row(s); fix them or use --skip-bad", 1)
 

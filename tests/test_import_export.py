@@ -212,3 +212,37 @@ def test_an_import_larger_than_a_batch_upserts_every_row(cli_env, tmp_path, sess
         assert s.scalars(select(WinLossRevision.reason)).all() == ["They chose the cheaper tool"]
         big = s.scalars(select(Deal).where(Deal.external_id == "BIG-4499")).one()
         assert str(big.amount) == "4499.50" and big.entry.competitor.name == "Competitor X"
+
+
+def test_one_pass_reports_every_problem_of_every_row(cli_env, tmp_path, session_factory):
+    rows = [
+        GOOD[0],
+        "CRM-4,,maybe,01/10/2026,2026-10-02,,Vibes,,,lots,,bob",  # seven problems
+        GOOD[1],
+        "CRM-1,Dup,lost,2026-10-01,2026-10-02,Real words,,,,,,UANA,extra",  # two more
+    ]
+    path = write(tmp_path, *rows)
+    result = closeloop(cli_env, "import", "winloss", str(path))
+    assert result.returncode == 1
+    assert "4 rows: 2 good, 2 rejected (9 problems)" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if ": rejected: " in line]
+    assert lines == [
+        f"{path}:3: rejected: deal_name: is required (empty)",
+        f"{path}:3: rejected: outcome: must be won, lost or no_decision, not 'maybe' "
+        "(value 'maybe')",
+        f"{path}:3: rejected: closed_at: is not an ISO 8601 time: '01/10/2026' "
+        "(e.g. 2026-11-20T15:30:00Z) (value '01/10/2026')",
+        f"{path}:3: rejected: reason: is required (the customer's own words) (empty)",
+        f"{path}:3: rejected: reason_category: is not one of: Price, Product gap, "
+        "Implementation / time to value, Timing or budget, Relationship / trust, "
+        "Incumbent or competitor, Other (value 'Vibes')",
+        f"{path}:3: rejected: owner: must be a Slack user ID (U...) or an email, not 'bob' "
+        "(value 'bob')",
+        f"{path}:3: rejected: amount: must be a number, not 'lots' (value 'lots')",
+        f"{path}:5: rejected: (row): has 1 cell(s) after the last column (value 'extra')",
+        f"{path}:5: rejected: deal_id: is also on line 2 (value 'CRM-1')",
+    ]
+    assert "nothing imported" in result.stderr and counts(session_factory) == (0, 0)
+    skipped = closeloop(cli_env, "import", "winloss", str(path), "--skip-bad")
+    assert skipped.returncode == 0 and "2 new" in skipped.stdout and "2 skipped" in skipped.stdout
+    assert counts(session_factory) == (2, 2)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -37,6 +37,7 @@ from bot.services import competitors as competitor_svc
 from bot.services import winloss as wl_svc
 from bot.services.errors import DomainError
 
+T = TypeVar("T")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP: what makes a spreadsheet run a cell
 QUOTE = "'"
 SLACK_PREFIX = "slack-"  # the exported ID of a deal first heard of in Slack
@@ -82,9 +83,28 @@ class ImportRow:
 
 
 @dataclass(frozen=True)
-class Rejected:
-    line: int
+class Problem:
+    """One thing wrong with one cell: its column, what it held, and why it is refused."""
+
+    column: str
+    value: str
     why: str
+
+    def __str__(self) -> str:
+        held = f"(value {self.value!r})" if self.value else "(empty)"
+        return f"{self.column}: {self.why} {held}"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row that cannot be imported, with every problem found in it."""
+
+    line: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def why(self) -> str:
+        return "; ".join(str(problem) for problem in self.problems)
 
 
 @dataclass
@@ -97,7 +117,8 @@ class ImportResult:
 def read_winloss(
     stream: IO[str], *, categories: Sequence[str], now: datetime | None = None
 ) -> tuple[list[ImportRow], list[Rejected]]:
-    """Parse and check every row; return the good rows and every rejected one with its line.
+    """Parse and check every row; return the good rows and every rejected one with its line
+    and all of its problems (one pass reports everything wrong with the file).
 
     A close date must be in the range the modal and the webhook accept, as of ``now``
     (default: the wall clock)."""
@@ -115,73 +136,93 @@ def read_winloss(
     for raw in reader:
         line, next_line = next_line, reader.line_num + 1  # a quoted field may span lines
         record = {(k or "").strip(): unquote((v or "").strip()) for k, v in raw.items() if k}
-        try:
-            row = _row(line, record, by_casefold, now=now)
-        except wl_svc.InvalidField as err:
-            rejected.append(Rejected(line, str(err)))
-            continue
-        first = seen.get(row.deal.external_id)
-        if first is not None:
-            rejected.append(
-                Rejected(line, f"deal_id {row.deal.external_id!r} is also on line {first}")
+        extra = raw.get(None)  # type: ignore[call-overload]
+        row, problems = _row(line, record, by_casefold, now=now)
+        if extra:
+            problems.append(
+                Problem("(row)", ",".join(extra), f"has {len(extra)} cell(s) after the last column")
             )
+        deal_id = record.get("deal_id") or ""
+        first = seen.get(deal_id) if deal_id else None
+        if first is not None:
+            problems.append(Problem("deal_id", deal_id, f"is also on line {first}"))
+        elif deal_id:
+            seen[deal_id] = line
+        if problems or row is None:
+            rejected.append(Rejected(line, tuple(problems)))
             continue
-        seen[row.deal.external_id] = line
         rows.append(row)
     return rows, rejected
 
 
-def _row(line: int, r: dict[str, str], categories: dict[str, str], *, now: datetime) -> ImportRow:
-    for column, cell in r.items():
-        if "\x00" in cell:  # PostgreSQL's text cannot hold one
-            raise wl_svc.InvalidField(column, "contains a NUL character")
+def _row(
+    line: int, r: dict[str, str], categories: dict[str, str], *, now: datetime
+) -> tuple[ImportRow | None, list[Problem]]:
+    """The row, or None and every problem found in it (each column is checked)."""
+    problems: list[Problem] = []
+
+    def refuse(column: str, why: str) -> None:
+        problems.append(Problem(column, r.get(column) or "", why))
+
+    def check(column: str, parse: Callable[[str | None], T]) -> T | None:
+        try:
+            return parse(r.get(column))
+        except wl_svc.InvalidField as err:
+            refuse(column, err.message)
+            return None
+
+    nul = [column for column, cell in r.items() if "\x00" in cell]
+    for column in nul:  # PostgreSQL's text cannot hold one
+        refuse(column, "contains a NUL character")
     deal_id = r.get("deal_id") or ""
     if not deal_id:
-        raise wl_svc.InvalidField("deal_id", "is required")
+        refuse("deal_id", "is required")
+    elif len(deal_id) > 120:
+        refuse("deal_id", "is too long")
     name = r.get("deal_name") or ""
     if not name:
-        raise wl_svc.InvalidField("deal_name", "is required")
-    if len(name) > 255 or len(deal_id) > 120:
-        raise wl_svc.InvalidField("deal_name" if len(name) > 255 else "deal_id", "is too long")
-    outcome = wl_svc.parse_outcome(r.get("outcome"))
-    closed_at, date_only = wl_svc.parse_closed_at(r.get("closed_at"), now=now)
-    logged_at, _ = wl_svc.parse_instant(r.get("logged_at"), "logged_at")
+        refuse("deal_name", "is required")
+    elif len(name) > 255:
+        refuse("deal_name", "is too long")
+    outcome = check("outcome", wl_svc.parse_outcome)
+    closed = check("closed_at", lambda v: wl_svc.parse_closed_at(v, now=now))
+    logged = check("logged_at", lambda v: wl_svc.parse_instant(v, "logged_at"))
     reason = r.get("reason") or ""
     if not reason:
-        raise wl_svc.InvalidField("reason", "is required (the customer's own words)")
-    if len(reason) > wl_svc.MAX_TEXT:
-        raise wl_svc.InvalidField("reason", f"is longer than {wl_svc.MAX_TEXT} characters")
+        refuse("reason", "is required (the customer's own words)")
+    elif len(reason) > wl_svc.MAX_TEXT:
+        refuse("reason", f"is longer than {wl_svc.MAX_TEXT} characters")
     category_text = r.get("reason_category") or ""
     category = None
     if category_text:
         category = categories.get(category_text.casefold())
         if category is None:
-            raise wl_svc.InvalidField(
-                "reason_category",
-                f"{category_text!r} is not one of: {', '.join(categories.values())}",
-            )
+            refuse("reason_category", f"is not one of: {', '.join(categories.values())}")
     competitor = r.get("competitor") or None
     if competitor and len(competitor) > competitor_svc.MAX_NAME:
-        raise wl_svc.InvalidField("competitor", "is longer than 120 characters")
+        refuse("competitor", f"is longer than {competitor_svc.MAX_NAME} characters")
     insight = r.get("insight") or None
     if insight and len(insight) > wl_svc.MAX_TEXT:
-        raise wl_svc.InvalidField("insight", f"is longer than {wl_svc.MAX_TEXT} characters")
-    owner_id, owner_email = wl_svc.parse_owner(r.get("owner"))
+        refuse("insight", f"is longer than {wl_svc.MAX_TEXT} characters")
+    owner = check("owner", wl_svc.parse_owner)
+    amount = check("amount", wl_svc.parse_amount)
     source = r.get("source") or None
     if source and len(source) > 255:
-        raise wl_svc.InvalidField("source", "is longer than 255 characters")
+        refuse("source", "is longer than 255 characters")
+    if problems or outcome is None or closed is None or logged is None or owner is None:
+        return None, problems
     deal = wl_svc.DealIn(
         external_id=deal_id,
         name=name,
         outcome=outcome,
-        closed_at=closed_at,
-        owner_user_id=owner_id,
-        owner_email=owner_email,
-        amount=wl_svc.parse_amount(r.get("amount")),
+        closed_at=closed[0],
+        owner_user_id=owner[0],
+        owner_email=owner[1],
+        amount=amount,
         source=source,
-        closed_on_date_only=date_only,
+        closed_on_date_only=closed[1],
     )
-    return ImportRow(line, deal, logged_at, reason, category, competitor, insight)
+    return ImportRow(line, deal, logged[0], reason, category, competitor, insight), []
 
 
 IMPORT_BATCH = 2000  # rows looked up, compared and inserted together
