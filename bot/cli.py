@@ -20,7 +20,7 @@ from bot.jobs.roster import RosterSync
 from bot.models import OutboxMessage, OutboxState
 from bot.runtime import Runtime
 from bot.services import competitors as competitor_svc
-from bot.services import csvio
+from bot.services import crm_formats, csvio
 from bot.services import privacy as privacy_svc
 from bot.services.digest import Month
 from bot.services.errors import DomainError
@@ -130,13 +130,26 @@ def deal_closed(rt: Runtime, args: Namespace) -> int:
 
 def import_(rt: Runtime, args: Namespace) -> int:
     try:
+        mapping = crm_formats.parse_mapping(getattr(args, "map", []))
+        owners = crm_formats.read_owners(args.owners) if getattr(args, "owners", None) else None
+    except DomainError as err:
+        return _fail(str(err), 2)
+    except OSError as err:
+        return _fail(f"cannot open {args.owners}: {err.strerror}", 2)
+    try:
         stream = open(args.file, encoding="utf-8-sig", newline="")
     except OSError as err:
         return _fail(f"cannot open {args.file}: {err.strerror}", 2)
     with stream:
         try:
             rows, rejected = csvio.read_winloss(
-                stream, categories=rt.settings.reason_categories, now=rt.now()
+                stream,
+                categories=rt.settings.reason_categories,
+                now=rt.now(),
+                source=getattr(args, "source", None),
+                mapping=mapping,
+                date_format=getattr(args, "date_format", None),
+                owners=owners,
             )
         except (DomainError, UnicodeDecodeError, csv.Error) as err:
             return _fail(f"{args.file}: {err}", 2)

@@ -90,7 +90,7 @@ BAD_ROWS = [
     ("CRM-4,,lost,2026-10-01,2026-10-02,Real words from the buyer here,,,,,,UANA", "deal_name"),
     ("CRM-4,X,maybe,2026-10-01,2026-10-02,Real words from the buyer here,,,,,,UANA", "outcome"),
     ("CRM-4,X,lost,01/10/2026,2026-10-02,Real words from the buyer here,,,,,,UANA", "closed_at"),
-    ("CRM-4,X,lost,2026-10-01,,Real words from the buyer here,,,,,,UANA", "logged_at"),
+    ("CRM-4,X,lost,2026-10-01,later,Real words from the buyer here,,,,,,UANA", "logged_at"),
     ("CRM-4,X,lost,2026-10-01,2026-10-02,,,,,,,UANA", "reason"),
     ("CRM-4,X,lost,2026-10-01,2026-10-02,Real words,Vibes,,,,,UANA", "reason_category"),
     ("CRM-4,X,lost,2026-10-01,2026-10-02,Real words,,,,lots,,UANA", "amount"),
@@ -230,15 +230,15 @@ def test_one_pass_reports_every_problem_of_every_row(cli_env, tmp_path, session_
         f"{path}:3: rejected: deal_name: is required (empty)",
         f"{path}:3: rejected: outcome: must be won, lost or no_decision, not 'maybe' "
         "(value 'maybe')",
-        f"{path}:3: rejected: closed_at: is not an ISO 8601 time: '01/10/2026' "
-        "(e.g. 2026-11-20T15:30:00Z) (value '01/10/2026')",
+        f"{path}:3: rejected: closed_at: could be month/day or day/month: give --date-format "
+        "%m/%d/%Y or %d/%m/%Y (value '01/10/2026')",
         f"{path}:3: rejected: reason: is required (the customer's own words) (empty)",
         f"{path}:3: rejected: reason_category: is not one of: Price, Product gap, "
         "Implementation / time to value, Timing or budget, Relationship / trust, "
         "Incumbent or competitor, Other (value 'Vibes')",
+        f"{path}:3: rejected: amount: must be a number, not 'lots' (value 'lots')",
         f"{path}:3: rejected: owner: must be a Slack user ID (U...) or an email, not 'bob' "
         "(value 'bob')",
-        f"{path}:3: rejected: amount: must be a number, not 'lots' (value 'lots')",
         f"{path}:5: rejected: (row): has 1 cell(s) after the last column (value 'extra')",
         f"{path}:5: rejected: deal_id: is also on line 2 (value 'CRM-1')",
     ]

@@ -15,7 +15,8 @@ character of that kind follows it, which is what export added; any other cell, i
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import io
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -34,8 +35,8 @@ from bot.models import (
     WinLossEntry,
 )
 from bot.services import competitors as competitor_svc
+from bot.services import crm_formats
 from bot.services import winloss as wl_svc
-from bot.services.errors import DomainError
 
 T = TypeVar("T")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP: what makes a spreadsheet run a cell
@@ -115,37 +116,92 @@ class ImportResult:
 
 
 def read_winloss(
-    stream: IO[str], *, categories: Sequence[str], now: datetime | None = None
+    stream: IO[str],
+    *,
+    categories: Sequence[str],
+    now: datetime | None = None,
+    source: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    date_format: str | None = None,
+    owners: Mapping[str, str] | None = None,
 ) -> tuple[list[ImportRow], list[Rejected]]:
     """Parse and check every row; return the good rows and every rejected one with its line
     and all of its problems (one pass reports everything wrong with the file).
 
-    A close date must be in the range the modal and the webhook accept, as of ``now``
-    (default: the wall clock)."""
+    The file is Closeloop's own export or a CRM's (``source``, or whichever the header
+    matches: see :mod:`bot.services.crm_formats`), comma- or semicolon-separated. A close
+    date must be in the range the modal and the webhook accept, as of ``now`` (default: the
+    wall clock)."""
     now = now or datetime.now(UTC)
-    reader = csv.DictReader(stream)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in WINLOSS_COLUMNS if c not in header]
-    if missing:
-        raise DomainError(f"the CSV has no column {', '.join(missing)} (line 1 is the header)")
+    text = stream.read()
+    first_line = text.split("\n", 1)[0]
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    return read_records(
+        csv.reader(io.StringIO(text, newline=""), delimiter=delimiter),
+        categories=categories,
+        now=now,
+        source=source,
+        mapping=mapping,
+        date_format=date_format,
+        owners=owners,
+    )
+
+
+def read_records(
+    lines: Iterator[list[str]],
+    *,
+    categories: Sequence[str],
+    now: datetime,
+    source: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    date_format: str | None = None,
+    owners: Mapping[str, str] | None = None,
+) -> tuple[list[ImportRow], list[Rejected]]:
+    """:func:`read_winloss` on rows already split into cells (a CSV reader, a spreadsheet's
+    rows): the first is the header. Each row's line is the reader's ``line_num`` when it has
+    one (a quoted cell may span lines), else its position."""
+    header = [h.strip() for h in next(lines, [])]
+    layout = crm_formats.layout(header, source=source, mapping=mapping)
     by_casefold = {c.casefold(): c for c in categories}
+    order = {name: index for index, name in reversed(list(enumerate(header)))}
     rows: list[ImportRow] = []
     rejected: list[Rejected] = []
     seen: dict[str, int] = {}
-    next_line = reader.line_num + 1  # after the header
-    for raw in reader:
-        line, next_line = next_line, reader.line_num + 1  # a quoted field may span lines
-        record = {(k or "").strip(): unquote((v or "").strip()) for k, v in raw.items() if k}
-        extra = raw.get(None)  # type: ignore[call-overload]
-        row, problems = _row(line, record, by_casefold, now=now)
+    line_num = getattr(lines, "line_num", None)
+    next_line = (line_num or 1) + 1  # after the header
+    for count, cells in enumerate(lines, start=2):
+        if line_num is None:
+            line = count
+        else:
+            line, next_line = next_line, lines.line_num + 1  # type: ignore[attr-defined]
+        if not any(cell.strip() for cell in cells):
+            continue  # a blank line, as csv.DictReader skips
+        record = {
+            name: unquote(str(cell if cell is not None else "").strip())
+            for name, cell in zip(header, cells, strict=False)
+            if name
+        }
+        extra = cells[len(header) :]
+        fields, translation = layout.translate(record, date_format=date_format, owners=owners)
+        row, found = _row(line, fields, by_casefold, now=now)
+        flagged = {p.field for p in translation}
+        problems = [
+            Problem(layout.label(p.field), record.get(layout.label(p.field), ""), p.why)
+            for p in translation
+        ] + [
+            Problem(layout.label(p.column), record.get(layout.label(p.column), p.value), p.why)
+            for p in found
+            if p.column not in flagged
+        ]
+        problems.sort(key=lambda p: order.get(p.column, len(order)))  # in the file's order
         if extra:
             problems.append(
                 Problem("(row)", ",".join(extra), f"has {len(extra)} cell(s) after the last column")
             )
-        deal_id = record.get("deal_id") or ""
+        deal_id = fields.get("deal_id") or ""
         first = seen.get(deal_id) if deal_id else None
         if first is not None:
-            problems.append(Problem("deal_id", deal_id, f"is also on line {first}"))
+            problems.append(Problem(layout.label("deal_id"), deal_id, f"is also on line {first}"))
         elif deal_id:
             seen[deal_id] = line
         if problems or row is None:
