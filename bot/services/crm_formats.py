@@ -145,7 +145,8 @@ class CellProblem:
 def parse_date_cell(text: str, *, date_format: str | None) -> str:
     """``text`` as ISO 8601 (``2026-11-20`` or ``2026-11-20T15:30:00``); DomainError says why
     not. ``11/20/2026`` is month first, ``20/11/2026`` day first, ``03/04/2026`` ambiguous
-    without ``date_format`` (strptime's, e.g. ``%d/%m/%Y``); ``20.11.2026`` is day first."""
+    without ``date_format`` (strptime's, e.g. ``%d/%m/%Y``, tried first); ``20.11.2026`` is
+    day first."""
     text = text.strip()
     if not text or _ISO.fullmatch(text):
         return text
@@ -158,7 +159,6 @@ def parse_date_cell(text: str, *, date_format: str | None) -> str:
             return (
                 parsed.isoformat() if parsed.time() != datetime.min.time() else str(parsed.date())
             )
-        raise DomainError(f"does not match --date-format {date_format}")
     if m := _DAY_FIRST_DOTS.fullmatch(text):
         day, month, year, clock = m.groups()
         return _iso(int(year), int(month), int(day), clock, None)

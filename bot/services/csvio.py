@@ -185,6 +185,8 @@ def read_records(
         fields, translation = layout.translate(record, date_format=date_format, owners=owners)
         row, found = _row(line, fields, by_casefold, now=now)
         flagged = {p.field for p in translation}
+        if "closed_at" in flagged and not fields["logged_at"]:
+            flagged.add("logged_at")  # it was to be the close: one problem, not two
         problems = [
             Problem(layout.label(p.field), record.get(layout.label(p.field), ""), p.why)
             for p in translation

@@ -1,0 +1,110 @@
+"""`closeloop import winloss FILE --from CRM`: Salesforce, HubSpot and Pipedrive exports, built
+from each CRM's documented column names (tests/crm_samples/README.md), run as an operator
+would; the same deals give the same digest as in Closeloop's own format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.db import session_scope
+from bot.models import Deal
+from tests.conftest import _wipe, closeloop
+
+SAMPLES = Path(__file__).parent / "crm_samples"
+OWNERS = str(SAMPLES / "owners.csv")
+EXPORTS = {
+    "salesforce": (
+        "salesforce_opportunities.csv",
+        ["--date-format", "%m/%d/%Y", "--map", "reason=Win/Loss Reason (Customer Quote)"],
+    ),
+    "hubspot": ("hubspot_deals.csv", []),
+    "pipedrive": ("pipedrive_deals.csv", ["--map", "won_reason=Deal - Win reason"]),
+}
+
+
+def digest(env) -> dict:
+    result = closeloop(env, "digest", "--month", "2026-10", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def deals(session_factory) -> list[tuple]:
+    with session_scope(session_factory) as s:
+        return [
+            (d.name, d.outcome, d.closed_at.date(), d.amount, d.owner_email, d.entry.reason)
+            for d in s.scalars(select(Deal).order_by(Deal.name))
+        ]
+
+
+@pytest.mark.parametrize("crm", sorted(EXPORTS))
+def test_a_crm_export_gives_the_same_digest_as_closeloops_own_format(
+    cli_env, engine, session_factory, crm
+):
+    own = closeloop(cli_env, "import", "winloss", str(SAMPLES / "closeloop_winloss.csv"))
+    assert own.returncode == 0 and "4 new" in own.stdout, own.stderr
+    expected, expected_deals = digest(cli_env), deals(session_factory)
+    _wipe(engine)
+    name, options = EXPORTS[crm]
+    path = str(SAMPLES / name)
+    imported = closeloop(
+        cli_env, "import", "winloss", path, "--from", crm, "--owners", OWNERS, *options
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "4 new, 0 updated, 0 unchanged" in imported.stdout
+    assert deals(session_factory) == expected_deals
+    assert digest(cli_env) == expected
+    _wipe(engine)
+    guessed = closeloop(cli_env, "import", "winloss", path, "--owners", OWNERS, *options)
+    assert guessed.returncode == 0 and "4 new" in guessed.stdout, guessed.stderr  # no --from
+
+
+def test_an_unknown_file_lists_the_columns_it_saw_and_the_ones_it_needs(cli_env, tmp_path):
+    path = tmp_path / "mystery.csv"
+    path.write_text("Client,Result,When\nAcme,lost,2026-10-01\n")
+    result = closeloop(cli_env, "import", "winloss", str(path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "its columns are Client, Result, When" in result.stderr
+    assert "needs" in result.stderr and "--from" in result.stderr and "--map" in result.stderr
+    named = closeloop(cli_env, "import", "winloss", str(path), "--from", "hubspot")
+    assert named.returncode == 2
+    assert "not a hubspot export" in named.stderr and "'Deal Name'" in named.stderr
+    mapped = closeloop(cli_env, "import", "winloss", str(path), "--map", "reason=Notes")
+    assert mapped.returncode == 2 and "--map names no column" in mapped.stderr
+
+
+def test_crm_cells_are_read_as_the_crm_writes_them(cli_env, tmp_path, session_factory):
+    path = tmp_path / "hubspot.csv"
+    path.write_text(
+        "Record ID,Deal Name,Deal Stage,Close Date,Amount,Deal owner,Closed Lost Reason\n"
+        "1,Open one,Appointment scheduled,11/20/2026,,ana@example.com,x\n"
+        "2,Ambiguous,Closed lost,03/04/2026,,ana@example.com,They chose the incumbent vendor\n"
+        "3,By name,Closed lost,2026-10-01,€1.234,50,Nobody Known,They chose the incumbent\n"
+        '4,Good,Closed lost,20.10.2026,"$1,234.50",ana@example.com,They chose the incumbent\n'
+    )
+    result = closeloop(cli_env, "import", "winloss", str(path), "--owners", OWNERS)
+    assert result.returncode == 1
+    assert f"{path}:2: rejected: Deal Stage: must be won, lost or no_decision" in result.stderr
+    assert f"{path}:3: rejected: Close Date: could be month/day or day/month" in result.stderr
+    assert f"{path}:4: rejected: Deal owner: is not in the --owners file" in result.stderr
+    assert f"{path}:4: rejected: (row)" in result.stderr  # the unquoted decimal comma
+    assert "logged_at" not in result.stderr  # optional: it is the close when not given
+    fixed = closeloop(
+        cli_env,
+        "import",
+        "winloss",
+        str(path),
+        "--skip-bad",
+        "--date-format",
+        "%d/%m/%Y",
+        "--owners",
+        OWNERS,
+    )
+    assert "2 new" in fixed.stdout, fixed.stderr
+    with session_scope(session_factory) as s:
+        got = {d.name: d for d in s.scalars(select(Deal))}
+        assert str(got["Ambiguous"].closed_at.date()) == "2026-04-03"
+        assert str(got["Good"].amount) == "1234.50"
