@@ -24,9 +24,10 @@ from bot.services import crm_formats, csvio
 from bot.services import privacy as privacy_svc
 from bot.services.digest import Month
 from bot.services.errors import DomainError
-from bot.services.winloss import InvalidField, parse_deal
+from bot.services.winloss import InvalidField, parse_deal, reason_problem
 from bot.slack.client import SLACK_ERRORS
 
+SHOWN_SHORTHAND = 20  # shorthand reasons listed one by one; the rest are counted
 QUEUED_NOTE = "the running bot (it holds the scheduler role) sends it within seconds"
 
 
@@ -166,6 +167,16 @@ def import_(rt: Runtime, args: Namespace) -> int:
     if rejected and not args.skip_bad:
         return _fail(f"nothing imported: {len(rejected)} bad row(s); fix them or use --skip-bad", 1)
 
+    shorthand = [row for row in rows if reason_problem(row.reason)]
+    for row in shorthand[:SHOWN_SHORTHAND]:  # history is kept as it is, but flagged
+        print(
+            f"{args.file}:{row.line}: flagged: reason {row.reason[:60]!r} is shorthand "
+            "(a label or fewer than four words), not the customer's words",
+            file=sys.stderr,
+        )
+    if len(shorthand) > SHOWN_SHORTHAND:
+        print(f"... and {len(shorthand) - SHOWN_SHORTHAND} more shorthand reasons", file=sys.stderr)
+
     def progress(done: int) -> None:
         print(f"imported {done}/{len(rows)} rows", file=sys.stderr)
 
@@ -179,7 +190,9 @@ def import_(rt: Runtime, args: Namespace) -> int:
         )
     print(
         f"imported {len(rows)} rows: {result.new} new, {result.updated} updated, "
-        f"{result.unchanged} unchanged" + (f"; {len(rejected)} skipped" if rejected else "")
+        f"{result.unchanged} unchanged"
+        + (f"; {len(rejected)} skipped" if rejected else "")
+        + (f"; {len(shorthand)} shorthand reason(s) flagged" if shorthand else "")
     )
     return 0
 

@@ -108,3 +108,21 @@ def test_crm_cells_are_read_as_the_crm_writes_them(cli_env, tmp_path, session_fa
         got = {d.name: d for d in s.scalars(select(Deal))}
         assert str(got["Ambiguous"].closed_at.date()) == "2026-04-03"
         assert str(got["Good"].amount) == "1234.50"
+
+
+def test_a_shorthand_reason_is_imported_flagged_and_counted_in_the_digest(cli_env, session_factory):
+    path = str(SAMPLES / "closeloop_winloss.csv")
+    imported = closeloop(cli_env, "import", "winloss", path)
+    assert imported.returncode == 0 and "4 new" in imported.stdout, imported.stderr
+    assert "1 shorthand reason(s) flagged" in imported.stdout
+    assert f"{path}:4: flagged: reason 'Price' is shorthand" in imported.stderr
+    assert "D-3" in {d[0] for d in _ids(session_factory)}  # history is kept as it is
+    figures = digest(cli_env)
+    assert (figures["reasons_shorthand"], figures["reasons_total"]) == (1, 4)
+    text = closeloop(cli_env, "digest", "--month", "2026-10").stdout
+    assert "1 of 4 reasons are shorthand" in text
+
+
+def _ids(session_factory) -> list[tuple]:
+    with session_scope(session_factory) as s:
+        return [(d.external_id,) for d in s.scalars(select(Deal))]
