@@ -7,9 +7,11 @@ import csv
 import json
 import sys
 from argparse import Namespace
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import select
+from tqdm import tqdm
 
 from bot.blocks import digest as digest_blocks
 from bot.db import session_scope
@@ -20,7 +22,7 @@ from bot.jobs.roster import RosterSync
 from bot.models import OutboxMessage, OutboxState
 from bot.runtime import Runtime
 from bot.services import competitors as competitor_svc
-from bot.services import crm_formats, csvio
+from bot.services import crm_formats, csvio, xlsx
 from bot.services import privacy as privacy_svc
 from bot.services.digest import Month
 from bot.services.errors import DomainError
@@ -137,23 +139,35 @@ def import_(rt: Runtime, args: Namespace) -> int:
         return _fail(str(err), 2)
     except OSError as err:
         return _fail(f"cannot open {args.owners}: {err.strerror}", 2)
-    try:
-        stream = open(args.file, encoding="utf-8-sig", newline="")
-    except OSError as err:
-        return _fail(f"cannot open {args.file}: {err.strerror}", 2)
-    with stream:
+
+    def read(lines: Iterator[list[str]]) -> tuple[list, list]:
+        return csvio.read_records(
+            lines,
+            categories=rt.settings.reason_categories,
+            now=rt.now(),
+            source=getattr(args, "source", None),
+            mapping=mapping,
+            date_format=getattr(args, "date_format", None),
+            owners=owners,
+        )
+
+    if args.file.lower().endswith((".xlsx", ".xlsm")):
         try:
-            rows, rejected = csvio.read_winloss(
-                stream,
-                categories=rt.settings.reason_categories,
-                now=rt.now(),
-                source=getattr(args, "source", None),
-                mapping=mapping,
-                date_format=getattr(args, "date_format", None),
-                owners=owners,
-            )
-        except (DomainError, UnicodeDecodeError, csv.Error) as err:
+            rows, rejected = read(xlsx.rows(args.file))
+        except DomainError as err:
             return _fail(f"{args.file}: {err}", 2)
+        except Exception as err:  # openpyxl: a missing file, a zip that is not a workbook
+            return _fail(f"cannot read {args.file} as a spreadsheet: {_first_line(err)}", 2)
+    else:
+        try:
+            stream = open(args.file, encoding="utf-8-sig", newline="")
+        except OSError as err:
+            return _fail(f"cannot open {args.file}: {err.strerror}", 2)
+        with stream:
+            try:
+                rows, rejected = read(csvio.csv_lines(stream))
+            except (DomainError, UnicodeDecodeError, csv.Error) as err:
+                return _fail(f"{args.file}: {err}", 2)
     total = len(rows) + len(rejected)
     problems = sum(len(bad.problems) for bad in rejected)
     print(
@@ -177,17 +191,26 @@ def import_(rt: Runtime, args: Namespace) -> int:
     if len(shorthand) > SHOWN_SHORTHAND:
         print(f"... and {len(shorthand) - SHOWN_SHORTHAND} more shorthand reasons", file=sys.stderr)
 
-    def progress(done: int) -> None:
-        print(f"imported {done}/{len(rows)} rows", file=sys.stderr)
+    bar = tqdm(total=len(rows), unit="row", file=sys.stderr) if sys.stderr.isatty() else None
 
-    with session_scope(rt.session_factory) as session:
-        result = csvio.import_winloss(
-            session,
-            rows,
-            deadline_hours=rt.settings.winloss_deadline_hours,
-            now=rt.now(),
-            progress=progress,
-        )
+    def progress(done: int) -> None:
+        if bar is not None:  # a terminal: a bar redrawn in place
+            bar.update(done - bar.n)
+        else:  # a log or a pipe: plain lines
+            print(f"imported {done}/{len(rows)} rows", file=sys.stderr)
+
+    try:
+        with session_scope(rt.session_factory) as session:
+            result = csvio.import_winloss(
+                session,
+                rows,
+                deadline_hours=rt.settings.winloss_deadline_hours,
+                now=rt.now(),
+                progress=progress,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
     print(
         f"imported {len(rows)} rows: {result.new} new, {result.updated} updated, "
         f"{result.unchanged} unchanged"

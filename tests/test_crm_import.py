@@ -126,3 +126,67 @@ def test_a_shorthand_reason_is_imported_flagged_and_counted_in_the_digest(cli_en
 def _ids(session_factory) -> list[tuple]:
     with session_scope(session_factory) as s:
         return [(d.external_id,) for d in s.scalars(select(Deal))]
+
+
+def test_an_xlsx_export_imports_like_its_csv(cli_env, engine, session_factory, tmp_path):
+    import csv
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    source = SAMPLES / "hubspot_deals.csv"
+    closeloop(cli_env, "import", "winloss", str(source), "--owners", OWNERS)
+    from_csv = deals(session_factory)
+    _wipe(engine)
+    book = Workbook()
+    sheet = book.active
+    for n, row in enumerate(csv.reader(source.open())):
+        if n:  # typed cells, as a spreadsheet holds them
+            row[4] = datetime.strptime(row[4], "%d.%m.%Y")  # type: ignore[call-overload]
+            row[5] = float(row[5]) if row[5] else None  # type: ignore[call-overload]
+        sheet.append(row)
+    path = tmp_path / "hubspot.xlsx"
+    book.save(path)
+    result = closeloop(cli_env, "import", "winloss", str(path), "--owners", OWNERS)
+    assert result.returncode == 0 and "4 new" in result.stdout, result.stderr
+    assert deals(session_factory) == from_csv
+    broken = tmp_path / "broken.xlsx"
+    broken.write_text("not a workbook")
+    bad = closeloop(cli_env, "import", "winloss", str(broken))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "spreadsheet" in bad.stderr
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(cli_env):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    path = str(SAMPLES / "closeloop_winloss.csv")
+    piped = closeloop(cli_env, "import", "winloss", path)
+    assert "imported 4/4 rows" in piped.stderr and "\r" not in piped.stderr
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "import", "winloss", path],
+        env=cli_env,
+        stderr=terminal,
+        stdout=subprocess.PIPE,
+        timeout=60,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert done.returncode == 0
+    assert b"100%" in shown and b"4/4" in shown and b"imported 4/4 rows" not in shown

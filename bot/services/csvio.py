@@ -132,19 +132,23 @@ def read_winloss(
     matches: see :mod:`bot.services.crm_formats`), comma- or semicolon-separated. A close
     date must be in the range the modal and the webhook accept, as of ``now`` (default: the
     wall clock)."""
-    now = now or datetime.now(UTC)
-    text = stream.read()
-    first_line = text.split("\n", 1)[0]
-    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
     return read_records(
-        csv.reader(io.StringIO(text, newline=""), delimiter=delimiter),
+        csv_lines(stream),
         categories=categories,
-        now=now,
+        now=now or datetime.now(UTC),
         source=source,
         mapping=mapping,
         date_format=date_format,
         owners=owners,
     )
+
+
+def csv_lines(stream: IO[str]) -> Iterator[list[str]]:
+    """A CSV's rows, split on ``;`` when its header line has more of them than ``,``."""
+    text = stream.read()
+    first_line = text.split("\n", 1)[0]
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
 
 
 def read_records(
