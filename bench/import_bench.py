@@ -16,6 +16,7 @@ import argparse
 import csv
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -71,14 +72,16 @@ def generate(path: Path, rows: int, *, seed: int = 7) -> None:
             )
 
 
-def run_import(database_url: str, path: Path) -> float:
-    """Seconds ``closeloop import winloss`` took (the process as a whole, migrations too)."""
+def run_import(database_url: str, path: Path) -> tuple[float, float]:
+    """Wall seconds ``closeloop import winloss`` took (the process as a whole, migrations
+    too) and the CPU seconds it used (the database server's are not counted)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "CLOSELOOP_ENV_FILE": os.devnull,
         "DATABASE_URL": database_url,
         "PYTHONPATH": str(ROOT),
     }
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "bot", "import", "winloss", str(path)],
@@ -88,10 +91,12 @@ def run_import(database_url: str, path: Path) -> float:
         text=True,
     )
     seconds = time.perf_counter() - began
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if done.returncode != 0:
         sys.exit(f"import failed ({done.returncode}):\n{done.stderr[-2000:]}")
     print(f"  {done.stdout.strip()}")
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -114,11 +119,12 @@ def main() -> None:
             backends.append(("postgresql", args.database_url))
         for name, url in backends:
             with throwaway_database(url) as db_url:
-                seconds = run_import(db_url, path)
+                seconds, cpu = run_import(db_url, path)
             verdict = "met" if seconds < target else "MISSED"
             print(
                 f"{name}: {seconds:.1f} s, {args.rows / seconds:,.0f} rows/s "
-                f"(target {target:.1f} s: {verdict})"
+                f"(target {target:.1f} s: {verdict}); the import process used {cpu:.1f} s "
+                f"of CPU; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
             )
 
 

@@ -22,7 +22,8 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import IO, Any, TypeVar
 
-from sqlalchemy import insert, select
+from sqlalchemy import String, any_, cast, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from bot.models import (
@@ -178,16 +179,22 @@ def read_records(
             line = count
         else:
             line, next_line = next_line, lines.line_num + 1  # type: ignore[attr-defined]
-        if not any(cell.strip() for cell in cells):
+        if not any(cells) or not any(cell.strip() for cell in cells):
             continue  # a blank line, as csv.DictReader skips
-        record = {
-            name: unquote(str(cell if cell is not None else "").strip())
-            for name, cell in zip(header, cells, strict=False)
-            if name
-        }
+        record = {}
+        for name, cell in zip(header, cells, strict=False):
+            cell = cell.strip()
+            record[name] = unquote(cell) if cell[:1] == QUOTE else cell
         extra = cells[len(header) :]
         fields, translation = layout.translate(record, date_format=date_format, owners=owners)
         row, found = _row(line, fields, by_casefold, now=now)
+        if not translation and not found and not extra and row is not None:  # the usual row
+            deal_id = row.deal.external_id
+            first = seen.get(deal_id)
+            if first is None:
+                seen[deal_id] = line
+                rows.append(row)
+                continue
         flagged = {p.field for p in translation}
         if "closed_at" in flagged and not fields["logged_at"]:
             flagged.add("logged_at")  # it was to be the close: one problem, not two
@@ -365,7 +372,7 @@ def _known_deals(session: Session, deal_ids: list[str]) -> dict[str, Deal]:
     known = {
         deal.external_id: deal
         for deal in session.scalars(
-            select(Deal).where(Deal.external_id.in_(deal_ids)).options(*load)
+            select(Deal).where(_among(session, Deal.external_id, deal_ids)).options(*load)
         )
         if deal.external_id is not None
     }
@@ -379,6 +386,14 @@ def _known_deals(session: Session, deal_ids: list[str]) -> dict[str, Deal]:
         for deal in session.scalars(query.options(*load)):
             known[slack[deal.id]] = deal
     return known
+
+
+def _among(session: Session, column: Any, values: list[str]) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``: one parameter instead of
+    thousands, which psycopg would otherwise parse out of the statement in Python."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(cast(values, ARRAY(String)))
+    return column.in_(values)
 
 
 def _slack_number(deal_id: str) -> bool:
@@ -416,7 +431,7 @@ def _insert_new(
     # INSERT ... RETURNING statement in Python, which took most of the time on PostgreSQL.
     _insert_rows(session, Deal.__table__, deals)
     query = select(Deal.external_id, Deal.id).where(
-        Deal.external_id.in_([values["external_id"] for values in deals])
+        _among(session, Deal.external_id, [values["external_id"] for values in deals])
     )
     ids = {external_id: deal_id for external_id, deal_id in session.execute(query)}
     _insert_rows(
