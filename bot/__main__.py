@@ -133,11 +133,33 @@ def _parser() -> argparse.ArgumentParser:
         "import",
         "import an existing win/loss spreadsheet, CSV (database only)",
         "  closeloop import winloss old-log.csv\n"
-        "  closeloop import winloss old-log.csv --skip-bad   # import the good rows anyway",
+        "  closeloop import winloss old-log.csv --skip-bad   # import the good rows anyway\n"
+        "  closeloop import winloss deals.csv --from hubspot --owners owners.csv\n"
+        '  closeloop import winloss opps.csv --from salesforce --map reason="Loss Reason (Quote)"',
     )
     imp.add_argument("kind", choices=["winloss"])
     imp.add_argument("file")
     imp.add_argument("--skip-bad", action="store_true", help="import the good rows anyway")
+    imp.add_argument(
+        "--from",
+        dest="source",
+        choices=["salesforce", "hubspot", "pipedrive", "closeloop"],
+        help="the CRM that wrote FILE (default: the header decides)",
+    )
+    imp.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="read FIELD (reason, competitor, owner, ...) from the column COLUMN",
+    )
+    imp.add_argument(
+        "--date-format",
+        help="how FILE writes dates when 03/04/2026 could be either (e.g. %%d/%%m/%%Y)",
+    )
+    imp.add_argument(
+        "--owners", metavar="FILE", help="owners by name: lines of name,email or name,slack_id"
+    )
 
     exp = _command(
         sub,

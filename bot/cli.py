@@ -7,9 +7,11 @@ import csv
 import json
 import sys
 from argparse import Namespace
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import select
+from tqdm import tqdm
 
 from bot.blocks import digest as digest_blocks
 from bot.db import session_scope
@@ -20,13 +22,14 @@ from bot.jobs.roster import RosterSync
 from bot.models import OutboxMessage, OutboxState
 from bot.runtime import Runtime
 from bot.services import competitors as competitor_svc
-from bot.services import csvio
+from bot.services import crm_formats, csvio, xlsx
 from bot.services import privacy as privacy_svc
 from bot.services.digest import Month
 from bot.services.errors import DomainError
-from bot.services.winloss import InvalidField, parse_deal
+from bot.services.winloss import InvalidField, parse_deal, reason_problem
 from bot.slack.client import SLACK_ERRORS
 
+SHOWN_SHORTHAND = 20  # shorthand reasons listed one by one; the rest are counted
 QUEUED_NOTE = "the running bot (it holds the scheduler role) sends it within seconds"
 
 
@@ -130,37 +133,89 @@ def deal_closed(rt: Runtime, args: Namespace) -> int:
 
 def import_(rt: Runtime, args: Namespace) -> int:
     try:
-        stream = open(args.file, encoding="utf-8-sig", newline="")
+        mapping = crm_formats.parse_mapping(getattr(args, "map", []))
+        owners = crm_formats.read_owners(args.owners) if getattr(args, "owners", None) else None
+    except DomainError as err:
+        return _fail(str(err), 2)
     except OSError as err:
-        return _fail(f"cannot open {args.file}: {err.strerror}", 2)
-    with stream:
+        return _fail(f"cannot open {args.owners}: {err.strerror}", 2)
+
+    def read(lines: Iterator[list[str]]) -> tuple[list, list]:
+        return csvio.read_records(
+            lines,
+            categories=rt.settings.reason_categories,
+            now=rt.now(),
+            source=getattr(args, "source", None),
+            mapping=mapping,
+            date_format=getattr(args, "date_format", None),
+            owners=owners,
+        )
+
+    if args.file.lower().endswith((".xlsx", ".xlsm")):
         try:
-            rows, rejected = csvio.read_winloss(
-                stream, categories=rt.settings.reason_categories, now=rt.now()
-            )
-        except (DomainError, UnicodeDecodeError, csv.Error) as err:
+            rows, rejected = read(xlsx.rows(args.file))
+        except DomainError as err:
             return _fail(f"{args.file}: {err}", 2)
+        except Exception as err:  # openpyxl: a missing file, a zip that is not a workbook
+            return _fail(f"cannot read {args.file} as a spreadsheet: {_first_line(err)}", 2)
+    else:
+        try:
+            stream = open(args.file, encoding="utf-8-sig", newline="")
+        except OSError as err:
+            return _fail(f"cannot open {args.file}: {err.strerror}", 2)
+        with stream:
+            try:
+                rows, rejected = read(csvio.csv_lines(stream))
+            except (DomainError, UnicodeDecodeError, csv.Error) as err:
+                return _fail(f"{args.file}: {err}", 2)
     total = len(rows) + len(rejected)
-    print(f"checked {total} rows: {len(rows)} good, {len(rejected)} rejected", file=sys.stderr)
-    for bad in rejected:
-        print(f"{args.file}:{bad.line}: rejected: {bad.why}", file=sys.stderr)
+    problems = sum(len(bad.problems) for bad in rejected)
+    print(
+        f"checked {total} rows: {len(rows)} good, {len(rejected)} rejected"
+        + (f" ({problems} problems)" if rejected else ""),
+        file=sys.stderr,
+    )
+    for bad in rejected:  # every problem of every row, one line each: line, column, value, why
+        for problem in bad.problems:
+            print(f"{args.file}:{bad.line}: rejected: {problem}", file=sys.stderr)
     if rejected and not args.skip_bad:
         return _fail(f"nothing imported: {len(rejected)} bad row(s); fix them or use --skip-bad", 1)
 
-    def progress(done: int) -> None:
-        print(f"imported {done}/{len(rows)} rows", file=sys.stderr)
-
-    with session_scope(rt.session_factory) as session:
-        result = csvio.import_winloss(
-            session,
-            rows,
-            deadline_hours=rt.settings.winloss_deadline_hours,
-            now=rt.now(),
-            progress=progress,
+    shorthand = [row for row in rows if reason_problem(row.reason)]
+    for row in shorthand[:SHOWN_SHORTHAND]:  # history is kept as it is, but flagged
+        print(
+            f"{args.file}:{row.line}: flagged: reason {row.reason[:60]!r} is shorthand "
+            "(a label or fewer than four words), not the customer's words",
+            file=sys.stderr,
         )
+    if len(shorthand) > SHOWN_SHORTHAND:
+        print(f"... and {len(shorthand) - SHOWN_SHORTHAND} more shorthand reasons", file=sys.stderr)
+
+    bar = tqdm(total=len(rows), unit="row", file=sys.stderr) if sys.stderr.isatty() else None
+
+    def progress(done: int) -> None:
+        if bar is not None:  # a terminal: a bar redrawn in place
+            bar.update(done - bar.n)
+        else:  # a log or a pipe: plain lines
+            print(f"imported {done}/{len(rows)} rows", file=sys.stderr)
+
+    try:
+        with session_scope(rt.session_factory) as session:
+            result = csvio.import_winloss(
+                session,
+                rows,
+                deadline_hours=rt.settings.winloss_deadline_hours,
+                now=rt.now(),
+                progress=progress,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
     print(
         f"imported {len(rows)} rows: {result.new} new, {result.updated} updated, "
-        f"{result.unchanged} unchanged" + (f"; {len(rejected)} skipped" if rejected else "")
+        f"{result.unchanged} unchanged"
+        + (f"; {len(rejected)} skipped" if rejected else "")
+        + (f"; {len(shorthand)} shorthand reason(s) flagged" if shorthand else "")
     )
     return 0
 

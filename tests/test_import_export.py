@@ -90,7 +90,7 @@ BAD_ROWS = [
     ("CRM-4,,lost,2026-10-01,2026-10-02,Real words from the buyer here,,,,,,UANA", "deal_name"),
     ("CRM-4,X,maybe,2026-10-01,2026-10-02,Real words from the buyer here,,,,,,UANA", "outcome"),
     ("CRM-4,X,lost,01/10/2026,2026-10-02,Real words from the buyer here,,,,,,UANA", "closed_at"),
-    ("CRM-4,X,lost,2026-10-01,,Real words from the buyer here,,,,,,UANA", "logged_at"),
+    ("CRM-4,X,lost,2026-10-01,later,Real words from the buyer here,,,,,,UANA", "logged_at"),
     ("CRM-4,X,lost,2026-10-01,2026-10-02,,,,,,,UANA", "reason"),
     ("CRM-4,X,lost,2026-10-01,2026-10-02,Real words,Vibes,,,,,UANA", "reason_category"),
     ("CRM-4,X,lost,2026-10-01,2026-10-02,Real words,,,,lots,,UANA", "amount"),
@@ -190,3 +190,59 @@ def test_a_multi_line_row_is_reported_at_its_first_line(cli_env, tmp_path, sessi
     path = write(tmp_path, GOOD[0], multi, GOOD[1])
     result = closeloop(cli_env, "import", "winloss", str(path))
     assert f"{path}:3: rejected: reason_category" in result.stderr
+
+
+def test_an_import_larger_than_a_batch_upserts_every_row(cli_env, tmp_path, session_factory):
+    """Rows go in batches (csvio.IMPORT_BATCH): new, unchanged and changed rows across batch
+    boundaries, and one competitor name on thousands of rows, are each counted once."""
+    rows = [
+        f"BIG-{n},Deal {n},lost,2026-10-01,2026-10-02T10:00:00Z,They chose the cheaper tool,"
+        f",{'Competitor X' if n % 2 else ''},,{n}.50,,UANA"
+        for n in range(4500)
+    ]
+    first = closeloop(cli_env, "import", "winloss", str(write(tmp_path, *rows)))
+    assert first.returncode == 0, first.stderr
+    assert "4500 new, 0 updated, 0 unchanged" in first.stdout
+    rows[3000] = rows[3000].replace("cheaper tool", "cheaper tool said the CFO")
+    again = closeloop(cli_env, "import", "winloss", str(write(tmp_path, *rows, GOOD[0])))
+    assert "1 new, 1 updated, 4499 unchanged" in again.stdout, again.stdout + again.stderr
+    assert counts(session_factory) == (4501, 4501)
+    with session_scope(session_factory) as s:
+        assert s.scalar(select(func.count()).select_from(Competitor)) == 1
+        assert s.scalars(select(WinLossRevision.reason)).all() == ["They chose the cheaper tool"]
+        big = s.scalars(select(Deal).where(Deal.external_id == "BIG-4499")).one()
+        assert str(big.amount) == "4499.50" and big.entry.competitor.name == "Competitor X"
+
+
+def test_one_pass_reports_every_problem_of_every_row(cli_env, tmp_path, session_factory):
+    rows = [
+        GOOD[0],
+        "CRM-4,,maybe,01/10/2026,2026-10-02,,Vibes,,,lots,,bob",  # seven problems
+        GOOD[1],
+        "CRM-1,Dup,lost,2026-10-01,2026-10-02,Real words,,,,,,UANA,extra",  # two more
+    ]
+    path = write(tmp_path, *rows)
+    result = closeloop(cli_env, "import", "winloss", str(path))
+    assert result.returncode == 1
+    assert "4 rows: 2 good, 2 rejected (9 problems)" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if ": rejected: " in line]
+    assert lines == [
+        f"{path}:3: rejected: deal_name: is required (empty)",
+        f"{path}:3: rejected: outcome: must be won, lost or no_decision, not 'maybe' "
+        "(value 'maybe')",
+        f"{path}:3: rejected: closed_at: could be month/day or day/month: give --date-format "
+        "%m/%d/%Y or %d/%m/%Y (value '01/10/2026')",
+        f"{path}:3: rejected: reason: is required (the customer's own words) (empty)",
+        f"{path}:3: rejected: reason_category: is not one of: Price, Product gap, "
+        "Implementation / time to value, Timing or budget, Relationship / trust, "
+        "Incumbent or competitor, Other (value 'Vibes')",
+        f"{path}:3: rejected: amount: must be a number, not 'lots' (value 'lots')",
+        f"{path}:3: rejected: owner: must be a Slack user ID (U...) or an email, not 'bob' "
+        "(value 'bob')",
+        f"{path}:5: rejected: (row): has 1 cell(s) after the last column (value 'extra')",
+        f"{path}:5: rejected: deal_id: is also on line 2 (value 'CRM-1')",
+    ]
+    assert "nothing imported" in result.stderr and counts(session_factory) == (0, 0)
+    skipped = closeloop(cli_env, "import", "winloss", str(path), "--skip-bad")
+    assert skipped.returncode == 0 and "2 new" in skipped.stdout and "2 skipped" in skipped.stdout
+    assert counts(session_factory) == (2, 2)

@@ -93,6 +93,14 @@ def _sections(
             body.append(f"{b(escape_fit(category, 80))} — {count}")
             body.extend(_quote(q["quote"]) for q in f["loss_quotes"].get(category, [])[:3])
         parts.append(("Why we lost, in the customers' words", "\n".join(body)))
+    if f.get("reasons_shorthand"):  # imported history: a label, not the customer's words
+        parts.append(
+            (
+                "Shorthand reasons",
+                f"{f['reasons_shorthand']} of {f['reasons_total']} reasons are shorthand (a "
+                "label or a few words, from imported history), not the customer's words.",
+            )
+        )
 
     if f["competitors"]:
         body = [

@@ -30,6 +30,7 @@ from bot.models import (
 )
 from bot.services.calendar import local_instant
 from bot.services.errors import DomainError
+from bot.services.winloss import reason_problem
 
 MIN_SAMPLE = 5  # figures drawn from fewer deals carry a warning (DIGEST_MIN_SAMPLE)
 QUOTES_PER_CATEGORY = 3
@@ -191,6 +192,22 @@ def loss_reasons(session: Session, start: datetime, end: datetime) -> dict:
     ):
         quotes[row.category].append({"quote": row.reason, "deal": row.deal})
     return {"counts": counts, "quotes": quotes}
+
+
+def reason_kinds(session: Session, start: datetime, end: datetime) -> dict[str, int]:
+    """How many of the month's entries give a reason, and how many of those are shorthand:
+    what the /winloss modal refuses (a label, fewer than four words) but an import of
+    history keeps (see :func:`bot.services.winloss.reason_problem`)."""
+    reasons = session.scalars(
+        select(WinLossEntry.reason)
+        .join(Deal, Deal.id == WinLossEntry.deal_id)
+        .where(Deal.closed_at >= start, Deal.closed_at < end)
+    )
+    total = shorthand = 0
+    for reason in reasons:
+        total += 1
+        shorthand += reason_problem(reason) is not None
+    return {"reasons": total, "shorthand": shorthand}
 
 
 def competitor_stats(session: Session, start: datetime, end: datetime) -> dict[str, dict]:
@@ -525,6 +542,7 @@ def compute(
         | {o["author"] for o in loops["open_loops"] if o["author"]}
     )
     warnings = []
+    kinds = reason_kinds(session, start, end)
     if 0 < current["closed_deals"] < min_sample:
         warnings.append(
             f"Only {current['closed_deals']} closed deal(s) this month: treat rates as anecdotes."
@@ -545,6 +563,8 @@ def compute(
         "currency": currency,
         "loss_reasons_by_category": reasons["counts"],
         "loss_quotes": reasons["quotes"],
+        "reasons_total": kinds["reasons"],
+        "reasons_shorthand": kinds["shorthand"],
         "competitors": competitors,
         # most losses first, then by name (the chart's order)
         "losses_by_competitor": dict(

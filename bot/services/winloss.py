@@ -52,8 +52,13 @@ class OutOfRange(InvalidField):
 # --- parsing ------------------------------------------------------------------------------
 
 
+_OUTCOMES = frozenset(Outcome)
+
+
 def parse_outcome(value: object, field_name: str = "outcome") -> str:
     """``won``, ``lost`` or ``no_decision`` from any case and spelling ("No decision")."""
+    if isinstance(value, str) and value in _OUTCOMES:  # as export writes it
+        return value
     if not isinstance(value, str) or not value.strip():
         raise InvalidField(field_name, "is required (won, lost or no_decision)")
     key = re.sub(r"[\s\-_]+", "_", value.strip().casefold())
