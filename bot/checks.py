@@ -25,7 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from bot.config import Settings
+from bot.config import USER_ID, Settings
 from bot.intake.hubspot_api import HubSpotApi, HubSpotError
 from bot.slack import scopes as slack_scopes
 from bot.slack.client import SLACK_ERRORS
@@ -107,6 +107,7 @@ def findings(
         return
     yield from _webhook(settings)
     yield from _hubspot(settings)
+    yield from _salesforce(settings)
 
 
 def main(settings: Settings, *, out: TextIO = sys.stdout) -> int:
@@ -255,6 +256,10 @@ def _users(settings: Settings, client: WebClient, missing: frozenset[str]):
         ("MARKETING_USERS", settings.marketing.users),
         ("SALES_MANAGERS", settings.sales_managers),
         ("ADMIN_USERS", settings.admin_users),
+        (
+            "SALESFORCE_OWNERS",
+            tuple(owner for _, owner in settings.salesforce_owners if USER_ID.match(owner)),
+        ),
     )
     for name, user_ids in lists:
         good = 0
@@ -338,6 +343,23 @@ def _hubspot(settings: Settings):
         )
     where = settings.hubspot_webhook_url or "https://<this host>/hooks/hubspot"
     yield Finding(OK, f"HubSpot's webhooks are verified as sent to {where}")
+
+
+def _salesforce(settings: Settings):
+    """Salesforce calls us and is never called: its settings are all there is to check (the
+    Slack IDs in SALESFORCE_OWNERS are checked with the other users)."""
+    if not settings.salesforce_configured:
+        yield Finding(
+            OK, "Salesforce is off (SALESFORCE_ORG_ID and SALESFORCE_WEBHOOK_SECRET unset)"
+        )
+        return
+    owners = len(settings.salesforce_owners)
+    yield Finding(
+        OK,
+        f"Salesforce is on for organization {settings.salesforce_org_id}: a deal's owner is "
+        f"read from its {settings.salesforce_owner_field} field"
+        + (f", or from SALESFORCE_OWNERS ({owners} mapped)" if owners else ""),
+    )
 
 
 def _read(settings: Settings, call, missing: frozenset[str], label: str, **args):
