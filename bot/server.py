@@ -1,6 +1,7 @@
 """The HTTP side: Slack at POST /slack/events (signature-verified by Bolt; HTTP mode only),
 closed deals at POST /hooks/deal-closed (signed with DEALS_WEBHOOK_SECRET) and from HubSpot
-at POST /hooks/hubspot (signed with HUBSPOT_CLIENT_SECRET), GET /healthz."""
+at POST /hooks/hubspot (signed with HUBSPOT_CLIENT_SECRET) and from Pipedrive at
+POST /hooks/pipedrive (HTTP basic auth), GET /healthz."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import text
 
 from bot import metrics
-from bot.intake import deliveries, hubspot
+from bot.intake import deliveries, hubspot, pipedrive
 from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed, too_large
 from bot.runtime import Runtime
 
@@ -188,6 +189,8 @@ def make_wsgi_app(
             )
         if path == hubspot.PATH:
             return _hubspot(environ, start_response)
+        if path == pipedrive.PATH:
+            return _pipedrive(environ, start_response)
         if slack is None:
             return _reply(start_response, 404, b"Not Found\n", "text/plain")
         if path == "/slack/events":
@@ -233,6 +236,39 @@ def make_wsgi_app(
             start_response, answer_status, json.dumps(answer).encode(), "application/json"
         )
 
+    def _pipedrive(environ, start_response):
+        """Authenticate and store first, answer, then process what was stored (as for
+        HubSpot); a 401 challenges for basic auth."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _reply(start_response, 405, b"use POST\n", "text/plain")
+        try:
+            body = read_body(environ, cap=pipedrive.MAX_BODY)
+        except BodyTooLarge:
+            limit = f"body too large (at most {pipedrive.MAX_BODY} bytes)"
+            answer_status, answer = 413, {"ok": False, "error": limit}
+        except MalformedBody as err:
+            answer_status, answer = 400, {"ok": False, "error": f"body: {err}"}
+        else:
+            headers = {
+                k[5:].replace("_", "-").lower(): v
+                for k, v in environ.items()
+                if k.startswith("HTTP_")
+            }
+            result, stored = pipedrive.receive(rt, body=body, headers=headers)
+            answer_status, answer = result.status, result.body
+            if stored:
+                run_later(lambda: deliveries.process(rt, stored))
+        payload = json.dumps(answer).encode()
+        start_response(
+            _STATUS.get(answer_status, f"{answer_status} Error"),
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                *([("WWW-Authenticate", pipedrive.REALM)] if answer_status == 401 else []),
+            ],
+        )
+        return [payload]
+
     return logged(wsgi)
 
 
@@ -240,6 +276,7 @@ _PATH_KINDS = {
     "/slack/events": "slack",
     "/hooks/deal-closed": "deal_webhook",
     "/hooks/hubspot": "hubspot_webhook",
+    "/hooks/pipedrive": "pipedrive_webhook",
     "/healthz": "healthz",
     "/metrics": "metrics",
 }

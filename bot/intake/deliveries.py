@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 
 from bot.db import session_scope
-from bot.intake import hubspot
+from bot.intake import hubspot, pipedrive
 from bot.intake.errors import TryLater, Unprocessable
 from bot.models import CrmSource, InboxState
 from bot.runtime import Runtime
@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 Processor = Callable[[Runtime, str], str]  # (runtime, stored body) -> what came of it
 
 # Each CRM's processor, by the source its deliveries are stored under.
-PROCESSORS: Mapping[str, Processor] = {CrmSource.HUBSPOT.value: hubspot.process}
+PROCESSORS: Mapping[str, Processor] = {
+    CrmSource.HUBSPOT.value: hubspot.process,
+    CrmSource.PIPEDRIVE.value: pipedrive.process,
+}
 
 
 def process(rt: Runtime, delivery_pks: Iterable[int]) -> None:
