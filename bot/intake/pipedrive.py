@@ -117,8 +117,9 @@ def receive(rt: Runtime, *, body: bytes, headers: Mapping[str, str]) -> tuple[An
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         return Answer(400, {"ok": False, "error": f"body: malformed JSON: {err}"}), []
-    if "\x00" in text:
-        return Answer(400, {"ok": False, "error": "body: contains a NUL character"}), []
+    nul = wl_svc.field_with_nul(data) if isinstance(data, dict) else None
+    if "\x00" in text or nul is not None:  # raw, or escaped as \u0000 in a string
+        return Answer(400, {"ok": False, "error": f"body: {nul or 'body'} has a NUL character"}), []
     try:
         delivery_id = _delivery_id(data)
     except Unprocessable as err:
