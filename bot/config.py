@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_HUBSPOT_API_URL = "https://api.hubapi.com"
-DEFAULT_PIPEDRIVE_API_URL = "https://api.pipedrive.com"
+DEFAULT_PIPEDRIVE_API_URL = "https://api.pipedrive.com/v1"  # or https://<co>.pipedrive.com/api/v1
 DEFAULT_DATABASE_URL = "sqlite:///closeloop.db"
 
 DEFAULT_REASON_CATEGORIES = (

@@ -52,7 +52,7 @@ def settings_overrides(fake_pipedrive, request):
         "PIPEDRIVE_WEBHOOK_USER": USER,
         "PIPEDRIVE_WEBHOOK_PASSWORD": PASSWORD,
         "PIPEDRIVE_API_TOKEN": PD_TOKEN,
-        "PIPEDRIVE_API_URL": fake_pipedrive.url,
+        "PIPEDRIVE_API_URL": fake_pipedrive.url + "/api/v1",  # as a company domain's
     }
     settings.update(getattr(request, "param", {}))
     return settings
@@ -451,12 +451,13 @@ def test_a_bad_pipedrive_setting_is_one_line_naming_it(change, names):
 
 def test_pipedrive_is_off_until_its_credentials_and_token_are_all_set():
     off = config_settings()
-    assert not off.pipedrive_configured and off.pipedrive_api_url == "https://api.pipedrive.com"
+    assert not off.pipedrive_configured and off.pipedrive_api_url == "https://api.pipedrive.com/v1"
     on = config_settings(
         PIPEDRIVE_WEBHOOK_USER="u",
         PIPEDRIVE_WEBHOOK_PASSWORD="secret-pw",
         PIPEDRIVE_API_TOKEN="tok-123",
-        PIPEDRIVE_API_URL="https://acme.pipedrive.com/",
+        PIPEDRIVE_API_URL="https://acme.pipedrive.com/api/v1/",
     )
-    assert on.pipedrive_configured and on.pipedrive_api_url == "https://acme.pipedrive.com"
+    assert on.pipedrive_configured
+    assert on.pipedrive_api_url == "https://acme.pipedrive.com/api/v1"
     assert "secret-pw" not in repr(on) and "tok-123" not in repr(on)

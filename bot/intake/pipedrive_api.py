@@ -1,7 +1,8 @@
-"""What Closeloop reads from Pipedrive's API: a deal owner's email (``GET /api/v1/users/{id}``),
-with an API token sent in the ``x-api-token`` header (Pipedrive's "Authentication" page: the
-header, not the older ``?api_token=`` query parameter, which would put the token in every
-proxy's access log)."""
+"""What Closeloop reads from Pipedrive's API (v1): a deal owner's email, ``GET /users/{id}``
+under PIPEDRIVE_API_URL (``https://api.pipedrive.com/v1``, or a company's
+``https://<company>.pipedrive.com/api/v1``). The API token goes in the ``x-api-token`` header
+(Pipedrive's "Authentication" page), never in the ``?api_token=`` query parameter, which would
+put it in every proxy's access log."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class PipedriveApi:
     def user_email(self, user_id: str) -> str | None:
         """The user's email; None when Pipedrive has no such user (or it has no email)."""
         try:
-            data = self._get(f"/api/v1/users/{urllib.parse.quote(user_id, safe='')}")
+            data = self._get(f"/users/{urllib.parse.quote(user_id, safe='')}")
         except PipedriveError as err:
             if err.not_found:
                 return None
