@@ -159,6 +159,7 @@ def test_a_401_challenges_for_basic_auth(harness):
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 401
     assert err.value.headers["WWW-Authenticate"].startswith("Basic realm=")
+    assert harness.request("/hooks/pipedrive", method="GET", signed=False).status == 405
 
 
 @pytest.mark.parametrize(
@@ -337,6 +338,10 @@ def test_reordered_deliveries_end_in_the_latest_state(harness, fake_pipedrive, a
     assert deal.outcome == "lost" and deal.crm_reason == "Price"
     assert len(nudges_to(h.slack, "UANA")) == 1
     assert all(d.state == InboxState.DONE for d in deliveries(h))
+    notes = {d.delivery_id.split(":")[-1]: d.note for d in deliveries(h)}
+    assert "superseded" in notes["1-won"] or arrival == (0, 2, 1)
+    assert "superseded" in notes["2-reopened"] or arrival == (1, 0, 2)
+    assert "superseded" not in notes["3-lost"]
     tick(h.rt)
     assert deals(h)[0].outcome == "lost" and len(nudges_to(h.slack, "UANA")) == 1
 
