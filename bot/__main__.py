@@ -15,7 +15,7 @@ from dotenv import load_dotenv
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.error import BoltError
 
-from bot import cli, logs, migrate
+from bot import checks, cli, db, logs, migrate
 from bot.app import create_app
 from bot.config import USER_ID, ConfigError, Settings, web_concurrency, web_threads
 from bot.event_inbox import EventInbox
@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         "migrate",
         "upgrade the database to the newest schema (database only)",
         "  DATABASE_URL=postgresql://closeloop@db/closeloop closeloop migrate",
+    )
+    _command(
+        sub,
+        "check",
+        "verify the settings against Slack: token, scopes, channels, groups, users",
+        "  closeloop check                # one line a finding; exit 1 on a problem",
     )
     _command(
         sub,
@@ -248,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in err.lines:
             print(f"closeloop: {line}", file=sys.stderr)
         return 2
+    if args.command == "check":
+        return checks.main(settings)
 
     try:
         migrate.upgrade(settings.database_url)
@@ -261,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         print("closeloop: database is up to date")
         return 0
 
+    db.be_patient()  # no one waits on a command as Slack does (request threads: bot.db)
     rt = Runtime.build(settings)
     if args.command == "prompt" and args.dry_run:
         return cli.prompt_dry_run(rt, args.user)
@@ -320,14 +329,7 @@ def _events_app(rt):
 
 def _run(rt, *, scheduler: bool) -> int:
 
-    try:
-        rt.client.auth_test()  # one clear line now, rather than a traceback per worker
-    except SLACK_ERRORS as err:
-        print(
-            f"closeloop: Slack rejected SLACK_BOT_TOKEN ({_first_line(err)}); "
-            "copy the Bot User OAuth Token again",
-            file=sys.stderr,
-        )
+    if not checks.at_start(rt.settings):  # one line a problem, before anything starts
         return 2
     if not rt.settings.socket_mode:
         try:  # before gunicorn is imported: it reads WEB_CONCURRENCY itself, with int()

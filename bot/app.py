@@ -11,6 +11,7 @@ from slack_bolt.listener.listener_completion_handler import ListenerCompletionHa
 from slack_sdk.webhook import WebhookClient
 
 from bot import metrics
+from bot.db import UNAVAILABLE
 from bot.event_inbox import EVENT, EVENT_ATTEMPT, EVENT_ERROR, EventInbox
 from bot.listeners import register_listeners
 from bot.runtime import Runtime
@@ -180,13 +181,21 @@ def create_app(
             message = SORRY
             if (context.get(EVENT_ATTEMPT) or 1) > 1:
                 return  # told when it first failed; retries fail quietly
-        if user_id:
-            try:
-                rt.tell(user_id, message)
-            except Exception:  # the database is away too: answer the click or command itself
-                log.exception("could not queue a message for %s", user_id)
-                metrics.database_error("request")
-                answer_directly(body, message)
+        if not user_id:
+            return
+        if isinstance(error, UNAVAILABLE):
+            # The database just failed this request (away, silent, or locked past its
+            # timeout): queueing the apology there would keep Slack waiting as long again.
+            log.error("could not queue a message for %s", user_id)
+            metrics.database_error("request")
+            answer_directly(body, message)
+            return
+        try:
+            rt.tell(user_id, message)
+        except Exception:  # the database is away too: answer the click or command itself
+            log.exception("could not queue a message for %s", user_id)
+            metrics.database_error("request")
+            answer_directly(body, message)
 
     app.middleware(without_nul_characters)  # before the event inbox stores anything
     app.middleware(store_events_first)

@@ -149,9 +149,13 @@ class SchedulerRole:
         return self
 
     def stop(self) -> None:
+        """The process is stopping: send nothing more, let the job under way finish (a
+        drain records what it sent and gives back what it claimed but did not start), then
+        release the lock. Called before the interpreter shuts down (a job submitted after
+        that fails with "cannot schedule new futures after interpreter shutdown")."""
         self._stop.set()
         self._thread.join(timeout=self._poll + 5)
-        self._give_up()
+        self._give_up(wait=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -176,14 +180,14 @@ class SchedulerRole:
                 self._give_up()
             self._stop.wait(self._poll)
 
-    def _give_up(self) -> None:
+    def _give_up(self, *, wait: bool = False) -> None:
         if self._scheduler is not None:
             log.info("this process no longer runs the scheduler")
             metrics.scheduler_role(False)
             if self._on_give_up is not None:
                 self._on_give_up()
             try:
-                self._scheduler.shutdown(wait=False)
+                self._scheduler.shutdown(wait=wait)
             except Exception:
                 log.exception("stopping the scheduler failed")
             self._scheduler = None

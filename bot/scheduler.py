@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.db import patiently
 from bot.event_inbox import EventInbox
 from bot.jobs.tick import Tick
 from bot.leader import SchedulerRole
@@ -34,15 +35,16 @@ def start(rt: Runtime, tick: Tick, *, paused: bool = False) -> BackgroundSchedul
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
         timezone="UTC",
     )
+    # Nobody waits on these: they get the longer database limits (bot.db.patient).
     scheduler.add_job(
-        tick,
+        patiently(tick),
         IntervalTrigger(minutes=1),
         id="closeloop-tick",
         name="Closeloop minute tick",
         next_run_time=datetime.now(UTC),  # catch up at once after a restart
     )
     scheduler.add_job(
-        rt.outbox.drain,
+        patiently(rt.outbox.drain),
         IntervalTrigger(seconds=OUTBOX_POLL_SECONDS),
         id="closeloop-outbox",
         name="Closeloop outbox",

@@ -50,8 +50,15 @@ def db_pool_size(threads: int) -> int:
     return threads + LATER_WORKERS + MODAL_WORKERS + 2
 
 
-def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
-    """The WSGI callable for one worker (called in the worker, after the fork)."""
+def build_worker_app(
+    settings: Settings,
+    *,
+    scheduler: bool,
+    on_exit: Callable[[Callable[[], object]], object] = atexit.register,
+) -> Callable:
+    """The WSGI callable for one worker (called in the worker, after the fork). ``on_exit``
+    registers what the worker must stop when it exits, last registered first (gunicorn's
+    ``worker_exit`` runs them before the interpreter shuts down: see ProductionServer)."""
     rt = Runtime.build(
         settings,
         session_factory=make_session_factory(
@@ -60,9 +67,9 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
     )
     events = EventInbox(rt)
     app = create_app(rt, inbox=events)
-    atexit.register(rt.after_ack.drain)  # registered first, so it runs after the role stops
+    on_exit(rt.after_ack.drain)  # registered first, so it runs after the role stops
     if scheduler:
-        atexit.register(scheduler_role(rt, events).stop)
+        on_exit(scheduler_role(rt, events).stop)
     wsgi_app = make_wsgi_app(app, rt)
     # Everything built so far lives as long as the worker: out of the garbage collector's
     # sight, a full collection has far fewer objects to walk (a pause every request waits on).
@@ -70,7 +77,7 @@ def build_worker_app(settings: Settings, *, scheduler: bool) -> Callable:
     gc.freeze()
     collector = IdleCollector(rt.after_ack.foreground)  # and later collections between requests
     if collector.start():
-        atexit.register(collector.stop)
+        on_exit(collector.stop)
     return wsgi_app
 
 
@@ -99,6 +106,7 @@ class ProductionServer(BaseApplication):
     def __init__(self, settings: Settings, *, scheduler: bool) -> None:
         self._settings = settings
         self._scheduler = scheduler
+        self._on_exit: list[Callable[[], object]] = []  # in the worker: what to stop
         # /metrics adds up every worker's figures: each writes them under this directory
         # (prometheus_client's multiprocess mode), set before the workers are forked.
         metrics.use_directory(
@@ -124,10 +132,16 @@ class ProductionServer(BaseApplication):
             "accesslog": None,  # bot.server logs each request (closeloop.access)
             "logger_class": ThroughOurLogs,
             "child_exit": lambda _arbiter, worker: metrics.process_exited(worker.pid),
+            "worker_exit": self._worker_exit,
             "loglevel": (os.environ.get("LOG_LEVEL") or "info").lower(),
             "proc_name": "closeloop",
             "preload_app": False,
         }
+        # gunicorn 25.1+ opens a control socket for gunicornc at one path per user
+        # ($HOME/.gunicorn/gunicorn.ctl): a second Closeloop on the machine (a blue-green
+        # deploy, the test suite's parallel servers) would take it over. Nothing uses it.
+        if "control_socket_disable" in self.cfg.settings:
+            options["control_socket_disable"] = True
         for key, value in options.items():
             self.cfg.set(key, value)
         log.info(
@@ -138,4 +152,19 @@ class ProductionServer(BaseApplication):
         )
 
     def load(self) -> Callable:
-        return build_worker_app(self._settings, scheduler=self._scheduler)
+        return build_worker_app(
+            self._settings, scheduler=self._scheduler, on_exit=self._on_exit.append
+        )
+
+    def _worker_exit(self, _arbiter, _worker) -> None:
+        """gunicorn calls this in a worker that stops (SIGTERM: after its requests were
+        answered), before the interpreter shuts down: the scheduler stops while it still can
+        (atexit would be too late: the interpreter refuses new threads' work by then), the
+        sends under way finish and are recorded, what was claimed but not sent is given back.
+        In the arbiter this list is empty."""
+        stops, self._on_exit[:] = list(self._on_exit), []
+        for stop in reversed(stops):
+            try:
+                stop()
+            except Exception:
+                log.exception("stopping the worker cleanly failed")

@@ -155,7 +155,7 @@ def installed_long_ago(session_factory) -> None:
 
 @pytest.fixture
 def fake_slack():
-    from tests.fakeslack import FakeSlack
+    from tests.fakeslack import FakeSlack, manifest_scopes
 
     slack = FakeSlack(bot_token=BOT_TOKEN)
     slack.start()
@@ -163,6 +163,9 @@ def fake_slack():
         yield slack
     finally:
         slack.stop()
+    if slack.granted == manifest_scopes():  # the app as manifest.yml installs it
+        refused = {c.method for c in slack.calls if c.error == "missing_scope"}
+        assert not refused, f"refused for a scope manifest.yml lacks: {sorted(refused)}"
 
 
 @pytest.fixture
@@ -203,6 +206,7 @@ def cli_env(fake_slack, tmp_path, database_url, session_factory):
     PostgreSQL too when TEST_DATABASE_URL is set), emptied around each test."""
     fake_slack.add_user("UANA", tz="Europe/Berlin", name="ana", email="ana@example.com")
     fake_slack.add_user("UBEN", tz="America/Los_Angeles", name="ben", email="ben@example.com")
+    fake_slack.add_user("UMIA", tz="America/New_York", name="mia", email="mia@example.com")
     fake_slack.set_usergroup("SSALES", ["UANA", "UBEN"])
     fake_slack.add_channel("CMKTG", name="marketing-feedback")
     env = {

@@ -2,7 +2,8 @@
 
 It refuses what HubSpot refuses, with HubSpot's error bodies (their shapes are in
 tests/crm_samples/hubspot/README.md, with their sources): no or a wrong bearer token -> 401
-``INVALID_AUTHENTICATION``; an unknown deal or owner -> 404 ``OBJECT_NOT_FOUND``; ``down`` ->
+``INVALID_AUTHENTICATION``; a scope the token lacks (``scopes``) -> 403 ``MISSING_SCOPES``;
+an unknown deal or owner -> 404 ``OBJECT_NOT_FOUND``; ``down`` ->
 503; ``rate_limited`` requests -> 429 with Retry-After. Every call is recorded.
 """
 
@@ -41,6 +42,7 @@ class FakeHubSpot:
         self.calls: list[Call] = []
         self.down = False
         self.rate_limited = 0  # the next N requests are answered 429
+        self.scopes = {"crm.objects.deals.read", "crm.objects.owners.read"}  # the token's
         self._lock = threading.Lock()
 
     # --- the data --------------------------------------------------------------------------
@@ -111,6 +113,11 @@ class FakeHubSpot:
         if auth != f"Bearer {self.token}":
             return 401, _error("INVALID_AUTHENTICATION", _AUTH_MESSAGE), {}
         segments = path.strip("/").split("/")
+        needed = "crm.objects.owners.read" if "owners" in segments else "crm.objects.deals.read"
+        if needed not in self.scopes:
+            return 403, _missing_scope(needed), {}
+        if path == "/crm/v3/owners":
+            return 200, {"results": list(self.owners.values())[:1]}, {}
         if segments[:4] == ["crm", "v3", "objects", "deals"] and len(segments) == 5:
             deal = self.deals.get(segments[4])
             if deal is None:
@@ -142,4 +149,21 @@ def _error(category: str, message: str) -> dict:
         "message": message,
         "correlationId": str(uuid.uuid4()),
         "category": category,
+    }
+
+
+def _missing_scope(scope: str) -> dict:
+    return {
+        **_error(
+            "MISSING_SCOPES",
+            "This app hasn't been granted all required scopes to make this call. Read more "
+            "about required scopes here: https://developers.hubspot.com/scopes.",
+        ),
+        "errors": [
+            {
+                "message": "One or more of the following scopes are required.",
+                "context": {"requiredGranularScopes": [scope]},
+            }
+        ],
+        "links": {"scopes": "https://developers.hubspot.com/scopes"},
     }

@@ -20,6 +20,17 @@ Every request is recorded as a :class:`Call`; ``fail_next`` injects faults (429,
 ``ok: false`` errors, dropped connections, delays); ``set_latency`` makes every Web API call
 (or chosen methods) slow. New methods are added with :meth:`FakeSlack.register`.
 
+Scopes: the bot token is granted exactly the bot scopes manifest.yml asks for (read when the
+fake starts; ``scopes=`` or ``manifest=`` give others, ``granted`` may be changed later). A
+bot-token call needs its method's scope (``bot.slack.scopes.METHOD_SCOPES``, taken from
+Slack's method reference); without it Slack's answer comes back, HTTP 200: ``{"ok": false,
+"error": "missing_scope", "needed": "files:write", "provided": "chat:write,..."}``. Where a
+method takes one scope per kind of conversation (conversations.*), the one for the
+conversation's kind is needed (an unknown conversation: any one will do; ``needed`` names the
+first). Every call with a valid bot token answers with the ``x-oauth-scopes`` header (the
+granted scopes, comma-separated) and ``x-accepted-oauth-scopes``, as Slack does.
+``revoke_token()`` makes the bot token answer ``token_revoked`` from then on.
+
 ``apps.connections.open`` (Socket Mode) takes the app-level token (``app_token``, ``xapp-...``)
 from the Authorization header only, and answers the WebSocket URL of ``socket_url``: a string,
 or a callable such as ``FakeSocketMode.issue_url`` (tests/fakesocket.py) called once per
@@ -62,9 +73,14 @@ from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from math import ceil
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from bot.slack import scopes as slack_scopes
 
 __all__ = [
     "Call",
@@ -94,6 +110,7 @@ UPLOAD_PATH = "/upload/v1/"
 RESPONSE_URL_METHOD = "response_url"
 RESPONSE_PATH = "/commands/"
 RESPONSE_URL_USES = 5  # Slack: up to 5 responses within 30 minutes
+MANIFEST = Path(__file__).resolve().parents[1] / "manifest.yml"
 
 Params = dict[str, Any]
 Handler = Callable[[Params], dict[str, Any]]
@@ -183,6 +200,7 @@ class _Method:
     handler: Handler
     accepts_json: bool
     token: str = "bot"  # "bot": the bot token; "app": the app-level token, header only
+    scopes: tuple[str, ...] = ()  # as bot.slack.scopes.METHOD_SCOPES (any one of several)
 
 
 @dataclass
@@ -218,6 +236,7 @@ class _Channel:
     name: str
     is_member: bool = True
     is_im: bool = False
+    is_private: bool = False
     user: str | None = None  # the other member of an IM
 
 
@@ -698,6 +717,12 @@ def _tz_fields(tz: str) -> dict[str, Any]:
     }
 
 
+def manifest_scopes(path: str | Path = MANIFEST) -> frozenset[str]:
+    """The bot scopes an app manifest asks for (oauth_config.scopes.bot)."""
+    manifest = yaml.safe_load(Path(path).read_text())
+    return frozenset(((manifest.get("oauth_config") or {}).get("scopes") or {}).get("bot") or ())
+
+
 # --------------------------------------------------------------------------- HTTP plumbing
 
 
@@ -770,10 +795,17 @@ class FakeSlack:
         bot_token: str,
         app_token: str = DEFAULT_APP_TOKEN,
         single_use_triggers: bool = True,
+        scopes: Collection[str] | None = None,
+        manifest: str | Path = MANIFEST,
     ) -> None:
         """``app_token``: the one app-level token ``apps.connections.open`` accepts.
-        ``single_use_triggers``: a trigger_id works once (views.open/push), as in Slack."""
+        ``single_use_triggers``: a trigger_id works once (views.open/push), as in Slack.
+        ``scopes``: the bot scopes granted; None: the bot scopes ``manifest`` asks for, read
+        when the fake starts."""
         self.bot_token = bot_token
+        self.granted: frozenset[str] = frozenset(scopes or ())
+        self._manifest = None if scopes is not None else Path(manifest)
+        self.token_revoked = False
         self.app_token = app_token
         self.single_use_triggers = single_use_triggers
         # What apps.connections.open answers as "url": a ws:// URL, or a callable returning
@@ -818,6 +850,8 @@ class FakeSlack:
         """Start serving on 127.0.0.1 with an OS-chosen port (daemon thread)."""
         if self._server is not None:
             raise RuntimeError("FakeSlack already started")
+        if self._manifest is not None:
+            self.granted = manifest_scopes(self._manifest)
         self._stopping.clear()
         handler = type("FakeSlackHandler", (_RequestHandler,), {"fake": self})
         self._server = _Server(("127.0.0.1", 0), handler)
@@ -899,12 +933,20 @@ class FakeSlack:
             self._usergroups[usergroup_id] = list(user_ids)
 
     def add_channel(
-        self, channel_id: str, *, name: str | None = None, is_member: bool = True
+        self,
+        channel_id: str,
+        *,
+        name: str | None = None,
+        is_member: bool = True,
+        is_private: bool = False,
     ) -> None:
-        """Add a public channel; the bot is a member unless ``is_member=False``."""
+        """Add a public (or private) channel; the bot is a member unless ``is_member=False``."""
         with self._lock:
             self._channels[channel_id] = _Channel(
-                id=channel_id, name=name or channel_id.lower(), is_member=is_member
+                id=channel_id,
+                name=name or channel_id.lower(),
+                is_member=is_member,
+                is_private=is_private,
             )
             self._messages.setdefault(channel_id, {})
 
@@ -940,6 +982,12 @@ class FakeSlack:
             }
             self._store_message(channel, message, thread_ts)
             return ts
+
+    def revoke_token(self) -> None:
+        """From now on the bot token is answered ``token_revoked`` (the app was
+        uninstalled, or the token revoked in the app's settings)."""
+        with self._lock:
+            self.token_revoked = True
 
     def dm_channel_id(self, user_id: str) -> str:
         """The stable IM channel id (``D...``) of the bot's DM with ``user_id``."""
@@ -1188,7 +1236,13 @@ class FakeSlack:
     # ----------------------------------------------------------------- method table
 
     def register(
-        self, method: str, handler: Handler, *, accepts_json: bool = True, token: str = "bot"
+        self,
+        method: str,
+        handler: Handler,
+        *,
+        accepts_json: bool = True,
+        token: str = "bot",
+        scopes: tuple[str, ...] | None = None,
     ) -> None:
         """Add or replace a Web API method.
 
@@ -1196,10 +1250,16 @@ class FakeSlack:
         :class:`SlackError` for ``ok: false``; it runs under the state lock. Set
         ``accepts_json=False`` for methods Slack only reads from query/form parameters.
         ``token="app"``: the method needs the app-level token, in the Authorization header.
+        ``scopes``: the bot scopes it takes; None: Slack's (bot.slack.scopes.METHOD_SCOPES),
+        none for a method not listed there.
         """
         if token not in ("bot", "app"):
             raise ValueError('token must be "bot" or "app"')
-        self._methods[method] = _Method(handler=handler, accepts_json=accepts_json, token=token)
+        if scopes is None:
+            scopes = slack_scopes.METHOD_SCOPES.get(method, ())
+        self._methods[method] = _Method(
+            handler=handler, accepts_json=accepts_json, token=token, scopes=scopes
+        )
 
     def _register_builtin_methods(self) -> None:
         table: list[tuple[str, Handler, bool]] = [
@@ -1210,6 +1270,7 @@ class FakeSlack:
             ("conversations.open", self._conversations_open, True),
             ("conversations.history", self._conversations_history, False),
             ("conversations.replies", self._conversations_replies, False),
+            ("conversations.info", self._conversations_info, False),
             ("users.info", self._users_info, False),
             ("users.list", self._users_list, False),
             ("users.lookupByEmail", self._users_lookup_by_email, False),
@@ -1334,15 +1395,54 @@ class FakeSlack:
         if spec.accepts_json:
             params.update(parsed.json)
         params.pop("token", None)
+        params = _decode_json_fields(params)
+        headers_out: dict[str, str] = {}
+        if spec.token == "bot":
+            headers_out = {
+                "x-oauth-scopes": ",".join(sorted(self.granted)),
+                "x-accepted-oauth-scopes": ",".join(spec.scopes),
+            }
+            needed = self._missing_scope(method, spec.scopes, params)
+            if needed is not None:
+                body = {
+                    "ok": False,
+                    "error": "missing_scope",
+                    "needed": needed,
+                    "provided": ",".join(sorted(self.granted)),
+                }
+                return _Reply(200, body, headers_out)
         try:
-            body = {"ok": True, **spec.handler(_decode_json_fields(params))}
+            body = {"ok": True, **spec.handler(params)}
         except SlackError as exc:
             body = {"ok": False, "error": exc.error, **exc.extra}
         if parsed.json_without_charset:
             body["warning"] = "missing_charset"
             meta = body.setdefault("response_metadata", {})
             meta.setdefault("warnings", []).append("missing_charset")
-        return _Reply(200, body)
+        return _Reply(200, body, headers_out)
+
+    def _missing_scope(self, method: str, accepted: tuple[str, ...], params: Params) -> str | None:
+        """The scope a bot-token call lacks (Slack's ``needed``), None when it may go on."""
+        if not accepted or len(accepted) == 1:
+            return accepted[0] if accepted and accepted[0] not in self.granted else None
+        kind = self._conversation_kind(method, params)
+        if kind is None:  # an unknown conversation: any one scope lets Slack say so
+            return None if self.granted & set(accepted) else accepted[0]
+        needed = accepted[slack_scopes.CONVERSATION_KINDS.index(kind)]
+        return None if needed in self.granted else needed
+
+    def _conversation_kind(self, method: str, params: Params) -> str | None:
+        """public/private/im/mpim: the conversation a conversations.* call is about."""
+        users = params.get("users")
+        if method == "conversations.open" and users:
+            count = len(users) if isinstance(users, list) else len(str(users).split(","))
+            return slack_scopes.IM if count == 1 else slack_scopes.MPIM
+        channel = self._channels.get(_str_param(params, "channel") or "")
+        if channel is None:
+            return None
+        if channel.is_im:
+            return slack_scopes.IM
+        return slack_scopes.PRIVATE if channel.is_private else slack_scopes.PUBLIC
 
     @staticmethod
     def _bearer(headers: dict[str, str]) -> str | None:
@@ -1365,7 +1465,9 @@ class FakeSlack:
         token = self._token(headers, parsed)
         if token is None:
             return "not_authed"
-        return None if token == self.bot_token else "invalid_auth"
+        if token != self.bot_token:
+            return "invalid_auth"
+        return "token_revoked" if self.token_revoked else None
 
     def _check_app_token(self, headers: dict[str, str], parsed: _ParsedRequest) -> str | None:
         """Same for an app-level-token method (apps.connections.open). Slack reads that token
@@ -1872,6 +1974,31 @@ class FakeSlack:
         if already_open:
             body.update({"no_op": True, "already_open": True})
         return body
+
+    def _conversations_info(self, params: Params) -> dict[str, Any]:
+        """conversations.info: a channel the bot can see, with ``is_member``. A private
+        channel the bot is not in is ``channel_not_found``, as in Slack."""
+        channel = self._channels.get(_str_param(params, "channel") or "")
+        if channel is None or (channel.is_private and not channel.is_member):
+            raise SlackError("channel_not_found")
+        if channel.is_im:
+            return {"channel": {"id": channel.id, "is_im": True, "user": channel.user}}
+        return {
+            "channel": {
+                "id": channel.id,
+                "name": channel.name,
+                "is_channel": not channel.is_private,
+                "is_group": False,
+                "is_im": False,
+                "is_mpim": False,
+                "is_private": channel.is_private,
+                "is_archived": False,
+                "is_general": False,
+                "is_member": channel.is_member,
+                "created": 1700000000,
+                "creator": "UADMIN",
+            }
+        }
 
     def _users_info(self, params: Params) -> dict[str, Any]:
         """users.info: one user object."""

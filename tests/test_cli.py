@@ -49,13 +49,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_run_serves_http_with_healthz_and_verified_events(cli_env, fake_slack):
+def test_run_serves_http_with_healthz_and_verified_events(cli_env, fake_slack, tmp_path):
     port = _free_port()
+    home = tmp_path / "home"
+    home.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "run"],
         # A blank WEB_CONCURRENCY (a .env line left empty) means the default; gunicorn alone
         # would stop on it with a traceback.
-        env={**cli_env, "PORT": str(port), "WEB_CONCURRENCY": ""},
+        env={**cli_env, "PORT": str(port), "WEB_CONCURRENCY": "", "HOME": str(home)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -98,6 +100,9 @@ def test_run_serves_http_with_healthz_and_verified_events(cli_env, fake_slack):
             urllib.request.urlopen(req, timeout=5)
         assert err.value.code == 401
         assert fake_slack.calls_to("auth.test"), "the token is checked at start-up"
+        # gunicorn's control socket (one path per user, which a second bot would take over)
+        # is not opened.
+        assert not (home / ".gunicorn").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)

@@ -15,6 +15,7 @@ LABEL = dict(OUTCOMES)  # "Won", "Lost", "No decision": as in the /winloss form
 POST_KIND = {"winloss": "win/loss entry", "feedback": "feedback"}
 CHART_PROMISE = "the chart is in the thread"
 NO_CHART = "the chart could not be drawn this month"
+CHART_REFUSED = "the chart could not be uploaded: Slack refused it ({why})"
 
 
 def month_name(month: str) -> str:
@@ -231,9 +232,11 @@ def digest_message(figures: dict, *, link_base: str = "") -> tuple[str, list[dic
     return text, blocks
 
 
-def without_chart_promise(blocks: list[dict]) -> list[dict]:
-    """The digest's blocks, saying the chart could not be drawn instead of promising it."""
-    text = json.dumps(blocks, ensure_ascii=False).replace(CHART_PROMISE, NO_CHART)
+def without_chart_promise(blocks: list[dict], instead: str = NO_CHART) -> list[dict]:
+    """The digest's blocks, saying ``instead`` (the chart could not be drawn) where they
+    promised the chart."""
+    safe = json.dumps(instead, ensure_ascii=False)[1:-1]  # a string inside the JSON text
+    text = json.dumps(blocks, ensure_ascii=False).replace(CHART_PROMISE, safe)
     return json.loads(text)
 
 

@@ -439,17 +439,7 @@ def _digest(kinds: Kinds, settings: Settings) -> None:
             )
         except Exception:  # drawing it again would fail again: say so, stop promising it
             log.exception("the %s digest chart could not be drawn; the digest says so", month)
-            posted = session.scalar(
-                select(OutboxMessage).where(OutboxMessage.key == f"digest:{month}")
-            )
-            if posted is not None and posted.blocks:
-                outgoing.digest_edit(
-                    session,
-                    row,
-                    text=posted.text,
-                    blocks=digest_blocks.without_chart_promise(posted.blocks),
-                    now=now,
-                )
+            no_chart(session, row, digest_blocks.NO_CHART, now)
             return None
         upload = FileUpload(
             content=png,
@@ -458,6 +448,35 @@ def _digest(kinds: Kinds, settings: Settings) -> None:
             alt_text=f"Win rate by month for the six months to {month}, and losses by competitor",
         )
         return rendered(m, file=upload, channel=row.channel, thread_ts=row.ts)
+
+    def no_chart(session: Session, row: Digest, instead: str, now: datetime) -> None:
+        """The posted digest edited to say ``instead`` where it promised the chart."""
+        posted = session.scalar(
+            select(OutboxMessage).where(OutboxMessage.key == f"digest:{row.month:%Y-%m}")
+        )
+        if posted is not None and posted.blocks:
+            outgoing.digest_edit(
+                session,
+                row,
+                text=posted.text,
+                blocks=digest_blocks.without_chart_promise(posted.blocks, instead),
+                now=now,
+            )
+
+    def chart_refused(session: Session, m: Outgoing, error: str, now: datetime) -> None:
+        """Slack refused the upload for good (a missing scope: files:write): the failure is
+        recorded with the message, logged, and the digest stops promising the chart."""
+        row = session.get(Digest, m.subject_id)
+        if row is None:
+            return
+        log.error(
+            "the %s digest chart was refused by Slack (%s); the digest says so. "
+            "closeloop check says how to fix it",
+            f"{row.month:%Y-%m}",
+            error,
+        )
+        why = error.removeprefix("HTTP 200 ")  # "missing_scope files:write"
+        no_chart(session, row, digest_blocks.CHART_REFUSED.format(why=why), now)
 
     def chart_sent(session: Session, m: Outgoing, d: Delivered, now: datetime) -> None:
         row = session.get(Digest, m.subject_id)
@@ -479,6 +498,8 @@ def _digest(kinds: Kinds, settings: Settings) -> None:
         )
 
     kinds.add(OutboxKind.DIGEST, Kind(sent=digest_sent, keep_trying=CHANNEL_SETUP_ERRORS))
-    kinds.add(OutboxKind.DIGEST_CHART, Kind(render=chart_file, sent=chart_sent))
+    kinds.add(
+        OutboxKind.DIGEST_CHART, Kind(render=chart_file, sent=chart_sent, refused=chart_refused)
+    )
     kinds.add(OutboxKind.DIGEST_EDIT, Kind())  # its text and blocks are stored with it
     kinds.add(OutboxKind.DIGEST_MISSED, Kind(render=missed))

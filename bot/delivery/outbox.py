@@ -65,6 +65,7 @@ PERMANENT_ERRORS = frozenset(
         "is_archived",
         "message_not_found",
         "messages_tab_disabled",
+        "missing_scope",  # until an admin adds the scope and reinstalls (closeloop check)
         "msg_too_long",
         "no_text",
         "not_in_channel",
@@ -428,9 +429,10 @@ class Sender:
             status = err.response.status_code
             if self.pacer is not None and status in (429, 500, 503):
                 self.pacer.refund()
+            needed = data.get("needed") if isinstance(data, dict) else None
             return _Result(
                 message,
-                error=f"HTTP {status} {code or ''}".strip(),
+                error=f"HTTP {status} {code or ''}".strip() + (f" {needed}" if needed else ""),
                 code=code,
                 # Slack's own 500/503 answer means it did not post; a gateway's 502/504 may
                 # hide a message that was posted.

@@ -111,12 +111,17 @@ class HubSpotApi:
             found = _find(cached[1], pipeline, stage)
             if found is not None:
                 return found
-        pipelines = self._pipelines()
+        pipelines = self.pipelines()
         with _stages_lock:
             _stages[key] = (time.monotonic(), pipelines)
         return _find(pipelines, pipeline, stage)
 
-    def _pipelines(self) -> dict[str, dict[str, Stage]]:
+    def can_read_owners(self) -> None:
+        """One owner read (HubSpotError when the token may not: 403 without the scope)."""
+        self._get("/crm/v3/owners", {"limit": "1"})
+
+    def pipelines(self) -> dict[str, dict[str, Stage]]:
+        """Every deal pipeline's stages, by pipeline id and stage id."""
         data = self._get("/crm/v3/pipelines/deals")
         pipelines: dict[str, dict[str, Stage]] = {}
         for pipeline in data.get("results") or []:

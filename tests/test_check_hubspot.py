@@ -1,0 +1,90 @@
+"""`closeloop check` reports HubSpot's state: off, or its token tried against (the fake)
+HubSpot with two cheap reads; run as an operator runs it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import closeloop
+from tests.fakehubspot import FakeHubSpot
+from tests.test_check import lines, problems
+
+TOKEN = "pat-na1-check-token"
+
+
+@pytest.fixture
+def fake_hubspot():
+    fake = FakeHubSpot(token=TOKEN)
+    fake.start()
+    fake.add_owner("42", "ana@example.com")
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def hubspot_env(cli_env, fake_hubspot, **changes):
+    env = {
+        **cli_env,
+        "DEALS_WEBHOOK_SECRET": "s3cret",
+        "HUBSPOT_CLIENT_SECRET": "hs-secret",
+        "HUBSPOT_ACCESS_TOKEN": TOKEN,
+        "HUBSPOT_API_URL": fake_hubspot.url,
+    }
+    env.update(changes)
+    return env
+
+
+def hubspot_lines(out) -> list[str]:
+    return [line for line in lines(out) if "HubSpot" in line or "HUBSPOT" in line]
+
+
+def test_hubspot_off_is_said_once(cli_env, fake_slack):
+    out = closeloop({**cli_env, "DEALS_WEBHOOK_SECRET": "s3cret"}, "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert hubspot_lines(out) == [
+        "closeloop check: ok: HubSpot is off (HUBSPOT_CLIENT_SECRET and HUBSPOT_ACCESS_TOKEN unset)"
+    ]
+
+
+def test_a_valid_token_and_complete_settings(cli_env, fake_slack, fake_hubspot):
+    env = hubspot_env(
+        cli_env, fake_hubspot, HUBSPOT_WEBHOOK_URL="https://bot.example.com/hooks/hubspot"
+    )
+    out = closeloop(env, "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    found = hubspot_lines(out)
+    assert (
+        "ok: HUBSPOT_ACCESS_TOKEN is valid: 2 deal pipeline(s), 4 closed won or lost" in (found[0])
+    )
+    assert "verified as sent to https://bot.example.com/hooks/hubspot" in found[1]
+    assert {c.authorization for c in fake_hubspot.calls} == {f"Bearer {TOKEN}"}
+    assert [c.path for c in fake_hubspot.calls] == ["/crm/v3/pipelines/deals", "/crm/v3/owners"]
+
+
+def test_a_refused_token_or_a_missing_scope_is_a_problem(cli_env, fake_slack, fake_hubspot):
+    out = closeloop(hubspot_env(cli_env, fake_hubspot, HUBSPOT_ACCESS_TOKEN="pat-wrong"), "check")
+    assert out.returncode == 1
+    (problem,) = problems(out)
+    assert "HubSpot refused HUBSPOT_ACCESS_TOKEN (HubSpot 401" in problem
+    assert "pat-wrong" not in out.stdout + out.stderr
+
+    fake_hubspot.scopes.discard("crm.objects.owners.read")
+    out = closeloop(hubspot_env(cli_env, fake_hubspot), "check")
+    assert out.returncode == 1
+    (problem,) = problems(out)
+    assert "lacks a scope" in problem and "crm.objects.owners.read" in problem
+
+
+def test_hubspot_down_is_a_warning(cli_env, fake_slack, fake_hubspot):
+    fake_hubspot.down = True
+    out = closeloop(hubspot_env(cli_env, fake_hubspot), "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (line,) = hubspot_lines(out)
+    assert line.startswith("closeloop check: warning: HubSpot's API could not be read")
+
+
+def test_half_the_settings_is_refused_naming_the_missing_one(cli_env, fake_slack):
+    out = closeloop({**cli_env, "HUBSPOT_CLIENT_SECRET": "hs-secret"}, "check")
+    assert out.returncode != 0
+    assert "HUBSPOT_ACCESS_TOKEN is required with HUBSPOT_CLIENT_SECRET" in out.stderr
