@@ -119,7 +119,8 @@ def receive(rt: Runtime, *, body: bytes, headers: Mapping[str, str]) -> tuple[An
         return Answer(400, {"ok": False, "error": f"body: malformed JSON: {err}"}), []
     nul = wl_svc.field_with_nul(data) if isinstance(data, dict) else None
     if "\x00" in text or nul is not None:  # raw, or escaped as \u0000 in a string
-        return Answer(400, {"ok": False, "error": f"body: {nul or 'body'} has a NUL character"}), []
+        where = f"field {nul!r}" if nul else "the body"
+        return Answer(400, {"ok": False, "error": f"body: {where} contains a NUL character"}), []
     try:
         delivery_id = _delivery_id(data)
     except Unprocessable as err:
