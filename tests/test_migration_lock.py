@@ -9,6 +9,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 from bot import migrate
@@ -30,7 +31,8 @@ def _at_head(url: str) -> None:
     try:
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
-            assert list(versions) == ["0005"]
+            head = ScriptDirectory.from_config(migrate.alembic_config(url)).get_current_head()
+            assert list(versions) == [head]
         assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
