@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_HUBSPOT_API_URL = "https://api.hubapi.com"
+DEFAULT_PIPEDRIVE_API_URL = "https://api.pipedrive.com/v1"  # or https://<co>.pipedrive.com/api/v1
 DEFAULT_DATABASE_URL = "sqlite:///closeloop.db"
 
 DEFAULT_REASON_CATEGORIES = (
@@ -44,6 +45,8 @@ SECRET_SETTINGS = (
     "HUBSPOT_CLIENT_SECRET",
     "HUBSPOT_ACCESS_TOKEN",
     "SALESFORCE_WEBHOOK_SECRET",
+    "PIPEDRIVE_WEBHOOK_PASSWORD",
+    "PIPEDRIVE_API_TOKEN",
 )
 
 
@@ -124,6 +127,12 @@ class Settings:
     salesforce_owners: tuple[tuple[str, str], ...] = ()  # OwnerId (15 chars) -> email or U...
     salesforce_loss_reason_field: str = "Loss_Reason__c"
     salesforce_win_reason_field: str = "Win_Reason__c"
+    # Pipedrive (POST /hooks/pipedrive): off until the webhook's basic-auth user and password
+    # and an API token are all set (docs/crm-pipedrive.md).
+    pipedrive_webhook_user: str | None = None
+    pipedrive_webhook_password: str | None = None
+    pipedrive_api_token: str | None = None
+    pipedrive_api_url: str = DEFAULT_PIPEDRIVE_API_URL
 
     def __post_init__(self) -> None:
         if not self.winloss_channel:
@@ -137,7 +146,10 @@ class Settings:
     def serves_webhooks(self) -> bool:
         """True when a CRM may call us: then Socket Mode serves HTTP too (the hooks)."""
         return (
-            bool(self.deals_webhook_secret) or self.hubspot_configured or self.salesforce_configured
+            bool(self.deals_webhook_secret)
+            or self.hubspot_configured
+            or self.salesforce_configured
+            or self.pipedrive_configured
         )
 
     @property
@@ -149,6 +161,15 @@ class Settings:
     def salesforce_configured(self) -> bool:
         """True when POST /hooks/salesforce is on (the org's id and the secret are both set)."""
         return bool(self.salesforce_org_id and self.salesforce_webhook_secret)
+
+    @property
+    def pipedrive_configured(self) -> bool:
+        """True when POST /hooks/pipedrive is on (its credentials and API token all set)."""
+        return bool(
+            self.pipedrive_webhook_user
+            and self.pipedrive_webhook_password
+            and self.pipedrive_api_token
+        )
 
     @property
     def socket_mode(self) -> bool:
@@ -256,11 +277,13 @@ class Settings:
         )
         hubspot = take(_hubspot_settings, get, default={})
         salesforce = take(_salesforce_settings, get, default={})
+        pipedrive = take(_pipedrive_settings, get, default={})
         if problems:
             raise ConfigError(*problems)
         return cls(
             **hubspot,
             **salesforce,
+            **pipedrive,
             **slack_fields,  # type: ignore[arg-type]
             slack_post_rate=post_rate,
             outbox_workers=workers,
@@ -429,6 +452,44 @@ def _salesforce_settings(get) -> dict[str, object]:
         found["salesforce_owners"] = tuple(owners.items())
     if org and secret:
         found.update(salesforce_org_id=org, salesforce_webhook_secret=secret)
+    return found
+
+
+_PIPEDRIVE_NAMES = {
+    "PIPEDRIVE_WEBHOOK_USER": "the webhook's HTTP basic auth user, as entered in Pipedrive",
+    "PIPEDRIVE_WEBHOOK_PASSWORD": "the webhook's HTTP basic auth password",
+    "PIPEDRIVE_API_TOKEN": "an API token, to read each deal owner's email",
+}
+
+
+def _pipedrive_settings(get) -> dict[str, str]:
+    """PIPEDRIVE_*: the webhook's user and password and the API token together, or none;
+    PIPEDRIVE_API_URL absolute."""
+    given = {name: get(name) for name in _PIPEDRIVE_NAMES}
+    problems = []
+    missing = [name for name, value in given.items() if not value]
+    if missing and len(missing) < len(given):
+        present = " and ".join(n for n, v in given.items() if v)
+        needed = "; ".join(f"{n}: {_PIPEDRIVE_NAMES[n]}" for n in missing)
+        verb = "is" if len(missing) == 1 else "are"
+        problems.append(f"{' and '.join(missing)} {verb} required with {present} ({needed})")
+    if given["PIPEDRIVE_WEBHOOK_USER"] and ":" in given["PIPEDRIVE_WEBHOOK_USER"]:
+        problems.append("PIPEDRIVE_WEBHOOK_USER cannot contain ':' (HTTP basic auth splits on it)")
+    found: dict[str, str] = {}
+    url = get("PIPEDRIVE_API_URL")
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems.append(f"PIPEDRIVE_API_URL must be an absolute http(s) URL, not {url[:80]!r}")
+        found["pipedrive_api_url"] = url.rstrip("/")
+    if problems:
+        raise ConfigError(*problems)
+    if all(given.values()):
+        found.update(
+            pipedrive_webhook_user=str(given["PIPEDRIVE_WEBHOOK_USER"]),
+            pipedrive_webhook_password=str(given["PIPEDRIVE_WEBHOOK_PASSWORD"]),
+            pipedrive_api_token=str(given["PIPEDRIVE_API_TOKEN"]),
+        )
     return found
 
 

@@ -1,7 +1,8 @@
 """The HTTP side: Slack at POST /slack/events (signature-verified by Bolt; HTTP mode only),
 closed deals at POST /hooks/deal-closed (signed with DEALS_WEBHOOK_SECRET) and from HubSpot
 at POST /hooks/hubspot (signed with HUBSPOT_CLIENT_SECRET) and Salesforce's Outbound Messages
-at POST /hooks/salesforce (SALESFORCE_WEBHOOK_SECRET and SALESFORCE_ORG_ID), GET /healthz."""
+at POST /hooks/salesforce (SALESFORCE_WEBHOOK_SECRET and SALESFORCE_ORG_ID) and from Pipedrive
+at POST /hooks/pipedrive (HTTP basic auth), GET /healthz."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot import health, metrics
-from bot.intake import deliveries, hubspot, salesforce
+from bot.intake import deliveries, hubspot, pipedrive, salesforce
 from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed, too_large
 from bot.runtime import Runtime
 
@@ -187,6 +188,8 @@ def make_wsgi_app(
             return _hubspot(environ, start_response)
         if path == salesforce.PATH:
             return _salesforce(environ, start_response)
+        if path == pipedrive.PATH:
+            return _pipedrive(environ, start_response)
         if slack is None:
             return _reply(start_response, 404, b"Not Found\n", "text/plain")
         if path == "/slack/events":
@@ -257,6 +260,39 @@ def make_wsgi_app(
                 run_later(lambda: deliveries.process(rt, stored))
         return _reply(start_response, result.status, result.body, result.content_type)
 
+    def _pipedrive(environ, start_response):
+        """Authenticate and store first, answer, then process what was stored (as for
+        HubSpot); a 401 challenges for basic auth."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _reply(start_response, 405, b"use POST\n", "text/plain")
+        try:
+            body = read_body(environ, cap=pipedrive.MAX_BODY)
+        except BodyTooLarge:
+            limit = f"body too large (at most {pipedrive.MAX_BODY} bytes)"
+            answer_status, answer = 413, {"ok": False, "error": limit}
+        except MalformedBody as err:
+            answer_status, answer = 400, {"ok": False, "error": f"body: {err}"}
+        else:
+            headers = {
+                k[5:].replace("_", "-").lower(): v
+                for k, v in environ.items()
+                if k.startswith("HTTP_")
+            }
+            result, stored = pipedrive.receive(rt, body=body, headers=headers)
+            answer_status, answer = result.status, result.body
+            if stored:
+                run_later(lambda: deliveries.process(rt, stored))
+        payload = json.dumps(answer).encode()
+        start_response(
+            _STATUS.get(answer_status, f"{answer_status} Error"),
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                *([("WWW-Authenticate", pipedrive.REALM)] if answer_status == 401 else []),
+            ],
+        )
+        return [payload]
+
     return logged(wsgi)
 
 
@@ -265,6 +301,7 @@ _PATH_KINDS = {
     "/hooks/deal-closed": "deal_webhook",
     "/hooks/hubspot": "hubspot_webhook",
     "/hooks/salesforce": "salesforce_webhook",
+    "/hooks/pipedrive": "pipedrive_webhook",
     "/healthz": "healthz",
     "/metrics": "metrics",
 }

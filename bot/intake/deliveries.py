@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 
 from bot.db import session_scope
-from bot.intake import hubspot, salesforce
+from bot.intake import hubspot, pipedrive, salesforce
 from bot.intake.errors import TryLater, Unprocessable
 from bot.models import CrmSource, InboxState
 from bot.runtime import Runtime
@@ -22,6 +22,7 @@ Processor = Callable[[Runtime, str], str]  # (runtime, stored body) -> what came
 PROCESSORS: Mapping[str, Processor] = {
     CrmSource.HUBSPOT.value: hubspot.process,
     CrmSource.SALESFORCE.value: salesforce.process,
+    CrmSource.PIPEDRIVE.value: pipedrive.process,
 }
 
 

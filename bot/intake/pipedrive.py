@@ -1,0 +1,374 @@
+"""POST /hooks/pipedrive: Pipedrive's webhooks (v2), authenticated, stored, then processed from
+storage.
+
+Pipedrive signs nothing: a webhook carries the HTTP basic auth credentials it was created with
+(``http_auth_user`` / ``http_auth_password``) in an ``Authorization: Basic`` header. They are
+compared in constant time (digests of equal length, both parts always compared) and never
+logged or stored.
+
+A v2 delivery is one JSON object: ``meta`` (``action`` create/change/delete, ``entity``, ``id``
+the id of the event, ``entity_id``, ``timestamp``, ``attempt`` counting Pipedrive's retries
+...), ``data`` (the deal as of this event: ``status``, ``title``, ``value``, ``currency``,
+``lost_reason``, ``owner_id``, ``won_time`` / ``lost_time`` ...) and ``previous`` (only the
+fields this event changed). Only deal events that change the deal's status (or create a deal
+already won or lost) are stored, keyed by the deal id and ``meta.id``: a retry repeats the event
+id (``meta.attempt`` counts up), so it is a duplicate. Everything else is answered and dropped.
+
+The delivery carries the deal's state, so processing reads nothing from Pipedrive but the
+owner's email. Deliveries about one deal may arrive out of order (retries are 3, 30 and 150
+seconds apart): a status change older (``meta.timestamp``) than another one stored for the same
+deal is superseded and does nothing, so the deal ends in its latest state.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from bot.db import session_scope
+from bot.intake.errors import TryLater, Unprocessable
+from bot.intake.pipedrive_api import PipedriveApi, PipedriveError
+from bot.jobs.deals import nudge_new_deal
+from bot.listeners.crm_webhook import Answer
+from bot.models import CrmDelivery, CrmSource, InboxState
+from bot.runtime import Runtime
+from bot.services import crm_inbox
+from bot.services import winloss as wl_svc
+from bot.services.winloss import DealIn, InvalidField
+
+log = logging.getLogger(__name__)
+
+SOURCE = CrmSource.PIPEDRIVE.value
+PATH = "/hooks/pipedrive"
+# A v2 delivery is one object: the deal's crucial fields, its custom fields and what changed.
+# A few KiB in practice; custom fields of long text could make it larger. 256 KiB (as for
+# HubSpot) leaves room; beyond it is refused (413) before it is read.
+MAX_BODY = 256 * 1024
+KEPT_HEADERS = ("user-agent", "content-type")  # never the Authorization header
+CLOSED = ("won", "lost")
+STATUSES = ("open", *CLOSED)
+REALM = 'Basic realm="closeloop", charset="UTF-8"'
+
+
+# --- authenticating -----------------------------------------------------------------------
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def credentials_valid(authorization: str | None, *, user: str, password: str) -> bool:
+    """Whether ``authorization`` is ``Basic base64(user:password)`` with these credentials.
+
+    Compared in constant time: digests of equal length, user and password both compared
+    whatever the first comparison said."""
+    if not authorization:
+        return False
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    given_user, colon, given_password = decoded.partition(b":")
+    user_ok = hmac.compare_digest(_digest(given_user), _digest(user.encode()))
+    password_ok = hmac.compare_digest(_digest(given_password), _digest(password.encode()))
+    return bool(colon) & user_ok & password_ok
+
+
+# --- receiving ----------------------------------------------------------------------------
+
+
+def receive(rt: Runtime, *, body: bytes, headers: Mapping[str, str]) -> tuple[Answer, list[int]]:
+    """Authenticate and store one request from Pipedrive; the answer and the deliveries stored
+    now (to be processed after the answer)."""
+    s = rt.settings
+    if not s.pipedrive_configured:
+        return Answer(
+            503,
+            {
+                "ok": False,
+                "error": "Pipedrive is not configured: set PIPEDRIVE_WEBHOOK_USER, "
+                "PIPEDRIVE_WEBHOOK_PASSWORD and PIPEDRIVE_API_TOKEN",
+            },
+        ), []
+    assert s.pipedrive_webhook_user is not None and s.pipedrive_webhook_password is not None
+    lower = {k.lower(): v for k, v in headers.items()}
+    if not credentials_valid(
+        lower.get("authorization"),
+        user=s.pipedrive_webhook_user,
+        password=s.pipedrive_webhook_password,
+    ):
+        log.warning("Pipedrive webhook: missing or wrong basic auth credentials")
+        return Answer(401, {"ok": False, "error": "invalid credentials"}), []
+    try:
+        text = body.decode("utf-8")
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        return Answer(400, {"ok": False, "error": f"body: malformed JSON: {err}"}), []
+    nul = wl_svc.field_with_nul(data) if isinstance(data, dict) else None
+    if "\x00" in text or nul is not None:  # raw, or escaped as \u0000 in a string
+        where = f"field {nul!r}" if nul else "the body"
+        return Answer(400, {"ok": False, "error": f"body: {where} contains a NUL character"}), []
+    try:
+        delivery_id = _delivery_id(data)
+    except Unprocessable as err:
+        return Answer(400, {"ok": False, "error": f"body: {err}"}), []
+    if delivery_id is None:
+        return Answer(200, {"ok": True, "stored": 0, "duplicates": 0, "ignored": 1}), []
+    kept = {k: lower[k] for k in KEPT_HEADERS if k in lower}
+    try:
+        with session_scope(rt.session_factory) as session:
+            pk = crm_inbox.store(
+                session,
+                source=SOURCE,
+                delivery_id=delivery_id,
+                body=text,
+                headers=kept,
+                now=rt.now(),
+            )
+    except SQLAlchemyError:
+        log.exception("Pipedrive webhook: the delivery could not be stored")
+        return Answer(503, {"ok": False, "error": "could not store the delivery; try again"}), []
+    stored = [pk] if pk is not None else []
+    return Answer(
+        200, {"ok": True, "stored": len(stored), "duplicates": 1 - len(stored), "ignored": 0}
+    ), stored
+
+
+def _delivery_id(data: object) -> str | None:
+    """The key of a deal's status change (``deal:<deal id>:<meta.id>``); None for an event to
+    answer and drop. Unprocessable for a body that is not a Pipedrive v2 webhook."""
+    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
+        raise Unprocessable("must be a Pipedrive webhook: a JSON object with a meta object")
+    meta = data["meta"]
+    if "v" in data or "current" in data or str(meta.get("version", "2")).startswith("1"):
+        raise Unprocessable("a webhooks v1 delivery: create the webhook with version 2.0")
+    event_id = _text(meta.get("id"))
+    if event_id is None:
+        raise Unprocessable("meta.id (the event's id) is required")
+    if meta.get("entity") != "deal" or meta.get("action") not in ("create", "change"):
+        return None
+    if not _status_changed(data):
+        return None
+    deal_id = _deal_id(data)
+    if deal_id is None:
+        raise Unprocessable("the deal's id (data.id or meta.entity_id) is required")
+    return f"deal:{deal_id}:{event_id}"
+
+
+def _status_changed(data: Mapping[str, object]) -> bool:
+    """A deal created won or lost, or whose status this event changed (``previous`` holds
+    only the fields that changed): a close, or a reopening."""
+    deal = data.get("data")
+    status = deal.get("status") if isinstance(deal, dict) else None
+    if status not in STATUSES:
+        return False
+    meta = data["meta"]
+    assert isinstance(meta, dict)
+    if meta.get("action") == "create":
+        return status in CLOSED
+    previous = data.get("previous")
+    return isinstance(previous, dict) and "status" in previous and previous["status"] != status
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    return text[:80] if text else None
+
+
+def _deal_id(data: Mapping[str, object]) -> str | None:
+    deal = data.get("data")
+    meta = data.get("meta")
+    found = _text(deal.get("id")) if isinstance(deal, dict) else None
+    if found is None and isinstance(meta, dict):
+        found = _text(meta.get("entity_id"))
+    return found
+
+
+def event_time(data: Mapping[str, object]) -> float:
+    """When the event happened (epoch seconds): ``meta.timestamp``, documented as a
+    10-character timestamp and shown as ISO 8601 in the format example (both read, and
+    milliseconds too); else the deal's ``update_time``; else 0."""
+    meta = data.get("meta")
+    deal = data.get("data")
+    for value in (
+        meta.get("timestamp") if isinstance(meta, dict) else None,
+        deal.get("update_time") if isinstance(deal, dict) else None,
+    ):
+        found = _instant(value)
+        if found is not None:
+            return found
+    return 0.0
+
+
+def _instant(value: object) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
+        number = float(value)
+        return number / 1000 if number > 1e11 else number  # milliseconds
+    if isinstance(value, str) and value.strip():
+        text = value.strip().replace(" ", "T", 1).replace("Z", "+00:00")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    return None
+
+
+# --- processing ---------------------------------------------------------------------------
+
+
+def process(rt: Runtime, body: str) -> str:
+    """Turn one stored status change into a closed deal (or nothing); what came of it.
+
+    Raises TryLater when the owner cannot be read from Pipedrive now."""
+    data = json.loads(body)
+    delivery_id = _delivery_id(data)
+    deal_id = _deal_id(data)
+    if delivery_id is None or deal_id is None:
+        return "not a deal's status change"
+    s = rt.settings
+    if not s.pipedrive_configured:
+        raise TryLater("Pipedrive is not configured any more")
+    assert s.pipedrive_api_token is not None
+    deal = data["data"]
+    status = deal["status"]
+    with session_scope(rt.session_factory) as session:
+        later = _superseded(session, deal_id=deal_id, delivery_id=delivery_id)
+    if later:
+        return f"deal {deal_id} {status}: superseded by a later change ({later})"
+    if status not in CLOSED:
+        return f"deal {deal_id} reopened (status {status}): nothing to do"
+    owner_email = None
+    owner_id = _text(deal.get("owner_id"))
+    if owner_id is not None:
+        api = PipedriveApi(api_url=s.pipedrive_api_url, token=s.pipedrive_api_token)
+        try:
+            owner_email = api.user_email(owner_id)
+        except PipedriveError as err:
+            _log_api_error(err)
+            raise TryLater(str(err)) from None
+    closed = _deal_in(deal_id, deal, outcome=status, owner_email=owner_email, now=rt.now())
+    notes = [f"deal {deal_id} closed {status}"]
+    currency = _text(deal.get("currency"))
+    if closed.amount is not None and currency and currency.upper() != s.currency.upper():
+        notes.append(f"amount in {currency.upper()}, not CURRENCY {s.currency}: stored as is")
+        log.info(
+            "Pipedrive deal %s: its value is in %s, CURRENCY is %s; the amount is stored as is",
+            deal_id,
+            currency.upper(),
+            s.currency,
+        )
+    with session_scope(rt.session_factory) as session:
+        later = _superseded(session, deal_id=deal_id, delivery_id=delivery_id)
+        if later:
+            return f"deal {deal_id} {status}: superseded by a later change ({later})"
+        row, created = wl_svc.receive_deal(
+            session,
+            deal=closed,
+            deadline_hours=s.winloss_deadline_hours,
+            now=rt.now(),
+            origin="crm",
+        )
+        session.flush()
+        deal_pk = row.id
+        changed = not created and wl_svc.refresh_crm_deal(session, deal_pk=deal_pk, deal=closed)
+    if created:
+        nudge_new_deal(rt, deal_pk)
+        notes.append(f"deal {deal_pk} received")
+    else:
+        notes.append(f"deal {deal_pk} " + ("updated to this change" if changed else "unchanged"))
+    return "; ".join(notes)
+
+
+def _superseded(session: Session, *, deal_id: str, delivery_id: str) -> str | None:
+    """The delivery id of a status change of the same deal that happened after this one
+    (``meta.timestamp``; the same second: the one received later), stored and not given up;
+    None when this one is the latest."""
+    prefix = f"deal:{deal_id}:"
+    rows = session.execute(
+        select(CrmDelivery.id, CrmDelivery.delivery_id, CrmDelivery.body).where(
+            CrmDelivery.source == SOURCE,
+            CrmDelivery.delivery_id.startswith(prefix, autoescape=True),
+            CrmDelivery.state != InboxState.FAILED,
+        )
+    ).all()
+    mine = next((r for r in rows if r.delivery_id == delivery_id), None)
+    if mine is None:
+        return None
+    own_key = (event_time(json.loads(mine.body)), mine.id)
+    for row in rows:
+        if row.id == mine.id:
+            continue
+        try:
+            other = json.loads(row.body)
+        except ValueError:
+            continue
+        if (event_time(other), row.id) > own_key:
+            return row.delivery_id
+    return None
+
+
+def _deal_in(
+    deal_id: str,
+    deal: Mapping[str, object],
+    *,
+    outcome: str,
+    owner_email: str | None,
+    now: datetime,
+) -> DealIn:
+    closed_at, date_only = now, False
+    field = "won_time" if outcome == "won" else "lost_time"
+    when = deal.get(field) or deal.get("close_time")
+    if isinstance(when, str) and when.strip():
+        # v2 sends ISO 8601 ("2025-04-15T15:39:01Z"); v1 and the API's v1 "2025-04-15 15:39:01".
+        text = when.strip().replace(" ", "T", 1)  # no offset: UTC, as Pipedrive means it
+        try:
+            closed_at, date_only = wl_svc.parse_closed_at(text, now=now, field_name=field)
+        except InvalidField as err:
+            raise Unprocessable(f"deal {deal_id}: {err}") from None
+    try:
+        amount = wl_svc.parse_amount(deal.get("value"))
+    except InvalidField:
+        amount = None
+    reason = deal.get("lost_reason") if outcome == "lost" else None
+    reason = reason.strip() if isinstance(reason, str) else None
+    title = deal.get("title")
+    name = title.strip() if isinstance(title, str) and title.strip() else None
+    return DealIn(
+        external_id=f"pipedrive:{deal_id}",
+        name=(name or f"Pipedrive deal {deal_id}")[:255],
+        outcome=outcome,
+        closed_at=closed_at,
+        owner_email=owner_email,
+        amount=amount,
+        closed_on_date_only=date_only,
+        crm_reason=reason[: wl_svc.MAX_TEXT] if reason else None,
+    )
+
+
+def _log_api_error(err: PipedriveError) -> None:
+    if err.status in (401, 403):
+        log.error(
+            "Pipedrive refused PIPEDRIVE_API_TOKEN (%s); deliveries wait until it is fixed", err
+        )
+    else:
+        log.warning("Pipedrive's API could not be read (%s); the delivery is tried again", err)
