@@ -36,7 +36,7 @@ _EMOJI = re.compile(r"^[a-z0-9_+\-']+$")
 
 
 # Settings whose values never appear in a log line (bot.logs redacts them). Every field of
-# Settings named *_token or *_secret must be here (tests/test_secrets_in_logs.py checks).
+# Settings named *_token, *_secret or *_password must be here (tests/test_secrets_in_logs.py checks).
 SECRET_SETTINGS = (
     "SLACK_BOT_TOKEN",
     "SLACK_APP_TOKEN",

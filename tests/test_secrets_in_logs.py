@@ -55,6 +55,8 @@ def test_debug_logs_of_a_real_run_hold_no_secret(cli_env, fake_slack):
 
 def test_every_token_and_secret_setting_is_redacted():
     secret_fields = [
-        f.name.upper() for f in fields(Settings) if f.name.endswith(("_token", "_secret"))
+        f.name.upper()
+        for f in fields(Settings)
+        if f.name.endswith(("_token", "_secret", "_password"))
     ]
     assert secret_fields and set(secret_fields) <= set(SECRET_SETTINGS)
