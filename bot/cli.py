@@ -147,6 +147,7 @@ def crm_sync(rt: Runtime, args: Namespace) -> int:
             _fail(f"{r.source}: stopped after {r.found} closed deals ({r.new} new): {r.error}")
         else:
             print(f"{r.source}: found {r.found} closed deals since {args.since}, {r.new} new")
+    rt.after_ack.drain()  # the sends the processing asked for (as after a webhook's answer)
     if not rt.outbox.stopped:
         rt.outbox.drain()  # the owners' nudges, unless the running bot sends them
     return 1 if failed else 0
