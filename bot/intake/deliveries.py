@@ -37,7 +37,8 @@ PROCESSORS: Mapping[str, Processor] = {
 # TryLater when it cannot be read (after the pages it could read).
 Lister = Callable[[Runtime, datetime], Iterator[list[tuple[str, str]]]]
 
-# Each CRM that can be asked for its closed deals (with an API token), by source.
+# Each CRM that can be asked for its closed deals (with an API token), by source. The daily
+# run asks only those whose Settings say ``<source>_configured``.
 LISTERS: Mapping[str, Lister] = {
     CrmSource.HUBSPOT.value: hubspot.closed_since,
 }
@@ -161,6 +162,9 @@ def sync_due(rt: Runtime) -> list[Synced] | None:
     """The tick's step: the reconciliation, once a day (claimed in the database), back
     CRM_SYNC_DAYS days (further when the last good run is older), never before the
     installation began. None when it was not due."""
+    configured = [s for s in LISTERS if getattr(rt.settings, f"{s}_configured", True)]
+    if not configured:
+        return None  # no CRM to ask: nothing written either
     now = rt.now()
     with session_scope(rt.session_factory) as session:
         claimed = job_runs.claim(session, name=SYNC_JOB, now=now, every=SYNC_EVERY)
@@ -173,7 +177,7 @@ def sync_due(rt: Runtime) -> list[Synced] | None:
         since = min(since, claimed.last_ok_at - back)
     if started is not None:
         since = max(since, started)
-    results = sync(rt, since=since)
+    results = sync(rt, since=since, sources=configured)
     errors = [f"{r.source}: {r.error}" for r in results if r.error]
     with session_scope(rt.session_factory) as session:
         job_runs.finished(
