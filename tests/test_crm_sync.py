@@ -290,3 +290,33 @@ def test_the_fake_refuses_a_search_hubspot_refuses(fake_hubspot):
     assert err.value.status == 401
     found, after = api.closed_deals_page(since=since, stages=["closedlost"])
     assert [d["hs_object_id"] for d in found] == ["9001"] and after is None
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"HUBSPOT_CLIENT_SECRET": None, "HUBSPOT_ACCESS_TOKEN": None}],
+)
+def test_without_a_crm_configured_the_daily_step_writes_nothing(harness, settings_overrides):
+    tick(harness.rt)
+    assert deliveries_mod.sync_due(harness.rt) is None
+    with session_scope(harness.session_factory) as s:
+        assert s.scalars(select(JobRun)).all() == []
+
+
+def test_a_day_not_due_is_looked_at_without_writing(harness, fake_hubspot, monkeypatch):
+    from bot.services import job_runs
+
+    h = harness
+    h.clock.set(CLOSED + timedelta(hours=2))
+    assert deliveries_mod.sync_due(h.rt) is not None
+    writes = []
+    real = job_runs.update
+
+    def counting(*args, **kwargs):
+        writes.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job_runs, "update", counting)
+    h.clock.advance(hours=1)
+    assert deliveries_mod.sync_due(h.rt) is None
+    assert writes == []

@@ -177,7 +177,18 @@ def sync_due(rt: Runtime) -> list[Synced] | None:
         since = min(since, claimed.last_ok_at - back)
     if started is not None:
         since = max(since, started)
-    results = sync(rt, since=since, sources=configured)
+    try:
+        results = sync(rt, since=since, sources=configured)
+    except Exception as err:  # a bug or the database: tried again in an hour, and logged
+        with session_scope(rt.session_factory) as session:
+            job_runs.finished(
+                session,
+                name=SYNC_JOB,
+                started_at=claimed.started_at,
+                error=f"{type(err).__name__}: {err}",
+                retry_at=now + SYNC_RETRY,
+            )
+        raise
     errors = [f"{r.source}: {r.error}" for r in results if r.error]
     with session_scope(rt.session_factory) as session:
         job_runs.finished(

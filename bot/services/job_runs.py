@@ -30,7 +30,12 @@ class Claimed:
 def claim(session: Session, *, name: str, now: datetime, every: timedelta) -> Claimed | None:
     """Claim the job's run when it is due (a job never run is due now): its next run is
     then ``every`` from now. None when it is not due, or another process claimed it."""
-    if session.get(JobRun, name) is None:
+    # Looked at before anything is written: the tick asks every minute, and on SQLite even
+    # an UPDATE of no row takes the write lock.
+    found = session.get(JobRun, name)
+    if found is not None and found.next_at > now:
+        return None
+    if found is None:
         try:
             with session.begin_nested():
                 session.add(JobRun(name=name, next_at=now))
