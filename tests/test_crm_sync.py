@@ -16,7 +16,7 @@ from bot.intake import deliveries as deliveries_mod
 from bot.intake import hubspot
 from bot.intake.hubspot_api import HubSpotApi, HubSpotError
 from bot.models import CrmDelivery, Deal, InboxState, JobRun
-from tests.conftest import closeloop
+from tests.conftest import closeloop, installed_long_ago
 from tests.fakehubspot import FakeHubSpot
 from tests.harness import tick
 from tests.test_hubspot import CLIENT_SECRET, CLOSED, HS_TOKEN, events, post_hubspot
@@ -320,3 +320,20 @@ def test_a_day_not_due_is_looked_at_without_writing(harness, fake_hubspot, monke
     h.clock.advance(hours=1)
     assert deliveries_mod.sync_due(h.rt) is None
     assert writes == []
+
+
+def test_closeloop_tick_from_cron_runs_the_days_sync_and_sends_the_dm(
+    cli_env, fake_slack, fake_hubspot, session_factory
+):
+    """`closeloop tick` (cron): the tick's sync reaches back CRM_SYNC_DAYS from now."""
+    installed_long_ago(session_factory)
+    recent = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)
+    fake_hubspot.set_deal("9001", closedate=recent.isoformat().replace("+00:00", "Z"))
+    env = hubspot_env(cli_env, fake_hubspot)
+    for _ in range(2):
+        out = closeloop(env, "tick")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr, out.stderr
+    assert [d.external_id for d in deals(session_factory)] == ["hubspot:9001"]
+    assert len(fake_hubspot.calls_to(SEARCH)) == 1
+    assert len(nudges_to(fake_slack, "UANA")) == 1
