@@ -26,6 +26,7 @@ from bot.config import (
     web_threads,
 )
 from bot.event_inbox import EventInbox
+from bot.intake.deliveries import LISTERS
 from bot.jobs.tick import Tick
 from bot.leader import role_if_free
 from bot.runtime import Runtime
@@ -209,6 +210,22 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("source", metavar="A")
     merge.add_argument("target", metavar="B")
 
+    crm = _command(
+        sub,
+        "crm",
+        "take in the closed deals a CRM's webhooks missed (HubSpot, read with its token)",
+        "  closeloop crm sync --since 2026-11-01                  # every CRM set up\n"
+        "  closeloop crm sync --since 2026-11-01 --source hubspot",
+    )
+    crm_sub = crm.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    crm_sync = crm_sub.add_parser(
+        "sync", help="ask each CRM for its deals closed since a day; take in the new ones once"
+    )
+    crm_sync.add_argument(
+        "--since", type=_date, required=True, help="YYYY-MM-DD: deals closed that day or later"
+    )
+    crm_sync.add_argument("--source", choices=sorted(LISTERS), help="only this CRM")
+
     forget = _command(
         sub,
         "forget-user",
@@ -305,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         return _with_role(rt, lambda: cli.digest(rt, args))
     if args.command == "forget-user":
         return _with_role(rt, lambda: cli.forget_user(rt, args))
+    if args.command == "crm":
+        return _with_role(rt, lambda: cli.crm_sync(rt, args))
     if args.command in ("import", "export", "competitors", "digest"):
         handler = {
             "import": cli.import_,

@@ -1,5 +1,5 @@
 """The operator's commands (``closeloop ...``, parsed in bot.__main__): prompt, tick,
-deal-closed, import, export, competitors, digest, forget-user."""
+deal-closed, import, export, competitors, digest, crm sync, forget-user."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import sys
 from argparse import Namespace
 from collections.abc import Iterator
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from bot.blocks import digest as digest_blocks
 from bot.db import session_scope
+from bot.intake import deliveries as crm_deliveries
 from bot.jobs import deals as deal_jobs
 from bot.jobs import digest as digest_jobs
 from bot.jobs.prompts import preview_prompts, queue_due_prompts
@@ -129,6 +131,26 @@ def deal_closed(rt: Runtime, args: Namespace) -> int:
     else:
         print(f"deal {deal.external_id}: stored; the owner's nudge is queued and retried")
     return 0
+
+
+def crm_sync(rt: Runtime, args: Namespace) -> int:
+    """``closeloop crm sync --since DAY [--source CRM]``: each CRM's deals closed since DAY
+    (UTC) taken in, once; a line a CRM; exit 1 when one could not be read."""
+    since = datetime.combine(args.since, time(0), tzinfo=UTC)
+    results = crm_deliveries.sync(rt, since=since, sources=[args.source] if args.source else None)
+    failed = False
+    for r in results:
+        if r.skipped:
+            print(f"{r.source}: not configured, skipped ({r.skipped})")
+        elif r.error:
+            failed = True
+            _fail(f"{r.source}: stopped after {r.found} closed deals ({r.new} new): {r.error}")
+        else:
+            print(f"{r.source}: found {r.found} closed deals since {args.since}, {r.new} new")
+    rt.after_ack.drain()  # the sends the processing asked for (as after a webhook's answer)
+    if not rt.outbox.stopped:
+        rt.outbox.drain()  # the owners' nudges, unless the running bot sends them
+    return 1 if failed else 0
 
 
 def import_(rt: Runtime, args: Namespace) -> int:

@@ -36,7 +36,7 @@ _EMOJI = re.compile(r"^[a-z0-9_+\-']+$")
 
 
 # Settings whose values never appear in a log line (bot.logs redacts them). Every field of
-# Settings named *_token, *_secret or *_password must be here (tests/test_secrets_in_logs.py checks).
+# Settings named *_token, *_secret or *_password must be here (test_secrets_in_logs.py).
 SECRET_SETTINGS = (
     "SLACK_BOT_TOKEN",
     "SLACK_APP_TOKEN",
@@ -119,6 +119,9 @@ class Settings:
     hubspot_access_token: str | None = None
     hubspot_api_url: str = DEFAULT_HUBSPOT_API_URL
     hubspot_webhook_url: str | None = None  # the URL HubSpot calls, when behind a proxy
+    # The daily reconciliation with the CRMs read by API token asks for deals closed in the
+    # last CRM_SYNC_DAYS days (bot.intake.deliveries.sync_due).
+    crm_sync_days: int = 3
     # Salesforce (POST /hooks/salesforce, Outbound Messages): off until the org's id and the
     # endpoint's secret are both set (docs/crm-salesforce.md).
     salesforce_org_id: str | None = None
@@ -275,6 +278,15 @@ class Settings:
         reminder_schedule = take(
             parse_weekly_time, "REMINDER_SCHEDULE", get("REMINDER_SCHEDULE") or "mon 10:00"
         )
+        sync_days = take(
+            _whole,
+            "CRM_SYNC_DAYS",
+            get("CRM_SYNC_DAYS") or "3",
+            1,
+            60,
+            "must be a whole number of days, 1 to 60",
+            default=3,
+        )
         hubspot = take(_hubspot_settings, get, default={})
         salesforce = take(_salesforce_settings, get, default={})
         pipedrive = take(_pipedrive_settings, get, default={})
@@ -288,6 +300,7 @@ class Settings:
             slack_post_rate=post_rate,
             outbox_workers=workers,
             outbox_lease_seconds=lease,
+            crm_sync_days=sync_days,
             digest_time=digest_at,
             digest_timezone=digest_tz,
             digest_min_sample=min_sample,

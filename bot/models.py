@@ -382,6 +382,20 @@ class Installation(Base):
     started_at: Mapped[datetime]
 
 
+class JobRun(Base):
+    """When a job that runs once a day (or so) is next due, whichever process runs it: the
+    row is claimed by moving ``next_at`` on (bot.services.job_runs), so several processes,
+    restarts and ``closeloop tick`` from cron run it once."""
+
+    __tablename__ = "job_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]  # the last run's start
+    ok_at: Mapped[datetime | None]  # the last run that finished without an error
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+
 class OutboxState(StrEnum):
     PENDING = "pending"  # waiting to be sent (or retried at not_before)
     SENDING = "sending"  # claimed by a process; it may or may not have reached Slack

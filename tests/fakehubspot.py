@@ -5,6 +5,14 @@ tests/crm_samples/hubspot/README.md, with their sources): no or a wrong bearer t
 ``INVALID_AUTHENTICATION``; a scope the token lacks (``scopes``) -> 403 ``MISSING_SCOPES``;
 an unknown deal or owner -> 404 ``OBJECT_NOT_FOUND``; ``down`` ->
 503; ``rate_limited`` requests -> 429 with Retry-After. Every call is recorded.
+
+``POST /crm/v3/objects/deals/search`` (CRM search API) answers from ``deals``: filterGroups
+ORed, their filters ANDed (EQ, NEQ, GT, GTE, LT, LTE, IN, NOT_IN, HAS_PROPERTY); dates
+compared as instants (epoch milliseconds or ISO 8601); sorted by ``sorts``; paged by
+``after`` (an offset), ``limit`` at most 100 (the v3 documented limit), at most 10,000
+results a query. A malformed body, an unknown operator or property, a limit over 100 or a
+cursor past 10,000 -> 400 ``VALIDATION_ERROR``. ``search_rate_limited_after``: after that
+many search pages, the next one is answered 429 (Retry-After 1) once.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -31,6 +40,7 @@ class Call:
     query: dict[str, list[str]]
     authorization: str | None
     status: int
+    body: dict | None = field(default=None)
 
 
 class FakeHubSpot:
@@ -43,6 +53,8 @@ class FakeHubSpot:
         self.down = False
         self.rate_limited = 0  # the next N requests are answered 429
         self.scopes = {"crm.objects.deals.read", "crm.objects.owners.read"}  # the token's
+        self.search_rate_limited_after: int | None = None  # search pages, then one 429
+        self.search_pages = 0
         self._lock = threading.Lock()
 
     # --- the data --------------------------------------------------------------------------
@@ -71,6 +83,9 @@ class FakeHubSpot:
             def log_message(self, format, *args):  # noqa: A002
                 pass
 
+            def do_POST(self):
+                self.do_GET()
+
             def do_GET(self):
                 status, body, headers = fake._answer(self)
                 payload = json.dumps(body).encode()
@@ -94,12 +109,30 @@ class FakeHubSpot:
     def _answer(self, req: BaseHTTPRequestHandler) -> tuple[int, dict, dict[str, str]]:
         parts = urlsplit(req.path)
         auth = req.headers.get("Authorization")
-        status, body, headers = self._route(parts.path, parse_qs(parts.query), auth)
+        sent = None
+        if req.command == "POST":
+            raw = req.rfile.read(int(req.headers.get("Content-Length") or 0))
+            try:
+                sent = json.loads(raw or b"null")
+            except ValueError:
+                sent = raw.decode("utf-8", "replace")
+        status, body, headers = self._route(parts.path, parse_qs(parts.query), auth, req, sent)
         with self._lock:
-            self.calls.append(Call("GET", parts.path, parse_qs(parts.query), auth, status))
+            self.calls.append(
+                Call(
+                    req.command,
+                    parts.path,
+                    parse_qs(parts.query),
+                    auth,
+                    status,
+                    sent if isinstance(sent, dict) else None,
+                )
+            )
         return status, body, headers
 
-    def _route(self, path, query, auth) -> tuple[int, dict, dict[str, str]]:
+    def _route(self, path, query, auth, req, sent) -> tuple[int, dict, dict[str, str]]:
+        if req.command == "POST" and path != "/crm/v3/objects/deals/search":
+            return 405, {"status": "error", "message": "Method Not Allowed"}, {}
         if self.down:
             return 503, {"status": "error", "message": "Service Unavailable"}, {}
         with self._lock:
@@ -116,6 +149,20 @@ class FakeHubSpot:
         needed = "crm.objects.owners.read" if "owners" in segments else "crm.objects.deals.read"
         if needed not in self.scopes:
             return 403, _missing_scope(needed), {}
+        if path == "/crm/v3/objects/deals/search":
+            if req.command != "POST":
+                return 405, {"status": "error", "message": "Method Not Allowed"}, {}
+            with self._lock:
+                if self.search_rate_limited_after is not None:
+                    if self.search_pages >= self.search_rate_limited_after:
+                        self.search_rate_limited_after = None
+                        return (
+                            429,
+                            _error("RATE_LIMIT", "You have reached your secondly limit."),
+                            {"Retry-After": "1"},
+                        )
+                self.search_pages += 1
+            return self._search(sent)
         if path == "/crm/v3/owners":
             return 200, {"results": list(self.owners.values())[:1]}, {}
         if segments[:4] == ["crm", "v3", "objects", "deals"] and len(segments) == 5:
@@ -133,6 +180,117 @@ class FakeHubSpot:
         if path == "/crm/v3/pipelines/deals":
             return 200, self.pipelines, {}
         return 404, {"status": "error", "message": "Not found"}, {}
+
+    def _search(self, sent) -> tuple[int, dict, dict[str, str]]:
+        try:
+            groups, limit, after, sorts, wanted = _search_request(sent)
+        except ValueError as err:
+            return 400, _error("VALIDATION_ERROR", str(err)), {}
+        deals = [
+            d
+            for d in self.deals.values()
+            if not groups or any(all(_matches(d, f) for f in g) for g in groups)
+        ]
+        for sort in reversed(sorts):
+            name = sort.get("propertyName")
+            deals.sort(
+                key=lambda d, n=name: _sort_key(d["properties"].get(n)),
+                reverse=sort.get("direction") == "DESCENDING",
+            )
+        page = deals[after : after + limit]
+        results = [
+            {
+                **d,
+                "properties": {
+                    k: v for k, v in d["properties"].items() if k in wanted or k in _ALWAYS
+                },
+            }
+            for d in page
+        ]
+        body: dict = {"total": len(deals), "results": results}
+        if after + limit < len(deals):
+            body["paging"] = {"next": {"after": str(after + limit), "link": "?after="}}
+        return 200, body, {}
+
+
+_OPERATORS = ("EQ", "NEQ", "GT", "GTE", "LT", "LTE", "IN", "NOT_IN", "HAS_PROPERTY")
+_SEARCHABLE = {*sample("deal.json")["properties"], "hs_is_closed", "hs_is_closed_won"}
+
+
+def _search_request(sent) -> tuple[list[list[dict]], int, int, list[dict], set[str]]:
+    if not isinstance(sent, dict):
+        raise ValueError("Invalid input JSON on line 1: the request body must be an object")
+    groups = sent.get("filterGroups", [])
+    if not isinstance(groups, list) or len(groups) > 5:
+        raise ValueError("filterGroups must be a list of at most 5 groups")
+    filters: list[list[dict]] = []
+    for group in groups:
+        found = group.get("filters") if isinstance(group, dict) else None
+        if not isinstance(found, list) or not found or len(found) > 6:
+            raise ValueError("each filter group needs 1 to 6 filters")
+        for f in found:
+            if not isinstance(f, dict) or f.get("operator") not in _OPERATORS:
+                raise ValueError(f"Invalid filter operator: {f!r}")
+            if f.get("propertyName") not in _SEARCHABLE:
+                raise ValueError(f"Invalid property name: {f.get('propertyName')!r}")
+            if f["operator"] in ("IN", "NOT_IN"):
+                if not isinstance(f.get("values"), list) or not f["values"]:
+                    raise ValueError(f"{f['operator']} needs a list of values")
+            elif f["operator"] != "HAS_PROPERTY" and not isinstance(f.get("value"), str):
+                raise ValueError(f"{f['operator']} needs a value (a string)")
+        filters.append(found)
+    limit = sent.get("limit", 10)
+    if not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise ValueError(f"limit must be 1 to 100, not {limit!r}")
+    after_text = sent.get("after", "0")
+    if not isinstance(after_text, str) or not after_text.isdigit():
+        raise ValueError(f"after must be a paging cursor, not {after_text!r}")
+    after = int(after_text)
+    if after + limit > 10_000:
+        raise ValueError("the search returns at most 10,000 results")
+    sorts = sent.get("sorts", [])
+    if not isinstance(sorts, list) or not all(isinstance(s, dict) for s in sorts):
+        raise ValueError("sorts must be a list of objects")
+    wanted = sent.get("properties") or ["dealname", "amount", "closedate", "pipeline"]
+    return filters, limit, after, sorts, set(wanted)
+
+
+def _instant(value) -> float | None:
+    text = str(value)
+    if text.isdigit():
+        return int(text) / 1000
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _sort_key(value) -> tuple[int, float | str]:
+    if value is None:
+        return (1, "")
+    instant = _instant(value)
+    return (0, instant) if instant is not None else (0, str(value))
+
+
+def _matches(deal: dict, f: dict) -> bool:
+    value = deal["properties"].get(f["propertyName"])
+    op = f["operator"]
+    if op == "HAS_PROPERTY":
+        return value not in (None, "")
+    if op in ("IN", "NOT_IN"):
+        inside = value is not None and str(value) in [str(v) for v in f["values"]]
+        return inside if op == "IN" else not inside
+    if value is None:
+        return op == "NEQ"
+    if op in ("EQ", "NEQ"):
+        return (str(value) == f["value"]) == (op == "EQ")
+    mine, theirs = _instant(value), _instant(f["value"])
+    if mine is None or theirs is None:
+        try:
+            mine, theirs = float(value), float(f["value"])
+        except ValueError:
+            return False
+    return {"GT": mine > theirs, "GTE": mine >= theirs, "LT": mine < theirs}.get(op, mine <= theirs)
 
 
 # HubSpot always returns these with the properties asked for.

@@ -360,8 +360,8 @@ def test_hubspot_down_keeps_the_delivery_and_a_later_tick_processes_it(
     assert delivery.state == InboxState.PENDING and "503" in delivery.last_error
     assert deals(h) == [] and nudges_to(slack, "UANA") == []
 
-    tick(h.rt)  # its backoff is not over: not tried
-    assert len(fake_hubspot.calls) == 1
+    tick(h.rt)  # its backoff is not over: not tried (the tick's daily sync did try HubSpot)
+    assert len(fake_hubspot.calls_to("/crm/v3/objects/deals/9001")) == 1
     fake_hubspot.down = False
     fake_hubspot.rate_limited = 1
     h.clock.advance(minutes=1)

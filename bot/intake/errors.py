@@ -9,3 +9,7 @@ class TryLater(Exception):
 
 class Unprocessable(Exception):
     """The delivery can never be processed (malformed): it is marked failed, or refused."""
+
+
+class NotConfigured(Exception):
+    """The CRM is not set up here (its settings are unset): nothing to read from it."""

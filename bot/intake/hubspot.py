@@ -27,14 +27,15 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.db import session_scope
-from bot.intake.errors import TryLater, Unprocessable
+from bot.intake.errors import NotConfigured, TryLater, Unprocessable
 from bot.intake.hubspot_api import HubSpotApi, HubSpotError
 from bot.jobs.deals import nudge_new_deal, receive_deal
 from bot.listeners.crm_webhook import Answer
@@ -61,6 +62,8 @@ KEPT_HEADERS = (
 )
 DEAL_EVENTS = ("deal.creation", "deal.propertyChange", "deal.restore")
 STAGE_PROPERTIES = ("dealstage",)
+SEARCH_TRIES = 4  # a page the search refuses with 429 is asked for this many times at most
+SEARCH_MAX_WAIT = 10.0  # seconds waited at most for a 429's Retry-After (HubSpot: 1 to 10)
 # The URL-encoded characters HubSpot decodes in the URI it signs (v3), and only those.
 _DECODED = {
     "%3A": ":",
@@ -270,6 +273,58 @@ def _workflow_deal_id(data: Mapping[str, object]) -> str | None:
         if value and value.strip():
             return value.strip()[:64]
     return None
+
+
+# --- reconciling --------------------------------------------------------------------------
+
+
+def closed_since(rt: Runtime, since: datetime) -> Iterator[list[tuple[str, str]]]:
+    """The deals HubSpot has in a closed won or lost stage with a close date ``since`` or
+    later, a page at a time, as deliveries to store: (key, body). The key is the deal id,
+    close date and stage (as a workflow's), so a deal found again in the same closed state
+    is a duplicate; the body is processed as a workflow's (the deal read again, as it is now).
+
+    Raises NotConfigured without HubSpot's settings, TryLater when HubSpot cannot be read
+    (after the pages already yielded: what was found is kept). A 429 is waited out
+    (Retry-After, at most SEARCH_MAX_WAIT seconds) and the page asked again, SEARCH_TRIES
+    times at most."""
+    s = rt.settings
+    if not s.hubspot_configured:
+        raise NotConfigured("HubSpot is off (HUBSPOT_CLIENT_SECRET and HUBSPOT_ACCESS_TOKEN)")
+    assert s.hubspot_access_token is not None
+    api = HubSpotApi(api_url=s.hubspot_api_url, token=s.hubspot_access_token)
+    try:
+        pipelines = api.pipelines()
+    except HubSpotError as err:
+        raise TryLater(str(err)) from None
+    stages = sorted(
+        {sid for stages in pipelines.values() for sid, st in stages.items() if st.outcome}
+    )
+    if not stages:
+        return
+    after: str | None = None
+    while True:
+        for attempt in range(1, SEARCH_TRIES + 1):
+            try:
+                found, after = api.closed_deals_page(since=since, stages=stages, after=after)
+                break
+            except HubSpotError as err:
+                if err.status != 429 or attempt == SEARCH_TRIES:
+                    raise TryLater(str(err)) from None
+                wait = min(err.retry_after if err.retry_after is not None else 1.0, SEARCH_MAX_WAIT)
+                log.info("HubSpot's search is rate-limited: asking again in %.1f s", wait)
+                time.sleep(wait)
+        page = []
+        for props in found:
+            deal_id = props.get("hs_object_id")
+            if not deal_id:
+                continue
+            key = f"sync:{deal_id}:{props.get('closedate') or ''}:{props.get('dealstage') or ''}"
+            body = {"objectId": deal_id, "properties": props}
+            page.append((key, json.dumps(body, separators=(",", ":"))))
+        yield page
+        if after is None:
+            return
 
 
 # --- processing ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,17 @@ DEAL_PROPERTIES = (
     "pipeline",
 )
 TIMEOUT = 10.0  # seconds: a delivery's processing runs after the answer, never before it
+SEARCH_PAGE = 100  # HubSpot's search: at most 100 results a page, 10,000 a query
 STAGES_TTL = 600.0  # seconds a pipeline's stages are trusted before they are read again
 
 
 class HubSpotError(Exception):
     """HubSpot answered with an error, or could not be reached (``status`` 0)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"HubSpot {status or 'unreachable'}: {message}")
         self.status = status
+        self.retry_after = retry_after  # seconds, from a 429's Retry-After
 
     @property
     def not_found(self) -> bool:
@@ -60,25 +63,39 @@ class HubSpotApi:
         self._token = token
 
     def _get(self, path: str, query: dict[str, str] | None = None) -> dict:
+        return self._request("GET", path, query=query)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: dict | None = None,
+    ) -> dict:
         url = self.api_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        req = urllib.request.Request(
-            url,
-            headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
-        )
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
-                data = json.loads(resp.read().decode("utf-8"))
+                answer = json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as err:
-            raise HubSpotError(err.code, _message(err)) from None
+            raise HubSpotError(
+                err.code, _message(err), retry_after=_retry_after(err.headers.get("Retry-After"))
+            ) from None
         except (urllib.error.URLError, OSError, TimeoutError) as err:
             raise HubSpotError(0, str(err)) from None
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise HubSpotError(0, f"not JSON: {err}") from None
-        if not isinstance(data, dict):
+        if not isinstance(answer, dict):
             raise HubSpotError(0, "not a JSON object")
-        return data
+        return answer
 
     def deal(self, deal_id: str) -> dict[str, str | None]:
         """The deal's properties (DEAL_PROPERTIES); HubSpotError 404 when it does not exist."""
@@ -140,6 +157,51 @@ class HubSpotApi:
                     outcome = "lost"
                 stages[str(stage.get("id"))] = Stage(outcome=outcome)
         return pipelines
+
+    def closed_deals_page(
+        self, *, since: datetime, stages: list[str], after: str | None = None
+    ) -> tuple[list[dict[str, str | None]], str | None]:
+        """One page (SEARCH_PAGE) of the deals in ``stages`` whose close date is ``since`` or
+        later, oldest close first (CRM search API); their properties (DEAL_PROPERTIES and
+        ``hs_object_id``), and the cursor of the next page (None after the last).
+
+        HubSpot's search answers at most 10,000 results a query: a cursor past that is
+        HubSpotError 400, as any other refusal; a 429 carries its Retry-After."""
+        body: dict = {
+            "filterGroups": [
+                {
+                    "filters": [
+                        {
+                            "propertyName": "closedate",
+                            "operator": "GTE",
+                            "value": str(int(since.timestamp() * 1000)),
+                        },
+                        {"propertyName": "dealstage", "operator": "IN", "values": stages},
+                    ]
+                }
+            ],
+            "sorts": [{"propertyName": "closedate", "direction": "ASCENDING"}],
+            "properties": [*DEAL_PROPERTIES, "hs_object_id"],
+            "limit": SEARCH_PAGE,
+        }
+        if after is not None:
+            body["after"] = after
+        data = self._request("POST", "/crm/v3/objects/deals/search", body=body)
+        deals = []
+        for result in data.get("results") or []:
+            props = result.get("properties") or {}
+            deal = {k: (None if props.get(k) in (None, "") else str(props[k])) for k in props}
+            deal["hs_object_id"] = str(result.get("id") or deal.get("hs_object_id") or "")
+            deals.append(deal)
+        cursor = ((data.get("paging") or {}).get("next") or {}).get("after")
+        return deals, (str(cursor) if cursor not in (None, "") else None)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _find(pipelines: dict[str, dict[str, Stage]], pipeline: str | None, stage: str) -> Stage | None:

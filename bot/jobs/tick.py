@@ -44,6 +44,7 @@ class Tick:
             ("installation start", lambda: record_start(rt)),
             ("events", events.replay),
             ("crm deliveries", lambda: deliveries.process_due(rt)),
+            ("crm sync", lambda: deliveries.sync_due(rt)),  # once a day
             ("deal owners", lambda: deals.process_pending_deals(rt)),
             ("deal reminders", lambda: deals.queue_deal_reminders(rt)),
             ("overdue deals", lambda: deals.escalate_overdue(rt)),
