@@ -190,3 +190,51 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(cli_env):
     os.close(main)
     assert done.returncode == 0
     assert b"100%" in shown and b"4/4" in shown and b"imported 4/4 rows" not in shown
+
+
+@pytest.mark.parametrize("crm", sorted(EXPORTS))
+def test_an_imported_crm_deal_is_the_deal_its_hook_later_reports(cli_env, session_factory, crm):
+    """History imported from a CRM's export, then the same deal through that CRM's webhook or
+    the daily sync (which store ``<crm>:<id>``): one deal, its entry kept, nobody nudged."""
+    from bot.services import winloss as wl_svc
+
+    name, options = EXPORTS[crm]
+    imported = closeloop(
+        cli_env,
+        "import",
+        "winloss",
+        str(SAMPLES / name),
+        "--from",
+        crm,
+        "--owners",
+        OWNERS,
+        *options,
+    )
+    assert imported.returncode == 0, imported.stderr
+    with session_scope(session_factory) as s:
+        ids = sorted(s.scalars(select(Deal.external_id)))
+        assert ids and all(i is not None and i.startswith(f"{crm}:") for i in ids), ids
+        first = s.scalars(select(Deal).where(Deal.external_id == ids[0])).one()
+        again = wl_svc.DealIn(
+            external_id=ids[0],
+            name=first.name,
+            outcome=first.outcome,
+            closed_at=first.closed_at,
+            owner_email=first.owner_email,
+        )
+        row, created = wl_svc.receive_deal(
+            s, deal=again, deadline_hours=24, now=first.closed_at, origin="crm"
+        )
+        assert not created and row.id == first.id and row.entry is not None
+    reimported = closeloop(
+        cli_env,
+        "import",
+        "winloss",
+        str(SAMPLES / name),
+        "--from",
+        crm,
+        "--owners",
+        OWNERS,
+        *options,
+    )
+    assert "0 new" in reimported.stdout, reimported.stdout  # the prefixed IDs match again

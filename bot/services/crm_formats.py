@@ -238,6 +238,15 @@ class Layout:
             return self.columns.get("won_closed_at") or self.columns.get("lost_closed_at") or name
         return self.columns.get(name, name)
 
+    def external_id(self, deal_id: str) -> str:
+        """A CRM's deal ID as its webhook stores it (``hubspot:1234``), so a deal imported
+        from an export and later heard of through the CRM's hook (or the daily sync) is one
+        deal, never nudged again; Closeloop's own export keeps its IDs as they are."""
+        deal_id = deal_id.strip()
+        if self.profile is CLOSELOOP or not deal_id or deal_id.startswith(f"{self.profile.name}:"):
+            return deal_id
+        return f"{self.profile.name}:{deal_id}"
+
     def translate(
         self,
         record: Mapping[str, str],
@@ -251,6 +260,7 @@ class Layout:
         problems: list[CellProblem] = []
         for name in ("deal_id", "deal_name", "reason_category", "competitor", "insight"):
             out[name] = cells.get(name, "")
+        out["deal_id"] = self.external_id(out["deal_id"])
         out["source"] = cells.get("source", "")
         stage = cells.get("outcome", "")
         outcome = self.profile.stages.get(stage.strip().casefold(), stage)
