@@ -45,9 +45,7 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("crm_deliveries", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_crm_deliveries_state_due_at", ["state", "due_at"], unique=False
-        )
+        batch_op.create_index("ix_crm_deliveries_state_due_at", ["state", "due_at"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_crm_deliveries_received_at"), ["received_at"], unique=False
         )
