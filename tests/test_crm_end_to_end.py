@@ -145,17 +145,17 @@ def open_from_dm(h, nudge, *, via: str) -> dict:
     (with the trigger_id of that very click)."""
     slack = h.slack
     dm = nudge.response["channel"]
-    assert dm.startswith("D") or dm == slack.dm_channel_id("UANA")
+    assert dm == slack.dm_channel_id("UANA")
     opened = len(slack.calls_to("views.open"))
+    message = stored(slack, nudge)
+    deal_pk = button_value(message)
     if via == "button":
-        message = stored(slack, nudge)
-        trigger_id = click(
-            h, "UANA", channel=dm, message_ts=message["ts"], value=button_value(message)
-        )
-    else:
+        trigger_id = click(h, "UANA", channel=dm, message_ts=message["ts"], value=deal_pk)
+    else:  # only the owner sees the list (ephemeral), and its "Log it" is the same deal's
         listing = winloss_list_in_dm(h, "UANA")
-        assert "Acme renewal" in json.dumps(listing), listing
-        trigger_id = click(h, "UANA", channel=dm, message_ts=None, value=button_value(listing))
+        assert listing.get("response_type") != "in_channel"
+        assert "Acme renewal" in json.dumps(listing) and button_value(listing) == deal_pk
+        trigger_id = click(h, "UANA", channel=dm, message_ts=None, value=deal_pk)
     calls = slack.calls_to("views.open")
     assert len(calls) == opened + 1
     assert calls[-1].params["trigger_id"] == trigger_id
