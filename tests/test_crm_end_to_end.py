@@ -336,26 +336,20 @@ def test_generic_signed_webhook_end_to_end(harness):
     nothing_more_happens(h, before, messages=messages, updates=updates)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/winloss typed in the DM opens a blank form that is not tied to the CRM's deal: "
-    "logging the same deal through it stores a second deal (origin slack) and leaves the "
-    "CRM's deal waiting, so its owner is reminded and it is escalated as overdue",
-)
 def test_winloss_typed_in_the_dm_logs_the_deal_the_crm_sent(harness):
     h, slack = harness, harness.slack
     h.clock.set(generic.CLOSED + timedelta(hours=1))
     assert h.deal_closed(generic.deal()).status == 201
     (nudge,) = nudges_to(slack, "UANA")
 
-    # The owner types /winloss (no argument) in the DM the nudge came to.
+    # The owner types /winloss (no argument) in the DM the nudge came to: asked which deal,
+    # only they see the answer, and the CRM's deal is offered with its own "Log it".
     fields = sample("slash_command.bolt_python_test.decoded.json")
-    trigger_id = slack.new_trigger_id()
     fields.update(
         user_id="UANA",
         text="",
         command="/winloss",
-        trigger_id=trigger_id,
+        trigger_id=slack.new_trigger_id(),
         response_url=slack.new_response_url(),
         channel_id=nudge.response["channel"],
         channel_name="directmessage",
@@ -363,20 +357,46 @@ def test_winloss_typed_in_the_dm_logs_the_deal_the_crm_sent(harness):
     body = urllib.parse.urlencode(fields).encode()
     reply = h.request("/slack/events", body, content_type="application/x-www-form-urlencoded")
     assert reply.status == 200
+    asked = reply.json()
+    assert asked.get("response_type") != "in_channel" and "Which deal?" in json.dumps(asked)
+    assert slack.calls_to("views.open") == []  # no blank form that would make a second deal
+    dm = nudge.response["channel"]
+    deal_pk = button_value(asked)
+    assert deal_pk == button_value(stored(slack, nudge))
+    trigger_id = click(h, "UANA", channel=dm, message_ts=None, value=deal_pk)
     opened = slack.calls_to("views.open")[-1]
     assert opened.params["trigger_id"] == trigger_id
     modal = opened.params["view"]
     typed = fill(
         modal,
-        deal_name="Acme renewal",
-        outcome="lost",
-        closed_on="2026-11-20",
         reason=QUOTE,
         reason_category="Price",
         insight="Lead with consolidation",
     )
     assert submit_winloss(h, "UANA", modal, typed).status == 200
     assert len(posts_in(slack, "CWINLOSS")) == 1
+
+    # "Another deal" under the question opens the blank form, with that click's trigger_id.
+    another = button_value(asked, "winloss_open_blank")
+    payload = sample("block_actions_button.bolt_python_test.json")
+    payload.update(
+        user={"id": "UANA", "username": "uana", "team_id": "T111"},
+        container={
+            "type": "message",
+            "message_ts": "1700000000.000100",
+            "channel_id": dm,
+            "is_ephemeral": True,
+        },
+        channel={"id": dm, "name": "directmessage"},
+        trigger_id=slack.new_trigger_id(),
+        response_url=slack.new_response_url(),
+    )
+    payload.pop("message", None)
+    payload["actions"][0].update(action_id="winloss_open_blank", value=another, block_id="b")
+    assert h.interactive(payload).status == 200
+    blank = slack.calls_to("views.open")[-1]
+    assert blank.params["trigger_id"] == payload["trigger_id"]
+    assert "Acme renewal" not in json.dumps(blank.params["view"])
 
     # One deal, the CRM's, with its entry; nobody is reminded or escalated.
     with session_scope(h.rt.session_factory) as s:

@@ -25,6 +25,7 @@ from bot.blocks.feedback import CLOSE_LOOP_ACTION
 from bot.models import is_forgotten
 
 OPEN_ACTION = "winloss_open"
+OPEN_BLANK_ACTION = "winloss_open_blank"  # "Another deal": the blank form
 EDIT_ACTION = "winloss_edit"
 SUBMIT_CALLBACK = "winloss_submit"
 NONE_VALUE = "__none__"
@@ -369,12 +370,18 @@ def owner_missing(
     ]
 
 
-def waiting_list(deals: Sequence[tuple[int, str, str, bool]]) -> Message:
-    """``(deal pk, name, deadline text, overdue)`` rows, each with a Log button."""
+def waiting_list(deals: Sequence[tuple[int, str, str, bool]], *, another: bool = False) -> Message:
+    """``(deal pk, name, deadline text, overdue)`` rows, each with a Log button; ``another``
+    (a bare ``/winloss``): which deal is it, with a button for one not in the list."""
     if not deals:
         text = "Nothing waiting: every one of your closed deals has its win/loss entry."
         return text, [section(text)]
-    blocks: list[dict] = [section(f"*{len(deals)} deal(s) waiting for a win/loss entry*")]
+    heading = (
+        f"*Which deal?* {len(deals)} of yours are waiting for a win/loss entry"
+        if another
+        else f"*{len(deals)} deal(s) waiting for a win/loss entry*"
+    )
+    blocks: list[dict] = [section(heading)]
     for pk, name, deadline, overdue in deals[:45]:
         due = f":rotating_light: overdue since {deadline}" if overdue else f"due {deadline}"
         blocks.append(
@@ -383,13 +390,15 @@ def waiting_list(deals: Sequence[tuple[int, str, str, bool]]) -> Message:
                 accessory=button("Log it", OPEN_ACTION, str(pk)),
             )
         )
+    if another:
+        blocks.append(actions("winloss_another", button("Another deal", OPEN_BLANK_ACTION, "-")))
     return f"{len(deals)} deal(s) waiting for a win/loss entry", blocks
 
 
 HELP = (
     "*/winloss* logs why a deal was won or lost, in the customer's own words, within 24 hours "
     "of close.\n"
-    "• `/winloss` opens the form\n"
+    "• `/winloss` opens the form (first asking which deal, when the CRM's are waiting for you)\n"
     "• `/winloss list` shows your closed deals still waiting for an entry\n"
     "• `/winloss help` shows this\n"
     "Entries go to marketing, who close the loop. You can edit an entry for 7 days from its "
