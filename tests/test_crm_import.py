@@ -238,3 +238,34 @@ def test_an_imported_crm_deal_is_the_deal_its_hook_later_reports(cli_env, sessio
         *options,
     )
     assert "0 new" in reimported.stdout, reimported.stdout  # the prefixed IDs match again
+
+
+def test_a_salesforce_report_id_meets_the_id_its_outbound_message_sends(cli_env, session_factory):
+    """Reports show 15-character IDs, Outbound Messages 18: both are stored in the 18-character
+    form (Salesforce's documented pair: 001A0000006Vm9r is 001A0000006Vm9rIAC)."""
+    from bot.services.crm_formats import salesforce_id18
+
+    assert salesforce_id18("001A0000006Vm9r") == "001A0000006Vm9rIAC"
+    assert salesforce_id18("001A0000006Vm9rIAC") == "001A0000006Vm9rIAC"
+    name, options = EXPORTS["salesforce"]
+    rows = (SAMPLES / name).read_text().splitlines()
+    short = [rows[0], rows[1].replace("0065g00000AbCdEAA1", "001A0000006Vm9r")]
+    path = SAMPLES.parent / "_tmp_sf15.csv"
+    try:
+        path.write_text("\n".join(short) + "\n")
+        out = closeloop(
+            cli_env,
+            "import",
+            "winloss",
+            str(path),
+            "--from",
+            "salesforce",
+            "--owners",
+            OWNERS,
+            *options,
+        )
+    finally:
+        path.unlink(missing_ok=True)
+    assert out.returncode == 0, out.stderr
+    with session_scope(session_factory) as s:
+        assert list(s.scalars(select(Deal.external_id))) == ["salesforce:001A0000006Vm9rIAC"]

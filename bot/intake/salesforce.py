@@ -47,6 +47,7 @@ from bot.models import CrmDelivery, CrmSource, InboxState
 from bot.runtime import Runtime
 from bot.services import crm_inbox
 from bot.services import winloss as wl_svc
+from bot.services.crm_formats import salesforce_id18
 from bot.services.winloss import DealIn, InvalidField
 
 log = logging.getLogger(__name__)
@@ -495,7 +496,7 @@ def _deal_in(
     reason = fields.get(s.salesforce_win_reason_field if won else s.salesforce_loss_reason_field)
     owner_user_id, owner_email = _owner(rt, fields)
     return DealIn(
-        external_id=f"salesforce:{opportunity_id}",
+        external_id=f"salesforce:{salesforce_id18(opportunity_id)}",
         name=(fields.get("Name") or f"Salesforce opportunity {opportunity_id}").strip()[:255],
         outcome=outcome,
         closed_at=closed_at,

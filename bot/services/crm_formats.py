@@ -136,6 +136,25 @@ _SLASHES = re.compile(
 _SLACK_ID = re.compile(r"^[UW][A-Z0-9]+$")
 
 
+_SALESFORCE_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def salesforce_id18(record_id: str) -> str:
+    """A Salesforce record ID in its 18-character form, whichever form it came in.
+
+    Reports show the 15-character, case-sensitive ID; the API and Outbound Messages send 18
+    characters: the same 15 and a 3-character checksum of their capital letters (each group
+    of five gives a bit per capital, read from the right, as one of 32 characters). Stored
+    one way, a deal imported from a report and later sent by Salesforce is one deal."""
+    if len(record_id) != 15 or not record_id.isalnum():
+        return record_id
+    suffix = ""
+    for start in (0, 5, 10):
+        bits = sum(1 << i for i, c in enumerate(record_id[start : start + 5]) if "A" <= c <= "Z")
+        suffix += _SALESFORCE_SUFFIX[bits]
+    return record_id + suffix
+
+
 @dataclass(frozen=True)
 class CellProblem:
     field: str
@@ -245,6 +264,8 @@ class Layout:
         deal_id = deal_id.strip()
         if self.profile is CLOSELOOP or not deal_id or deal_id.startswith(f"{self.profile.name}:"):
             return deal_id
+        if self.profile is SALESFORCE:
+            deal_id = salesforce_id18(deal_id)
         return f"{self.profile.name}:{deal_id}"
 
     def translate(
