@@ -299,7 +299,8 @@ def closed_since(rt: Runtime, since: datetime) -> Iterator[list[tuple[str, str]]
                 item = _synced(deal, status=status, floor=floor)
                 if item is not None:
                     page.append(item)
-            yield page
+            if page:
+                yield page
             start = None if older else following
 
 
