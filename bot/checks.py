@@ -3,7 +3,7 @@
 One line per finding, ``closeloop check: ok|warning|problem: ...``, each problem saying how
 to fix it. ``closeloop run`` runs the same checks at start and refuses to start on a
 problem (see :func:`at_start`). Only reads are made: auth.test, conversations.info,
-usergroups.users.list, users.info.
+usergroups.users.list, users.info (and HubSpot's and Pipedrive's APIs when they are on).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.config import USER_ID, Settings
 from bot.intake.hubspot_api import HubSpotApi, HubSpotError
+from bot.intake.pipedrive_api import PipedriveApi, PipedriveError
 from bot.slack import scopes as slack_scopes
 from bot.slack.client import SLACK_ERRORS
 
@@ -107,6 +108,7 @@ def findings(
         return
     yield from _webhook(settings)
     yield from _hubspot(settings)
+    yield from _pipedrive(settings)
     yield from _salesforce(settings)
 
 
@@ -343,6 +345,43 @@ def _hubspot(settings: Settings):
         )
     where = settings.hubspot_webhook_url or "https://<this host>/hooks/hubspot"
     yield Finding(OK, f"HubSpot's webhooks are verified as sent to {where}")
+
+
+def _pipedrive(settings: Settings):
+    """Pipedrive's settings, and its API token tried with one cheap read (``GET /users/me``,
+    the token's own user): what /hooks/pipedrive and the daily reconciliation need."""
+    if not settings.pipedrive_configured:
+        yield Finding(
+            OK,
+            "Pipedrive is off (PIPEDRIVE_WEBHOOK_USER, PIPEDRIVE_WEBHOOK_PASSWORD and "
+            "PIPEDRIVE_API_TOKEN unset)",
+        )
+        return
+    assert settings.pipedrive_api_token is not None
+    api = PipedriveApi(api_url=settings.pipedrive_api_url, token=settings.pipedrive_api_token)
+    try:
+        me = api.me()
+    except PipedriveError as err:
+        if err.status in (401, 403):
+            yield Finding(
+                PROBLEM,
+                f"Pipedrive refused PIPEDRIVE_API_TOKEN ({err}): copy the API token again "
+                "(Pipedrive: profile > Personal preferences > API), and check "
+                f"PIPEDRIVE_API_URL={settings.pipedrive_api_url}",
+            )
+        else:
+            yield Finding(
+                WARNING,
+                f"Pipedrive's API could not be read ({err}): its deliveries are stored and "
+                "processed once it can",
+            )
+        return
+    who = me.get("email") or me.get("name") or f"user {me.get('id')}"
+    yield Finding(
+        OK,
+        f"PIPEDRIVE_API_TOKEN is valid: Pipedrive user {who}; webhooks at /hooks/pipedrive "
+        "are taken with PIPEDRIVE_WEBHOOK_USER's basic auth",
+    )
 
 
 def _salesforce(settings: Settings):

@@ -1,8 +1,15 @@
-"""A fake of the part of Pipedrive's API Closeloop reads (``GET /api/v1/users/{id}``), on
-127.0.0.1, port 0.
+"""A fake of the part of Pipedrive's API Closeloop reads (``GET /api/v1/users/{id}``,
+``GET /api/v1/users/me``, ``GET /api/v1/deals``), on 127.0.0.1, port 0.
 
 It refuses what Pipedrive refuses, with Pipedrive's error bodies (tests/crm_samples/pipedrive/):
 no or a wrong API token -> 401 ``unauthorized access``; an unknown user -> 404; ``down`` -> 503.
+
+``GET /api/v1/deals`` answers from ``deals`` (v1-shaped, as tests/crm_samples/pipedrive/
+deals_list.json): ``status`` one of open, won, lost, deleted, all_not_deleted (else 400);
+``sort`` "field ASC|DESC, ..." of first-level keys (else 400); offset-paged by ``start`` and
+``limit`` (at most 500), ``additional_data.pagination`` saying ``more_items_in_collection``
+and ``next_start``. ``list_rate_limited_after``: after that many list pages, the next one is
+answered 429 (Retry-After 1) once.
 The token is taken from the ``x-api-token`` header, or from the older ``api_token`` query
 parameter (Pipedrive still takes it); every call is recorded with both, so a test can check
 which one Closeloop sent.
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,14 +46,30 @@ class FakePipedrive:
     def __init__(self, *, token: str) -> None:
         self.token = token
         self.users: dict[str, dict] = {}
+        self.deals: dict[str, dict] = {}
         self.calls: list[Call] = []
         self.down = False
+        self.me_id = "1234567"  # the token's own user (GET /users/me)
+        self.list_rate_limited_after: int | None = None  # list pages, then one 429
+        self.list_pages = 0
         self._lock = threading.Lock()
 
     def add_user(self, user_id: str, email: str | None) -> None:
         user = sample("user.json")["data"]
         user.update(id=int(user_id), email=email)
         self.users[user_id] = user
+
+    def set_deal(self, deal_id: str, **changes) -> dict:
+        """A v1 deal (the sample's lost deal 4711, owner 42), with ``changes``; times as
+        Pipedrive's v1 gives them ("YYYY-MM-DD HH:MM:SS", UTC)."""
+        deal = copy.deepcopy(sample("deals_list.json")["data"][0])
+        deal["id"] = int(deal_id)
+        deal.update(changes)
+        self.deals[deal_id] = deal
+        return deal
+
+    def calls_to(self, path: str) -> list[Call]:
+        return [c for c in self.calls if c.path == path]
 
     # --- serving ---------------------------------------------------------------------------
 
@@ -57,9 +81,11 @@ class FakePipedrive:
                 pass
 
             def do_GET(self):
-                status, body = fake._answer(self)
+                status, body, headers = fake._answer(self)
                 payload = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -74,24 +100,95 @@ class FakePipedrive:
         self.server.shutdown()
         self.server.server_close()
 
-    def _answer(self, req: BaseHTTPRequestHandler) -> tuple[int, dict]:
+    def _answer(self, req: BaseHTTPRequestHandler) -> tuple[int, dict, dict[str, str]]:
         parts = urlsplit(req.path)
         query = parse_qs(parts.query)
         header = req.headers.get("x-api-token")
-        status, body = self._route(parts.path, header or (query.get("api_token") or [None])[0])
+        token = header or (query.get("api_token") or [None])[0]
+        status, body, headers = self._route(parts.path, query, token)
         with self._lock:
             self.calls.append(Call("GET", parts.path, query, header, status))
-        return status, body
+        return status, body, headers
 
-    def _route(self, path: str, token: str | None) -> tuple[int, dict]:
+    def _route(
+        self, path: str, query: dict[str, list[str]], token: str | None
+    ) -> tuple[int, dict, dict[str, str]]:
         if self.down:
-            return 503, {"success": False, "error": "Service Unavailable", "errorCode": 503}
+            return 503, {"success": False, "error": "Service Unavailable", "errorCode": 503}, {}
         if token != self.token:
-            return 401, sample("error_unauthorized.json")
+            return 401, sample("error_unauthorized.json"), {}
         segments = path.strip("/").split("/")
+        if segments == ["api", "v1", "deals"]:
+            return self._list(query)
+        if segments == ["api", "v1", "users", "me"]:
+            me = sample("user.json")["data"]
+            me.update(id=int(self.me_id), email="admin@example.com", name="Admin Example")
+            return 200, {"success": True, "data": me}, {}
+        status, body = self._user(segments)
+        return status, body, {}
+
+    def _list(self, query: dict[str, list[str]]) -> tuple[int, dict, dict[str, str]]:
+        one = {k: v[-1] for k, v in query.items()}
+        status = one.get("status", "all_not_deleted")
+        if status not in ("open", "won", "lost", "deleted", "all_not_deleted"):
+            return 400, _bad(f"status: {status!r} is not one of the allowed values"), {}
+        try:
+            start = int(one.get("start", "0"))
+            limit = min(int(one.get("limit", "100")), 500)
+        except ValueError:
+            return 400, _bad("start and limit must be integers"), {}
+        if start < 0 or limit < 1:
+            return 400, _bad("start and limit must be positive"), {}
+        found = [
+            d
+            for d in self.deals.values()
+            if d.get("status") == status
+            or (status == "all_not_deleted" and d.get("status") != "deleted")
+        ]
+        for clause in reversed([c.strip() for c in one.get("sort", "id ASC").split(",")]):
+            match = re.fullmatch(r"(\w+)(?: +(ASC|DESC))?", clause, re.IGNORECASE)
+            if match is None or match.group(1) not in _sample_keys():
+                return 400, _bad(f"sort: {clause!r} is not a first-level field"), {}
+            key = match.group(1)
+            found.sort(
+                key=lambda d, k=key: (d.get(k) is not None, d.get(k) or ""),
+                reverse=(match.group(2) or "ASC").upper() == "DESC",
+            )
+        with self._lock:
+            if self.list_rate_limited_after is not None:
+                if self.list_pages >= self.list_rate_limited_after:
+                    self.list_rate_limited_after = None
+                    body = {"success": False, "error": "Too Many Requests", "errorCode": 429}
+                    return 429, body, {"Retry-After": "1"}
+            self.list_pages += 1
+        page = found[start : start + limit]
+        more = start + limit < len(found)
+        pagination: dict = {"start": start, "limit": limit, "more_items_in_collection": more}
+        if more:
+            pagination["next_start"] = start + limit
+        return (
+            200,
+            {
+                "success": True,
+                "data": copy.deepcopy(page) or None,  # Pipedrive: null when none
+                "additional_data": {"pagination": pagination},
+                "related_objects": {},
+            },
+            {},
+        )
+
+    def _user(self, segments: list[str]) -> tuple[int, dict]:
         if segments[:3] == ["api", "v1", "users"] and len(segments) == 4:
             user = self.users.get(segments[3])
             if user is None:
                 return 404, sample("error_user_not_found.json")
             return 200, {"success": True, "data": copy.deepcopy(user)}
         return 404, {"success": False, "error": "Unknown method .", "errorCode": 404}
+
+
+def _bad(message: str) -> dict:
+    return {"success": False, "error": message, "errorCode": 400}
+
+
+def _sample_keys() -> set[str]:
+    return set(sample("deals_list.json")["data"][0])

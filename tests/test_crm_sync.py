@@ -94,7 +94,9 @@ def test_crm_sync_takes_in_a_deal_whose_webhook_was_dropped_once(
     env = hubspot_env(cli_env, fake_hubspot)
     out = closeloop(env, "crm", "sync", "--since", "2026-11-01")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.splitlines() == ["hubspot: found 1 closed deals since 2026-11-01, 1 new"]
+    hubspot_line, pipedrive_line = out.stdout.splitlines()  # every CRM, without --source
+    assert hubspot_line == "hubspot: found 1 closed deals since 2026-11-01, 1 new"
+    assert pipedrive_line.startswith("pipedrive: not configured, skipped")
     (deal,) = deals(session_factory)
     assert deal.external_id == "hubspot:9001" and deal.outcome == "lost"
     assert deal.crm_reason == "Price" and deal.owner_email == "ana@example.com"
@@ -119,7 +121,7 @@ def test_crm_sync_takes_in_a_deal_whose_webhook_was_dropped_once(
     assert len(nudges_to(fake_slack, "UANA")) == 1
 
     # Further back, the October deal too.
-    older = closeloop(env, "crm", "sync", "--since", "2026-10-01")
+    older = closeloop(env, "crm", "sync", "--since", "2026-10-01", "--source", "hubspot")
     assert older.stdout.splitlines() == ["hubspot: found 2 closed deals since 2026-10-01, 1 new"]
     assert [d.external_id for d in deals(session_factory)] == ["hubspot:9001", "hubspot:9003"]
 
@@ -128,7 +130,7 @@ def test_crm_sync_with_a_token_hubspot_refuses_is_one_line_and_exit_1(
     cli_env, fake_slack, fake_hubspot, session_factory
 ):
     env = hubspot_env(cli_env, fake_hubspot, HUBSPOT_ACCESS_TOKEN="pat-na1-wrong")
-    out = closeloop(env, "crm", "sync", "--since", "2026-11-01")
+    out = closeloop(env, "crm", "sync", "--since", "2026-11-01", "--source", "hubspot")
     assert out.returncode == 1
     assert out.stdout == ""
     (line,) = [x for x in out.stderr.splitlines() if x.startswith("closeloop:")]  # (and the log)
@@ -139,8 +141,9 @@ def test_crm_sync_with_a_token_hubspot_refuses_is_one_line_and_exit_1(
 def test_crm_sync_without_hubspot_configured_is_a_note_and_exit_0(cli_env, fake_slack):
     out = closeloop(cli_env, "crm", "sync", "--since", "2026-11-01")
     assert out.returncode == 0, out.stderr
-    (line,) = out.stdout.splitlines()
-    assert line.startswith("hubspot: not configured, skipped")
+    hubspot_line, pipedrive_line = out.stdout.splitlines()
+    assert hubspot_line.startswith("hubspot: not configured, skipped")
+    assert pipedrive_line.startswith("pipedrive: not configured, skipped")
     bad = closeloop(cli_env, "crm", "sync", "--since", "2026-13-01")
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
 
@@ -263,10 +266,10 @@ def test_a_429_that_lasts_keeps_what_was_found_and_the_next_run_takes_the_rest(
     monkeypatch.setattr(deliveries_mod, "process", lambda rt, pks: None)  # stored only
     fake_hubspot.search_rate_limited_after = 1
     since = datetime(2026, 11, 1, tzinfo=UTC)
-    (first,) = deliveries_mod.sync(h.rt, since=since)
+    (first,) = deliveries_mod.sync(h.rt, since=since, sources=["hubspot"])
     assert (first.found, first.new) == (100, 100) and "429" in first.error
     assert len(stored(h.session_factory)) == 100
-    (second,) = deliveries_mod.sync(h.rt, since=since)
+    (second,) = deliveries_mod.sync(h.rt, since=since, sources=["hubspot"])
     assert (second.found, second.new, second.error) == (151, 51, None)
     assert len(stored(h.session_factory)) == 151
 

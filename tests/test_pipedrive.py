@@ -365,8 +365,8 @@ def test_pipedrive_down_keeps_the_delivery_and_a_later_tick_processes_it(harness
     assert delivery.state == InboxState.PENDING and "503" in delivery.last_error
     assert deals(h) == [] and nudges_to(slack, "UANA") == []
 
-    tick(h.rt)  # its backoff is not over: not tried
-    assert len(fake_pipedrive.calls) == 1
+    tick(h.rt)  # its backoff is not over: not tried (the day's sync fails too: down)
+    assert len(fake_pipedrive.calls_to("/api/v1/users/42")) == 1
     fake_pipedrive.down = False
     h.clock.advance(minutes=1)
     tick(h.rt)

@@ -4,7 +4,7 @@ the scheduler's tick for any left unprocessed (a crash, the CRM's API down).
 And the reconciliation of webhooks that never came: each CRM read with an API token lists its
 deals closed since a day, stored as deliveries of their own (a deal found again in the same
 state is a duplicate) and processed by the same processor, which takes a deal in once
-(``hubspot:<id>``) however it came. The tick runs it once a day (``sync_due``);
+(``hubspot:<id>``, ``pipedrive:<id>``) however it came. The tick runs it once a day (``sync_due``);
 ``closeloop crm sync --since`` runs it by hand."""
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ Lister = Callable[[Runtime, datetime], Iterator[list[tuple[str, str]]]]
 # run asks only those whose Settings say ``<source>_configured``.
 LISTERS: Mapping[str, Lister] = {
     CrmSource.HUBSPOT.value: hubspot.closed_since,
+    CrmSource.PIPEDRIVE.value: pipedrive.closed_since,
 }
 SYNC_JOB = "crm-sync"
 SYNC_EVERY = timedelta(days=1)

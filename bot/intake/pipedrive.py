@@ -18,6 +18,12 @@ The delivery carries the deal's state, so processing reads nothing from Pipedriv
 owner's email. Deliveries about one deal may arrive out of order (retries are 3, 30 and 150
 seconds apart): a status change older (``meta.timestamp``) than another one stored for the same
 deal is superseded and does nothing, so the deal ends in its latest state.
+
+The daily reconciliation (:func:`closed_since`) lists the won and lost deals from the API and
+stores each as a delivery of the same shape, with a ``meta.action`` of Closeloop's own
+(``sync``, which the webhook endpoint never takes) and ``meta.id``
+``sync:<deal id>:<status>:<close time>``: found again in the same state, it is a duplicate;
+ordered with the webhooks' deliveries by its ``meta.timestamp`` (the close time).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -36,8 +43,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot.db import session_scope
-from bot.intake.errors import TryLater, Unprocessable
-from bot.intake.pipedrive_api import PipedriveApi, PipedriveError
+from bot.intake.errors import NotConfigured, TryLater, Unprocessable
+from bot.intake.pipedrive_api import DEALS_PAGE, PipedriveApi, PipedriveError
 from bot.jobs.deals import nudge_new_deal
 from bot.listeners.crm_webhook import Answer
 from bot.models import CrmDelivery, CrmSource, InboxState
@@ -58,6 +65,22 @@ KEPT_HEADERS = ("user-agent", "content-type")  # never the Authorization header
 CLOSED = ("won", "lost")
 STATUSES = ("open", *CLOSED)
 REALM = 'Basic realm="closeloop", charset="UTF-8"'
+SYNC_ACTION = "sync"  # meta.action of the reconciliation's deliveries (never Pipedrive's)
+LIST_TRIES = 4  # a page the deal list refuses with 429 is asked for this many times at most
+LIST_MAX_WAIT = 10.0  # seconds waited at most for a 429's Retry-After (a 2-second window)
+# What a delivery of the reconciliation keeps of a v1 deal (as a v2 webhook's ``data``).
+SYNC_FIELDS = (
+    "id",
+    "status",
+    "title",
+    "value",
+    "currency",
+    "lost_reason",
+    "won_time",
+    "lost_time",
+    "close_time",
+    "update_time",
+)
 
 
 # --- authenticating -----------------------------------------------------------------------
@@ -122,7 +145,7 @@ def receive(rt: Runtime, *, body: bytes, headers: Mapping[str, str]) -> tuple[An
         where = f"field {nul!r}" if nul else "the body"
         return Answer(400, {"ok": False, "error": f"body: {where} contains a NUL character"}), []
     try:
-        delivery_id = _delivery_id(data)
+        delivery_id = _delivery_id(data, webhook=True)
     except Unprocessable as err:
         return Answer(400, {"ok": False, "error": f"body: {err}"}), []
     if delivery_id is None:
@@ -147,9 +170,10 @@ def receive(rt: Runtime, *, body: bytes, headers: Mapping[str, str]) -> tuple[An
     ), stored
 
 
-def _delivery_id(data: object) -> str | None:
+def _delivery_id(data: object, *, webhook: bool = False) -> str | None:
     """The key of a deal's status change (``deal:<deal id>:<meta.id>``); None for an event to
-    answer and drop. Unprocessable for a body that is not a Pipedrive v2 webhook."""
+    answer and drop. Unprocessable for a body that is not a Pipedrive v2 webhook. The
+    reconciliation's own action (``sync``) only when not from the ``webhook``."""
     if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
         raise Unprocessable("must be a Pipedrive webhook: a JSON object with a meta object")
     meta = data["meta"]
@@ -158,7 +182,8 @@ def _delivery_id(data: object) -> str | None:
     event_id = _text(meta.get("id"))
     if event_id is None:
         raise Unprocessable("meta.id (the event's id) is required")
-    if meta.get("entity") != "deal" or meta.get("action") not in ("create", "change"):
+    actions = ("create", "change") if webhook else ("create", "change", SYNC_ACTION)
+    if meta.get("entity") != "deal" or meta.get("action") not in actions:
         return None
     if not _status_changed(data):
         return None
@@ -177,7 +202,7 @@ def _status_changed(data: Mapping[str, object]) -> bool:
         return False
     meta = data["meta"]
     assert isinstance(meta, dict)
-    if meta.get("action") == "create":
+    if meta.get("action") in ("create", SYNC_ACTION):
         return status in CLOSED
     previous = data.get("previous")
     return isinstance(previous, dict) and "status" in previous and previous["status"] != status
@@ -231,6 +256,95 @@ def _instant(value: object) -> float | None:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
     return None
+
+
+# --- reconciling --------------------------------------------------------------------------
+
+
+def closed_since(rt: Runtime, since: datetime) -> Iterator[list[tuple[str, str]]]:
+    """The deals Pipedrive has won or lost at ``since`` or later, a page at a time, as
+    deliveries to store: (key, body).
+
+    v1's ``GET /deals`` (what PIPEDRIVE_API_URL serves) filters by status but not by time, so
+    each status is read most recently updated first (``sort=update_time DESC``) until a deal
+    updated before ``since``: a deal closed since then was updated since then. Those whose
+    close time (``won_time`` / ``lost_time``, else ``close_time``) is ``since`` or later are
+    kept. Each becomes a delivery shaped as a webhook's (the deal as ``data``), keyed
+    ``deal:<id>:sync:<id>:<status>:<close time>``: found again in the same state, a
+    duplicate; processed as a webhook's (receive_deal takes a deal in once).
+
+    Raises NotConfigured without Pipedrive's settings, TryLater when Pipedrive cannot be read
+    (after the pages already yielded). A 429 is waited out (Retry-After, at most
+    LIST_MAX_WAIT seconds) and the page asked again, LIST_TRIES times at most."""
+    s = rt.settings
+    if not s.pipedrive_configured:
+        raise NotConfigured(
+            "Pipedrive is off (PIPEDRIVE_WEBHOOK_USER, PIPEDRIVE_WEBHOOK_PASSWORD and "
+            "PIPEDRIVE_API_TOKEN)"
+        )
+    assert s.pipedrive_api_token is not None
+    api = PipedriveApi(api_url=s.pipedrive_api_url, token=s.pipedrive_api_token)
+    floor = since.timestamp()
+    for status in CLOSED:
+        start: int | None = 0
+        while start is not None:
+            found, following = _deals_page(api, status=status, start=start)
+            page = []
+            older = False
+            for deal in found:
+                updated = _instant(deal.get("update_time"))
+                if updated is not None and updated < floor:
+                    older = True  # sorted by update time: the rest are older still
+                    break
+                item = _synced(deal, status=status, floor=floor)
+                if item is not None:
+                    page.append(item)
+            if page:
+                yield page
+            start = None if older else following
+
+
+def _deals_page(api: PipedriveApi, *, status: str, start: int) -> tuple[list[dict], int | None]:
+    for attempt in range(1, LIST_TRIES + 1):
+        try:
+            return api.closed_deals_page(status=status, start=start, limit=DEALS_PAGE)
+        except PipedriveError as err:
+            if err.status != 429 or attempt == LIST_TRIES:
+                raise TryLater(str(err)) from None
+            wait = min(err.retry_after if err.retry_after is not None else 1.0, LIST_MAX_WAIT)
+            log.info("Pipedrive's deal list is rate-limited: asking again in %.1f s", wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _synced(deal: Mapping[str, object], *, status: str, floor: float) -> tuple[str, str] | None:
+    """(key, body) of a listed deal closed at ``floor`` or later; None otherwise."""
+    deal_id = _text(deal.get("id"))
+    if deal_id is None or deal.get("status") != status:
+        return None
+    field = "won_time" if status == "won" else "lost_time"
+    closed = _instant(deal.get(field)) or _instant(deal.get("close_time"))
+    if closed is None or closed < floor:
+        return None
+    when = datetime.fromtimestamp(closed, UTC).isoformat().replace("+00:00", "Z")
+    data = {k: deal.get(k) for k in SYNC_FIELDS}
+    owner = deal.get("owner_id", deal.get("user_id"))  # v1: user_id, an object with its id
+    data["owner_id"] = owner.get("id") if isinstance(owner, dict) else owner
+    body = {
+        "meta": {
+            "action": SYNC_ACTION,
+            "entity": "deal",
+            "entity_id": deal_id,
+            "id": f"sync:{deal_id}:{status}:{when}",
+            "timestamp": when,
+            "version": "2.0",
+        },
+        "data": data,
+        "previous": None,
+    }
+    key = _delivery_id(body)
+    assert key is not None
+    return key, json.dumps(body, separators=(",", ":"))
 
 
 # --- processing ---------------------------------------------------------------------------

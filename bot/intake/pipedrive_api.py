@@ -1,5 +1,7 @@
-"""What Closeloop reads from Pipedrive's API (v1): a deal owner's email, ``GET /users/{id}``
-under PIPEDRIVE_API_URL (``https://api.pipedrive.com/v1``, or a company's
+"""What Closeloop reads from Pipedrive's API (v1): a deal owner's email, ``GET /users/{id}``;
+the token's own user, ``GET /users/me`` (``closeloop check``); and the won or lost deals, most
+recently updated first, ``GET /deals?status=&sort=update_time DESC&start=&limit=`` (the daily
+reconciliation), all under PIPEDRIVE_API_URL (``https://api.pipedrive.com/v1``, or a company's
 ``https://<company>.pipedrive.com/api/v1``). The API token goes in the ``x-api-token`` header
 (Pipedrive's "Authentication" page), never in the ``?api_token=`` query parameter, which would
 put it in every proxy's access log."""
@@ -12,14 +14,16 @@ import urllib.parse
 import urllib.request
 
 TIMEOUT = 10.0  # seconds: processing runs after the answer, never before it
+DEALS_PAGE = 100  # deals asked a page (Pipedrive's default; at most 500)
 
 
 class PipedriveError(Exception):
     """Pipedrive answered with an error, or could not be reached (``status`` 0)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"Pipedrive {status or 'unreachable'}: {message}")
         self.status = status
+        self.retry_after = retry_after  # seconds, from a 429's Retry-After (or x-ratelimit-reset)
 
     @property
     def not_found(self) -> bool:
@@ -31,16 +35,21 @@ class PipedriveApi:
         self.api_url = api_url.rstrip("/")
         self._token = token
 
-    def _get(self, path: str) -> dict:
+    def _get(self, path: str, query: dict[str, str] | None = None) -> dict:
+        url = self.api_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
         req = urllib.request.Request(
-            self.api_url + path,
-            headers={"x-api-token": self._token, "Accept": "application/json"},
+            url, headers={"x-api-token": self._token, "Accept": "application/json"}
         )
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
                 data = json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as err:
-            raise PipedriveError(err.code, _message(err)) from None
+            wait = _seconds(err.headers.get("Retry-After"))
+            if wait is None:
+                wait = _seconds(err.headers.get("x-ratelimit-reset"))
+            raise PipedriveError(err.code, _message(err), retry_after=wait) from None
         except (urllib.error.URLError, OSError, TimeoutError) as err:
             raise PipedriveError(0, str(err)) from None
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -62,6 +71,48 @@ class PipedriveApi:
         user = data.get("data")
         email = user.get("email") if isinstance(user, dict) else None
         return email.strip().lower() if isinstance(email, str) and email.strip() else None
+
+    def me(self) -> dict:
+        """The token's own user (``GET /users/me``): a cheap read that proves the token."""
+        data = self._get("/users/me")
+        user = data.get("data")
+        return user if isinstance(user, dict) else {}
+
+    def closed_deals_page(
+        self, *, status: str, start: int = 0, limit: int = DEALS_PAGE
+    ) -> tuple[list[dict], int | None]:
+        """One page of the deals whose status is ``status`` (won or lost), most recently
+        updated first; and where the next page starts (None after the last).
+
+        v1's list is offset-paged: ``additional_data.pagination`` says
+        ``more_items_in_collection`` and ``next_start``. A 429 carries its Retry-After."""
+        data = self._get(
+            "/deals",
+            {
+                "status": status,
+                "sort": "update_time DESC",
+                "start": str(start),
+                "limit": str(limit),
+            },
+        )
+        deals = [d for d in (data.get("data") or []) if isinstance(d, dict)]
+        extra = data.get("additional_data")
+        extra = extra if isinstance(extra, dict) else {}
+        nested = extra.get("pagination")
+        paging: dict = nested if isinstance(nested, dict) else extra
+        if not paging.get("more_items_in_collection"):
+            return deals, None
+        following = paging.get("next_start")
+        if isinstance(following, bool) or not isinstance(following, int):
+            following = start + len(deals)
+        return deals, (following if following > start and deals else None)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _message(err: urllib.error.HTTPError) -> str:
