@@ -133,6 +133,17 @@ def _dechunk(stream, *, cap: int) -> bytes:
     raise MalformedBody("too many trailer fields")
 
 
+def request_headers(environ) -> dict[str, str]:
+    """The request's headers, lower-case names (``x-hubspot-signature``). WSGI keeps
+    Content-Type out of the HTTP_ variables: it is put back."""
+    headers = {
+        k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
+    }
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = str(environ["CONTENT_TYPE"])
+    return headers
+
+
 def make_wsgi_app(
     app: App | None,
     rt: Runtime,
@@ -174,11 +185,7 @@ def make_wsgi_app(
                 answer_status = 400
                 answer = {"ok": False, "error": f"body: {err}", "field": "body"}
             else:
-                headers = {
-                    k[5:].replace("_", "-").lower(): v
-                    for k, v in environ.items()
-                    if k.startswith("HTTP_")
-                }
+                headers = request_headers(environ)
                 result = handle_deal_closed(rt, body=body, headers=headers, run_later=run_later)
                 answer_status, answer = result.status, result.body
             return _reply(
@@ -221,11 +228,7 @@ def make_wsgi_app(
         except MalformedBody as err:
             answer_status, answer = 400, {"ok": False, "error": f"body: {err}"}
         else:
-            headers = {
-                k[5:].replace("_", "-").lower(): v
-                for k, v in environ.items()
-                if k.startswith("HTTP_")
-            }
+            headers = request_headers(environ)
             uri = hubspot.request_uri(environ, configured=rt.settings.hubspot_webhook_url)
             result, stored = hubspot.receive(rt, method=method, uri=uri, body=body, headers=headers)
             answer_status, answer = result.status, result.body
@@ -247,13 +250,7 @@ def make_wsgi_app(
         except MalformedBody as err:
             result = salesforce.fault(400, f"body: {err}")
         else:
-            headers = {
-                k[5:].replace("_", "-").lower(): v
-                for k, v in environ.items()
-                if k.startswith("HTTP_")
-            }
-            if environ.get("CONTENT_TYPE"):  # not an HTTP_ variable in WSGI
-                headers["content-type"] = str(environ["CONTENT_TYPE"])
+            headers = request_headers(environ)
             query = str(environ.get("QUERY_STRING") or "")
             result, stored = salesforce.receive(rt, body=body, headers=headers, query=query)
             if stored:
@@ -273,11 +270,7 @@ def make_wsgi_app(
         except MalformedBody as err:
             answer_status, answer = 400, {"ok": False, "error": f"body: {err}"}
         else:
-            headers = {
-                k[5:].replace("_", "-").lower(): v
-                for k, v in environ.items()
-                if k.startswith("HTTP_")
-            }
+            headers = request_headers(environ)
             result, stored = pipedrive.receive(rt, body=body, headers=headers)
             answer_status, answer = result.status, result.body
             if stored:

@@ -204,7 +204,10 @@ def test_pipedrive_to_the_owners_dm_and_the_modal_shows_the_lost_reason(harness,
     (delivery,) = deliveries(h)
     assert delivery.state == InboxState.DONE
     assert delivery.delivery_id == "deal:4711:5d3c2b1a-9e8f-4a7b-8c6d-5e4f3a2b1c0d"
-    assert delivery.headers == {"user-agent": "Pipedrive Webhooks"}  # never Authorization
+    assert delivery.headers == {  # never Authorization
+        "user-agent": "Pipedrive Webhooks",
+        "content-type": "application/json",
+    }
     assert json.loads(delivery.body) == event()  # the raw delivery
 
     (nudge,) = nudges_to(slack, "UANA")

@@ -38,7 +38,6 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -47,7 +46,7 @@ from bot.intake.errors import NotConfigured, TryLater, Unprocessable
 from bot.intake.pipedrive_api import DEALS_PAGE, PipedriveApi, PipedriveError
 from bot.jobs.deals import nudge_new_deal
 from bot.listeners.crm_webhook import Answer
-from bot.models import CrmDelivery, CrmSource, InboxState
+from bot.models import CrmSource
 from bot.runtime import Runtime
 from bot.services import crm_inbox
 from bot.services import winloss as wl_svc
@@ -418,13 +417,7 @@ def _superseded(session: Session, *, deal_id: str, delivery_id: str) -> str | No
     (``meta.timestamp``; the same second: the one received later), stored and not given up;
     None when this one is the latest."""
     prefix = f"deal:{deal_id}:"
-    rows = session.execute(
-        select(CrmDelivery.id, CrmDelivery.delivery_id, CrmDelivery.body).where(
-            CrmDelivery.source == SOURCE,
-            CrmDelivery.delivery_id.startswith(prefix, autoescape=True),
-            CrmDelivery.state != InboxState.FAILED,
-        )
-    ).all()
+    rows = crm_inbox.about_one_record(session, source=SOURCE, prefix=prefix)
     mine = next((r for r in rows if r.delivery_id == delivery_id), None)
     if mine is None:
         return None

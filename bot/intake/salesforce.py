@@ -37,13 +37,12 @@ from xml.etree import ElementTree as ET
 from xml.parsers import expat
 from xml.sax.saxutils import escape
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.db import session_scope
 from bot.intake.errors import Unprocessable
 from bot.jobs.deals import nudge_new_deal, receive_deal
-from bot.models import CrmDelivery, CrmSource, InboxState
+from bot.models import CrmSource
 from bot.runtime import Runtime
 from bot.services import crm_inbox
 from bot.services import winloss as wl_svc
@@ -385,13 +384,7 @@ def superseded_by(rt: Runtime, *, opportunity_id: str, notification_id: str) -> 
     mine_id = _delivery_id(opportunity_id, notification_id)
     prefix = _delivery_id(opportunity_id, "")
     with session_scope(rt.session_factory) as session:
-        rows = session.execute(
-            select(CrmDelivery.id, CrmDelivery.delivery_id, CrmDelivery.body).where(
-                CrmDelivery.source == SOURCE,
-                CrmDelivery.delivery_id.startswith(prefix, autoescape=True),
-                CrmDelivery.state != InboxState.FAILED,
-            )
-        ).all()
+        rows = crm_inbox.about_one_record(session, source=SOURCE, prefix=prefix)
     versions = {}
     for pk, delivery_id, body in rows:
         try:

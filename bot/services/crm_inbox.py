@@ -192,3 +192,18 @@ def prune(session: Session, *, now: datetime, keep: timedelta = KEEP) -> int:
         ),
     )
     return result.rowcount or 0
+
+
+def about_one_record(session: Session, *, source: str, prefix: str) -> list:
+    """(pk, delivery_id, body) of ``source``'s deliveries whose id starts with ``prefix``
+    (the adapters key a record's deliveries that way) and that were not given up: what an
+    adapter compares to tell whether a delivery is still the latest about its record."""
+    return list(
+        session.execute(
+            select(CrmDelivery.id, CrmDelivery.delivery_id, CrmDelivery.body).where(
+                CrmDelivery.source == source,
+                CrmDelivery.delivery_id.startswith(prefix, autoescape=True),
+                CrmDelivery.state != InboxState.FAILED,
+            )
+        ).all()
+    )
