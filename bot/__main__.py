@@ -136,7 +136,8 @@ def _parser() -> argparse.ArgumentParser:
         "  closeloop import winloss old-log.csv\n"
         "  closeloop import winloss old-log.csv --skip-bad   # import the good rows anyway\n"
         "  closeloop import winloss deals.csv --from hubspot --owners owners.csv\n"
-        '  closeloop import winloss opps.csv --from salesforce --map reason="Loss Reason (Quote)"',
+        '  closeloop import winloss opps.csv --from salesforce --map reason="Loss Reason (Quote)"\n'
+        '  closeloop import winloss deals.csv --stage "Closed - No Budget=no_decision"',
     )
     imp.add_argument("kind", choices=["winloss"])
     imp.add_argument("file")
@@ -153,6 +154,13 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FIELD=COLUMN",
         help="read FIELD (reason, competitor, owner, ...) from the column COLUMN",
+    )
+    imp.add_argument(
+        "--stage",
+        action="append",
+        default=[],
+        metavar="STAGE=OUTCOME",
+        help="a pipeline's own stage name as won, lost, no_decision or open (repeatable)",
     )
     imp.add_argument(
         "--date-format",

@@ -156,6 +156,7 @@ def crm_sync(rt: Runtime, args: Namespace) -> int:
 def import_(rt: Runtime, args: Namespace) -> int:
     try:
         mapping = crm_formats.parse_mapping(getattr(args, "map", []))
+        stages = crm_formats.parse_stages(getattr(args, "stage", []))
         owners = crm_formats.read_owners(args.owners) if getattr(args, "owners", None) else None
     except DomainError as err:
         return _fail(str(err), 2)
@@ -171,6 +172,7 @@ def import_(rt: Runtime, args: Namespace) -> int:
             mapping=mapping,
             date_format=getattr(args, "date_format", None),
             owners=owners,
+            stages=stages,
         )
 
     if args.file.lower().endswith((".xlsx", ".xlsm")):

@@ -269,3 +269,20 @@ def test_a_salesforce_report_id_meets_the_id_its_outbound_message_sends(cli_env,
     assert out.returncode == 0, out.stderr
     with session_scope(session_factory) as s:
         assert list(s.scalars(select(Deal.external_id))) == ["salesforce:001A0000006Vm9rIAC"]
+
+
+def test_a_pipelines_own_stage_names_are_mapped_with_stage(cli_env, session_factory, tmp_path):
+    rows = (SAMPLES / "hubspot_deals.csv").read_text().splitlines()
+    custom = [rows[0], rows[1].replace("Closed lost", "Closed - No Budget")]
+    path = tmp_path / "hubspot_custom_stage.csv"
+    path.write_text("\n".join(custom) + "\n")
+    args = ("import", "winloss", str(path), "--from", "hubspot", "--owners", OWNERS)
+    refused = closeloop(cli_env, *args)
+    assert refused.returncode == 1 and "'Closed - No Budget'" in refused.stderr, refused.stderr
+    imported = closeloop(cli_env, *args, "--stage", "closed - no budget=no_decision")
+    assert imported.returncode == 0, imported.stderr
+    with session_scope(session_factory) as s:
+        assert list(s.scalars(select(Deal.outcome))) == ["no_decision"]
+    bad = closeloop(cli_env, *args, "--stage", "Closed - No Budget=maybe")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "--stage" in bad.stderr and "no_decision" in bad.stderr

@@ -248,6 +248,7 @@ class Layout:
 
     profile: Profile
     columns: Mapping[str, str]
+    stages: Mapping[str, str] = field(default_factory=dict)  # --stage: casefold name -> outcome
 
     def label(self, name: str) -> str:
         """The file's column for a field, as a problem should name it."""
@@ -284,7 +285,8 @@ class Layout:
         out["deal_id"] = self.external_id(out["deal_id"])
         out["source"] = cells.get("source", "")
         stage = cells.get("outcome", "")
-        outcome = self.profile.stages.get(stage.strip().casefold(), stage)
+        key = stage.strip().casefold()
+        outcome = self.stages.get(key) or self.profile.stages.get(key, stage)
         if outcome == OPEN:
             problems.append(CellProblem("outcome", "is not a closed stage (won or lost)"))
             outcome = ""
@@ -321,6 +323,25 @@ class Layout:
                 )
         out["owner"] = owner
         return out, problems
+
+
+STAGE_OUTCOMES = ("won", "lost", "no_decision", OPEN)
+
+
+def parse_stages(pairs: Sequence[str]) -> dict[str, str]:
+    """``--stage "Closed - No Budget=lost"`` options as {stage name, casefolded: outcome}: a
+    pipeline's own stage names, beside the standard ones each CRM profile knows."""
+    stages: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, outcome = pair.rpartition("=")
+        name, outcome = name.strip().strip('"'), outcome.strip().lower()
+        if not sep or not name or outcome not in STAGE_OUTCOMES:
+            raise DomainError(
+                f"--stage {pair!r}: write it as STAGE=OUTCOME, the outcome one of "
+                f'{", ".join(STAGE_OUTCOMES)} (e.g. "Closed - No Budget=lost")'
+            )
+        stages[name.casefold()] = outcome
+    return stages
 
 
 def parse_mapping(pairs: Sequence[str]) -> dict[str, str]:
@@ -366,7 +387,11 @@ def _needs(profile: Profile, missing: Sequence[str]) -> str:
 
 
 def layout(
-    header: Sequence[str], *, source: str | None = None, mapping: Mapping[str, str] | None = None
+    header: Sequence[str],
+    *,
+    source: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    stages: Mapping[str, str] | None = None,
 ) -> Layout:
     """The columns of a file whose first line is ``header``: from the named CRM's profile, or
     (no ``source``) the profile the header matches best. DomainError lists what the file has
@@ -391,7 +416,7 @@ def layout(
     for profile in candidates:
         columns = _columns(profile, header, mapping)
         if not _missing(profile, columns):
-            return Layout(profile, columns)
+            return Layout(profile, columns, dict(stages or {}))
     columns = _columns(best, header, mapping)
     missing = _missing(best, columns)
     if best is CLOSELOOP and source is None and set(header) & set(FIELDS):

@@ -161,12 +161,13 @@ def read_records(
     mapping: Mapping[str, str] | None = None,
     date_format: str | None = None,
     owners: Mapping[str, str] | None = None,
+    stages: Mapping[str, str] | None = None,
 ) -> tuple[list[ImportRow], list[Rejected]]:
     """:func:`read_winloss` on rows already split into cells (a CSV reader, a spreadsheet's
     rows): the first is the header. Each row's line is the reader's ``line_num`` when it has
     one (a quoted cell may span lines), else its position."""
     header = [h.strip() for h in next(lines, [])]
-    layout = crm_formats.layout(header, source=source, mapping=mapping)
+    layout = crm_formats.layout(header, source=source, mapping=mapping, stages=stages)
     by_casefold = {c.casefold(): c for c in categories}
     order = {name: index for index, name in reversed(list(enumerate(header)))}
     rows: list[ImportRow] = []
