@@ -9,9 +9,27 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time
 from urllib.parse import urlsplit
+
+from bot.config_leads import LeadSettings, lead_settings
+from bot.config_values import (
+    USER_ID,
+    Audience,
+    ConfigError,
+    WeeklyTime,
+    audience,
+    channel_setting,
+    check_channel,
+    fail,
+    hours,
+    optional_user_ids,
+    parse_weekly_time,
+    required,
+    timezone_setting,
+    whole,
+)
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_HUBSPOT_API_URL = "https://api.hubapi.com"
@@ -28,10 +46,6 @@ DEFAULT_REASON_CATEGORIES = (
     "Other",
 )
 
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
-_USERGROUP_ID = re.compile(r"^S[A-Z0-9]+$")
-_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]+$")
 _EMOJI = re.compile(r"^[a-z0-9_+\-']+$")
 
 
@@ -48,34 +62,6 @@ SECRET_SETTINGS = (
     "PIPEDRIVE_WEBHOOK_PASSWORD",
     "PIPEDRIVE_API_TOKEN",
 )
-
-
-class ConfigError(Exception):
-    """Missing or invalid settings: one line each in ``lines`` (``str(err)`` joins them),
-    each naming the variable and saying how to fix it."""
-
-    def __init__(self, *lines: str) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
-
-
-@dataclass(frozen=True)
-class WeeklyTime:
-    """A weekday and a wall-clock time, read in each person's own time zone."""
-
-    weekday: int  # Monday == 0
-    at: time
-
-    def __str__(self) -> str:
-        return f"{_DAYS[self.weekday]} {self.at:%H:%M}"
-
-
-@dataclass(frozen=True)
-class Audience:
-    """A team defined either by a fixed list of user IDs or by a Slack user group."""
-
-    users: tuple[str, ...] = ()
-    usergroup: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +122,8 @@ class Settings:
     pipedrive_webhook_password: str | None = None
     pipedrive_api_token: str | None = None
     pipedrive_api_url: str = DEFAULT_PIPEDRIVE_API_URL
+    # The lead hand-off loop (bot.config_leads): the SLA, the taxonomy, the Monday report.
+    leads: LeadSettings = field(default_factory=LeadSettings)
 
     def __post_init__(self) -> None:
         if not self.winloss_channel:
@@ -144,6 +132,18 @@ class Settings:
             object.__setattr__(self, "winloss_escalation_channel", self.winloss_channel)
         if not self.digest_channel:
             object.__setattr__(self, "digest_channel", self.feedback_channel)
+        leads = self.leads
+        escalation = leads.escalation_channel or self.winloss_escalation_channel
+        object.__setattr__(
+            self,
+            "leads",
+            replace(
+                leads,
+                escalation_channel=escalation,
+                sales_channel=leads.sales_channel or escalation,
+                report_channel=leads.report_channel or self.feedback_channel,
+            ),
+        )
 
     @property
     def serves_webhooks(self) -> bool:
@@ -225,13 +225,15 @@ class Settings:
 
         port = take(_port, get("PORT") or "3000", default=3000)
         emoji = take(_emoji, get("ACK_EMOJI") or "white_check_mark", default="white_check_mark")
-        default_tz = take(_timezone, "DEFAULT_TIMEZONE", get("DEFAULT_TIMEZONE"), default="UTC")
-        deadline = take(_hours, get, "WINLOSS_DEADLINE_HOURS", 24, default=24)
+        default_tz = take(
+            timezone_setting, "DEFAULT_TIMEZONE", get("DEFAULT_TIMEZONE"), default="UTC"
+        )
+        deadline = take(hours, get, "WINLOSS_DEADLINE_HOURS", 24, default=24)
         if deadline < 2:
             problems.append("WINLOSS_DEADLINE_HOURS must be at least 2 (a reminder comes first)")
             deadline = 24
         reminder = take(
-            _hours, get, "WINLOSS_REMINDER_HOURS", max(1, deadline - 4), default=deadline - 1
+            hours, get, "WINLOSS_REMINDER_HOURS", max(1, deadline - 4), default=deadline - 1
         )
         if reminder >= deadline:
             problems.append(
@@ -241,10 +243,10 @@ class Settings:
         categories = take(
             _categories, get("WINLOSS_REASON_CATEGORIES"), default=DEFAULT_REASON_CATEGORIES
         )
-        digest_tz = take(_timezone, "DIGEST_TIMEZONE", get("DIGEST_TIMEZONE"), default="UTC")
+        digest_tz = take(timezone_setting, "DIGEST_TIMEZONE", get("DIGEST_TIMEZONE"), default="UTC")
         digest_at = take(_digest_time, get("DIGEST_TIME") or "09:00", default=time(9, 0))
         min_sample = take(
-            _whole,
+            whole,
             "DIGEST_MIN_SAMPLE",
             get("DIGEST_MIN_SAMPLE") or "5",
             1,
@@ -255,7 +257,7 @@ class Settings:
         currency = take(_currency, get("CURRENCY") or "USD", default="USD")
         post_rate = take(_post_rate, get("SLACK_POST_RATE") or "5", default=5.0)
         workers = take(
-            _whole,
+            whole,
             "OUTBOX_WORKERS",
             get("OUTBOX_WORKERS") or "8",
             1,
@@ -264,7 +266,7 @@ class Settings:
             default=8,
         )
         lease = take(
-            _whole,
+            whole,
             "OUTBOX_LEASE_SECONDS",
             get("OUTBOX_LEASE_SECONDS") or "90",
             3,
@@ -279,7 +281,7 @@ class Settings:
             parse_weekly_time, "REMINDER_SCHEDULE", get("REMINDER_SCHEDULE") or "mon 10:00"
         )
         sync_days = take(
-            _whole,
+            whole,
             "CRM_SYNC_DAYS",
             get("CRM_SYNC_DAYS") or "3",
             1,
@@ -290,9 +292,13 @@ class Settings:
         hubspot = take(_hubspot_settings, get, default={})
         salesforce = take(_salesforce_settings, get, default={})
         pipedrive = take(_pipedrive_settings, get, default={})
+        leads = take(
+            lambda: lead_settings(get, digest_timezone=digest_tz or "UTC"), default=LeadSettings()
+        )
         if problems:
             raise ConfigError(*problems)
         return cls(
+            leads=leads,
             **hubspot,
             **salesforce,
             **pipedrive,
@@ -324,49 +330,50 @@ NOT_CONFIGURED_TOKEN = "xoxb-not-configured"
 
 def _slack_settings(get, take) -> dict[str, object]:
     """The settings that name Slack things: tokens, channels, people."""
-    bot_token = take(_required, get, "SLACK_BOT_TOKEN", "the Bot User OAuth Token (xoxb-...)")
+    bot_token = take(required, get, "SLACK_BOT_TOKEN", "the Bot User OAuth Token (xoxb-...)")
     if bot_token is not None and not bot_token.startswith("xoxb-"):
         take(
-            _fail,
+            fail,
             "SLACK_BOT_TOKEN must be a bot token starting with xoxb- "
             "(OAuth & Permissions > Bot User OAuth Token)",
         )
     app_token = get("SLACK_APP_TOKEN")
     if app_token is not None and not app_token.startswith("xapp-"):
         take(
-            _fail,
+            fail,
             "SLACK_APP_TOKEN must be an app-level token starting with xapp- "
             "(Basic Information > App-Level Tokens, scope connections:write)",
         )
     signing_secret = get("SLACK_SIGNING_SECRET")
     if app_token is None and signing_secret is None:
         take(
-            _fail,
+            fail,
             "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify Slack's requests "
             "(Basic Information > Signing Secret), or set SLACK_APP_TOKEN for Socket Mode",
         )
     api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
     if not re.match(r"^https?://[^/]+", api_url):
         take(
-            _fail,
+            fail,
             f"SLACK_API_URL={api_url!r} is not an http(s) URL; leave it unset for Slack's own",
         )
-    channel = take(_required, get, "FEEDBACK_CHANNEL", "the ID of marketing's channel (C...)")
+    channel = take(required, get, "FEEDBACK_CHANNEL", "the ID of marketing's channel (C...)")
     if channel is not None:
-        take(_check_channel, "FEEDBACK_CHANNEL", channel)
+        take(check_channel, "FEEDBACK_CHANNEL", channel)
     return {
         "slack_bot_token": bot_token or "",
         "slack_signing_secret": signing_secret,
         "slack_app_token": app_token,
         "slack_api_url": api_url.rstrip("/") + "/",
         "feedback_channel": channel or "",
-        "sales": take(_audience, get, "SALES", default=Audience()),
-        "marketing": take(_audience, get, "MARKETING", default=Audience()),
-        "sales_managers": take(_optional_user_ids, get, "SALES_MANAGERS", default=()),
-        "admin_users": take(_optional_user_ids, get, "ADMIN_USERS", default=()),
-        "winloss_channel": take(_channel, get, "WINLOSS_CHANNEL") or "",
-        "winloss_escalation_channel": take(_channel, get, "WINLOSS_ESCALATION_CHANNEL") or "",
-        "digest_channel": take(_channel, get, "DIGEST_CHANNEL") or "",
+        "sales": take(audience, get, "SALES", default=Audience()),
+        "marketing": take(audience, get, "MARKETING", default=Audience()),
+        "sales_managers": take(optional_user_ids, get, "SALES_MANAGERS", default=()),
+        "admin_users": take(optional_user_ids, get, "ADMIN_USERS", default=()),
+        "winloss_channel": take(channel_setting, get, "WINLOSS_CHANNEL") or "",
+        "winloss_escalation_channel": take(channel_setting, get, "WINLOSS_ESCALATION_CHANNEL")
+        or "",
+        "digest_channel": take(channel_setting, get, "DIGEST_CHANNEL") or "",
     }
 
 
@@ -506,10 +513,6 @@ def _pipedrive_settings(get) -> dict[str, str]:
     return found
 
 
-def _fail(message: str) -> None:
-    raise ConfigError(message)
-
-
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ConfigError(f"PORT={text!r} is not a TCP port number (1-65535)")
@@ -523,12 +526,6 @@ def _emoji(text: str) -> str:
             f"ACK_EMOJI={emoji!r} is not an emoji name; use e.g. white_check_mark (no colons)"
         )
     return emoji
-
-
-def _timezone(name: str, value: str | None) -> str:
-    value = value or "UTC"
-    _check_timezone(name, value)
-    return value
 
 
 def _categories(text: str | None) -> tuple[str, ...]:
@@ -550,12 +547,6 @@ def _digest_time(text: str) -> time:
     return time(int(match[1]), int(match[2]))
 
 
-def _whole(name: str, text: str, low: int, high: int, rule: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise ConfigError(f"{name}={text!r} {rule}")
-    return int(text)
-
-
 def _currency(text: str) -> str:
     if not re.fullmatch(r"[A-Z]{3}", text):
         raise ConfigError(f"CURRENCY={text!r} must be a three-letter ISO 4217 code like USD")
@@ -572,90 +563,6 @@ def _post_rate(text: str) -> float:
             f"SLACK_POST_RATE={text!r} must be messages a second between 0.1 and 1000"
         )
     return rate
-
-
-def _optional_user_ids(get, name: str) -> tuple[str, ...]:
-    return _user_ids(get, name) if get(name) else ()
-
-
-def parse_weekly_time(name: str, text: str) -> WeeklyTime:
-    """Parse ``"fri 16:00"`` into a WeeklyTime; raise ConfigError naming ``name``."""
-    match = re.match(r"^\s*([A-Za-z]{3})[A-Za-z]*\s+(\d{1,2}):(\d{2})\s*$", text)
-    hint = f"{name}={text!r} is not a weekly time; use a day and a 24-hour time like 'fri 16:00'"
-    if not match:
-        raise ConfigError(hint)
-    day, hour, minute = match.group(1).lower(), int(match.group(2)), int(match.group(3))
-    if day not in _DAYS or hour > 23 or minute > 59:
-        raise ConfigError(hint)
-    return WeeklyTime(_DAYS.index(day), time(hour, minute))
-
-
-def _required(get, name: str, what: str) -> str:
-    value = get(name)
-    if value is None:
-        raise ConfigError(f"{name} is not set: put {what} in .env or the environment")
-    return value
-
-
-def _audience(get, prefix: str) -> Audience:
-    users_name, group_name = f"{prefix}_USERS", f"{prefix}_USERGROUP"
-    users_text, group = get(users_name), get(group_name)
-    if users_text and group:
-        raise ConfigError(f"set either {users_name} or {group_name}, not both")
-    if group:
-        if not _USERGROUP_ID.match(group):
-            raise ConfigError(
-                f"{group_name}={group!r} is not a user group ID; use the S... ID of the group"
-            )
-        return Audience(usergroup=group)
-    if not users_text:
-        raise ConfigError(
-            f"{users_name} or {group_name} is not set: list the {prefix.lower()} team's Slack "
-            f"user IDs (U..., comma-separated) or give their user group ID (S...)"
-        )
-    return Audience(users=_user_ids(get, users_name))
-
-
-def _user_ids(get, name: str) -> tuple[str, ...]:
-    users = tuple(u.strip() for u in (get(name) or "").split(",") if u.strip())
-    bad = [u for u in users if not USER_ID.match(u)]
-    if bad or not users:
-        raise ConfigError(
-            f"{name} has {', '.join(bad) or 'no IDs'}: use Slack user IDs (U...), "
-            "comma-separated, not names"
-        )
-    return tuple(dict.fromkeys(users))
-
-
-def _check_channel(name: str, channel: str) -> None:
-    if not _CHANNEL_ID.match(channel):
-        raise ConfigError(
-            f"{name}={channel!r} is not a channel ID; use the ID (C...) shown in "
-            "the channel's details, not its name"
-        )
-
-
-def _channel(get, name: str) -> str | None:
-    channel = get(name)
-    if channel is not None:
-        _check_channel(name, channel)
-    return channel
-
-
-def _hours(get, name: str, default: int) -> int:
-    text = get(name) or str(default)
-    if not text.isdigit() or not 1 <= int(text) <= 24 * 14:
-        raise ConfigError(f"{name}={text!r} must be a whole number of hours (1-336)")
-    return int(text)
-
-
-def _check_timezone(name: str, value: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{name}={value!r} is not an IANA time zone like Europe/Berlin") from None
 
 
 def _redact_url(url: str) -> str:

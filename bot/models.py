@@ -371,6 +371,120 @@ class Digest(Base):
     chart_file_id: Mapped[str | None] = mapped_column(String(32))
 
 
+class LeadStatus(StrEnum):
+    """Where a lead handed to sales stands: its latest rating, or not rated yet."""
+
+    NEW = "new"  # handed over, waiting on the owner (the SLA runs)
+    ACCEPTED = "accepted"  # sales-qualified
+    NOT_READY = "not_ready"  # back to marketing for nurture
+    REJECTED = "rejected"  # with a reason from the taxonomy (LEAD_REJECT_REASONS)
+
+
+LEAD_RATINGS = (LeadStatus.ACCEPTED, LeadStatus.NOT_READY, LeadStatus.REJECTED)
+
+
+class LeadDefinition(Base):
+    """One version of the written definition of a qualified lead: every save is a new row,
+    never an edit, so a rating can say which version it was made under."""
+
+    __tablename__ = "lead_definitions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1, 2, 3 ...
+    summary: Mapped[str] = mapped_column(Text)
+    # Section key (bot.services.definition.SECTIONS: mql, sql, sales_ready, firmographic, ...)
+    # -> its text, Markdown.
+    sections: Mapped[dict] = mapped_column(JSON)
+    note: Mapped[str | None] = mapped_column(Text)  # what changed, in the author's words
+    author: Mapped[str | None] = mapped_column(String(64))  # a user ID; None: from the CLI
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DefinitionReview(Base):
+    """The quarterly review of the definition: its owners asked (once a quarter), and the
+    answer (*Still right*, or an edit) recorded."""
+
+    __tablename__ = "definition_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), unique=True)  # "2026-Q4"
+    version: Mapped[int | None] = mapped_column(ForeignKey("lead_definitions.version"))
+    asked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))  # "still_right" or "edited"
+
+
+class Lead(Base):
+    """A lead marketing handed to sales, waiting to be rated by its owner within the SLA."""
+
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The CRM's ID ("hubspot:contact:51", "salesforce:00Q...", "pipedrive:lead:<uuid>",
+    # "generic:<id>"); NULL for a lead handed over with /lead (NULLs are distinct).
+    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    origin: Mapped[str] = mapped_column(String(16))  # "crm", "hook", "slack" or "import"
+    person: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255))
+    company: Mapped[str | None] = mapped_column(String(255))
+    title: Mapped[str | None] = mapped_column(String(255))  # the person's role (authority)
+    source: Mapped[str | None] = mapped_column(String(255), index=True)
+    campaign: Mapped[str | None] = mapped_column(String(255))
+    context: Mapped[str | None] = mapped_column(Text)  # what marketing knows
+    owner_user_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    owner_email: Mapped[str | None] = mapped_column(String(255))
+    handed_by: Mapped[str | None] = mapped_column(String(32))  # the marketer (/lead), if known
+    handed_at: Mapped[datetime] = mapped_column(index=True)  # the SLA counts from here
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sla_due_at: Mapped[datetime] = mapped_column(index=True)
+    # The definition in force when the lead was handed over (shown in the owner's DM).
+    definition_version: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[LeadStatus] = mapped_column(String(16), default=LeadStatus.NEW, index=True)
+    first_response_at: Mapped[datetime | None]  # the first rating: late when after sla_due_at
+    reminded_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]  # the SLA ran out unrated: the managers were told
+    nudge_channel: Mapped[str | None] = mapped_column(String(32))
+    nudge_ts: Mapped[str | None] = mapped_column(String(32))
+    nudge_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    nudge_claimed_at: Mapped[datetime | None]
+    owner_missing_reported_at: Mapped[datetime | None]
+
+    ratings: Mapped[list[LeadRating]] = relationship(
+        back_populates="lead", order_by="LeadRating.id"
+    )
+
+
+class LeadRating(Base):
+    """One rating of a lead; every one is kept (a rep may change theirs within 7 days), and
+    the latest is the lead's status."""
+
+    __tablename__ = "lead_ratings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    rating: Mapped[LeadStatus] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(80))  # a rejection's taxonomy entry
+    note: Mapped[str | None] = mapped_column(Text)
+    rated_by: Mapped[str] = mapped_column(String(32), index=True)
+    rated_at: Mapped[datetime] = mapped_column(index=True)
+    definition_version: Mapped[int | None] = mapped_column(Integer)  # in force when rated
+
+    lead: Mapped[Lead] = relationship(back_populates="ratings")
+
+
+class LeadReport(Base):
+    """One Monday report of last week's leads; the unique week makes it post exactly once."""
+
+    __tablename__ = "lead_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    week_start: Mapped[date] = mapped_column(Date, unique=True)  # the Monday of the week covered
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    channel: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[str | None] = mapped_column(String(32))
+    posted_at: Mapped[datetime | None]
+
+
 class Installation(Base):
     """When this installation began (one row, id 1): its schedule never reaches back before
     it, so a first start sends no prompt whose time had passed and no digest of a month that
@@ -425,6 +539,14 @@ class OutboxKind(StrEnum):
     DIGEST_CHART = "digest_chart"  # its chart, in the digest's thread (digest)
     DIGEST_EDIT = "digest_edit"  # the digest's text replaced: no chart after all (digest)
     DIGEST_MISSED = "digest_missed"  # a rep told privately of the weeks they missed (digest)
+    LEAD_NUDGE = "lead_nudge"  # the owner asked to rate a lead handed to them (lead)
+    LEAD_REMINDER = "lead_reminder"  # and reminded before the SLA runs out (lead)
+    LEAD_RATED = "lead_rated"  # the nudge DM brought up to date: rated, by whom (lead)
+    LEAD_OWNER_MISSING = "lead_owner_missing"  # managers told the owner is not in Slack (lead)
+    LEAD_OVERDUE = "lead_overdue"  # managers told the SLA ran out unrated (lead)
+    LEAD_REPORT = "lead_report"  # the Monday report to marketing (lead report)
+    DEFINITION_CHANGED = "definition_changed"  # a channel told of a new version (definition)
+    DEFINITION_REVIEW = "definition_review"  # an owner asked to review it (definition review)
 
 
 class Op(StrEnum):
