@@ -8,7 +8,7 @@ from collections.abc import Callable
 from bot.db import session_scope
 from bot.event_inbox import EventInbox
 from bot.intake import deliveries
-from bot.jobs import deals, digest, prompts
+from bot.jobs import deals, digest, leads, prompts
 from bot.jobs.roster import RosterSync
 from bot.runtime import Runtime
 from bot.services import installation
@@ -48,6 +48,9 @@ class Tick:
             ("deal owners", lambda: deals.process_pending_deals(rt)),
             ("deal reminders", lambda: deals.queue_deal_reminders(rt)),
             ("overdue deals", lambda: deals.escalate_overdue(rt)),
+            ("lead owners", lambda: leads.process_pending_leads(rt)),
+            ("lead reminders", lambda: leads.queue_lead_reminders(rt)),
+            ("overdue leads", lambda: leads.escalate_overdue_leads(rt)),
             ("prompts", lambda: prompts.prompts_step(rt, self.roster)),
             ("reminders", lambda: prompts.queue_reminders(rt)),
             ("missed weeks", lambda: prompts.close_missed_weeks(rt)),
