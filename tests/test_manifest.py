@@ -32,7 +32,8 @@ def test_manifest_covers_what_the_app_uses():
     )
     assert m["settings"]["socket_mode_enabled"] is True
     assert m["settings"]["interactivity"]["is_enabled"] is True
-    assert [c["command"] for c in m["features"]["slash_commands"]] == ["/closeloop", "/winloss"]
+    commands = [c["command"] for c in m["features"]["slash_commands"]]
+    assert commands == ["/closeloop", "/winloss", "/lead"]
 
 
 def test_invalid_manifest_is_rejected_by_the_schema():

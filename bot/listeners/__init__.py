@@ -11,6 +11,7 @@ from bot.listeners import (
     closeloop_command,
     dm_answers,
     feedback_form,
+    leads,
     prompt_buttons,
     reactions,
     winloss_command,
@@ -24,6 +25,7 @@ def register_listeners(app: App) -> None:
     # person waits on come first, so their ack does not pay for the others' matching.
     closeloop_command.register(app)
     winloss_command.register(app)
+    leads.register(app)
     feedback_form.register(app)
     close_loop.register(app)
     winloss_form.register(app)

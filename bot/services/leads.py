@@ -42,7 +42,7 @@ MAX_NOTE = 1000
 MAX_CONTEXT = 3000
 HANDED_AT_PAST = timedelta(days=30)  # a hand-off older than this is history: use the import
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 # --- what arrives -------------------------------------------------------------------------
@@ -102,10 +102,10 @@ def parse_lead(data: Mapping[str, object], *, now: datetime) -> LeadIn:
         raise InvalidField("owner_email", "or owner_slack_id is required")
     if slack_id is not None and not _USER_ID.match(slack_id):
         raise InvalidField("owner_slack_id", f"must be a Slack user ID (U...), not {slack_id!r}")
-    if owner_email is not None and not _EMAIL.match(owner_email):
+    if owner_email is not None and not EMAIL.match(owner_email):
         raise InvalidField("owner_email", f"is not an email address: {owner_email!r}")
     email = _text(data, "email")
-    if email is not None and not _EMAIL.match(email):
+    if email is not None and not EMAIL.match(email):
         raise InvalidField("email", f"is not an email address: {email!r}")
     handed_at = None
     if data.get("handed_at") is not None:
@@ -459,7 +459,6 @@ def rate(
             return None
     definition = definition_in_force(session)
     row = LeadRating(
-        lead_id=lead.id,
         rating=rating,
         reason=reason,
         note=note,
@@ -467,7 +466,7 @@ def rate(
         rated_at=now,
         definition_version=definition.version if definition else None,
     )
-    session.add(row)
+    lead.ratings.append(row)
     lead.status = LeadStatus(rating)
     if lead.first_response_at is None:
         lead.first_response_at = now
