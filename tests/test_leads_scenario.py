@@ -231,3 +231,29 @@ def test_an_owner_slack_does_not_know_goes_to_the_managers(harness):
     assert ratings(h) == [("accepted", None, "UMGR", None)]
     with session_scope(h.rt.session_factory) as s:
         assert s.scalar(select(func.count()).select_from(Lead)) == 1
+
+
+def test_the_home_tab_shows_a_rep_the_leads_waiting_on_them_with_the_time_left(harness):
+    from tests.test_home import home_of, open_home
+
+    h, slack, clock = harness, harness.slack, harness.clock
+    hand_over(h)
+    clock.set(HANDED + timedelta(hours=3, minutes=30))
+    open_home(h, "UANA")
+    home = home_of(slack, "UANA")
+    assert "Leads waiting for your rating (1)" in home
+    assert "Jo &lt;!channel&gt; Park" in home and "20 h 30 min left" in home
+    open_home(h, "UBEN")
+    assert "Leads waiting" not in home_of(slack, "UBEN")
+
+    # Rated from the Home tab (no channel): recorded, and the tab no longer lists it.
+    view = slack.home_views["UANA"]
+    button = next(
+        e
+        for b in view["blocks"]
+        for e in b.get("elements") or []
+        if e.get("action_id") == "lead_accept"
+    )
+    h.click("UANA", "lead_accept", button["value"], channel="", message_ts="")
+    assert ratings(h) == [("accepted", None, "UANA", None)]
+    assert "Leads waiting" not in home_of(slack, "UANA")

@@ -6,6 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bot.blocks import feedback as fb_blocks
+from bot.blocks import leads as lead_blocks
 from bot.blocks import winloss as wl_blocks
 from bot.blocks.digest import pct, permalink
 from bot.blocks.elements import actions, button, context, escape_fit, mention, section
@@ -39,6 +40,34 @@ def _prompt_blocks(prompt: dict | None) -> list[dict]:
     return [section(f"*This week's feedback*\n{line}"), actions("home_prompt", button_)]
 
 
+def time_left(due: datetime, now: datetime) -> str:
+    """``5 h 20 min left`` / ``overdue by 2 h``."""
+    minutes = int(abs((due - now).total_seconds()) // 60)
+    hours, rest = divmod(minutes, 60)
+    span = f"{hours} h {rest} min" if hours else f"{rest} min"
+    return f"{span} left" if due > now else f"overdue by {span}"
+
+
+def _lead_blocks(leads: list[dict], *, tz: ZoneInfo, now: datetime) -> list[dict]:
+    """The leads waiting for this person's rating, the most urgent first, with the time left."""
+    if not leads:
+        return []
+    blocks = [section(f"*Leads waiting for your rating ({len(leads)})*")]
+    for lead in leads:
+        due = lead["due_at"]
+        urgent = ":rotating_light: " if due <= now else ""
+        where = f" · {escape_fit(lead['source'], 80)}" if lead.get("source") else ""
+        view = lead_blocks.LeadView(lead["id"], lead["person"], lead.get("company"))
+        blocks.append(
+            section(
+                f"{lead_blocks.who(view)}{where} — {urgent}{time_left(due, now)} "
+                f"(due {_when(due, tz)})"
+            )
+        )
+        blocks.append(lead_blocks.rating_buttons(lead["id"]))
+    return blocks
+
+
 def home_view(
     *,
     rep: dict | None,
@@ -70,6 +99,7 @@ def home_view(
                 )
         else:
             blocks.append(section("*Deals waiting for a win/loss entry*\nNone. :tada:"))
+        blocks.extend(_lead_blocks(rep.get("leads") or [], tz=tz, now=now))
         if rep["recent"]:
             lines = []
             for item in rep["recent"]:

@@ -19,9 +19,11 @@ from bot.models import (
     WinLossEntry,
 )
 from bot.services import digest as digest_svc
+from bot.services import leads as lead_svc
 from bot.services import winloss as wl_svc
 
 WAITING_LIMIT = 20
+LEADS_LIMIT = 10  # two blocks each on the Home tab (100 blocks at most)
 RECENT_LIMIT = 5
 
 
@@ -110,6 +112,19 @@ def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
             for d in deals
         ],
         "recent": recent[:RECENT_LIMIT],
+        "leads": [
+            {
+                "id": lead.id,
+                "person": lead.person,
+                "company": lead.company,
+                "source": lead.source,
+                "due_at": lead.sla_due_at,
+                "owner": lead.owner_user_id,
+            }
+            for lead in lead_svc.waiting_leads(session, user_id=user_id, manager=manager)[
+                :LEADS_LIMIT
+            ]
+        ],
     }
 
 
