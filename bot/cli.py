@@ -215,6 +215,20 @@ def import_(rt: Runtime, args: Namespace) -> int:
     if len(shorthand) > SHOWN_SHORTHAND:
         print(f"... and {len(shorthand) - SHOWN_SHORTHAND} more shorthand reasons", file=sys.stderr)
 
+    currency = rt.settings.currency
+    foreign = [row for row in rows if row.currency and row.currency != currency]
+    for row in foreign[:SHOWN_SHORTHAND]:  # stored as is, as the CRM hooks store it
+        print(
+            f"{args.file}:{row.line}: flagged: amount in {row.currency}, not CURRENCY "
+            f"{currency}: stored as is (the digest adds amounts as {currency})",
+            file=sys.stderr,
+        )
+    if len(foreign) > SHOWN_SHORTHAND:
+        print(
+            f"... and {len(foreign) - SHOWN_SHORTHAND} more amounts in another currency",
+            file=sys.stderr,
+        )
+
     bar = tqdm(total=len(rows), unit="row", file=sys.stderr) if sys.stderr.isatty() else None
 
     def progress(done: int) -> None:
@@ -240,6 +254,7 @@ def import_(rt: Runtime, args: Namespace) -> int:
         f"{result.unchanged} unchanged"
         + (f"; {len(rejected)} skipped" if rejected else "")
         + (f"; {len(shorthand)} shorthand reason(s) flagged" if shorthand else "")
+        + (f"; {len(foreign)} amount(s) in another currency flagged" if foreign else "")
     )
     return 0
 

@@ -214,6 +214,7 @@ def parse_deal(data: Mapping[str, object], *, now: datetime) -> DealIn:
         amount=parse_amount(data.get("amount")),
         source=_text(source, "source", required=False, limit=255),
         closed_on_date_only=date_only,
+        crm_reason=_text(data.get("crm_reason"), "crm_reason", required=False, limit=1000),
     )
 
 
