@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from bot.db import session_scope
 from bot.models import Lead
@@ -33,7 +34,7 @@ def settings_overrides():
 
 def nudge_ts(h) -> str | None:
     with session_scope(h.rt.session_factory) as s:
-        return s.get(Lead, 1).nudge_ts if s.get(Lead, 1) else None
+        return s.scalars(select(Lead.nudge_ts)).one()
 
 
 @pytest.mark.parametrize("fault", ALL)
