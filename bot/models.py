@@ -425,6 +425,9 @@ class OutboxKind(StrEnum):
     DIGEST_CHART = "digest_chart"  # its chart, in the digest's thread (digest)
     DIGEST_EDIT = "digest_edit"  # the digest's text replaced: no chart after all (digest)
     DIGEST_MISSED = "digest_missed"  # a rep told privately of the weeks they missed (digest)
+    # Not Slack: the entry's words and category written back to its CRM deal (win/loss
+    # entry; ``channel`` names the CRM, "hubspot" or "pipedrive"; op CALL)
+    CRM_WRITEBACK = "crm_writeback"
 
 
 class Op(StrEnum):
@@ -433,10 +436,12 @@ class Op(StrEnum):
     POST = "post"  # chat.postMessage (to a channel, a DM, or a thread with thread_ts)
     UPDATE = "update"  # chat.update of the message ``ts`` in ``channel``
     UPLOAD = "upload"  # a file (files upload v2) into the thread ``thread_ts``
+    CALL = "call"  # not Slack: the kind's own ``send`` hook (a CRM write-back)
 
 
 class OutboxMessage(Base):
-    """One message to post, edit or upload in Slack, stored before it is sent.
+    """One message to post, edit or upload in Slack (or, op CALL, one idempotent call to
+    another API, a CRM write-back), stored before it is sent.
 
     The unique ``key`` (``prompt:17``) makes enqueueing idempotent; the row is claimed before
     the send (``claimed_by`` is the claim's own token, checked again by the UPDATE that
