@@ -105,6 +105,10 @@ class Settings:
     hubspot_access_token: str | None = None
     hubspot_api_url: str = DEFAULT_HUBSPOT_API_URL
     hubspot_webhook_url: str | None = None  # the URL HubSpot calls, when behind a proxy
+    # Write-back (off unless set): a logged entry's words and category set on the HubSpot
+    # deal's properties with these internal names (docs/crm-hubspot.md).
+    hubspot_writeback_reason_property: str | None = None
+    hubspot_writeback_category_property: str | None = None
     # The daily reconciliation with the CRMs read by API token asks for deals closed in the
     # last CRM_SYNC_DAYS days (bot.intake.deliveries.sync_due).
     crm_sync_days: int = 3
@@ -122,6 +126,10 @@ class Settings:
     pipedrive_webhook_password: str | None = None
     pipedrive_api_token: str | None = None
     pipedrive_api_url: str = DEFAULT_PIPEDRIVE_API_URL
+    # Write-back (off unless set): a logged entry's words and category set on the Pipedrive
+    # deal's fields with these keys (a custom field's 40-character key; docs/crm-pipedrive.md).
+    pipedrive_writeback_reason_field: str | None = None
+    pipedrive_writeback_category_field: str | None = None
     # The lead hand-off loop (bot.config_leads): the SLA, the taxonomy, the Monday report.
     leads: LeadSettings = field(default_factory=LeadSettings)
 
@@ -172,6 +180,32 @@ class Settings:
             self.pipedrive_webhook_user
             and self.pipedrive_webhook_password
             and self.pipedrive_api_token
+        )
+
+    @property
+    def hubspot_writeback(self) -> bool:
+        """True when logged entries are written back to HubSpot deals."""
+        return self.hubspot_configured and bool(
+            self.hubspot_writeback_reason_property or self.hubspot_writeback_category_property
+        )
+
+    @property
+    def pipedrive_writeback(self) -> bool:
+        """True when logged entries are written back to Pipedrive deals."""
+        return self.pipedrive_configured and bool(
+            self.pipedrive_writeback_reason_field or self.pipedrive_writeback_category_field
+        )
+
+    @property
+    def writeback_crms(self) -> frozenset[str]:
+        """The CRMs (a deal's external_id prefix: "hubspot", "pipedrive") written back to."""
+        return frozenset(
+            name
+            for name, on in (
+                ("hubspot", self.hubspot_writeback),
+                ("pipedrive", self.pipedrive_writeback),
+            )
+            if on
         )
 
     @property
@@ -403,11 +437,57 @@ def _hubspot_settings(get) -> dict[str, str]:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             problems.append(f"{name} must be an absolute http(s) URL, not {value[:80]!r}")
         found[key] = value.rstrip("/") if key == "hubspot_api_url" else value
+    problems += _writeback(
+        get,
+        found,
+        names=(
+            ("HUBSPOT_WRITEBACK_REASON_PROPERTY", "hubspot_writeback_reason_property"),
+            ("HUBSPOT_WRITEBACK_CATEGORY_PROPERTY", "hubspot_writeback_category_property"),
+        ),
+        valid=_HUBSPOT_PROPERTY,
+        what="a deal property's internal name (lowercase letters, digits, _)",
+        needs="HUBSPOT_ACCESS_TOKEN and HUBSPOT_CLIENT_SECRET",
+        on=bool(secret and token),
+    )
     if problems:
         raise ConfigError(*problems)
     if secret and token:
         found.update(hubspot_client_secret=secret, hubspot_access_token=token)
     return found
+
+
+_HUBSPOT_PROPERTY = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+# A custom field's key (40 hexadecimal characters) or a standard field's ("lost_reason").
+_PIPEDRIVE_FIELD = re.compile(r"^(?:[0-9a-f]{40}|[a-z][a-z0-9_]{0,63})$")
+
+
+def _writeback(
+    get,
+    found: dict,
+    *,
+    names: tuple[tuple[str, str], tuple[str, str]],
+    valid: re.Pattern,
+    what: str,
+    needs: str,
+    on: bool,
+) -> list[str]:
+    """A CRM's two write-back settings (the words', the category's; each optional) into
+    ``found``; the problems with them."""
+    problems = []
+    given = {}
+    for name, key in names:
+        value = get(name)
+        if value is None:
+            continue
+        if not valid.match(value):
+            problems.append(f"{name}={value[:80]!r} is not {what}")
+        given[name] = value
+        found[key] = value
+    if given and not on:
+        problems.append(f"{' and '.join(given)} need {needs} (write-back uses the CRM's API token)")
+    if len(given) == 2 and len(set(given.values())) == 1:
+        problems.append(f"{' and '.join(given)} must name two different fields")
+    return problems
 
 
 _SALESFORCE_ORG = re.compile(r"^00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
@@ -502,6 +582,18 @@ def _pipedrive_settings(get) -> dict[str, str]:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             problems.append(f"PIPEDRIVE_API_URL must be an absolute http(s) URL, not {url[:80]!r}")
         found["pipedrive_api_url"] = url.rstrip("/")
+    problems += _writeback(
+        get,
+        found,
+        names=(
+            ("PIPEDRIVE_WRITEBACK_REASON_FIELD", "pipedrive_writeback_reason_field"),
+            ("PIPEDRIVE_WRITEBACK_CATEGORY_FIELD", "pipedrive_writeback_category_field"),
+        ),
+        valid=_PIPEDRIVE_FIELD,
+        what="a deal field's key (a custom field's is 40 characters, 0-9 and a-f)",
+        needs="PIPEDRIVE_API_TOKEN (with the webhook's user and password)",
+        on=all(given.values()),
+    )
     if problems:
         raise ConfigError(*problems)
     if all(given.values()):

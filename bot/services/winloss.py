@@ -587,8 +587,11 @@ def log_entry(
     tz: ZoneInfo,
     channel: str,
     now: datetime,
+    writeback: Collection[str] = (),
 ) -> tuple[WinLossEntry, LoopPost, bool]:
     """Store a new entry or edit an existing one; return it, its channel post, whether edited.
+    ``writeback``: the CRMs whose deals get the entry's words and category written back
+    (Settings.writeback_crms).
 
     Raises InvalidField-style DomainError for bad input, NotAllowed for the wrong person.
     """
@@ -643,6 +646,7 @@ def log_entry(
     entry.insight = (entry_in.insight or "").strip() or None
     session.flush()
     outgoing.nudge_done(session, deal, now=now)
+    outgoing.crm_writeback(session, entry, crms=writeback, now=now)
     post = loop_svc.ensure_post(
         session,
         kind=PostKind.WINLOSS,
