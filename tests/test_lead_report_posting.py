@@ -300,3 +300,25 @@ def test_cli_post_posts_once_to_marketing_s_channel(cli_env, session_factory, fa
         assert row.ts == posts[0].response["ts"]
         (message,) = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "lead_report"))
         assert message.key == "lead-report:2026-11-30"
+
+
+def test_a_long_report_is_one_message_slack_accepts(h):
+    """Many sources, campaigns and reps with long names: the fake Slack checks Block Kit's
+    limits (50 blocks, 3,000 characters a section) as Slack does."""
+    with session_scope(h.rt.session_factory) as s:
+        for i in range(90):
+            add_lead(
+                s,
+                f"Source {i} " + "&" * 150,
+                status="rejected",
+                hours=1,
+                reason="Bad data",
+                campaign=f"Campaign {i} " + "<" * 150,
+                owner=f"U{i:05d}",
+            )
+    h.clock.set(MON_0900_NEW_YORK)
+    tick(h.rt)
+    (post,) = reports(h.slack)
+    assert post.ok, post.error
+    assert len(post.params["blocks"]) <= 50
+    assert "… and 65 more" in body(post)
