@@ -15,7 +15,7 @@ from dotenv import load_dotenv
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.error import BoltError
 
-from bot import checks, cli, db, logs, migrate
+from bot import checks, cli, cli_leads, db, logs, migrate
 from bot.app import create_app
 from bot.config import (
     SECRET_SETTINGS,
@@ -234,6 +234,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     crm_sync.add_argument("--source", choices=sorted(LISTERS), help="only this CRM")
 
+    cli_leads.add_parser(sub, _command, _Parser)
+
     forget = _command(
         sub,
         "forget-user",
@@ -267,6 +269,8 @@ def _user_id(text: str) -> str:
 def _database_only(args: argparse.Namespace) -> bool:
     if args.command == "digest":
         return not args.post
+    if args.command == "leads":
+        return cli_leads.database_only(args)
     return args.command in ("migrate", "import", "export", "competitors")
 
 
@@ -332,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         return _with_role(rt, lambda: cli.forget_user(rt, args))
     if args.command == "crm":
         return _with_role(rt, lambda: cli.crm_sync(rt, args))
+    if args.command == "leads":
+        return cli_leads.main(rt, args, with_role=lambda command: _with_role(rt, command))
     if args.command in ("import", "export", "competitors", "digest"):
         handler = {
             "import": cli.import_,

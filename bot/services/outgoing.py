@@ -17,6 +17,7 @@ from bot.models import (
     Acknowledgement,
     Deal,
     Digest,
+    LeadReport,
     LoopPost,
     Op,
     OutboxKind,
@@ -242,6 +243,22 @@ def overdue(session: Session, deal: Deal, *, channel: str, now: datetime) -> boo
         kind=OutboxKind.OVERDUE,
         channel=channel,
         subject_id=deal.id,
+        now=now,
+    )
+
+
+def lead_report(
+    session: Session, row: LeadReport, *, text: str, blocks: list, now: datetime
+) -> bool:
+    """The Monday lead report as computed now (a snapshot, like the digest); once a week."""
+    return outbox.enqueue(
+        session,
+        key=f"lead-report:{row.week_start.isoformat()}",
+        kind=OutboxKind.LEAD_REPORT,
+        channel=row.channel,
+        text=text,
+        blocks=blocks,
+        subject_id=row.id,
         now=now,
     )
 
