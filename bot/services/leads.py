@@ -40,6 +40,7 @@ from bot.services.winloss import InvalidField, field_with_nul, parse_instant
 NUDGE_RETRY_AFTER = timedelta(minutes=2)
 MAX_NOTE = 1000
 MAX_CONTEXT = 3000
+IMPORTED = "import"  # a lead loaded as history (closeloop import leads): never chased
 HANDED_AT_PAST = timedelta(days=30)  # a hand-off older than this is history: use the import
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -263,6 +264,7 @@ def leads_needing_owner_or_nudge(session: Session, *, now: datetime) -> list[Lea
             select(Lead)
             .where(
                 Lead.status == LeadStatus.NEW,
+                Lead.origin != IMPORTED,
                 Lead.nudge_ts.is_(None),
                 Lead.owner_missing_reported_at.is_(None),
                 or_(Lead.nudge_claimed_at.is_(None), Lead.nudge_claimed_at < stale),
@@ -368,6 +370,7 @@ def escalate_overdue(session: Session, *, channel: str, now: datetime) -> list[L
         select(Lead)
         .where(
             Lead.status == LeadStatus.NEW,
+            Lead.origin != IMPORTED,
             Lead.escalated_at.is_(None),
             Lead.sla_due_at <= now,
         )
