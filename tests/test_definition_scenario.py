@@ -281,8 +281,12 @@ def impatient(harness):
     return harness
 
 
+# The faults the suite injects (tests/test_faults_slack.py): Slack's 500, a dropped
+# connection, a rate limit, an answer that comes after the client gave up (posted, unknown).
 @pytest.mark.parametrize(
-    "fault", [{"status": 500}, {"drop": True}, {"error": "ratelimited", "retry_after": 1}]
+    "fault",
+    [{"status": 500}, {"drop": True}, {"error": "ratelimited", "retry_after": 1}, {"delay": 2.2}],
+    ids=["server_error", "dropped", "ratelimited", "slow"],
 )
 def test_the_review_dm_is_sent_once_when_slack_fails_once(impatient, fault):
     h, slack, clock = impatient, impatient.slack, impatient.clock
