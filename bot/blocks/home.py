@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from bot.blocks import definition as definition_blocks
 from bot.blocks import feedback as fb_blocks
 from bot.blocks import leads as lead_blocks
 from bot.blocks import winloss as wl_blocks
@@ -68,6 +69,13 @@ def _lead_blocks(leads: list[dict], *, tz: ZoneInfo, now: datetime) -> list[dict
     return blocks
 
 
+def admin_blocks(admin: dict | None) -> list[dict]:
+    """An admin's warnings: the definition of a qualified lead missing or not reviewed."""
+    if admin is None:
+        return []
+    return definition_blocks.home_warning(**admin)
+
+
 def home_view(
     *,
     rep: dict | None,
@@ -75,11 +83,14 @@ def home_view(
     tz: ZoneInfo,
     now: datetime,
     link_base: str = "",
+    admin: dict | None = None,
 ) -> dict:
-    """The Home view for someone who is a rep, in marketing, both, or neither."""
+    """The Home view for someone who is a rep, in marketing, both, or neither (``admin``:
+    an admin's, with what needs their attention first)."""
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Closeloop"}},
     ]
+    blocks.extend(admin_blocks(admin))
     if rep is not None:
         blocks.extend(_prompt_blocks(rep["prompt"]))
         blocks.append({"type": "divider"})

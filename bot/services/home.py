@@ -18,6 +18,7 @@ from bot.models import (
     Prompt,
     WinLossEntry,
 )
+from bot.services import definition as definition_svc
 from bot.services import digest as digest_svc
 from bot.services import leads as lead_svc
 from bot.services import winloss as wl_svc
@@ -169,4 +170,17 @@ def marketing_view(session: Session, *, now: datetime, tz: ZoneInfo) -> dict:
         "decided": outcomes["wins"] + outcomes["losses"],
         "feedback_response_rate": feedback["feedback_response_rate"],
         "acknowledged_rate": loops["acknowledged_rate"],
+    }
+
+
+def admin_view(session: Session, *, now: datetime, review_months: int, owners: bool) -> dict:
+    """What the admins' Home tab says about the definition of a qualified lead: not reviewed
+    (nor edited) for two review periods, or none written yet (said only once the lead loop
+    is in use: it has owners, DEFINITION_OWNERS, or leads)."""
+    status = definition_svc.review_status(session, now=now, months=review_months)
+    return {
+        "version": status.version,
+        "last_reviewed_at": status.last_reviewed_at,
+        "overdue": status.overdue,
+        "missing": status.version is None and (owners or definition_svc.has_leads(session)),
     }

@@ -29,7 +29,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
-from bot.models import Lead, LeadDefinition, LeadRating, LeadStatus
+from bot.models import Lead, LeadRating, LeadStatus
+from bot.services import definition as definition_svc
 from bot.services.calendar import local_instant
 from bot.services.digest import display_names
 from bot.services.errors import DomainError
@@ -225,9 +226,7 @@ def _sla(session: Session, in_week: ColumnElement[bool], key, *, now: datetime) 
 
 def definition_in_force(session: Session) -> dict | None:
     """The newest version of the written definition (the one in force), or None."""
-    row = session.scalars(
-        select(LeadDefinition).order_by(LeadDefinition.version.desc()).limit(1)
-    ).first()
+    row = definition_svc.current(session)
     if row is None:
         return None
     return {"version": row.version, "created_at": row.created_at.isoformat()}

@@ -25,13 +25,13 @@ from bot.logs import event_on_commit
 from bot.models import (
     LEAD_RATINGS,
     Lead,
-    LeadDefinition,
     LeadRating,
     LeadStatus,
     Member,
     Op,
     OutboxKind,
 )
+from bot.services import definition as definition_svc
 from bot.services import outbox
 from bot.services.calendar import zone
 from bot.services.errors import DomainError, NotAllowed
@@ -178,13 +178,6 @@ def reminder_at(session: Session, lead: Lead, *, s: LeadSettings, default_tz: st
 # --- receiving ----------------------------------------------------------------------------
 
 
-def definition_in_force(session: Session) -> LeadDefinition | None:
-    """The latest version of the written definition (None before one is written)."""
-    return session.scalars(
-        select(LeadDefinition).order_by(LeadDefinition.version.desc()).limit(1)
-    ).first()
-
-
 def receive_lead(
     session: Session,
     *,
@@ -199,7 +192,7 @@ def receive_lead(
         existing = session.scalars(select(Lead).where(Lead.external_id == lead.external_id)).first()
         if existing is not None:
             return existing, False
-    definition = definition_in_force(session)
+    definition = definition_svc.current(session)
     row = Lead(
         external_id=lead.external_id,
         origin=origin,
@@ -460,7 +453,7 @@ def rate(
             )
         if (latest.rating, latest.reason, latest.note) == (rating, reason, note):
             return None
-    definition = definition_in_force(session)
+    definition = definition_svc.current(session)
     row = LeadRating(
         rating=rating,
         reason=reason,
