@@ -19,12 +19,12 @@ from bot import checks, cli, cli_leads, db, logs, migrate
 from bot.app import create_app
 from bot.config import (
     SECRET_SETTINGS,
-    USER_ID,
     ConfigError,
     Settings,
     web_concurrency,
     web_threads,
 )
+from bot.config_values import USER_ID
 from bot.event_inbox import EventInbox
 from bot.intake.deliveries import LISTERS
 from bot.jobs.tick import Tick

@@ -25,7 +25,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from bot.config import USER_ID, Settings
+from bot.config import Settings
+from bot.config_values import USER_ID
 from bot.intake.hubspot_api import HubSpotApi, HubSpotError
 from bot.intake.pipedrive_api import PipedriveApi, PipedriveError
 from bot.slack import scopes as slack_scopes
