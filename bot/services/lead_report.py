@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session
 from bot.models import Lead, LeadRating, LeadStatus
 from bot.services import definition as definition_svc
 from bot.services.calendar import local_instant
-from bot.services.digest import display_names
 from bot.services.errors import DomainError
+from bot.services.roster import display_names
 
 NO_REASON = "No reason given"
 
@@ -117,7 +117,7 @@ def _group_key(column: ColumnElement, value: str | None) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
 
 
-def _status_counts(session: Session, in_week: ColumnElement[bool], key) -> list[dict]:
+def status_counts(session: Session, in_week: ColumnElement[bool], key) -> list[dict]:
     """Per value of ``key``: handed over, accepted, not ready, rejected, no response."""
 
     def count(status: LeadStatus):
@@ -153,7 +153,7 @@ def _status_counts(session: Session, in_week: ColumnElement[bool], key) -> list[
     return sorted(found, key=lambda g: (-g["handed_over"], g["name"] is None, g["name"] or ""))
 
 
-def _rejections_by_reason(
+def rejections_by_reason(
     session: Session, in_week: ColumnElement[bool], key
 ) -> dict[str | None, dict[str, int]]:
     """Per value of ``key``: the rejected leads by their latest rating's reason."""
@@ -182,7 +182,9 @@ def _rejections_by_reason(
     return found
 
 
-def _sla(session: Session, in_week: ColumnElement[bool], key, *, now: datetime) -> list[dict]:
+def sla_figures(
+    session: Session, in_week: ColumnElement[bool], key, *, now: datetime
+) -> list[dict]:
     """Per value of ``key``: SLA compliance and the median hours to the first response."""
     responded = Lead.first_response_at.is_not(None)
     on_time = and_(responded, Lead.first_response_at <= Lead.sla_due_at)
@@ -258,8 +260,8 @@ def compute(
     in_week = and_(Lead.handed_at >= start, Lead.handed_at < end)
     rep = func.coalesce(Lead.owner_user_id, Lead.owner_email)
 
-    sources = _status_counts(session, in_week, Lead.source)
-    reasons = _rejections_by_reason(session, in_week, Lead.source)
+    sources = status_counts(session, in_week, Lead.source)
+    reasons = rejections_by_reason(session, in_week, Lead.source)
     for group in sources:
         group["rejected_by_reason"] = reasons.get(group["name"], {})
         group["rejection_rate"] = _rate(group["rejected"], group["rated"])
@@ -268,8 +270,8 @@ def compute(
             and group["rejection_rate"] is not None
             and group["rejection_rate"] > rejection_alert
         )
-    campaigns = _status_counts(session, in_week, Lead.campaign)
-    by_campaign_reason = _rejections_by_reason(session, in_week, Lead.campaign)
+    campaigns = status_counts(session, in_week, Lead.campaign)
+    by_campaign_reason = rejections_by_reason(session, in_week, Lead.campaign)
     for group in campaigns:
         group["rejected_by_reason"] = by_campaign_reason.get(group["name"], {})
 
@@ -280,8 +282,8 @@ def compute(
     for group in sources:
         for why, n in group["rejected_by_reason"].items():
             all_reasons[why] = all_reasons.get(why, 0) + n
-    sla_sources = _sla(session, in_week, Lead.source, now=now)
-    sla_reps = _sla(session, in_week, rep, now=now)
+    sla_sources = sla_figures(session, in_week, Lead.source, now=now)
+    sla_reps = sla_figures(session, in_week, rep, now=now)
     on_time = sum(g["on_time"] for g in sla_sources)
     due = sum(g["due"] for g in sla_sources)
     hours = _hours_between(session, Lead.handed_at, Lead.first_response_at)
