@@ -42,7 +42,11 @@ def publish(rt: Runtime, user_id: str) -> bool:
         tz = user_zone(session, rt, user_id, fetch=True)
         is_rep = known_rep or manager
         rep = home_svc.rep_view(session, user_id=user_id, manager=manager) if is_rep else None
-        team = home_svc.marketing_view(session, now=rt.now(), tz=digest_zone) if marketing else None
+        team = (
+            home_svc.marketing_view(session, now=rt.now(), tz=digest_zone, leads=rt.settings.leads)
+            if marketing
+            else None
+        )
         admin = (
             home_svc.admin_view(
                 session,

@@ -9,7 +9,7 @@ from bot.blocks import definition as definition_blocks
 from bot.blocks import feedback as fb_blocks
 from bot.blocks import leads as lead_blocks
 from bot.blocks import winloss as wl_blocks
-from bot.blocks.digest import pct, permalink
+from bot.blocks.digest import pct, permalink, ratio
 from bot.blocks.elements import actions, button, context, escape_fit, mention, section
 from bot.models import PostKind, PromptStatus
 
@@ -76,6 +76,25 @@ def admin_blocks(admin: dict | None) -> list[dict]:
     return definition_blocks.home_warning(**admin)
 
 
+def _last_week_leads(leads: dict | None) -> list[dict]:
+    """Marketing's view of last week's leads: the sources over the alert first."""
+    if not leads:
+        return []
+    n = leads["min_sample"]
+    lines = [
+        f"*Leads last week ({leads['week']})*",
+        f"{leads['handed_over']} handed to sales · rejected "
+        f"{ratio(leads['rejected'], leads['rated'], n)} · not rated {leads['no_response']} · "
+        f"rated within the SLA {ratio(leads['sla_on_time'], leads['sla_due'], n)}",
+    ]
+    for flagged in leads["flagged"][:10]:
+        lines.append(
+            f":warning: {escape_fit(flagged['source'] or 'no source', 80)}: rejected "
+            f"{ratio(flagged['rejected'], flagged['rated'], n)}: its scoring needs a look"
+        )
+    return [section("\n".join(lines))]
+
+
 def home_view(
     *,
     rep: dict | None,
@@ -134,6 +153,7 @@ def home_view(
                 f"Loops closed *{pct(marketing['acknowledged_rate'])}*"
             )
         )
+        blocks.extend(_last_week_leads(marketing.get("leads")))
         waiting = marketing["waiting"]
         if waiting:
             blocks.append(

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bot.config_leads import LeadSettings
 from bot.models import (
     FORGOTTEN_PREFIX,
     Deal,
@@ -20,6 +21,7 @@ from bot.models import (
 )
 from bot.services import definition as definition_svc
 from bot.services import digest as digest_svc
+from bot.services import lead_report
 from bot.services import leads as lead_svc
 from bot.services import winloss as wl_svc
 
@@ -138,8 +140,15 @@ _open_loop = (
 )
 
 
-def marketing_view(session: Session, *, now: datetime, tz: ZoneInfo) -> dict:
-    """Marketing's queue (oldest first) and the month so far in three numbers."""
+def marketing_view(
+    session: Session,
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+    leads: LeadSettings | None = None,
+) -> dict:
+    """Marketing's queue (oldest first), the month so far in three numbers, and last week's
+    leads (their sources over LEAD_REJECTION_ALERT first)."""
     waiting = session.execute(
         select(
             LoopPost.id,
@@ -170,6 +179,38 @@ def marketing_view(session: Session, *, now: datetime, tz: ZoneInfo) -> dict:
         "decided": outcomes["wins"] + outcomes["losses"],
         "feedback_response_rate": feedback["feedback_response_rate"],
         "acknowledged_rate": loops["acknowledged_rate"],
+        "leads": None if leads is None else last_week_leads(session, now=now, s=leads),
+    }
+
+
+def last_week_leads(session: Session, *, now: datetime, s: LeadSettings) -> dict | None:
+    """Last week's lead figures as the Monday report counts them; None without leads."""
+    tz = ZoneInfo(s.report_timezone)
+    week = lead_report.IsoWeek.containing(now, tz).previous()
+    if not lead_report.has_leads(session, week, tz):
+        return None
+    f = lead_report.compute(
+        session,
+        week=week,
+        tz=tz,
+        now=now,
+        rejection_alert=s.rejection_alert,
+        min_sample=s.min_sample,
+    )
+    return {
+        "week": f["week"],
+        "handed_over": f["handed_over"],
+        "rated": f["rated"],
+        "rejected": f["rejected"],
+        "no_response": f["no_response"],
+        "sla_on_time": f["sla"]["on_time"],
+        "sla_due": f["sla"]["due"],
+        "min_sample": s.min_sample,
+        "flagged": [
+            {"source": g["name"], "rejected": g["rejected"], "rated": g["rated"]}
+            for g in f["by_source"]
+            if g["flagged"]
+        ],
     }
 
 
