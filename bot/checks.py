@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TextIO
 from urllib.error import URLError
 from urllib.parse import urlsplit
@@ -50,6 +51,9 @@ _CHANNEL_SETTINGS = (
     ("WINLOSS_CHANNEL", "winloss_channel"),
     ("WINLOSS_ESCALATION_CHANNEL", "winloss_escalation_channel"),
     ("DIGEST_CHANNEL", "digest_channel"),
+    ("LEAD_ESCALATION_CHANNEL", "leads.escalation_channel"),
+    ("LEAD_SALES_CHANNEL", "leads.sales_channel"),
+    ("LEAD_REPORT_CHANNEL", "leads.report_channel"),
 )
 
 
@@ -198,7 +202,7 @@ def _uses(method: str, scope: str) -> bool:
 def _channels(settings: Settings, client: WebClient, missing: frozenset[str]):
     names: dict[str, list[str]] = {}  # channel ID -> the settings naming it
     for name, attr in _CHANNEL_SETTINGS:
-        names.setdefault(getattr(settings, attr), []).append(name)
+        names.setdefault(attrgetter(attr)(settings), []).append(name)
     for channel, settings_names in names.items():
         label = f"{settings_names[0]}={channel}"
         if len(settings_names) > 1:
@@ -259,6 +263,7 @@ def _users(settings: Settings, client: WebClient, missing: frozenset[str]):
         ("MARKETING_USERS", settings.marketing.users),
         ("SALES_MANAGERS", settings.sales_managers),
         ("ADMIN_USERS", settings.admin_users),
+        ("DEFINITION_OWNERS", settings.leads.definition_owners),
         (
             "SALESFORCE_OWNERS",
             tuple(owner for _, owner in settings.salesforce_owners if USER_ID.match(owner)),
