@@ -45,11 +45,13 @@ from bot.db import session_scope
 from bot.intake.errors import NotConfigured, TryLater, Unprocessable
 from bot.intake.pipedrive_api import DEALS_PAGE, PipedriveApi, PipedriveError
 from bot.jobs.deals import nudge_new_deal
+from bot.jobs.leads import nudge_new_lead, receive_lead
 from bot.listeners.crm_webhook import Answer
 from bot.models import CrmSource
 from bot.runtime import Runtime
 from bot.services import crm_inbox
 from bot.services import winloss as wl_svc
+from bot.services.leads import HANDED_AT_PAST, LeadIn
 from bot.services.winloss import DealIn, InvalidField
 
 log = logging.getLogger(__name__)
@@ -182,6 +184,8 @@ def _delivery_id(data: object, *, webhook: bool = False) -> str | None:
     if event_id is None:
         raise Unprocessable("meta.id (the event's id) is required")
     actions = ("create", "change") if webhook else ("create", "change", SYNC_ACTION)
+    if meta.get("entity") == "lead" and meta.get("action") in ("create", "change"):
+        return _lead_delivery_id(data, event_id)
     if meta.get("entity") != "deal" or meta.get("action") not in actions:
         return None
     if not _status_changed(data):
@@ -190,6 +194,33 @@ def _delivery_id(data: object, *, webhook: bool = False) -> str | None:
     if deal_id is None:
         raise Unprocessable("the deal's id (data.id or meta.entity_id) is required")
     return f"deal:{deal_id}:{event_id}"
+
+
+def _lead_delivery_id(data: Mapping[str, object], event_id: str) -> str | None:
+    """``lead:<lead id>:<meta.id>`` for a lead handed to someone: created for another user
+    than its creator (``owner_id`` is not ``creator_id``), or given a new owner (``previous``
+    holds ``owner_id``); not archived. None for any other lead event."""
+    lead = data.get("data")
+    if not isinstance(lead, dict) or lead.get("is_archived") is True:
+        return None
+    owner = _text(lead.get("owner_id"))
+    if owner is None:
+        return None
+    meta = data["meta"]
+    assert isinstance(meta, dict)
+    if meta.get("action") == "create":
+        if owner == _text(lead.get("creator_id")):
+            return None  # a salesperson's own lead: nobody handed it over
+    else:
+        previous = data.get("previous")
+        if not isinstance(previous, dict) or "owner_id" not in previous:
+            return None
+        if _text(previous.get("owner_id")) == owner:
+            return None
+    lead_id = _text(lead.get("id")) or _text(meta.get("entity_id"))
+    if lead_id is None:
+        raise Unprocessable("the lead's id (data.id or meta.entity_id) is required")
+    return f"lead:{lead_id}:{event_id}"
 
 
 def _status_changed(data: Mapping[str, object]) -> bool:
@@ -355,6 +386,8 @@ def process(rt: Runtime, body: str) -> str:
     Raises TryLater when the owner cannot be read from Pipedrive now."""
     data = json.loads(body)
     delivery_id = _delivery_id(data)
+    if delivery_id is not None and delivery_id.startswith("lead:"):
+        return _process_lead(rt, data, delivery_id)
     deal_id = _deal_id(data)
     if delivery_id is None or deal_id is None:
         return "not a deal's status change"
@@ -412,11 +445,97 @@ def process(rt: Runtime, body: str) -> str:
     return "; ".join(notes)
 
 
-def _superseded(session: Session, *, deal_id: str, delivery_id: str) -> str | None:
-    """The delivery id of a status change of the same deal that happened after this one
-    (``meta.timestamp``; the same second: the one received later), stored and not given up;
-    None when this one is the latest."""
-    prefix = f"deal:{deal_id}:"
+def _process_lead(rt: Runtime, data: Mapping[str, object], delivery_id: str) -> str:
+    """A lead handed to its owner: taken once, as ``pipedrive:lead:<id>``, with its person
+    and organization read from Pipedrive (and the owner's email); a hand-off older than
+    another stored for the same lead does nothing (the later owner is the one asked).
+
+    Raises TryLater when Pipedrive cannot be read now."""
+    s = rt.settings
+    if not s.pipedrive_configured:
+        raise TryLater("Pipedrive is not configured any more")
+    assert s.pipedrive_api_token is not None
+    lead = data["data"]
+    assert isinstance(lead, dict)
+    lead_id = delivery_id.split(":")[1]
+    with session_scope(rt.session_factory) as session:
+        later = _superseded(session, deal_id=lead_id, delivery_id=delivery_id, kind="lead")
+    if later:
+        return f"lead {lead_id}: superseded by a later hand-off ({later})"
+    api = PipedriveApi(api_url=s.pipedrive_api_url, token=s.pipedrive_api_token)
+    owner_id = _text(lead.get("owner_id")) or ""
+    person_id, org_id = _text(lead.get("person_id")), _text(lead.get("organization_id"))
+    try:
+        owner_email = api.user_email(owner_id)
+        person = api.person(person_id) if person_id else None
+        org = api.organization(org_id) if org_id else None
+    except PipedriveError as err:
+        _log_api_error(err)
+        raise TryLater(str(err)) from None
+    meta = data["meta"]
+    assert isinstance(meta, dict)
+    handed = _instant(meta.get("timestamp"))
+    now = rt.now()
+    at = datetime.fromtimestamp(handed, UTC) if handed else None
+    if at is not None and not now - HANDED_AT_PAST < at <= now:
+        at = None
+    received = receive_lead(rt, _lead_in(lead_id, lead, person, org, owner_email, at), origin="crm")
+    lead_pk, created = received
+    if not created:
+        return f"lead {lead_id}: lead {lead_pk} already received"
+    nudge_new_lead(rt, lead_pk)
+    return f"lead {lead_id} handed to owner {owner_id}: lead {lead_pk} received"
+
+
+def _lead_in(
+    lead_id: str,
+    lead: Mapping[str, object],
+    person: Mapping[str, object] | None,
+    org: Mapping[str, object] | None,
+    owner_email: str | None,
+    at: datetime | None,
+) -> LeadIn:
+    """The lead: the person's name (else the lead's title), email, job title; the
+    organization's name; the lead's ``source_name`` as its source, its title as context."""
+    person = person or {}
+    title = _plain(lead.get("title"))
+    company = _plain((org or {}).get("name")) or _plain(person.get("org_name"))
+    email = _primary_email(person.get("email"))
+    return LeadIn(
+        external_id=f"pipedrive:lead:{lead_id}",
+        person=(_plain(person.get("name")) or title or f"Pipedrive lead {lead_id}")[:255],
+        owner_email=owner_email,
+        email=email,
+        company=company,
+        title=_plain(person.get("job_title")),
+        source=_plain(lead.get("source_name")),
+        context=title,
+        handed_at=at,
+    )
+
+
+def _plain(value: object) -> str | None:
+    return value.strip()[:255] or None if isinstance(value, str) else None
+
+
+def _primary_email(value: object) -> str | None:
+    """A person's email: v1 sends a list of ``{"value", "primary"}`` (the primary first)."""
+    if isinstance(value, str):
+        return _plain(value.lower())
+    if not isinstance(value, list):
+        return None
+    items = [e for e in value if isinstance(e, dict) and _plain(e.get("value"))]
+    items.sort(key=lambda e: not e.get("primary"))
+    return _plain(str(items[0]["value"]).lower()) if items else None
+
+
+def _superseded(
+    session: Session, *, deal_id: str, delivery_id: str, kind: str = "deal"
+) -> str | None:
+    """The delivery id of a status change of the same deal (or hand-off of the same lead,
+    ``kind``) that happened after this one (``meta.timestamp``; the same second: the one
+    received later), stored and not given up; None when this one is the latest."""
+    prefix = f"{kind}:{deal_id}:"
     rows = crm_inbox.about_one_record(session, source=SOURCE, prefix=prefix)
     mine = next((r for r in rows if r.delivery_id == delivery_id), None)
     if mine is None:
