@@ -239,3 +239,23 @@ def test_a_crash_after_storing_loses_no_dm(harness, monkeypatch):
     tick(h.another_process())
     tick(h.rt)
     assert len(lead_dms(h)) == 1
+
+
+def test_a_database_that_cannot_store_the_lead_is_503_so_the_sender_retries(harness, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    import bot.listeners.lead_webhook as hook
+
+    h = harness
+    h.clock.set(NOW)
+    real = hook.receive_lead
+
+    def down(*args, **kwargs):
+        raise OperationalError("INSERT INTO leads", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(hook, "receive_lead", down)
+    reply = post_lead(h, lead_body())
+    assert reply.status == 503 and "try again" in reply.json()["error"]
+    monkeypatch.setattr(hook, "receive_lead", real)
+    assert post_lead(h, lead_body()).status == 201  # the sender's retry
+    assert len(leads(h)) == 1 and len(lead_dms(h)) == 1
