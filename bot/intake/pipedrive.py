@@ -10,9 +10,11 @@ A v2 delivery is one JSON object: ``meta`` (``action`` create/change/delete, ``e
 the id of the event, ``entity_id``, ``timestamp``, ``attempt`` counting Pipedrive's retries
 ...), ``data`` (the deal as of this event: ``status``, ``title``, ``value``, ``currency``,
 ``lost_reason``, ``owner_id``, ``won_time`` / ``lost_time`` ...) and ``previous`` (only the
-fields this event changed). Only deal events that change the deal's status (or create a deal
-already won or lost) are stored, keyed by the deal id and ``meta.id``: a retry repeats the event
-id (``meta.attempt`` counts up), so it is a duplicate. Everything else is answered and dropped.
+fields this event changed). Lead events are leads handed to sales
+(:mod:`bot.intake.pipedrive_leads`). Only deal events that change the deal's status (or create
+a deal already won or lost) are stored, keyed by the deal id and ``meta.id``: a retry repeats
+the event id (``meta.attempt`` counts up), so it is a duplicate. Everything else is answered
+and dropped.
 
 The delivery carries the deal's state, so processing reads nothing from Pipedrive but the
 owner's email. Deliveries about one deal may arrive out of order (retries are 3, 30 and 150
@@ -39,19 +41,18 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from bot.db import session_scope
+from bot.intake import pipedrive_leads
 from bot.intake.errors import NotConfigured, TryLater, Unprocessable
-from bot.intake.pipedrive_api import DEALS_PAGE, PipedriveApi, PipedriveError
+from bot.intake.pipedrive_api import DEALS_PAGE, PipedriveApi, PipedriveError, log_api_error
+from bot.intake.pipedrive_events import instant, superseded, text
 from bot.jobs.deals import nudge_new_deal
-from bot.jobs.leads import nudge_new_lead, receive_lead
 from bot.listeners.crm_webhook import Answer
 from bot.models import CrmSource
 from bot.runtime import Runtime
 from bot.services import crm_inbox
 from bot.services import winloss as wl_svc
-from bot.services.leads import HANDED_AT_PAST, LeadIn
 from bot.services.winloss import DealIn, InvalidField
 
 log = logging.getLogger(__name__)
@@ -180,12 +181,12 @@ def _delivery_id(data: object, *, webhook: bool = False) -> str | None:
     meta = data["meta"]
     if "v" in data or "current" in data or str(meta.get("version", "2")).startswith("1"):
         raise Unprocessable("a webhooks v1 delivery: create the webhook with version 2.0")
-    event_id = _text(meta.get("id"))
+    event_id = text(meta.get("id"))
     if event_id is None:
         raise Unprocessable("meta.id (the event's id) is required")
     actions = ("create", "change") if webhook else ("create", "change", SYNC_ACTION)
     if meta.get("entity") == "lead" and meta.get("action") in ("create", "change"):
-        return _lead_delivery_id(data, event_id)
+        return pipedrive_leads.delivery_id(data, event_id)
     if meta.get("entity") != "deal" or meta.get("action") not in actions:
         return None
     if not _status_changed(data):
@@ -194,33 +195,6 @@ def _delivery_id(data: object, *, webhook: bool = False) -> str | None:
     if deal_id is None:
         raise Unprocessable("the deal's id (data.id or meta.entity_id) is required")
     return f"deal:{deal_id}:{event_id}"
-
-
-def _lead_delivery_id(data: Mapping[str, object], event_id: str) -> str | None:
-    """``lead:<lead id>:<meta.id>`` for a lead handed to someone: created for another user
-    than its creator (``owner_id`` is not ``creator_id``), or given a new owner (``previous``
-    holds ``owner_id``); not archived. None for any other lead event."""
-    lead = data.get("data")
-    if not isinstance(lead, dict) or lead.get("is_archived") is True:
-        return None
-    owner = _text(lead.get("owner_id"))
-    if owner is None:
-        return None
-    meta = data["meta"]
-    assert isinstance(meta, dict)
-    if meta.get("action") == "create":
-        if owner == _text(lead.get("creator_id")):
-            return None  # a salesperson's own lead: nobody handed it over
-    else:
-        previous = data.get("previous")
-        if not isinstance(previous, dict) or "owner_id" not in previous:
-            return None
-        if _text(previous.get("owner_id")) == owner:
-            return None
-    lead_id = _text(lead.get("id")) or _text(meta.get("entity_id"))
-    if lead_id is None:
-        raise Unprocessable("the lead's id (data.id or meta.entity_id) is required")
-    return f"lead:{lead_id}:{event_id}"
 
 
 def _status_changed(data: Mapping[str, object]) -> bool:
@@ -238,54 +212,13 @@ def _status_changed(data: Mapping[str, object]) -> bool:
     return isinstance(previous, dict) and "status" in previous and previous["status"] != status
 
 
-def _text(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    text = str(value).strip()
-    return text[:80] if text else None
-
-
 def _deal_id(data: Mapping[str, object]) -> str | None:
     deal = data.get("data")
     meta = data.get("meta")
-    found = _text(deal.get("id")) if isinstance(deal, dict) else None
+    found = text(deal.get("id")) if isinstance(deal, dict) else None
     if found is None and isinstance(meta, dict):
-        found = _text(meta.get("entity_id"))
+        found = text(meta.get("entity_id"))
     return found
-
-
-def event_time(data: Mapping[str, object]) -> float:
-    """When the event happened (epoch seconds): ``meta.timestamp``, documented as a
-    10-character timestamp and shown as ISO 8601 in the format example (both read, and
-    milliseconds too); else the deal's ``update_time``; else 0."""
-    meta = data.get("meta")
-    deal = data.get("data")
-    for value in (
-        meta.get("timestamp") if isinstance(meta, dict) else None,
-        deal.get("update_time") if isinstance(deal, dict) else None,
-    ):
-        found = _instant(value)
-        if found is not None:
-            return found
-    return 0.0
-
-
-def _instant(value: object) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
-        number = float(value)
-        return number / 1000 if number > 1e11 else number  # milliseconds
-    if isinstance(value, str) and value.strip():
-        text = value.strip().replace(" ", "T", 1).replace("Z", "+00:00")
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    return None
 
 
 # --- reconciling --------------------------------------------------------------------------
@@ -322,7 +255,7 @@ def closed_since(rt: Runtime, since: datetime) -> Iterator[list[tuple[str, str]]
             page = []
             older = False
             for deal in found:
-                updated = _instant(deal.get("update_time"))
+                updated = instant(deal.get("update_time"))
                 if updated is not None and updated < floor:
                     older = True  # sorted by update time: the rest are older still
                     break
@@ -349,11 +282,11 @@ def _deals_page(api: PipedriveApi, *, status: str, start: int) -> tuple[list[dic
 
 def _synced(deal: Mapping[str, object], *, status: str, floor: float) -> tuple[str, str] | None:
     """(key, body) of a listed deal closed at ``floor`` or later; None otherwise."""
-    deal_id = _text(deal.get("id"))
+    deal_id = text(deal.get("id"))
     if deal_id is None or deal.get("status") != status:
         return None
     field = "won_time" if status == "won" else "lost_time"
-    closed = _instant(deal.get(field)) or _instant(deal.get("close_time"))
+    closed = instant(deal.get(field)) or instant(deal.get("close_time"))
     if closed is None or closed < floor:
         return None
     when = datetime.fromtimestamp(closed, UTC).isoformat().replace("+00:00", "Z")
@@ -387,7 +320,7 @@ def process(rt: Runtime, body: str) -> str:
     data = json.loads(body)
     delivery_id = _delivery_id(data)
     if delivery_id is not None and delivery_id.startswith("lead:"):
-        return _process_lead(rt, data, delivery_id)
+        return pipedrive_leads.process(rt, data, delivery_id)
     deal_id = _deal_id(data)
     if delivery_id is None or deal_id is None:
         return "not a deal's status change"
@@ -398,23 +331,23 @@ def process(rt: Runtime, body: str) -> str:
     deal = data["data"]
     status = deal["status"]
     with session_scope(rt.session_factory) as session:
-        later = _superseded(session, deal_id=deal_id, delivery_id=delivery_id)
+        later = superseded(session, prefix=f"deal:{deal_id}:", delivery_id=delivery_id)
     if later:
         return f"deal {deal_id} {status}: superseded by a later change ({later})"
     if status not in CLOSED:
         return f"deal {deal_id} reopened (status {status}): nothing to do"
     owner_email = None
-    owner_id = _text(deal.get("owner_id"))
+    owner_id = text(deal.get("owner_id"))
     if owner_id is not None:
         api = PipedriveApi(api_url=s.pipedrive_api_url, token=s.pipedrive_api_token)
         try:
             owner_email = api.user_email(owner_id)
         except PipedriveError as err:
-            _log_api_error(err)
+            log_api_error(err)
             raise TryLater(str(err)) from None
     closed = _deal_in(deal_id, deal, outcome=status, owner_email=owner_email, now=rt.now())
     notes = [f"deal {deal_id} closed {status}"]
-    currency = _text(deal.get("currency"))
+    currency = text(deal.get("currency"))
     if closed.amount is not None and currency and currency.upper() != s.currency.upper():
         notes.append(f"amount in {currency.upper()}, not CURRENCY {s.currency}: stored as is")
         log.info(
@@ -424,7 +357,7 @@ def process(rt: Runtime, body: str) -> str:
             s.currency,
         )
     with session_scope(rt.session_factory) as session:
-        later = _superseded(session, deal_id=deal_id, delivery_id=delivery_id)
+        later = superseded(session, prefix=f"deal:{deal_id}:", delivery_id=delivery_id)
         if later:
             return f"deal {deal_id} {status}: superseded by a later change ({later})"
         row, created = wl_svc.receive_deal(
@@ -443,114 +376,6 @@ def process(rt: Runtime, body: str) -> str:
     else:
         notes.append(f"deal {deal_pk} " + ("updated to this change" if changed else "unchanged"))
     return "; ".join(notes)
-
-
-def _process_lead(rt: Runtime, data: Mapping[str, object], delivery_id: str) -> str:
-    """A lead handed to its owner: taken once, as ``pipedrive:lead:<id>``, with its person
-    and organization read from Pipedrive (and the owner's email); a hand-off older than
-    another stored for the same lead does nothing (the later owner is the one asked).
-
-    Raises TryLater when Pipedrive cannot be read now."""
-    s = rt.settings
-    if not s.pipedrive_configured:
-        raise TryLater("Pipedrive is not configured any more")
-    assert s.pipedrive_api_token is not None
-    lead = data["data"]
-    assert isinstance(lead, dict)
-    lead_id = delivery_id.split(":")[1]
-    with session_scope(rt.session_factory) as session:
-        later = _superseded(session, deal_id=lead_id, delivery_id=delivery_id, kind="lead")
-    if later:
-        return f"lead {lead_id}: superseded by a later hand-off ({later})"
-    api = PipedriveApi(api_url=s.pipedrive_api_url, token=s.pipedrive_api_token)
-    owner_id = _text(lead.get("owner_id")) or ""
-    person_id, org_id = _text(lead.get("person_id")), _text(lead.get("organization_id"))
-    try:
-        owner_email = api.user_email(owner_id)
-        person = api.person(person_id) if person_id else None
-        org = api.organization(org_id) if org_id else None
-    except PipedriveError as err:
-        _log_api_error(err)
-        raise TryLater(str(err)) from None
-    meta = data["meta"]
-    assert isinstance(meta, dict)
-    handed = _instant(meta.get("timestamp"))
-    now = rt.now()
-    at = datetime.fromtimestamp(handed, UTC) if handed else None
-    if at is not None and not now - HANDED_AT_PAST < at <= now:
-        at = None
-    received = receive_lead(rt, _lead_in(lead_id, lead, person, org, owner_email, at), origin="crm")
-    lead_pk, created = received
-    if not created:
-        return f"lead {lead_id}: lead {lead_pk} already received"
-    nudge_new_lead(rt, lead_pk)
-    return f"lead {lead_id} handed to owner {owner_id}: lead {lead_pk} received"
-
-
-def _lead_in(
-    lead_id: str,
-    lead: Mapping[str, object],
-    person: Mapping[str, object] | None,
-    org: Mapping[str, object] | None,
-    owner_email: str | None,
-    at: datetime | None,
-) -> LeadIn:
-    """The lead: the person's name (else the lead's title), email, job title; the
-    organization's name; the lead's ``source_name`` as its source, its title as context."""
-    person = person or {}
-    title = _plain(lead.get("title"))
-    company = _plain((org or {}).get("name")) or _plain(person.get("org_name"))
-    email = _primary_email(person.get("email"))
-    return LeadIn(
-        external_id=f"pipedrive:lead:{lead_id}",
-        person=(_plain(person.get("name")) or title or f"Pipedrive lead {lead_id}")[:255],
-        owner_email=owner_email,
-        email=email,
-        company=company,
-        title=_plain(person.get("job_title")),
-        source=_plain(lead.get("source_name")),
-        context=title,
-        handed_at=at,
-    )
-
-
-def _plain(value: object) -> str | None:
-    return value.strip()[:255] or None if isinstance(value, str) else None
-
-
-def _primary_email(value: object) -> str | None:
-    """A person's email: v1 sends a list of ``{"value", "primary"}`` (the primary first)."""
-    if isinstance(value, str):
-        return _plain(value.lower())
-    if not isinstance(value, list):
-        return None
-    items = [e for e in value if isinstance(e, dict) and _plain(e.get("value"))]
-    items.sort(key=lambda e: not e.get("primary"))
-    return _plain(str(items[0]["value"]).lower()) if items else None
-
-
-def _superseded(
-    session: Session, *, deal_id: str, delivery_id: str, kind: str = "deal"
-) -> str | None:
-    """The delivery id of a status change of the same deal (or hand-off of the same lead,
-    ``kind``) that happened after this one (``meta.timestamp``; the same second: the one
-    received later), stored and not given up; None when this one is the latest."""
-    prefix = f"{kind}:{deal_id}:"
-    rows = crm_inbox.about_one_record(session, source=SOURCE, prefix=prefix)
-    mine = next((r for r in rows if r.delivery_id == delivery_id), None)
-    if mine is None:
-        return None
-    own_key = (event_time(json.loads(mine.body)), mine.id)
-    for row in rows:
-        if row.id == mine.id:
-            continue
-        try:
-            other = json.loads(row.body)
-        except ValueError:
-            continue
-        if (event_time(other), row.id) > own_key:
-            return row.delivery_id
-    return None
 
 
 def _deal_in(
@@ -589,12 +414,3 @@ def _deal_in(
         closed_on_date_only=date_only,
         crm_reason=reason[: wl_svc.MAX_TEXT] if reason else None,
     )
-
-
-def _log_api_error(err: PipedriveError) -> None:
-    if err.status in (401, 403):
-        log.error(
-            "Pipedrive refused PIPEDRIVE_API_TOKEN (%s); deliveries wait until it is fixed", err
-        )
-    else:
-        log.warning("Pipedrive's API could not be read (%s); the delivery is tried again", err)

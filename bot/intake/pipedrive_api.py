@@ -10,9 +10,12 @@ parameter, which would put it in every proxy's access log."""
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+
+log = logging.getLogger(__name__)
 
 TIMEOUT = 10.0  # seconds: processing runs after the answer, never before it
 DEALS_PAGE = 100  # deals asked a page (Pipedrive's default; at most 500)
@@ -120,6 +123,17 @@ class PipedriveApi:
         if isinstance(following, bool) or not isinstance(following, int):
             following = start + len(deals)
         return deals, (following if following > start and deals else None)
+
+
+def log_api_error(err: PipedriveError) -> None:
+    """A read that failed, logged for the operator: a refused token at ERROR (deliveries
+    wait until it is fixed), anything else at WARNING."""
+    if err.status in (401, 403):
+        log.error(
+            "Pipedrive refused PIPEDRIVE_API_TOKEN (%s); deliveries wait until it is fixed", err
+        )
+    else:
+        log.warning("Pipedrive's API could not be read (%s); the delivery is tried again", err)
 
 
 def _seconds(value: str | None) -> float | None:
