@@ -259,3 +259,19 @@ def test_a_database_that_cannot_store_the_lead_is_503_so_the_sender_retries(harn
     monkeypatch.setattr(hook, "receive_lead", real)
     assert post_lead(h, lead_body()).status == 201  # the sender's retry
     assert len(leads(h)) == 1 and len(lead_dms(h)) == 1
+
+
+def test_slack_failing_the_owners_lookup_still_gives_one_dm(harness):
+    """Slack errors on the lookup after the answer: the lead waits, stored; ticks in three
+    processes at once look again and queue the DM once."""
+    h = harness
+    h.clock.set(NOW)
+    h.slack.fail_next("users.lookupByEmail", status=500, times=5)
+    assert post_lead(h, lead_body()).status == 201
+    assert len(leads(h)) == 1 and lead_dms(h) == []
+    h.clock.advance(minutes=3)  # the first lookup's claim has run out
+    h.tick_together(3)
+    h.clock.advance(minutes=3)
+    h.tick_together(3)
+    (dm,) = lead_dms(h)
+    assert dm.channel == "UANA" and leads(h)[0].owner_user_id == "UANA"
