@@ -306,8 +306,9 @@ def _webhook(settings: Settings):
 
 
 def _hubspot(settings: Settings):
-    """HubSpot's settings, and its token tried with two cheap reads (the deal pipelines and
-    one owner): what /hooks/hubspot needs to turn a delivery into a deal."""
+    """HubSpot's settings, and its token tried with cheap reads (the deal pipelines and one
+    owner: what /hooks/hubspot needs to turn a delivery into a deal; one contact: what it
+    needs for a lead, a warning only when refused)."""
     if not settings.hubspot_configured:
         yield Finding(OK, "HubSpot is off (HUBSPOT_CLIENT_SECRET and HUBSPOT_ACCESS_TOKEN unset)")
         return
@@ -349,6 +350,16 @@ def _hubspot(settings: Settings):
             "HubSpot has no closed won or lost deal stage (closed, probability 1.0 or 0.0): "
             "no deal from HubSpot will be asked about",
         )
+    try:
+        api.can_read_contacts()
+    except HubSpotError as err:
+        if err.status in (401, 403):
+            yield Finding(
+                WARNING,
+                f"HUBSPOT_ACCESS_TOKEN cannot read contacts ({err}): leads handed over in "
+                "HubSpot (contacts becoming marketing qualified) wait, stored, until the "
+                "private app has crm.objects.contacts.read; deals are not affected",
+            )
     where = settings.hubspot_webhook_url or "https://<this host>/hooks/hubspot"
     yield Finding(OK, f"HubSpot's webhooks are verified as sent to {where}")
     yield from _hubspot_writeback(settings, api)

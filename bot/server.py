@@ -1,5 +1,6 @@
 """The HTTP side: Slack at POST /slack/events (signature-verified by Bolt; HTTP mode only),
-closed deals at POST /hooks/deal-closed (signed with DEALS_WEBHOOK_SECRET) and from HubSpot
+closed deals at POST /hooks/deal-closed and leads at POST /hooks/lead (both signed with
+DEALS_WEBHOOK_SECRET), and from HubSpot
 at POST /hooks/hubspot (signed with HUBSPOT_CLIENT_SECRET) and Salesforce's Outbound Messages
 at POST /hooks/salesforce (SALESFORCE_WEBHOOK_SECRET and SALESFORCE_ORG_ID) and from Pipedrive
 at POST /hooks/pipedrive (HTTP basic auth), GET /healthz."""
@@ -20,7 +21,8 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot import health, metrics
 from bot.intake import deliveries, hubspot, pipedrive, salesforce
-from bot.listeners.crm_webhook import MAX_BODY, handle_deal_closed, too_large
+from bot.listeners import lead_webhook
+from bot.listeners.crm_webhook import MAX_BODY, Answer, handle_deal_closed, too_large
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -174,23 +176,9 @@ def make_wsgi_app(
                 metrics.CONTENT_TYPE,
             )
         if path == "/hooks/deal-closed":
-            if method != "POST":
-                return _reply(start_response, 405, b"use POST\n", "text/plain")
-            try:
-                body = read_body(environ, cap=MAX_BODY)
-            except BodyTooLarge as err:
-                result = too_large(err.prefix)
-                answer_status, answer = result.status, result.body
-            except MalformedBody as err:
-                answer_status = 400
-                answer = {"ok": False, "error": f"body: {err}", "field": "body"}
-            else:
-                headers = request_headers(environ)
-                result = handle_deal_closed(rt, body=body, headers=headers, run_later=run_later)
-                answer_status, answer = result.status, result.body
-            return _reply(
-                start_response, answer_status, json.dumps(answer).encode(), "application/json"
-            )
+            return _signed_hook(environ, start_response, handle_deal_closed)
+        if path == lead_webhook.PATH:
+            return _signed_hook(environ, start_response, lead_webhook.handle_lead)
         if path == hubspot.PATH:
             return _hubspot(environ, start_response)
         if path == salesforce.PATH:
@@ -213,6 +201,24 @@ def make_wsgi_app(
             return slack(environ, start_response)
         finally:
             foreground.leave()
+
+    def _signed_hook(environ, start_response, handle):
+        """POST /hooks/deal-closed and /hooks/lead: JSON signed with DEALS_WEBHOOK_SECRET,
+        read within MAX_BODY (chunked too), answered in JSON."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _reply(start_response, 405, b"use POST\n", "text/plain")
+        try:
+            body = read_body(environ, cap=MAX_BODY)
+        except BodyTooLarge as err:
+            result = too_large(err.prefix)
+        except MalformedBody as err:
+            result = Answer(400, {"ok": False, "error": f"body: {err}", "field": "body"})
+        else:
+            headers = request_headers(environ)
+            result = handle(rt, body=body, headers=headers, run_later=run_later)
+        return _reply(
+            start_response, result.status, json.dumps(result.body).encode(), "application/json"
+        )
 
     def _hubspot(environ, start_response):
         """Verify and store first, answer, then process what was stored (after the answer;
@@ -292,6 +298,7 @@ def make_wsgi_app(
 _PATH_KINDS = {
     "/slack/events": "slack",
     "/hooks/deal-closed": "deal_webhook",
+    "/hooks/lead": "lead_webhook",
     "/hooks/hubspot": "hubspot_webhook",
     "/hooks/salesforce": "salesforce_webhook",
     "/hooks/pipedrive": "pipedrive_webhook",

@@ -3,7 +3,7 @@
 It refuses what HubSpot refuses, with HubSpot's error bodies (their shapes are in
 tests/crm_samples/hubspot/README.md, with their sources): no or a wrong bearer token -> 401
 ``INVALID_AUTHENTICATION``; a scope the token lacks (``scopes``) -> 403 ``MISSING_SCOPES``;
-an unknown deal or owner -> 404 ``OBJECT_NOT_FOUND``; ``down`` ->
+an unknown deal, contact or owner -> 404 ``OBJECT_NOT_FOUND``; ``down`` ->
 503; ``rate_limited`` requests -> 429 with Retry-After. Every call is recorded.
 
 ``POST /crm/v3/objects/deals/search`` (CRM search API) answers from ``deals``: filterGroups
@@ -57,6 +57,7 @@ class FakeHubSpot:
     def __init__(self, *, token: str) -> None:
         self.token = token
         self.deals: dict[str, dict] = {}
+        self.contacts: dict[str, dict] = {}
         self.owners: dict[str, dict] = {}
         self.pipelines = sample("pipelines_deals.json")
         self.calls: list[Call] = []
@@ -67,6 +68,7 @@ class FakeHubSpot:
             "crm.objects.owners.read",
             "crm.objects.deals.write",
             "crm.schemas.deals.read",
+            "crm.objects.contacts.read",
         }
         # The portal's deal properties (internal name -> definition): the sample deal's.
         self.properties: dict[str, dict] = {
@@ -113,6 +115,17 @@ class FakeHubSpot:
             and c.status == 200
             and (deal_id is None or c.path == f"/crm/v3/objects/deals/{deal_id}")
         ]
+
+    def set_contact(self, contact_id: str, **properties: str | None) -> None:
+        """The contact as HubSpot holds it now (properties merged into the sample's)."""
+        contact = self.contacts.get(contact_id) or sample("contact.json")
+        contact["id"] = contact_id
+        contact["properties"] = {
+            **contact["properties"],
+            "hs_object_id": contact_id,
+            **properties,
+        }
+        self.contacts[contact_id] = contact
 
     def calls_to(self, prefix: str) -> list[Call]:
         return [c for c in self.calls if c.path.startswith(prefix)]
@@ -195,7 +208,11 @@ class FakeHubSpot:
                 )
         if auth != f"Bearer {self.token}":
             return 401, _error("INVALID_AUTHENTICATION", _AUTH_MESSAGE), {}
-        needed = "crm.objects.owners.read" if "owners" in segments else "crm.objects.deals.read"
+        needed = "crm.objects.deals.read"
+        if "owners" in segments:
+            needed = "crm.objects.owners.read"
+        elif "contacts" in segments:
+            needed = "crm.objects.contacts.read"
         if req.command == "PATCH":
             needed = "crm.objects.deals.write"
         elif segments[:3] == ["crm", "v3", "properties"]:
@@ -232,6 +249,15 @@ class FakeHubSpot:
             wanted = (query.get("properties") or [""])[0].split(",")
             props = {k: v for k, v in deal["properties"].items() if k in wanted or k in _ALWAYS}
             return 200, {**deal, "properties": props}, {}
+        if path == "/crm/v3/objects/contacts":
+            return 200, {"results": list(self.contacts.values())[:1]}, {}
+        if segments[:4] == ["crm", "v3", "objects", "contacts"] and len(segments) == 5:
+            contact = self.contacts.get(segments[4])
+            if contact is None:
+                return 404, _error("OBJECT_NOT_FOUND", "Object not found."), {}
+            wanted = (query.get("properties") or [""])[0].split(",")
+            props = {k: v for k, v in contact["properties"].items() if k in wanted or k in _ALWAYS}
+            return 200, {**contact, "properties": props}, {}
         if segments[:3] == ["crm", "v3", "owners"] and len(segments) == 4:
             owner = self.owners.get(segments[3])
             if owner is None:

@@ -1,5 +1,6 @@
 """A fake of the part of Pipedrive's API Closeloop reads (``GET /api/v1/users/{id}``,
-``GET /api/v1/users/me``, ``GET /api/v1/deals``), on 127.0.0.1, port 0.
+``GET /api/v1/users/me``, ``GET /api/v1/deals``, ``GET /api/v1/persons/{id}``,
+``GET /api/v1/organizations/{id}``), on 127.0.0.1, port 0.
 
 It refuses what Pipedrive refuses, with Pipedrive's error bodies (tests/crm_samples/pipedrive/):
 no or a wrong API token -> 401 ``unauthorized access``; an unknown user -> 404; ``down`` -> 503.
@@ -54,6 +55,8 @@ class FakePipedrive:
     def __init__(self, *, token: str) -> None:
         self.token = token
         self.users: dict[str, dict] = {}
+        self.persons: dict[str, dict] = {}
+        self.organizations: dict[str, dict] = {}
         self.deals: dict[str, dict] = {}
         self.calls: list[Call] = []
         self.down = False
@@ -104,6 +107,17 @@ class FakePipedrive:
         deal.update(changes)
         self.deals[deal_id] = deal
         return deal
+
+    def set_person(self, person_id: str, **changes) -> dict:
+        """A person as Pipedrive holds it (the sample's, ``changes`` over it)."""
+        person = {**sample("person.json")["data"], "id": int(person_id), **changes}
+        self.persons[person_id] = person
+        return person
+
+    def set_organization(self, org_id: str, **changes) -> dict:
+        org = {**sample("organization.json")["data"], "id": int(org_id), **changes}
+        self.organizations[org_id] = org
+        return org
 
     def calls_to(self, path: str) -> list[Call]:
         return [c for c in self.calls if c.path == path]
@@ -275,6 +289,13 @@ class FakePipedrive:
         return 200, {"success": True, "data": copy.deepcopy(deal)}, {}
 
     def _user(self, segments: list[str]) -> tuple[int, dict]:
+        for name, found in (("persons", self.persons), ("organizations", self.organizations)):
+            if segments[:3] == ["api", "v1", name] and len(segments) == 4:
+                item = found.get(segments[3])
+                if item is None:  # Pipedrive: 404 with its error body
+                    what = "Person" if name == "persons" else "Organization"
+                    return 404, {"success": False, "error": f"{what} not found", "errorCode": 404}
+                return 200, {"success": True, "data": copy.deepcopy(item)}
         if segments[:3] == ["api", "v1", "users"] and len(segments) == 4:
             user = self.users.get(segments[3])
             if user is None:

@@ -59,7 +59,12 @@ def test_a_valid_token_and_complete_settings(cli_env, fake_slack, fake_hubspot):
     )
     assert "verified as sent to https://bot.example.com/hooks/hubspot" in found[1]
     assert {c.authorization for c in fake_hubspot.calls} == {f"Bearer {TOKEN}"}
-    assert [c.path for c in fake_hubspot.calls] == ["/crm/v3/pipelines/deals", "/crm/v3/owners"]
+    assert [c.path for c in fake_hubspot.calls] == [
+        "/crm/v3/pipelines/deals",
+        "/crm/v3/owners",
+        "/crm/v3/objects/contacts",
+    ]
+    assert not any("contacts" in line for line in found)  # said only when refused
 
 
 def test_a_refused_token_or_a_missing_scope_is_a_problem(cli_env, fake_slack, fake_hubspot):
@@ -74,6 +79,16 @@ def test_a_refused_token_or_a_missing_scope_is_a_problem(cli_env, fake_slack, fa
     assert out.returncode == 1
     (problem,) = problems(out)
     assert "lacks a scope" in problem and "crm.objects.owners.read" in problem
+
+
+def test_a_token_that_cannot_read_contacts_is_a_warning(cli_env, fake_slack, fake_hubspot):
+    """Deals work without the contacts scope; leads from HubSpot wait for it."""
+    fake_hubspot.scopes.discard("crm.objects.contacts.read")
+    out = closeloop(hubspot_env(cli_env, fake_hubspot), "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (line,) = [line for line in hubspot_lines(out) if "contacts" in line]
+    assert line.startswith("closeloop check: warning: HUBSPOT_ACCESS_TOKEN cannot read contacts")
+    assert "crm.objects.contacts.read" in line
 
 
 def test_hubspot_down_is_a_warning(cli_env, fake_slack, fake_hubspot):

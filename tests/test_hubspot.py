@@ -291,7 +291,7 @@ def test_a_stage_that_is_not_closed_is_200_and_nothing(harness, fake_hubspot):
     other = post_hubspot(
         h,
         events(
-            {"eventId": 5, "subscriptionType": "contact.creation", "objectId": 7},
+            {"eventId": 5, "subscriptionType": "company.creation", "objectId": 7},
             {"eventId": 6, "propertyName": "amount", "propertyValue": "100"},
         ),
     )

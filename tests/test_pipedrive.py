@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from bot.config import ConfigError
 from bot.db import session_scope
-from bot.intake.pipedrive import MAX_BODY, credentials_valid, event_time
+from bot.intake.pipedrive import MAX_BODY, credentials_valid
+from bot.intake.pipedrive_events import event_time
 from bot.models import CrmDelivery, Deal, InboxState, WinLossEntry
 from tests.fakepipedrive import FakePipedrive
 from tests.fakepipedrive import sample as pd_sample

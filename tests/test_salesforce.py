@@ -61,7 +61,11 @@ def settings_overrides(request):
 def notification(note_id: str = NOTE_ID, **fields) -> str:
     """The sample's Notification, its id and fields changed (None: xsi:nil; DROP: left
     out; a field the sample does not have is added)."""
-    block = _NOTIFICATION.replace(NOTE_ID, note_id)
+    return with_fields(_NOTIFICATION.replace(NOTE_ID, note_id), **fields)
+
+
+def with_fields(block: str, **fields) -> str:
+    """A Notification element's text with its sObject's fields changed (as above)."""
     for name, value in fields.items():
         pattern = re.compile(rf" *<sf:{name}(?: [^>]*)?(?:/>|>[^<]*</sf:{name}>)\n")
         if value is DROP:

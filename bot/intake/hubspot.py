@@ -1,6 +1,7 @@
 """POST /hooks/hubspot: HubSpot's webhooks, verified, stored, then processed from storage.
 
-Two kinds of request arrive here:
+Two kinds of request arrive here (and contact events, leads handed to sales: see
+:mod:`bot.intake.hubspot_leads`):
 
 * Webhooks API subscriptions (``deal.propertyChange`` on ``dealstage``, ``deal.creation``): a
   JSON array of events, each with its ``eventId``. Each deal event is stored as its own
@@ -35,8 +36,9 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.db import session_scope
+from bot.intake import hubspot_leads
 from bot.intake.errors import NotConfigured, TryLater, Unprocessable
-from bot.intake.hubspot_api import HubSpotApi, HubSpotError
+from bot.intake.hubspot_api import HubSpotApi, HubSpotError, configured_api, log_api_error
 from bot.jobs.deals import nudge_new_deal, receive_deal
 from bot.listeners.crm_webhook import Answer
 from bot.models import CrmSource
@@ -223,13 +225,20 @@ def receive(
 
 
 def _deliveries(data: object, text: str) -> tuple[list[tuple[str, str]], int]:
-    """(delivery id, body to store) for each deal event in the request, and how many other
-    events were dropped."""
+    """(delivery id, body to store) for each deal event, and each contact event that can mean
+    a lead handed over, in the request; and how many other events were dropped."""
     if isinstance(data, list):
         found, ignored = [], 0
         for event in data:
             if not isinstance(event, dict) or event.get("eventId") in (None, ""):
                 raise Unprocessable("each event must be an object with an eventId")
+            if hubspot_leads.is_contact_event(event):
+                if not hubspot_leads.wanted(event):
+                    ignored += 1
+                    continue
+                key = hubspot_leads.delivery_id(event)
+                found.append((key, json.dumps(event, separators=(",", ":"))))
+                continue
             kind = str(event.get("subscriptionType") or "")
             if kind not in DEAL_EVENTS or (
                 kind == "deal.propertyChange" and event.get("propertyName") not in STAGE_PROPERTIES
@@ -336,23 +345,21 @@ def process(rt: Runtime, body: str) -> str:
     Raises TryLater when HubSpot cannot be read now, Unprocessable when it never will be.
     """
     data = json.loads(body)
+    if isinstance(data, dict) and hubspot_leads.is_contact_event(data):
+        return hubspot_leads.process(rt, data)
     if isinstance(data, dict) and "eventId" not in data:
         deal_id = _workflow_deal_id(data)
     else:
         deal_id = str(data.get("objectId") or "") or None
     if not deal_id:
         raise Unprocessable("no deal id")
-    s = rt.settings
-    if not s.hubspot_configured:
-        raise TryLater("HubSpot is not configured any more")
-    assert s.hubspot_access_token is not None
-    api = HubSpotApi(api_url=s.hubspot_api_url, token=s.hubspot_access_token)
+    api = configured_api(rt.settings)
     try:
         props = api.deal(deal_id)
     except HubSpotError as err:
         if err.not_found:
             return f"deal {deal_id} is not in HubSpot (deleted?)"
-        _log_api_error(err)
+        log_api_error(err)
         raise TryLater(str(err)) from None
     stage_id = props.get("dealstage")
     if stage_id is None:
@@ -363,7 +370,7 @@ def process(rt: Runtime, body: str) -> str:
         if props.get("hubspot_owner_id"):
             owner_email = api.owner_email(str(props["hubspot_owner_id"]))
     except HubSpotError as err:
-        _log_api_error(err)
+        log_api_error(err)
         raise TryLater(str(err)) from None
     if stage is None or stage.outcome is None:
         return f"deal {deal_id}: stage {stage_id!r} is not closed won or lost"
@@ -413,12 +420,3 @@ def _deal_in(
         closed_on_date_only=date_only,
         crm_reason=reason.strip()[: wl_svc.MAX_TEXT] if reason and reason.strip() else None,
     )
-
-
-def _log_api_error(err: HubSpotError) -> None:
-    if err.status in (401, 403):
-        log.error(
-            "HubSpot refused HUBSPOT_ACCESS_TOKEN (%s); deliveries wait until it is fixed", err
-        )
-    else:
-        log.warning("HubSpot's API could not be read (%s); the delivery is tried again", err)

@@ -1,8 +1,9 @@
 """What Closeloop reads from HubSpot's CRM API (v3), with a private app's access token: a deal,
-its owner's email, and which stages of each deal pipeline are closed won or closed lost; and,
-when write-back is on, what it writes: a logged entry's words and category, set on the deal's
-own properties (``PATCH /crm/v3/objects/deals/{id}``, scope crm.objects.deals.write), and
-whether those properties exist (``GET /crm/v3/properties/deals/{name}``, closeloop check)."""
+its owner's email, which stages of each deal pipeline are closed won or closed lost, and a
+contact handed to sales (a lead); and, when write-back is on, what it writes: a logged entry's
+words and category, set on the deal's own properties (``PATCH /crm/v3/objects/deals/{id}``,
+scope crm.objects.deals.write), and whether those properties exist
+(``GET /crm/v3/properties/deals/{name}``, closeloop check)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.config import Settings
+from bot.intake.errors import TryLater
+
 log = logging.getLogger(__name__)
 
 DEAL_PROPERTIES = (
@@ -27,6 +31,21 @@ DEAL_PROPERTIES = (
     "closed_lost_reason",
     "closed_won_reason",
     "pipeline",
+)
+# A contact handed to sales: who, where from, whose. hs_analytics_source is the original
+# traffic source, hs_latest_source the latest; hs_analytics_source_data_1 the original
+# source's first drill-down (the campaign, for a tracked campaign's traffic).
+CONTACT_PROPERTIES = (
+    "firstname",
+    "lastname",
+    "email",
+    "company",
+    "jobtitle",
+    "lifecyclestage",
+    "hubspot_owner_id",
+    "hs_analytics_source",
+    "hs_latest_source",
+    "hs_analytics_source_data_1",
 )
 TIMEOUT = 10.0  # seconds: a delivery's processing runs after the answer, never before it
 TEXT_LIMIT = 65_536  # characters a HubSpot text property holds
@@ -109,6 +128,22 @@ class HubSpotApi:
         )
         props = data.get("properties") or {}
         return {k: (None if props.get(k) in (None, "") else str(props[k])) for k in DEAL_PROPERTIES}
+
+    def contact(self, contact_id: str) -> dict[str, str | None]:
+        """The contact's properties (CONTACT_PROPERTIES); HubSpotError 404 when it does not
+        exist (deleted, merged away)."""
+        data = self._get(
+            f"/crm/v3/objects/contacts/{urllib.parse.quote(contact_id, safe='')}",
+            {"properties": ",".join(CONTACT_PROPERTIES)},
+        )
+        props = data.get("properties") or {}
+        return {
+            k: (None if props.get(k) in (None, "") else str(props[k])) for k in CONTACT_PROPERTIES
+        }
+
+    def can_read_contacts(self) -> None:
+        """One contact read (HubSpotError 403 without crm.objects.contacts.read)."""
+        self._get("/crm/v3/objects/contacts", {"limit": "1"})
 
     def owner_email(self, owner_id: str) -> str | None:
         """The owner's email; None when HubSpot has no such owner (or it has no email)."""
@@ -214,6 +249,33 @@ class HubSpotApi:
             deals.append(deal)
         cursor = ((data.get("paging") or {}).get("next") or {}).get("after")
         return deals, (str(cursor) if cursor not in (None, "") else None)
+
+
+def configured_api(settings: Settings) -> HubSpotApi:
+    """The API with HUBSPOT_ACCESS_TOKEN; TryLater when HubSpot is not configured (any
+    more: a delivery stored before the settings were removed waits for them)."""
+    if not settings.hubspot_configured:
+        raise TryLater("HubSpot is not configured any more")
+    assert settings.hubspot_access_token is not None
+    return HubSpotApi(api_url=settings.hubspot_api_url, token=settings.hubspot_access_token)
+
+
+def log_api_error(err: HubSpotError, *, scope: str = "crm.objects.deals.read") -> None:
+    """A read that failed, logged for the operator: a refused token or a missing ``scope``
+    at ERROR (deliveries wait until it is fixed), anything else at WARNING."""
+    if err.status == 403:
+        log.error(
+            "HubSpot refused the read (%s): give the private app %s; deliveries wait until "
+            "it is fixed",
+            err,
+            scope,
+        )
+    elif err.status == 401:
+        log.error(
+            "HubSpot refused HUBSPOT_ACCESS_TOKEN (%s); deliveries wait until it is fixed", err
+        )
+    else:
+        log.warning("HubSpot's API could not be read (%s); the delivery is tried again", err)
 
 
 def _retry_after(value: str | None) -> float | None:

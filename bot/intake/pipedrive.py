@@ -10,9 +10,11 @@ A v2 delivery is one JSON object: ``meta`` (``action`` create/change/delete, ``e
 the id of the event, ``entity_id``, ``timestamp``, ``attempt`` counting Pipedrive's retries
 ...), ``data`` (the deal as of this event: ``status``, ``title``, ``value``, ``currency``,
 ``lost_reason``, ``owner_id``, ``won_time`` / ``lost_time`` ...) and ``previous`` (only the
-fields this event changed). Only deal events that change the deal's status (or create a deal
-already won or lost) are stored, keyed by the deal id and ``meta.id``: a retry repeats the event
-id (``meta.attempt`` counts up), so it is a duplicate. Everything else is answered and dropped.
+fields this event changed). Lead events are leads handed to sales
+(:mod:`bot.intake.pipedrive_leads`). Only deal events that change the deal's status (or create
+a deal already won or lost) are stored, keyed by the deal id and ``meta.id``: a retry repeats
+the event id (``meta.attempt`` counts up), so it is a duplicate. Everything else is answered
+and dropped.
 
 The delivery carries the deal's state, so processing reads nothing from Pipedrive but the
 owner's email. Deliveries about one deal may arrive out of order (retries are 3, 30 and 150
@@ -39,11 +41,12 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from bot.db import session_scope
+from bot.intake import pipedrive_leads
 from bot.intake.errors import NotConfigured, TryLater, Unprocessable
-from bot.intake.pipedrive_api import DEALS_PAGE, PipedriveApi, PipedriveError
+from bot.intake.pipedrive_api import DEALS_PAGE, PipedriveApi, PipedriveError, log_api_error
+from bot.intake.pipedrive_events import instant, superseded, text
 from bot.jobs.deals import nudge_new_deal
 from bot.listeners.crm_webhook import Answer
 from bot.models import CrmSource
@@ -178,10 +181,12 @@ def _delivery_id(data: object, *, webhook: bool = False) -> str | None:
     meta = data["meta"]
     if "v" in data or "current" in data or str(meta.get("version", "2")).startswith("1"):
         raise Unprocessable("a webhooks v1 delivery: create the webhook with version 2.0")
-    event_id = _text(meta.get("id"))
+    event_id = text(meta.get("id"))
     if event_id is None:
         raise Unprocessable("meta.id (the event's id) is required")
     actions = ("create", "change") if webhook else ("create", "change", SYNC_ACTION)
+    if meta.get("entity") == "lead" and meta.get("action") in ("create", "change"):
+        return pipedrive_leads.delivery_id(data, event_id)
     if meta.get("entity") != "deal" or meta.get("action") not in actions:
         return None
     if not _status_changed(data):
@@ -207,54 +212,13 @@ def _status_changed(data: Mapping[str, object]) -> bool:
     return isinstance(previous, dict) and "status" in previous and previous["status"] != status
 
 
-def _text(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    text = str(value).strip()
-    return text[:80] if text else None
-
-
 def _deal_id(data: Mapping[str, object]) -> str | None:
     deal = data.get("data")
     meta = data.get("meta")
-    found = _text(deal.get("id")) if isinstance(deal, dict) else None
+    found = text(deal.get("id")) if isinstance(deal, dict) else None
     if found is None and isinstance(meta, dict):
-        found = _text(meta.get("entity_id"))
+        found = text(meta.get("entity_id"))
     return found
-
-
-def event_time(data: Mapping[str, object]) -> float:
-    """When the event happened (epoch seconds): ``meta.timestamp``, documented as a
-    10-character timestamp and shown as ISO 8601 in the format example (both read, and
-    milliseconds too); else the deal's ``update_time``; else 0."""
-    meta = data.get("meta")
-    deal = data.get("data")
-    for value in (
-        meta.get("timestamp") if isinstance(meta, dict) else None,
-        deal.get("update_time") if isinstance(deal, dict) else None,
-    ):
-        found = _instant(value)
-        if found is not None:
-            return found
-    return 0.0
-
-
-def _instant(value: object) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
-        number = float(value)
-        return number / 1000 if number > 1e11 else number  # milliseconds
-    if isinstance(value, str) and value.strip():
-        text = value.strip().replace(" ", "T", 1).replace("Z", "+00:00")
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    return None
 
 
 # --- reconciling --------------------------------------------------------------------------
@@ -291,7 +255,7 @@ def closed_since(rt: Runtime, since: datetime) -> Iterator[list[tuple[str, str]]
             page = []
             older = False
             for deal in found:
-                updated = _instant(deal.get("update_time"))
+                updated = instant(deal.get("update_time"))
                 if updated is not None and updated < floor:
                     older = True  # sorted by update time: the rest are older still
                     break
@@ -318,11 +282,11 @@ def _deals_page(api: PipedriveApi, *, status: str, start: int) -> tuple[list[dic
 
 def _synced(deal: Mapping[str, object], *, status: str, floor: float) -> tuple[str, str] | None:
     """(key, body) of a listed deal closed at ``floor`` or later; None otherwise."""
-    deal_id = _text(deal.get("id"))
+    deal_id = text(deal.get("id"))
     if deal_id is None or deal.get("status") != status:
         return None
     field = "won_time" if status == "won" else "lost_time"
-    closed = _instant(deal.get(field)) or _instant(deal.get("close_time"))
+    closed = instant(deal.get(field)) or instant(deal.get("close_time"))
     if closed is None or closed < floor:
         return None
     when = datetime.fromtimestamp(closed, UTC).isoformat().replace("+00:00", "Z")
@@ -355,6 +319,8 @@ def process(rt: Runtime, body: str) -> str:
     Raises TryLater when the owner cannot be read from Pipedrive now."""
     data = json.loads(body)
     delivery_id = _delivery_id(data)
+    if delivery_id is not None and delivery_id.startswith("lead:"):
+        return pipedrive_leads.process(rt, data, delivery_id)
     deal_id = _deal_id(data)
     if delivery_id is None or deal_id is None:
         return "not a deal's status change"
@@ -365,23 +331,23 @@ def process(rt: Runtime, body: str) -> str:
     deal = data["data"]
     status = deal["status"]
     with session_scope(rt.session_factory) as session:
-        later = _superseded(session, deal_id=deal_id, delivery_id=delivery_id)
+        later = superseded(session, prefix=f"deal:{deal_id}:", delivery_id=delivery_id)
     if later:
         return f"deal {deal_id} {status}: superseded by a later change ({later})"
     if status not in CLOSED:
         return f"deal {deal_id} reopened (status {status}): nothing to do"
     owner_email = None
-    owner_id = _text(deal.get("owner_id"))
+    owner_id = text(deal.get("owner_id"))
     if owner_id is not None:
         api = PipedriveApi(api_url=s.pipedrive_api_url, token=s.pipedrive_api_token)
         try:
             owner_email = api.user_email(owner_id)
         except PipedriveError as err:
-            _log_api_error(err)
+            log_api_error(err)
             raise TryLater(str(err)) from None
     closed = _deal_in(deal_id, deal, outcome=status, owner_email=owner_email, now=rt.now())
     notes = [f"deal {deal_id} closed {status}"]
-    currency = _text(deal.get("currency"))
+    currency = text(deal.get("currency"))
     if closed.amount is not None and currency and currency.upper() != s.currency.upper():
         notes.append(f"amount in {currency.upper()}, not CURRENCY {s.currency}: stored as is")
         log.info(
@@ -391,7 +357,7 @@ def process(rt: Runtime, body: str) -> str:
             s.currency,
         )
     with session_scope(rt.session_factory) as session:
-        later = _superseded(session, deal_id=deal_id, delivery_id=delivery_id)
+        later = superseded(session, prefix=f"deal:{deal_id}:", delivery_id=delivery_id)
         if later:
             return f"deal {deal_id} {status}: superseded by a later change ({later})"
         row, created = wl_svc.receive_deal(
@@ -410,28 +376,6 @@ def process(rt: Runtime, body: str) -> str:
     else:
         notes.append(f"deal {deal_pk} " + ("updated to this change" if changed else "unchanged"))
     return "; ".join(notes)
-
-
-def _superseded(session: Session, *, deal_id: str, delivery_id: str) -> str | None:
-    """The delivery id of a status change of the same deal that happened after this one
-    (``meta.timestamp``; the same second: the one received later), stored and not given up;
-    None when this one is the latest."""
-    prefix = f"deal:{deal_id}:"
-    rows = crm_inbox.about_one_record(session, source=SOURCE, prefix=prefix)
-    mine = next((r for r in rows if r.delivery_id == delivery_id), None)
-    if mine is None:
-        return None
-    own_key = (event_time(json.loads(mine.body)), mine.id)
-    for row in rows:
-        if row.id == mine.id:
-            continue
-        try:
-            other = json.loads(row.body)
-        except ValueError:
-            continue
-        if (event_time(other), row.id) > own_key:
-            return row.delivery_id
-    return None
 
 
 def _deal_in(
@@ -470,12 +414,3 @@ def _deal_in(
         closed_on_date_only=date_only,
         crm_reason=reason[: wl_svc.MAX_TEXT] if reason else None,
     )
-
-
-def _log_api_error(err: PipedriveError) -> None:
-    if err.status in (401, 403):
-        log.error(
-            "Pipedrive refused PIPEDRIVE_API_TOKEN (%s); deliveries wait until it is fixed", err
-        )
-    else:
-        log.warning("Pipedrive's API could not be read (%s); the delivery is tried again", err)

@@ -1,19 +1,23 @@
 """What Closeloop reads from Pipedrive's API (v1): a deal owner's email, ``GET /users/{id}``;
 the token's own user, ``GET /users/me`` (``closeloop check``); and the won or lost deals, most
 recently updated first, ``GET /deals?status=&sort=update_time DESC&start=&limit=`` (the daily
-reconciliation), all under PIPEDRIVE_API_URL (``https://api.pipedrive.com/v1``, or a company's
-``https://<company>.pipedrive.com/api/v1``). When write-back is on, a logged entry's words and
-category are set on the deal's fields, ``PUT /deals/{id}`` with ``{"<field key>": value}``, and
-``closeloop check`` reads ``GET /dealFields`` to see the fields exist. The API token goes in
-the ``x-api-token`` header (Pipedrive's "Authentication" page), never in the ``?api_token=``
-query parameter, which would put it in every proxy's access log."""
+reconciliation); a lead's person and organization, ``GET /persons/{id}`` and
+``GET /organizations/{id}``; all under PIPEDRIVE_API_URL (``https://api.pipedrive.com/v1``, or
+a company's ``https://<company>.pipedrive.com/api/v1``). When write-back is on, a logged
+entry's words and category are set on the deal's fields, ``PUT /deals/{id}`` with
+``{"<field key>": value}``, and ``closeloop check`` reads ``GET /dealFields`` to see the fields
+exist. The API token goes in the ``x-api-token`` header (Pipedrive's "Authentication" page),
+never in the ``?api_token=`` query parameter, which would put it in every proxy's access log."""
 
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+
+log = logging.getLogger(__name__)
 
 TIMEOUT = 10.0  # seconds: processing runs after the answer, never before it
 DEALS_PAGE = 100  # deals asked a page (Pipedrive's default; at most 500)
@@ -77,15 +81,28 @@ class PipedriveApi:
 
     def user_email(self, user_id: str) -> str | None:
         """The user's email; None when Pipedrive has no such user (or it has no email)."""
+        user = self._one("/users", user_id)
+        email = user.get("email") if user is not None else None
+        return email.strip().lower() if isinstance(email, str) and email.strip() else None
+
+    def person(self, person_id: str) -> dict | None:
+        """A person (``GET /persons/{id}``): ``name``, ``email`` (a list of ``{"value",
+        "primary"}``), ``job_title``, ``org_name``...; None when Pipedrive has no such one."""
+        return self._one("/persons", person_id)
+
+    def organization(self, org_id: str) -> dict | None:
+        """An organization (``GET /organizations/{id}``), its ``name``; None when not found."""
+        return self._one("/organizations", org_id)
+
+    def _one(self, collection: str, item_id: str) -> dict | None:
         try:
-            data = self._get(f"/users/{urllib.parse.quote(user_id, safe='')}")
+            data = self._get(f"{collection}/{urllib.parse.quote(item_id, safe='')}")
         except PipedriveError as err:
             if err.not_found:
                 return None
             raise
-        user = data.get("data")
-        email = user.get("email") if isinstance(user, dict) else None
-        return email.strip().lower() if isinstance(email, str) and email.strip() else None
+        found = data.get("data")
+        return found if isinstance(found, dict) else None
 
     def update_deal(self, deal_id: str, fields: dict[str, str | None]) -> None:
         """Set these fields (by key: a custom field's 40-character key) on the deal
@@ -145,6 +162,17 @@ class PipedriveApi:
         if isinstance(following, bool) or not isinstance(following, int):
             following = start + len(deals)
         return deals, (following if following > start and deals else None)
+
+
+def log_api_error(err: PipedriveError) -> None:
+    """A read that failed, logged for the operator: a refused token at ERROR (deliveries
+    wait until it is fixed), anything else at WARNING."""
+    if err.status in (401, 403):
+        log.error(
+            "Pipedrive refused PIPEDRIVE_API_TOKEN (%s); deliveries wait until it is fixed", err
+        )
+    else:
+        log.warning("Pipedrive's API could not be read (%s); the delivery is tried again", err)
 
 
 def _seconds(value: str | None) -> float | None:

@@ -14,7 +14,9 @@ org can point its messages at any URL). Either wrong: 401, nothing stored.
 
 The XML is parsed by expat with every DOCTYPE refused before its first declaration is read:
 no DTD means no entity can be declared, so none can be expanded (billion laughs) or fetched
-(external entities). Each Opportunity notification is stored as its own delivery, keyed by the
+(external entities). Each Lead notification is a lead handed to sales when its owner is a
+user (not a queue), taken once as ``salesforce:<18-character id>``. Each Opportunity
+notification is stored as its own delivery, keyed by the
 opportunity's and the notification's id (Salesforce re-delivers a notification under its id),
 as JSON of its fields as sent. Processing takes the deal from the stored fields (Salesforce
 sends the record's latest data; there is no API to read); a delivery older than another stored
@@ -42,11 +44,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.db import session_scope
 from bot.intake.errors import Unprocessable
 from bot.jobs.deals import nudge_new_deal, receive_deal
+from bot.jobs.leads import nudge_new_lead, receive_lead
 from bot.models import CrmSource
 from bot.runtime import Runtime
 from bot.services import crm_inbox
 from bot.services import winloss as wl_svc
 from bot.services.crm_formats import salesforce_id18
+from bot.services.leads import MAX_CONTEXT, LeadIn
 from bot.services.winloss import DealIn, InvalidField
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,11 @@ MAX_NOTIFICATIONS = 100  # the WSDL's maxOccurs
 MAX_DEPTH = 16  # Envelope/Body/notifications/Notification/sObject/field is 6 deep
 CONTENT_TYPE = "text/xml; charset=utf-8"
 KEPT_HEADERS = ("soapaction", "user-agent", "content-type")
+# The objects whose notifications are taken: closed opportunities (deals) and leads assigned
+# to a salesperson. Key prefixes: 00Q a Lead, 005 a User, 00G a Group (a queue).
+OBJECTS = ("Opportunity", "Lead")
+LEAD_PREFIX = "00Q"
+USER_PREFIX = "005"
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
@@ -263,7 +272,10 @@ def receive(
         log.exception("Salesforce outbound message: the deliveries could not be stored")
         return fault(503, "could not store the message; try again", client=False), []
     if ignored:
-        log.info("Salesforce outbound message: %d notification(s) not on an Opportunity", ignored)
+        log.info(
+            "Salesforce outbound message: %d notification(s) not on an Opportunity or Lead",
+            ignored,
+        )
     log.info(
         "Salesforce outbound message: %d stored, %d duplicates",
         len(stored),
@@ -295,9 +307,9 @@ def _as_sent(body: bytes, span: tuple[int, int] | None) -> str | None:
 def _deliveries(
     notifications: ET.Element, *, raw: Callable[[ET.Element], str | None] = lambda _e: None
 ) -> tuple[list[tuple[str, str]], int]:
-    """(delivery id, JSON to store) for each Opportunity notification, and how many
-    notifications on other objects were dropped. ``raw`` gives a notification's XML as sent,
-    kept with it (without the namespace declarations of the elements around it)."""
+    """(delivery id, JSON to store) for each notification on an Opportunity or a Lead, and
+    how many notifications on other objects were dropped. ``raw`` gives a notification's XML
+    as sent, kept with it (without the namespace declarations of the elements around it)."""
     elements = [e for e in notifications if _local(e.tag) == "Notification"]
     if len(elements) > MAX_NOTIFICATIONS:
         raise Unprocessable(f"more than {MAX_NOTIFICATIONS} notifications")
@@ -311,22 +323,24 @@ def _deliveries(
         if not notification_id or record is None:
             raise Unprocessable("each Notification needs its Id and sObject")
         kind = _local(record.get(XSI_TYPE, "").rsplit(":", 1)[-1])
-        if kind and kind != "Opportunity":
+        if kind and kind not in OBJECTS:
             ignored += 1
             continue
         fields = {_local(f.tag): _text(f) for f in record if len(f) == 0}
-        opportunity_id = fields.get("Id")
-        if not opportunity_id:
+        record_id = fields.get("Id")
+        if not record_id:
             raise Unprocessable(f"notification {notification_id[:20]}: the sObject has no Id")
+        if not kind:  # no xsi:type: the id's key prefix says which object it is
+            kind = "Lead" if record_id.startswith(LEAD_PREFIX) else "Opportunity"
         data = {
             "organization_id": org,
             "action_id": action,
             "notification_id": notification_id,
-            "object": "Opportunity",
+            "object": kind,
             "fields": fields,
             "xml": raw(element),
         }
-        found.append((_delivery_id(opportunity_id, notification_id), json.dumps(data)))
+        found.append((_delivery_id(record_id, notification_id), json.dumps(data)))
     return found, ignored
 
 
@@ -413,6 +427,8 @@ def process(rt: Runtime, body: str) -> str:
     if not opportunity_id or not notification_id:
         raise Unprocessable("no opportunity or notification id")
     later = superseded_by(rt, opportunity_id=opportunity_id, notification_id=notification_id)
+    if data.get("object") == "Lead":
+        return _process_lead(rt, opportunity_id, fields, later=later)
     if later:
         return f"opportunity {opportunity_id}: superseded by the later delivery {later}"
     closed = _boolean(fields, "IsClosed")
@@ -441,6 +457,44 @@ def process(rt: Runtime, body: str) -> str:
     return f"opportunity {opportunity_id} closed {outcome}: deal {deal_pk} " + (
         "updated to Salesforce's latest" if changed else "already received"
     )
+
+
+def _process_lead(
+    rt: Runtime, lead_id: str, fields: Mapping[str, str | None], *, later: str | None
+) -> str:
+    """A Lead notification: taken once, as ``salesforce:<18-character id>``, when its owner is
+    a user (``005``); a queue (``00G``) is no salesperson yet: nothing, until the lead is
+    assigned and the message sent again. A delivery older than another stored for the same
+    lead (LastModifiedDate) does nothing: the later one decides."""
+    if later:
+        return f"lead {lead_id}: superseded by the later delivery {later}"
+    owner_id = fields.get("OwnerId") or ""
+    if not owner_id.startswith(USER_PREFIX):
+        what = "a queue" if owner_id.startswith("00G") else "no user"
+        return f"lead {lead_id}: owned by {what} ({owner_id or 'no OwnerId'}), not a salesperson"
+    owner_user_id, owner_email = _owner(rt, fields)
+    name = " ".join(p for p in (fields.get("FirstName"), fields.get("LastName")) if p)
+    email = (fields.get("Email") or "").strip().lower() or None
+    lead = LeadIn(
+        external_id=f"salesforce:{salesforce_id18(lead_id)}",
+        person=(name.strip() or email or f"Salesforce lead {lead_id}")[:255],
+        owner_user_id=owner_user_id,
+        owner_email=owner_email,
+        email=email[:255] if email else None,
+        company=_short(fields.get("Company")),
+        title=_short(fields.get("Title")),
+        source=_short(fields.get("LeadSource")),
+        context=(fields.get("Description") or "").strip()[:MAX_CONTEXT] or None,
+    )
+    lead_pk, created = receive_lead(rt, lead, origin="crm")
+    if not created:
+        return f"lead {lead_id}: lead {lead_pk} already received"
+    nudge_new_lead(rt, lead_pk)
+    return f"lead {lead_id} assigned to {owner_id}: lead {lead_pk} received"
+
+
+def _short(value: str | None) -> str | None:
+    return value.strip()[:255] or None if value else None
 
 
 def _boolean(fields: Mapping[str, str | None], name: str) -> bool | None:

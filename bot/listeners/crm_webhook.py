@@ -1,4 +1,5 @@
-"""POST /hooks/deal-closed: closed deals from the CRM, signed like Slack's own requests.
+"""POST /hooks/deal-closed: closed deals from the CRM, signed like Slack's own requests (and
+:func:`signed_json`, the verification POST /hooks/lead shares).
 
 Headers ``X-Closeloop-Request-Timestamp`` and ``X-Closeloop-Signature`` =
 ``v0=`` + hex HMAC-SHA256 of ``v0:{timestamp}:{raw body}`` with ``DEALS_WEBHOOK_SECRET``.
@@ -43,26 +44,9 @@ def handle_deal_closed(
     run_later: Callable[[Callable[[], None]], None],
 ) -> Answer:
     """Verify, validate and store one closed deal; the owner's nudge runs via ``run_later``."""
-    secret = rt.settings.deals_webhook_secret
-    if not secret:
-        return Answer(503, {"ok": False, "error": "DEALS_WEBHOOK_SECRET is not configured"})
-    lower = {k.lower(): v for k, v in headers.items()}
-    timestamp = lower.get(TIMESTAMP_HEADER, "").strip()
-    verifier = SignatureVerifier(secret, clock=_Clock(rt))
-    if not timestamp.isdigit() or not verifier.is_valid(
-        body=body, timestamp=timestamp, signature=lower.get(SIGNATURE_HEADER, "")
-    ):
-        log.warning("deal webhook: bad or missing signature, or stale timestamp (body not logged)")
-        return Answer(401, {"ok": False, "error": "invalid signature or timestamp"})
-    if len(body) > MAX_BODY:
-        return too_large(body)
-    deep = nested_too_deep(body)
-    if deep is not None:
-        return _too_deep(deep)
-    try:
-        data = json.loads(body.decode("utf-8"), strict=False)  # a raw NUL: named below
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        return Answer(400, {"ok": False, "error": f"body: malformed JSON: {err}", "field": "body"})
+    data = signed_json(rt, body=body, headers=headers, what="deal")
+    if isinstance(data, Answer):
+        return data
     try:
         deal = parse_deal(data, now=rt.now())
     except InvalidField as err:
@@ -74,6 +58,40 @@ def handle_deal_closed(
         201 if created else 200,
         {"ok": True, "deal_id": deal.external_id, "duplicate": not created},
     )
+
+
+def signed_json(
+    rt: Runtime, *, body: bytes, headers: Mapping[str, str], what: str
+) -> dict | Answer:
+    """The JSON object of a request signed with DEALS_WEBHOOK_SECRET (``v0=`` HMAC of the
+    timestamp and the raw body, within five minutes), or the Answer refusing it: 503 unset,
+    401 bad signature, 413 too large, 400 too deep, not JSON or not an object. ``what`` names
+    the hook in the log."""
+    secret = rt.settings.deals_webhook_secret
+    if not secret:
+        return Answer(503, {"ok": False, "error": "DEALS_WEBHOOK_SECRET is not configured"})
+    lower = {k.lower(): v for k, v in headers.items()}
+    timestamp = lower.get(TIMESTAMP_HEADER, "").strip()
+    verifier = SignatureVerifier(secret, clock=_Clock(rt))
+    if not timestamp.isdigit() or not verifier.is_valid(
+        body=body, timestamp=timestamp, signature=lower.get(SIGNATURE_HEADER, "")
+    ):
+        log.warning(
+            "%s webhook: bad or missing signature, or stale timestamp (body not logged)", what
+        )
+        return Answer(401, {"ok": False, "error": "invalid signature or timestamp"})
+    if len(body) > MAX_BODY:
+        return too_large(body)
+    deep = nested_too_deep(body)
+    if deep is not None:
+        return _too_deep(deep)
+    try:
+        data = json.loads(body.decode("utf-8"), strict=False)  # a raw NUL: named by the parser
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        return Answer(400, {"ok": False, "error": f"body: malformed JSON: {err}", "field": "body"})
+    if not isinstance(data, dict):
+        return Answer(400, {"ok": False, "error": "body: must be a JSON object", "field": "body"})
+    return data
 
 
 def too_large(prefix: bytes) -> Answer:
