@@ -421,7 +421,7 @@ class Lead(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # The CRM's ID ("hubspot:contact:51", "salesforce:00Q...", "pipedrive:lead:<uuid>",
-    # "generic:<id>"); NULL for a lead handed over with /lead (NULLs are distinct).
+    # "generic:<id>"; "slack:<view id>" for /lead's modal; NULL: unknown, NULLs are distinct).
     external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     origin: Mapped[str] = mapped_column(String(16))  # "crm", "hook", "slack" or "import"
     person: Mapped[str] = mapped_column(String(255))

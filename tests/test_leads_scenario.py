@@ -131,6 +131,12 @@ def test_marketing_hands_over_with_lead_and_the_owner_rejects_with_a_reason(harn
         },
     )
     assert accepted.status == 200 and accepted.body == ""
+    again = submit_view(  # the same modal's submission arriving twice: one lead, one DM
+        h, "UMIA", modal, {"person": "Jo", "company": "A", "source": "W", "owner": "UANA"}
+    )
+    assert again.status == 200
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalar(select(func.count()).select_from(Lead)) == 1
     (dm,) = lead_dms(slack, "UANA")
     text = all_text(dm.params)
     assert "Jo &lt;!channel&gt; Park" in text and "<!channel>" not in text

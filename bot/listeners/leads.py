@@ -212,7 +212,8 @@ def submit_hand_off(ack: Ack, body: dict, view: dict, context: dict) -> None:
         ack(response_action="errors", errors={"context": NOT_CHECKED})
         return
     lead_in = lead_svc.LeadIn(
-        external_id=None,
+        # The modal's own ID: a submission that arrives twice (a retry) is one lead.
+        external_id=f"slack:{view['id']}" if view.get("id") else None,
         person=value(view, "person").strip(),
         owner_user_id=owner,
         email=email.lower() if email else None,
