@@ -466,6 +466,23 @@ def _footprint_lines(found) -> list[str]:
         ),
         (n.revisions, f"{n.revisions} entry revision(s) they made: kept, unlinked"),
         (
+            n.leads_owned,
+            f"{n.leads_owned} lead(s) of theirs, rated or imported: kept, owner pseudonymised, "
+            "email removed; the prospect's own details untouched",
+        ),
+        (
+            n.leads_waiting,
+            f"{n.leads_waiting} lead(s) of theirs waiting for a rating: owner removed; the "
+            "sales managers are told",
+        ),
+        (n.leads_handed, f"{n.leads_handed} lead(s) they handed to sales: kept, pseudonymised"),
+        (n.ratings, f"{n.ratings} lead rating(s) they made: kept, pseudonymised"),
+        (
+            n.definitions,
+            f"{n.definitions} lead definition version(s) or review(s) of theirs: kept, "
+            "pseudonymised",
+        ),
+        (
             n.mentions,
             f"{n.mentions} other record(s) naming their user ID or email: the mention replaced",
         ),
@@ -493,6 +510,7 @@ def roster_conflicts(rt: Runtime, user_id: str) -> tuple[list[str], list[str]]:
             ("MARKETING_USERS", s.marketing.users),
             ("SALES_MANAGERS", s.sales_managers),
             ("ADMIN_USERS", s.admin_users),
+            ("DEFINITION_OWNERS", s.leads.definition_owners),
         )
         if user_id in ids
     ]
@@ -589,6 +607,11 @@ def forget_user(rt: Runtime, args: Namespace) -> int:
         print(
             "now without an owner (the sales managers are told on the next tick): "
             + ", ".join(forgotten.waiting_deals)
+        )
+    if forgotten.waiting_leads:
+        print(
+            "leads now without an owner (the sales managers are told on the next tick): "
+            + ", ".join(forgotten.waiting_leads)
         )
     print(STILL_IN_SLACK.format(user=user_id))
     return 0

@@ -298,6 +298,9 @@ class LeadLayout:
         reason = out["reason"].strip()
         if reason:
             out["reason"] = self.reasons.get(reason.casefold(), reason)
+        elif rating == REJECTED:  # no reason column: --reason-map may name the status's
+            said = self.cell(record, "status")[1].strip().casefold()
+            out["reason"] = self.reasons.get(said, "")
         owner = out["owner"].strip()
         if owner and "@" not in owner and not _SLACK_ID.match(owner):
             if owners is not None and owner.casefold() in owners:
