@@ -147,7 +147,6 @@ HUBSPOT = LeadProfile(
         "company": ("Company Name", "Associated Company"),
         "title": ("Job Title",),
         "source": ("Original Source", "Original Traffic Source", "Latest Source"),
-        "campaign": ("First Conversion", "Recent Conversion"),
         "owner": ("Contact owner", "Contact Owner", "HubSpot Owner"),
         "handed_at": ("Became a Marketing Qualified Lead Date", "Create Date"),
         "status": ("Lead Status",),
