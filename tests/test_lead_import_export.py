@@ -323,3 +323,29 @@ def test_a_file_no_profile_fits_and_bad_options_are_one_line(cli_env, tmp_path):
     assert bad_status.returncode == 2 and "STATUS=RATING" in bad_status.stderr
     winloss = closeloop(cli_env, "import", "winloss", str(path), "--status", "x=new")
     assert winloss.returncode == 2 and "for import leads" in winloss.stderr
+
+
+def test_a_spreadsheet_imports_like_its_csv_and_the_history_file_is_refused(
+    cli_env, session_factory, tmp_path
+):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    with open(SAMPLES / "hubspot_contacts.csv", encoding="utf-8", newline="") as stream:
+        for n, row in enumerate(csv.reader(stream)):
+            if n and row[-3]:  # Create Date as the typed cell a spreadsheet holds
+                row[-3] = datetime.fromisoformat(row[-3])
+            sheet.append(row)
+    path = tmp_path / "contacts.xlsx"
+    book.save(path)
+    out = closeloop(cli_env, "import", "leads", str(path), "--owners", OWNERS)
+    assert out.returncode == 0, out.stderr
+    assert "4 new (3 with a rating)" in out.stdout
+    with session_scope(session_factory) as s:
+        sam = s.scalars(select(Lead).where(Lead.external_id == "hubspot:contact:54")).one()
+        assert sam.handed_at == datetime(2026, 10, 20, 16, 20, tzinfo=UTC)
+    history = tmp_path / "ratings.csv"
+    history.write_text(",".join(RATING_COLUMNS) + "\n")
+    refused = closeloop(cli_env, "import", "leads", str(history))
+    assert refused.returncode == 2 and "rating history" in refused.stderr

@@ -31,6 +31,7 @@ from bot.services import lead_formats as formats
 from bot.services import leads as lead_svc
 from bot.services.calendar import zone
 from bot.services.csvio import QUOTE, Problem, Rejected
+from bot.services.errors import DomainError
 from bot.services.winloss import InvalidField, parse_instant
 
 LEAD_COLUMNS = (
@@ -118,6 +119,11 @@ def read_leads(
     """Parse and check every row (the first is the header); return the good rows and every
     rejected one with its line and all of its problems, in the file's column order."""
     header = [h.strip() for h in next(lines, [])]
+    if tuple(header) == RATING_COLUMNS:
+        raise DomainError(
+            "this is the rating history (closeloop export leads --ratings), which is not "
+            "imported: import the file closeloop export leads writes"
+        )
     layout = formats.layout(
         header, source=source, mapping=mapping, statuses=statuses, reasons=reason_map
     )
