@@ -15,16 +15,16 @@ from dotenv import load_dotenv
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.error import BoltError
 
-from bot import checks, cli, db, logs, migrate
+from bot import checks, cli, cli_leads, db, logs, migrate
 from bot.app import create_app
 from bot.config import (
     SECRET_SETTINGS,
-    USER_ID,
     ConfigError,
     Settings,
     web_concurrency,
     web_threads,
 )
+from bot.config_values import USER_ID
 from bot.event_inbox import EventInbox
 from bot.intake.deliveries import LISTERS
 from bot.jobs.tick import Tick
@@ -261,6 +261,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     crm_sync.add_argument("--source", choices=sorted(LISTERS), help="only this CRM")
 
+    cli_leads.add_parser(sub, _command, _Parser)
+    defn = _command(
+        sub,
+        "definition",
+        "the definition of a qualified lead: set it from a Markdown file, show it, list its "
+        "versions (show and history are database only)",
+        "  closeloop definition show > definition.md      # the version in force (or a template)\n"
+        "  closeloop definition set definition.md --note 'Raised the minimum size to 50'\n"
+        "  closeloop definition show --version 2\n"
+        "  closeloop definition history",
+    )
+    defn_sub = defn.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    defn_set = defn_sub.add_parser(
+        "set", help="save FILE as a new version; the sales and marketing channels are told"
+    )
+    defn_set.add_argument(
+        "file", metavar="FILE", help="Markdown: '# title', summary, '## Section's"
+    )
+    defn_set.add_argument("--note", help="what changed (default: 'Loaded from FILE')")
+    defn_set.add_argument(
+        "--author", type=_user_id, help="the Slack user ID to record as its author"
+    )
+    defn_show = defn_sub.add_parser("show", help="print a version as Markdown (default: in force)")
+    defn_show.add_argument("--version", type=int, metavar="N", help="this version instead")
+    defn_sub.add_parser("history", help="every version: number, date, author, what changed")
+
     forget = _command(
         sub,
         "forget-user",
@@ -294,6 +320,10 @@ def _user_id(text: str) -> str:
 def _database_only(args: argparse.Namespace) -> bool:
     if args.command == "digest":
         return not args.post
+    if args.command == "definition":
+        return args.action != "set"
+    if args.command == "leads":
+        return cli_leads.database_only(args)
     return args.command in ("migrate", "import", "export", "competitors")
 
 
@@ -359,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         return _with_role(rt, lambda: cli.forget_user(rt, args))
     if args.command == "crm":
         return _with_role(rt, lambda: cli.crm_sync(rt, args))
+    if args.command == "leads":
+        return cli_leads.main(rt, args, with_role=lambda command: _with_role(rt, command))
+    if args.command == "definition":
+        if args.action == "set":
+            return _with_role(rt, lambda: cli.definition(rt, args))
+        return cli.definition(rt, args)
     if args.command in ("import", "export", "competitors", "digest"):
         handler = {
             "import": cli.import_,

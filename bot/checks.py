@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TextIO
 from urllib.error import URLError
 from urllib.parse import urlsplit
@@ -25,7 +26,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from bot.config import USER_ID, Settings
+from bot.config import Settings
+from bot.config_values import USER_ID
 from bot.intake.hubspot_api import HubSpotApi, HubSpotError
 from bot.intake.pipedrive_api import PipedriveApi, PipedriveError
 from bot.slack import scopes as slack_scopes
@@ -49,6 +51,9 @@ _CHANNEL_SETTINGS = (
     ("WINLOSS_CHANNEL", "winloss_channel"),
     ("WINLOSS_ESCALATION_CHANNEL", "winloss_escalation_channel"),
     ("DIGEST_CHANNEL", "digest_channel"),
+    ("LEAD_ESCALATION_CHANNEL", "leads.escalation_channel"),
+    ("LEAD_SALES_CHANNEL", "leads.sales_channel"),
+    ("LEAD_REPORT_CHANNEL", "leads.report_channel"),
 )
 
 
@@ -197,7 +202,7 @@ def _uses(method: str, scope: str) -> bool:
 def _channels(settings: Settings, client: WebClient, missing: frozenset[str]):
     names: dict[str, list[str]] = {}  # channel ID -> the settings naming it
     for name, attr in _CHANNEL_SETTINGS:
-        names.setdefault(getattr(settings, attr), []).append(name)
+        names.setdefault(attrgetter(attr)(settings), []).append(name)
     for channel, settings_names in names.items():
         label = f"{settings_names[0]}={channel}"
         if len(settings_names) > 1:
@@ -258,6 +263,7 @@ def _users(settings: Settings, client: WebClient, missing: frozenset[str]):
         ("MARKETING_USERS", settings.marketing.users),
         ("SALES_MANAGERS", settings.sales_managers),
         ("ADMIN_USERS", settings.admin_users),
+        ("DEFINITION_OWNERS", settings.leads.definition_owners),
         (
             "SALESFORCE_OWNERS",
             tuple(owner for _, owner in settings.salesforce_owners if USER_ID.match(owner)),
@@ -345,6 +351,48 @@ def _hubspot(settings: Settings):
         )
     where = settings.hubspot_webhook_url or "https://<this host>/hooks/hubspot"
     yield Finding(OK, f"HubSpot's webhooks are verified as sent to {where}")
+    yield from _hubspot_writeback(settings, api)
+
+
+def _hubspot_writeback(settings: Settings, api: HubSpotApi):
+    """Each write-back property read (``GET /crm/v3/properties/deals/{name}``): one line
+    each. The write itself (scope crm.objects.deals.write) is not tried: it would change
+    a deal."""
+    wanted = (
+        ("HUBSPOT_WRITEBACK_REASON_PROPERTY", settings.hubspot_writeback_reason_property),
+        ("HUBSPOT_WRITEBACK_CATEGORY_PROPERTY", settings.hubspot_writeback_category_property),
+    )
+    if not any(name for _, name in wanted):
+        return  # write-back is off
+    for setting, name in wanted:
+        if not name:
+            continue
+        try:
+            prop = api.deal_property(name)
+        except HubSpotError as err:
+            if err.not_found:
+                yield Finding(
+                    PROBLEM,
+                    f"{setting}={name}: HubSpot has no deal property by that internal name: "
+                    "create it (Settings > Properties > Deal properties, a single-line or "
+                    "multi-line text) or correct the name; entries cannot be written back",
+                )
+            elif err.status == 403:
+                yield Finding(
+                    PROBLEM,
+                    f"{setting}={name}: HUBSPOT_ACCESS_TOKEN may not read deal properties "
+                    f"({err}): give the private app crm.schemas.deals.read and "
+                    "crm.objects.deals.write",
+                )
+            else:
+                yield Finding(WARNING, f"{setting}={name} could not be checked ({err})")
+            continue
+        kind = prop.get("fieldType") or prop.get("type") or "?"
+        yield Finding(
+            OK,
+            f"{setting}={name}: the deal property {prop.get('label') or name!r} ({kind}) "
+            "exists; entries are written back to it (the token needs crm.objects.deals.write)",
+        )
 
 
 def _pipedrive(settings: Settings):
@@ -382,6 +430,40 @@ def _pipedrive(settings: Settings):
         f"PIPEDRIVE_API_TOKEN is valid: Pipedrive user {who}; webhooks at /hooks/pipedrive "
         "are taken with PIPEDRIVE_WEBHOOK_USER's basic auth",
     )
+    yield from _pipedrive_writeback(settings, api)
+
+
+def _pipedrive_writeback(settings: Settings, api: PipedriveApi):
+    """Each write-back field looked for among the deal fields (``GET /dealFields``): one
+    line each."""
+    wanted = (
+        ("PIPEDRIVE_WRITEBACK_REASON_FIELD", settings.pipedrive_writeback_reason_field),
+        ("PIPEDRIVE_WRITEBACK_CATEGORY_FIELD", settings.pipedrive_writeback_category_field),
+    )
+    if not any(key for _, key in wanted):
+        return  # write-back is off
+    try:
+        fields = api.deal_fields()
+    except PipedriveError as err:
+        yield Finding(WARNING, f"Pipedrive's deal fields could not be read ({err})")
+        return
+    for setting, key in wanted:
+        if not key:
+            continue
+        found = fields.get(key)
+        if found is None:
+            yield Finding(
+                PROBLEM,
+                f"{setting}={key}: Pipedrive has no deal field with that key: create one "
+                "(Company settings > Data fields > Deal, type Large text) and copy its API "
+                "key; entries cannot be written back",
+            )
+            continue
+        yield Finding(
+            OK,
+            f"{setting}: the deal field {found.get('name') or key!r} "
+            f"({found.get('field_type') or '?'}) exists; entries are written back to it",
+        )
 
 
 def _salesforce(settings: Settings):

@@ -1,5 +1,5 @@
 """The operator's commands (``closeloop ...``, parsed in bot.__main__): prompt, tick,
-deal-closed, import, export, competitors, digest, crm sync, forget-user."""
+deal-closed, import, export, competitors, digest, crm sync, definition, forget-user."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from bot.models import OutboxMessage, OutboxState
 from bot.runtime import Runtime
 from bot.services import competitors as competitor_svc
 from bot.services import crm_formats, csvio, lead_formats, leadio, xlsx
+from bot.services import definition as definition_svc
 from bot.services import privacy as privacy_svc
 from bot.services.digest import Month
 from bot.services.errors import DomainError
@@ -256,6 +257,20 @@ def import_(rt: Runtime, args: Namespace) -> int:
     if len(shorthand) > SHOWN_SHORTHAND:
         print(f"... and {len(shorthand) - SHOWN_SHORTHAND} more shorthand reasons", file=sys.stderr)
 
+    currency = rt.settings.currency
+    foreign = [row for row in rows if row.currency and row.currency != currency]
+    for row in foreign[:SHOWN_SHORTHAND]:  # stored as is, as the CRM hooks store it
+        print(
+            f"{args.file}:{row.line}: flagged: amount in {row.currency}, not CURRENCY "
+            f"{currency}: stored as is (the digest adds amounts as {currency})",
+            file=sys.stderr,
+        )
+    if len(foreign) > SHOWN_SHORTHAND:
+        print(
+            f"... and {len(foreign) - SHOWN_SHORTHAND} more amounts in another currency",
+            file=sys.stderr,
+        )
+
     with _progress(len(rows)) as progress, session_scope(rt.session_factory) as session:
         result = csvio.import_winloss(
             session,
@@ -269,6 +284,7 @@ def import_(rt: Runtime, args: Namespace) -> int:
         f"{result.unchanged} unchanged"
         + (f"; {len(rejected)} skipped" if rejected else "")
         + (f"; {len(shorthand)} shorthand reason(s) flagged" if shorthand else "")
+        + (f"; {len(foreign)} amount(s) in another currency flagged" if foreign else "")
     )
     return 0
 
@@ -417,6 +433,80 @@ def _digest_dry_run(rt: Runtime, month: Month) -> int:
         "nothing was sent. It would say:"
     )
     print(digest_blocks.digest_text(digest_jobs.figures(rt, month)), end="")
+    return 0
+
+
+def definition(rt: Runtime, args: Namespace) -> int:
+    """``closeloop definition set FILE | show [--version N] | history``."""
+    if args.action == "set":
+        return _definition_set(rt, args)
+    with session_scope(rt.session_factory) as session:
+        if args.action == "history":
+            rows = definition_svc.history(session, limit=10_000)
+            if not rows:
+                print("no definition of a qualified lead yet (closeloop definition set FILE)")
+            for d in rows:
+                who = d.author or "operator"
+                note = " ".join((d.note or "").split())
+                print(f"version {d.version}  {d.created_at:%Y-%m-%d %H:%M} UTC  {who}  {note}")
+            return 0
+        try:
+            found = (
+                definition_svc.get(session, args.version)
+                if args.version is not None
+                else definition_svc.current(session)
+            )
+        except DomainError as err:
+            return _fail(str(err))
+        if found is None:
+            print(
+                "closeloop: no definition yet; below is a template to fill in and load with "
+                "`closeloop definition set FILE`",
+                file=sys.stderr,
+            )
+        print(definition_svc.render_markdown(found), end="")
+    return 0
+
+
+def _definition_set(rt: Runtime, args: Namespace) -> int:
+    path = Path(args.file)
+    try:
+        text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return _fail(f"cannot read {args.file}: {_first_line(err)}", 2)
+    try:
+        summary, sections = definition_svc.parse_markdown(text)
+        with session_scope(rt.session_factory) as session:
+            saved = definition_svc.save(
+                session,
+                summary=summary,
+                sections=sections,
+                note=args.note or f"Loaded from {path.name}",
+                author=args.author,
+                now=rt.now(),
+                settings=rt.settings,
+                operator=True,
+            )
+            version = saved.version
+    except DomainError as err:
+        return _fail(f"{args.file}: {err}")
+    channels = ", ".join(definition_svc.notice_channels(rt.settings))
+    print(f"saved version {version} of the definition of a qualified lead")
+    if rt.outbox.stopped:
+        print(f"queued the notice for {channels}; {QUEUED_NOTE}")
+        return 0
+    rt.outbox.drain()
+    with session_scope(rt.session_factory) as session:
+        waiting = session.scalar(
+            select(OutboxMessage.id).where(
+                OutboxMessage.key.like(f"definition-changed:{version}:%"),
+                OutboxMessage.state != OutboxState.SENT,
+            )
+        )
+    if waiting is not None:
+        print(f"{channels} not told yet: Slack failed, it is retried", file=sys.stderr)
+        return 1
+    print(f"told {channels}")
     return 0
 
 

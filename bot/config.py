@@ -11,11 +11,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import time
-from urllib.parse import urlsplit
 
+from bot.config_crm import hubspot_settings, pipedrive_settings, salesforce_settings
 from bot.config_leads import LeadSettings, lead_settings
 from bot.config_values import (
-    USER_ID,
     Audience,
     ConfigError,
     WeeklyTime,
@@ -105,6 +104,10 @@ class Settings:
     hubspot_access_token: str | None = None
     hubspot_api_url: str = DEFAULT_HUBSPOT_API_URL
     hubspot_webhook_url: str | None = None  # the URL HubSpot calls, when behind a proxy
+    # Write-back (off unless set): a logged entry's words and category set on the HubSpot
+    # deal's properties with these internal names (docs/crm-hubspot.md).
+    hubspot_writeback_reason_property: str | None = None
+    hubspot_writeback_category_property: str | None = None
     # The daily reconciliation with the CRMs read by API token asks for deals closed in the
     # last CRM_SYNC_DAYS days (bot.intake.deliveries.sync_due).
     crm_sync_days: int = 3
@@ -122,6 +125,10 @@ class Settings:
     pipedrive_webhook_password: str | None = None
     pipedrive_api_token: str | None = None
     pipedrive_api_url: str = DEFAULT_PIPEDRIVE_API_URL
+    # Write-back (off unless set): a logged entry's words and category set on the Pipedrive
+    # deal's fields with these keys (a custom field's 40-character key; docs/crm-pipedrive.md).
+    pipedrive_writeback_reason_field: str | None = None
+    pipedrive_writeback_category_field: str | None = None
     # The lead hand-off loop (bot.config_leads): the SLA, the taxonomy, the Monday report.
     leads: LeadSettings = field(default_factory=LeadSettings)
 
@@ -172,6 +179,32 @@ class Settings:
             self.pipedrive_webhook_user
             and self.pipedrive_webhook_password
             and self.pipedrive_api_token
+        )
+
+    @property
+    def hubspot_writeback(self) -> bool:
+        """True when logged entries are written back to HubSpot deals."""
+        return self.hubspot_configured and bool(
+            self.hubspot_writeback_reason_property or self.hubspot_writeback_category_property
+        )
+
+    @property
+    def pipedrive_writeback(self) -> bool:
+        """True when logged entries are written back to Pipedrive deals."""
+        return self.pipedrive_configured and bool(
+            self.pipedrive_writeback_reason_field or self.pipedrive_writeback_category_field
+        )
+
+    @property
+    def writeback_crms(self) -> frozenset[str]:
+        """The CRMs (a deal's external_id prefix: "hubspot", "pipedrive") written back to."""
+        return frozenset(
+            name
+            for name, on in (
+                ("hubspot", self.hubspot_writeback),
+                ("pipedrive", self.pipedrive_writeback),
+            )
+            if on
         )
 
     @property
@@ -289,9 +322,9 @@ class Settings:
             "must be a whole number of days, 1 to 60",
             default=3,
         )
-        hubspot = take(_hubspot_settings, get, default={})
-        salesforce = take(_salesforce_settings, get, default={})
-        pipedrive = take(_pipedrive_settings, get, default={})
+        hubspot = take(hubspot_settings, get, default={})
+        salesforce = take(salesforce_settings, get, default={})
+        pipedrive = take(pipedrive_settings, get, default={})
         leads = take(
             lambda: lead_settings(get, digest_timezone=digest_tz or "UTC"), default=LeadSettings()
         )
@@ -375,142 +408,6 @@ def _slack_settings(get, take) -> dict[str, object]:
         or "",
         "digest_channel": take(channel_setting, get, "DIGEST_CHANNEL") or "",
     }
-
-
-def _hubspot_settings(get) -> dict[str, str]:
-    """HUBSPOT_*: the client secret and the access token together, or neither; URLs absolute."""
-    secret, token = get("HUBSPOT_CLIENT_SECRET"), get("HUBSPOT_ACCESS_TOKEN")
-    problems = []
-    if secret and not token:
-        problems.append(
-            "HUBSPOT_ACCESS_TOKEN is required with HUBSPOT_CLIENT_SECRET "
-            "(a private app's access token, to read the deals)"
-        )
-    if token and not secret:
-        problems.append(
-            "HUBSPOT_CLIENT_SECRET is required with HUBSPOT_ACCESS_TOKEN "
-            "(the app's client secret, to verify HubSpot's signatures)"
-        )
-    found: dict[str, str] = {}
-    for name, key in (
-        ("HUBSPOT_API_URL", "hubspot_api_url"),
-        ("HUBSPOT_WEBHOOK_URL", "hubspot_webhook_url"),
-    ):
-        value = get(name)
-        if value is None:
-            continue
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            problems.append(f"{name} must be an absolute http(s) URL, not {value[:80]!r}")
-        found[key] = value.rstrip("/") if key == "hubspot_api_url" else value
-    if problems:
-        raise ConfigError(*problems)
-    if secret and token:
-        found.update(hubspot_client_secret=secret, hubspot_access_token=token)
-    return found
-
-
-_SALESFORCE_ORG = re.compile(r"^00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
-_SALESFORCE_USER = re.compile(r"^005[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
-_SALESFORCE_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
-
-
-def _salesforce_settings(get) -> dict[str, object]:
-    """SALESFORCE_*: the org's id and the secret together, or neither; field names and the
-    owner mapping well-formed."""
-    org, secret = get("SALESFORCE_ORG_ID"), get("SALESFORCE_WEBHOOK_SECRET")
-    problems = []
-    if org and not secret:
-        problems.append(
-            "SALESFORCE_WEBHOOK_SECRET is required with SALESFORCE_ORG_ID "
-            "(the secret Salesforce sends in the endpoint URL: openssl rand -hex 24)"
-        )
-    if secret and not org:
-        problems.append(
-            "SALESFORCE_ORG_ID is required with SALESFORCE_WEBHOOK_SECRET "
-            "(Setup > Company Information > Salesforce.com Organization ID, 00D...)"
-        )
-    if org and not _SALESFORCE_ORG.match(org):
-        problems.append(
-            f"SALESFORCE_ORG_ID={org[:40]!r} is not an organization ID (00D..., 15 or 18 "
-            "letters and digits)"
-        )
-    if secret and not re.fullmatch(r"[A-Za-z0-9._~-]{16,200}", secret):
-        problems.append(
-            "SALESFORCE_WEBHOOK_SECRET must be 16 to 200 letters, digits or . _ ~ - "
-            "(it goes in a URL): openssl rand -hex 24"
-        )
-    found: dict[str, object] = {}
-    for name, key in (
-        ("SALESFORCE_OWNER_FIELD", "salesforce_owner_field"),
-        ("SALESFORCE_LOSS_REASON_FIELD", "salesforce_loss_reason_field"),
-        ("SALESFORCE_WIN_REASON_FIELD", "salesforce_win_reason_field"),
-    ):
-        value = get(name)
-        if value is None:
-            continue
-        if not _SALESFORCE_FIELD.match(value):
-            problems.append(f"{name}={value[:80]!r} is not a field's API name like Owner_Email__c")
-        found[key] = value
-    owners: dict[str, str] = {}
-    for pair in (get("SALESFORCE_OWNERS") or "").split(","):
-        if not pair.strip():
-            continue
-        user, _, who = (part.strip() for part in pair.partition("="))
-        if not _SALESFORCE_USER.match(user) or not (
-            USER_ID.match(who) or re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", who)
-        ):
-            problems.append(
-                f"SALESFORCE_OWNERS has {pair.strip()[:80]!r}: use OwnerId=email or "
-                "OwnerId=U... pairs (005... ids), comma-separated"
-            )
-            continue
-        owners[user[:15]] = who.lower() if "@" in who else who
-    if problems:
-        raise ConfigError(*problems)
-    if owners:
-        found["salesforce_owners"] = tuple(owners.items())
-    if org and secret:
-        found.update(salesforce_org_id=org, salesforce_webhook_secret=secret)
-    return found
-
-
-_PIPEDRIVE_NAMES = {
-    "PIPEDRIVE_WEBHOOK_USER": "the webhook's HTTP basic auth user, as entered in Pipedrive",
-    "PIPEDRIVE_WEBHOOK_PASSWORD": "the webhook's HTTP basic auth password",
-    "PIPEDRIVE_API_TOKEN": "an API token, to read each deal owner's email",
-}
-
-
-def _pipedrive_settings(get) -> dict[str, str]:
-    """PIPEDRIVE_*: the webhook's user and password and the API token together, or none;
-    PIPEDRIVE_API_URL absolute."""
-    given = {name: get(name) for name in _PIPEDRIVE_NAMES}
-    problems = []
-    missing = [name for name, value in given.items() if not value]
-    if missing and len(missing) < len(given):
-        present = " and ".join(n for n, v in given.items() if v)
-        needed = "; ".join(f"{n}: {_PIPEDRIVE_NAMES[n]}" for n in missing)
-        verb = "is" if len(missing) == 1 else "are"
-        problems.append(f"{' and '.join(missing)} {verb} required with {present} ({needed})")
-    if given["PIPEDRIVE_WEBHOOK_USER"] and ":" in given["PIPEDRIVE_WEBHOOK_USER"]:
-        problems.append("PIPEDRIVE_WEBHOOK_USER cannot contain ':' (HTTP basic auth splits on it)")
-    found: dict[str, str] = {}
-    url = get("PIPEDRIVE_API_URL")
-    if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            problems.append(f"PIPEDRIVE_API_URL must be an absolute http(s) URL, not {url[:80]!r}")
-        found["pipedrive_api_url"] = url.rstrip("/")
-    if problems:
-        raise ConfigError(*problems)
-    if all(given.values()):
-        found.update(
-            pipedrive_webhook_user=str(given["PIPEDRIVE_WEBHOOK_USER"]),
-            pipedrive_webhook_password=str(given["PIPEDRIVE_WEBHOOK_PASSWORD"]),
-            pipedrive_api_token=str(given["PIPEDRIVE_API_TOKEN"]),
-        )
-    return found
 
 
 def _port(text: str) -> int:

@@ -42,9 +42,28 @@ def publish(rt: Runtime, user_id: str) -> bool:
         tz = user_zone(session, rt, user_id, fetch=True)
         is_rep = known_rep or manager
         rep = home_svc.rep_view(session, user_id=user_id, manager=manager) if is_rep else None
-        team = home_svc.marketing_view(session, now=rt.now(), tz=digest_zone) if marketing else None
+        team = (
+            home_svc.marketing_view(session, now=rt.now(), tz=digest_zone, leads=rt.settings.leads)
+            if marketing
+            else None
+        )
+        admin = (
+            home_svc.admin_view(
+                session,
+                now=rt.now(),
+                review_months=rt.settings.leads.review_months,
+                owners=bool(rt.settings.leads.definition_owners),
+            )
+            if user_id in rt.settings.admin_users
+            else None
+        )
     view = home_blocks.home_view(
-        rep=rep, marketing=team, tz=tz, now=rt.now(), link_base=rt.directory.workspace_url()
+        rep=rep,
+        marketing=team,
+        tz=tz,
+        now=rt.now(),
+        link_base=rt.directory.workspace_url(),
+        admin=admin,
     )
     try:
         rt.client.views_publish(user_id=user_id, view=view)

@@ -547,6 +547,9 @@ class OutboxKind(StrEnum):
     LEAD_REPORT = "lead_report"  # the Monday report to marketing (lead report)
     DEFINITION_CHANGED = "definition_changed"  # a channel told of a new version (definition)
     DEFINITION_REVIEW = "definition_review"  # an owner asked to review it (definition review)
+    # Not Slack: the entry's words and category written back to its CRM deal (win/loss
+    # entry; ``channel`` names the CRM, "hubspot" or "pipedrive"; op CALL)
+    CRM_WRITEBACK = "crm_writeback"
 
 
 class Op(StrEnum):
@@ -555,10 +558,12 @@ class Op(StrEnum):
     POST = "post"  # chat.postMessage (to a channel, a DM, or a thread with thread_ts)
     UPDATE = "update"  # chat.update of the message ``ts`` in ``channel``
     UPLOAD = "upload"  # a file (files upload v2) into the thread ``thread_ts``
+    CALL = "call"  # not Slack: the kind's own ``send`` hook (a CRM write-back)
 
 
 class OutboxMessage(Base):
-    """One message to post, edit or upload in Slack, stored before it is sent.
+    """One message to post, edit or upload in Slack (or, op CALL, one idempotent call to
+    another API, a CRM write-back), stored before it is sent.
 
     The unique ``key`` (``prompt:17``) makes enqueueing idempotent; the row is claimed before
     the send (``claimed_by`` is the claim's own token, checked again by the UPDATE that

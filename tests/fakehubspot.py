@@ -13,6 +13,16 @@ compared as instants (epoch milliseconds or ISO 8601); sorted by ``sorts``; page
 results a query. A malformed body, an unknown operator or property, a limit over 100 or a
 cursor past 10,000 -> 400 ``VALIDATION_ERROR``. ``search_rate_limited_after``: after that
 many search pages, the next one is answered 429 (Retry-After 1) once.
+
+Write-back: ``PATCH /crm/v3/objects/deals/{id}`` with ``{"properties": {...}}`` (scope
+crm.objects.deals.write) sets the deal's properties and answers the deal; a property not in
+``properties`` (the portal's deal properties; :meth:`add_property` adds a custom one) -> 400
+``VALIDATION_ERROR`` (PROPERTY_DOESNT_EXIST, as crm_samples/hubspot/
+error_property_doesnt_exist.json), a value that is not a string or longer than 65,536
+characters -> 400, an unknown deal -> 404. :meth:`fail_writes` makes the next writes answer
+429 (with Retry-After) or a 5xx. ``GET /crm/v3/properties/deals/{name}`` (scope
+crm.schemas.deals.read) answers a property's definition, or 404. :meth:`writes` lists the
+PATCH calls that succeeded, with their bodies.
 """
 
 from __future__ import annotations
@@ -52,7 +62,18 @@ class FakeHubSpot:
         self.calls: list[Call] = []
         self.down = False
         self.rate_limited = 0  # the next N requests are answered 429
-        self.scopes = {"crm.objects.deals.read", "crm.objects.owners.read"}  # the token's
+        self.scopes = {  # the token's
+            "crm.objects.deals.read",
+            "crm.objects.owners.read",
+            "crm.objects.deals.write",
+            "crm.schemas.deals.read",
+        }
+        # The portal's deal properties (internal name -> definition): the sample deal's.
+        self.properties: dict[str, dict] = {
+            name: {**sample("property_deal.json"), "name": name, "label": name}
+            for name in {*sample("deal.json")["properties"], "hs_is_closed"}
+        }
+        self._write_failures: list[tuple[int, str | None]] = []
         self.search_rate_limited_after: int | None = None  # search pages, then one 429
         self.search_pages = 0
         self._lock = threading.Lock()
@@ -71,6 +92,28 @@ class FakeHubSpot:
         deal["properties"] = {**deal["properties"], "hs_object_id": deal_id, **properties}
         self.deals[deal_id] = deal
 
+    def add_property(self, name: str, *, field_type: str = "textarea") -> None:
+        """A custom deal property (as an admin creates one under Settings > Properties)."""
+        self.properties[name] = {
+            **sample("property_deal.json"),
+            "name": name,
+            "fieldType": field_type,
+        }
+
+    def fail_writes(self, status: int, *, times: int = 1, retry_after: str | None = None) -> None:
+        """The next ``times`` deal writes are answered ``status`` (429 with Retry-After)."""
+        self._write_failures += [(status, retry_after)] * times
+
+    def writes(self, deal_id: str | None = None) -> list[Call]:
+        """The deal writes that succeeded (of ``deal_id``), oldest first."""
+        return [
+            c
+            for c in self.calls
+            if c.method == "PATCH"
+            and c.status == 200
+            and (deal_id is None or c.path == f"/crm/v3/objects/deals/{deal_id}")
+        ]
+
     def calls_to(self, prefix: str) -> list[Call]:
         return [c for c in self.calls if c.path.startswith(prefix)]
 
@@ -84,6 +127,9 @@ class FakeHubSpot:
                 pass
 
             def do_POST(self):
+                self.do_GET()
+
+            def do_PATCH(self):
                 self.do_GET()
 
             def do_GET(self):
@@ -110,7 +156,7 @@ class FakeHubSpot:
         parts = urlsplit(req.path)
         auth = req.headers.get("Authorization")
         sent = None
-        if req.command == "POST":
+        if req.command in ("POST", "PATCH"):
             raw = req.rfile.read(int(req.headers.get("Content-Length") or 0))
             try:
                 sent = json.loads(raw or b"null")
@@ -131,7 +177,11 @@ class FakeHubSpot:
         return status, body, headers
 
     def _route(self, path, query, auth, req, sent) -> tuple[int, dict, dict[str, str]]:
+        segments = path.strip("/").split("/")
+        is_deal = segments[:4] == ["crm", "v3", "objects", "deals"] and len(segments) == 5
         if req.command == "POST" and path != "/crm/v3/objects/deals/search":
+            return 405, {"status": "error", "message": "Method Not Allowed"}, {}
+        if req.command == "PATCH" and (not is_deal or segments[4] == "search"):
             return 405, {"status": "error", "message": "Method Not Allowed"}, {}
         if self.down:
             return 503, {"status": "error", "message": "Service Unavailable"}, {}
@@ -145,10 +195,20 @@ class FakeHubSpot:
                 )
         if auth != f"Bearer {self.token}":
             return 401, _error("INVALID_AUTHENTICATION", _AUTH_MESSAGE), {}
-        segments = path.strip("/").split("/")
         needed = "crm.objects.owners.read" if "owners" in segments else "crm.objects.deals.read"
+        if req.command == "PATCH":
+            needed = "crm.objects.deals.write"
+        elif segments[:3] == ["crm", "v3", "properties"]:
+            needed = "crm.schemas.deals.read"
         if needed not in self.scopes:
             return 403, _missing_scope(needed), {}
+        if req.command == "PATCH":
+            return self._write(segments[4], sent)
+        if segments[:4] == ["crm", "v3", "properties", "deals"] and len(segments) == 5:
+            found = self.properties.get(segments[4])
+            if found is None:
+                return 404, sample("error_property_not_found.json"), {}
+            return 200, found, {}
         if path == "/crm/v3/objects/deals/search":
             if req.command != "POST":
                 return 405, {"status": "error", "message": "Method Not Allowed"}, {}
@@ -180,6 +240,33 @@ class FakeHubSpot:
         if path == "/crm/v3/pipelines/deals":
             return 200, self.pipelines, {}
         return 404, {"status": "error", "message": "Not found"}, {}
+
+    def _write(self, deal_id: str, sent) -> tuple[int, dict, dict[str, str]]:
+        with self._lock:
+            if self._write_failures:
+                status, retry_after = self._write_failures.pop(0)
+                if status == 429:
+                    body = _error("RATE_LIMIT", "You have reached your secondly limit.")
+                    return 429, body, {"Retry-After": retry_after or "1"}
+                return status, {"status": "error", "message": "Service Unavailable"}, {}
+        props = sent.get("properties") if isinstance(sent, dict) else None
+        if not isinstance(props, dict) or not props:
+            return 400, _error("VALIDATION_ERROR", "No properties found to update."), {}
+        unknown = [name for name in props if name not in self.properties]
+        if unknown:
+            return 400, _property_doesnt_exist(unknown), {}
+        for name, value in props.items():
+            if not isinstance(value, str) or len(value) > 65_536:
+                return (
+                    400,
+                    _error("VALIDATION_ERROR", f"Property values were not valid: {name}"),
+                    {},
+                )
+        deal = self.deals.get(deal_id)
+        if deal is None:
+            return 404, _error("OBJECT_NOT_FOUND", "Object not found."), {}
+        deal["properties"].update(props)
+        return 200, deal, {}
 
     def _search(self, sent) -> tuple[int, dict, dict[str, str]]:
         try:
@@ -325,3 +412,20 @@ def _missing_scope(scope: str) -> dict:
         ],
         "links": {"scopes": "https://developers.hubspot.com/scopes"},
     }
+
+
+def _property_doesnt_exist(names: list[str]) -> dict:
+    body = sample("error_property_doesnt_exist.json")
+    problems = [
+        {
+            "isValid": False,
+            "message": f'Property "{name}" does not exist',
+            "error": "PROPERTY_DOESNT_EXIST",
+            "name": name,
+            "localizedErrorMessage": f'Property "{name}" does not exist',
+        }
+        for name in names
+    ]
+    body["message"] = "Property values were not valid: " + json.dumps(problems)
+    body["correlationId"] = str(uuid.uuid4())
+    return body

@@ -13,6 +13,13 @@ answered 429 (Retry-After 1) once.
 The token is taken from the ``x-api-token`` header, or from the older ``api_token`` query
 parameter (Pipedrive still takes it); every call is recorded with both, so a test can check
 which one Closeloop sent.
+
+Write-back: ``PUT /api/v1/deals/{id}`` with a JSON body of field keys and values sets them on
+the deal and answers it; a key that is not one of ``deal_fields`` (the account's, as
+``GET /api/v1/dealFields`` lists them; :meth:`add_deal_field` adds a custom one) -> 400 (an
+assumption: see crm_samples/pipedrive/README.md), an unknown deal -> 404.
+:meth:`fail_writes` makes the next writes answer 429 (with Retry-After) or a 5xx;
+:meth:`writes` lists the writes that succeeded, with their bodies.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import copy
 import json
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -40,6 +47,7 @@ class Call:
     query: dict[str, list[str]]
     token_header: str | None
     status: int
+    body: dict | None = field(default=None)
 
 
 class FakePipedrive:
@@ -52,7 +60,36 @@ class FakePipedrive:
         self.me_id = "1234567"  # the token's own user (GET /users/me)
         self.list_rate_limited_after: int | None = None  # list pages, then one 429
         self.list_pages = 0
+        self.deal_fields: list[dict] = sample("deal_fields.json")["data"]
+        self._write_failures: list[tuple[int, str | None]] = []
         self._lock = threading.Lock()
+
+    def add_deal_field(self, key: str, name: str, *, field_type: str = "text") -> None:
+        """A custom deal field (its key is the 40-character hash Pipedrive made for it)."""
+        self.deal_fields.append(
+            {
+                "id": 13000 + len(self.deal_fields),
+                "key": key,
+                "name": name,
+                "field_type": field_type,
+                "edit_flag": True,
+                "active_flag": True,
+            }
+        )
+
+    def fail_writes(self, status: int, *, times: int = 1, retry_after: str | None = None) -> None:
+        """The next ``times`` deal writes are answered ``status`` (429 with Retry-After)."""
+        self._write_failures += [(status, retry_after)] * times
+
+    def writes(self, deal_id: str | None = None) -> list[Call]:
+        """The deal writes that succeeded (of ``deal_id``), oldest first."""
+        return [
+            c
+            for c in self.calls
+            if c.method == "PUT"
+            and c.status == 200
+            and (deal_id is None or c.path == f"/api/v1/deals/{deal_id}")
+        ]
 
     def add_user(self, user_id: str, email: str | None) -> None:
         user = sample("user.json")["data"]
@@ -91,6 +128,9 @@ class FakePipedrive:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def do_PUT(self):
+                self.do_GET()
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -105,19 +145,56 @@ class FakePipedrive:
         query = parse_qs(parts.query)
         header = req.headers.get("x-api-token")
         token = header or (query.get("api_token") or [None])[0]
-        status, body, headers = self._route(parts.path, query, token)
+        sent = None
+        if req.command == "PUT":
+            raw = req.rfile.read(int(req.headers.get("Content-Length") or 0))
+            try:
+                sent = json.loads(raw or b"null")
+            except ValueError:
+                sent = None
+        status, body, headers = self._route(parts.path, query, token, req.command, sent)
         with self._lock:
-            self.calls.append(Call("GET", parts.path, query, header, status))
+            self.calls.append(
+                Call(
+                    req.command,
+                    parts.path,
+                    query,
+                    header,
+                    status,
+                    sent if isinstance(sent, dict) else None,
+                )
+            )
         return status, body, headers
 
     def _route(
-        self, path: str, query: dict[str, list[str]], token: str | None
+        self,
+        path: str,
+        query: dict[str, list[str]],
+        token: str | None,
+        method: str = "GET",
+        sent=None,
     ) -> tuple[int, dict, dict[str, str]]:
         if self.down:
             return 503, {"success": False, "error": "Service Unavailable", "errorCode": 503}, {}
         if token != self.token:
             return 401, sample("error_unauthorized.json"), {}
         segments = path.strip("/").split("/")
+        if method == "PUT":
+            if segments[:3] == ["api", "v1", "deals"] and len(segments) == 4:
+                return self._write(segments[3], sent)
+            return 405, {"success": False, "error": "Method not allowed", "errorCode": 405}, {}
+        if segments == ["api", "v1", "dealFields"]:
+            return (
+                200,
+                {
+                    "success": True,
+                    "data": copy.deepcopy(self.deal_fields),
+                    "additional_data": {
+                        "pagination": {"start": 0, "limit": 500, "more_items_in_collection": False}
+                    },
+                },
+                {},
+            )
         if segments == ["api", "v1", "deals"]:
             return self._list(query)
         if segments == ["api", "v1", "users", "me"]:
@@ -176,6 +253,26 @@ class FakePipedrive:
             },
             {},
         )
+
+    def _write(self, deal_id: str, sent) -> tuple[int, dict, dict[str, str]]:
+        with self._lock:
+            if self._write_failures:
+                status, retry_after = self._write_failures.pop(0)
+                body = {"success": False, "error": "Too Many Requests", "errorCode": status}
+                if status == 429:
+                    return 429, body, {"Retry-After": retry_after or "1"}
+                body["error"] = "Service Unavailable"
+                return status, body, {}
+        if not isinstance(sent, dict) or not sent:
+            return 400, sample("error_bad_request.json"), {}
+        known = {f["key"] for f in self.deal_fields}
+        if any(key not in known for key in sent):
+            return 400, sample("error_bad_request.json"), {}
+        deal = self.deals.get(deal_id)
+        if deal is None:
+            return 404, sample("error_deal_not_found.json"), {}
+        deal.update(sent)
+        return 200, {"success": True, "data": copy.deepcopy(deal)}, {}
 
     def _user(self, segments: list[str]) -> tuple[int, dict]:
         if segments[:3] == ["api", "v1", "users"] and len(segments) == 4:

@@ -75,7 +75,9 @@ def test_each_wrong_id_is_named_on_its_own_line(cli_env, fake_slack):
         return line
 
     assert "no such channel (channel_not_found)" in line_with("FEEDBACK_CHANNEL=C0WRONG")
-    away = line_with("WINLOSS_CHANNEL=CAWAY (also WINLOSS_ESCALATION_CHANNEL)")
+    away = line_with(
+        "WINLOSS_CHANNEL=CAWAY (also WINLOSS_ESCALATION_CHANNEL, LEAD_ESCALATION_CHANNEL"
+    )
     assert "the bot is not in #win-loss" in away and "/invite @Closeloop" in away
     # a private channel the bot is not in is invisible to it, as in Slack
     assert "channel_not_found" in line_with("DIGEST_CHANNEL=CSECRET")

@@ -88,3 +88,48 @@ def test_half_the_settings_is_refused_naming_the_missing_one(cli_env, fake_slack
     out = closeloop({**cli_env, "HUBSPOT_CLIENT_SECRET": "hs-secret"}, "check")
     assert out.returncode != 0
     assert "HUBSPOT_ACCESS_TOKEN is required with HUBSPOT_CLIENT_SECRET" in out.stderr
+
+
+def test_writeback_properties_are_read_one_line_each(cli_env, fake_slack, fake_hubspot):
+    fake_hubspot.add_property("closeloop_customer_words")
+    env = hubspot_env(
+        cli_env,
+        fake_hubspot,
+        HUBSPOT_WRITEBACK_REASON_PROPERTY="closeloop_customer_words",
+        HUBSPOT_WRITEBACK_CATEGORY_PROPERTY="closeloop_missing",
+    )
+    out = closeloop(env, "check")
+    assert out.returncode == 1, out.stdout + out.stderr
+    found = [line for line in hubspot_lines(out) if "WRITEBACK" in line]
+    assert len(found) == 2, found
+    assert found[0].startswith(
+        "closeloop check: ok: HUBSPOT_WRITEBACK_REASON_PROPERTY=closeloop_customer_words: "
+        "the deal property"
+    )
+    assert found[1].startswith(
+        "closeloop check: problem: HUBSPOT_WRITEBACK_CATEGORY_PROPERTY=closeloop_missing: "
+        "HubSpot has no deal property by that internal name"
+    )
+    assert [c.path for c in fake_hubspot.calls][-2:] == [
+        "/crm/v3/properties/deals/closeloop_customer_words",
+        "/crm/v3/properties/deals/closeloop_missing",
+    ]
+    assert [c for c in fake_hubspot.calls if c.method != "GET"] == []  # nothing written
+
+    fake_hubspot.scopes.discard("crm.schemas.deals.read")
+    out = closeloop(
+        hubspot_env(
+            cli_env,
+            fake_hubspot,
+            **{"HUBSPOT_WRITEBACK_REASON_PROPERTY": "closeloop_customer_words"},
+        ),
+        "check",
+    )
+    (problem,) = problems(out)
+    assert "may not read deal properties" in problem and "crm.schemas.deals.read" in problem
+
+
+def test_without_writeback_no_property_is_read(cli_env, fake_slack, fake_hubspot):
+    out = closeloop(hubspot_env(cli_env, fake_hubspot), "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not [c for c in fake_hubspot.calls if "/properties/" in c.path]

@@ -92,3 +92,27 @@ def test_half_the_settings_is_refused_naming_the_missing_one(cli_env, fake_slack
     out = closeloop({**cli_env, "PIPEDRIVE_API_TOKEN": TOKEN}, "check")
     assert out.returncode != 0
     assert "PIPEDRIVE_WEBHOOK_USER" in out.stderr
+
+
+WORDS_KEY = "dcf558aac1ae4e8c4f849ba5e668430d8df9be12"  # in crm_samples/pipedrive/deal_fields
+
+
+def test_writeback_fields_are_looked_for_one_line_each(cli_env, fake_slack, fake_pipedrive):
+    env = pipedrive_env(
+        cli_env,
+        fake_pipedrive,
+        PIPEDRIVE_WRITEBACK_REASON_FIELD=WORDS_KEY,
+        PIPEDRIVE_WRITEBACK_CATEGORY_FIELD="f" * 40,
+    )
+    out = closeloop(env, "check")
+    assert out.returncode == 1, out.stdout + out.stderr
+    found = [line for line in pipedrive_lines(out) if "WRITEBACK" in line]
+    assert found == [
+        "closeloop check: ok: PIPEDRIVE_WRITEBACK_REASON_FIELD: the deal field "
+        '"Customer\'s words (Closeloop)" (text) exists; entries are written back to it',
+        f"closeloop check: problem: PIPEDRIVE_WRITEBACK_CATEGORY_FIELD={'f' * 40}: Pipedrive "
+        "has no deal field with that key: create one (Company settings > Data fields > Deal, "
+        "type Large text) and copy its API key; entries cannot be written back",
+    ]
+    assert [c.path for c in fake_pipedrive.calls] == ["/api/v1/users/me", "/api/v1/dealFields"]
+    assert all(c.method == "GET" for c in fake_pipedrive.calls)

@@ -7,8 +7,9 @@ reason is a note, not the answer -> the owner submits the customer's words -> th
 posted to the win/loss channel, stored once, and the nudge DM shows it is done. The CRM's
 delivery replayed afterwards sends nothing and changes nothing.
 
-Write-back to the CRM is not implemented: nothing here expects a call back to it beyond the
-reads the adapters already make.
+Where write-back is configured (HubSpot, Pipedrive: the default here), the CRM's deal has
+received exactly one write by the end, with the customer's words as typed and the category;
+with it off, none; a Salesforce or generic-webhook deal is never written back.
 """
 
 from __future__ import annotations
@@ -66,10 +67,35 @@ def fake_pipedrive():
         fake.stop()
 
 
+HS_WORDS, HS_CATEGORY = "closeloop_customer_words", "closeloop_category"
+# Custom fields' keys, as in tests/crm_samples/pipedrive/deal_fields.json
+PD_WORDS, PD_CATEGORY = (
+    "dcf558aac1ae4e8c4f849ba5e668430d8df9be12",
+    "5ea8bbb8d4a2a4a0d0e8c1f0b6a7e2f3c4d5e6f7",
+)
+
+
 @pytest.fixture
-def settings_overrides(fake_hubspot, fake_pipedrive):
+def writeback() -> bool:
+    """Write-back to HubSpot and Pipedrive configured (a test parametrizes it off)."""
+    return True
+
+
+@pytest.fixture
+def settings_overrides(fake_hubspot, fake_pipedrive, writeback):
     """Every adapter on at once, as an installation using all of them would be."""
+    fake_hubspot.add_property(HS_WORDS)
+    fake_hubspot.add_property(HS_CATEGORY, field_type="text")
+    more = {}
+    if writeback:
+        more = {
+            "HUBSPOT_WRITEBACK_REASON_PROPERTY": HS_WORDS,
+            "HUBSPOT_WRITEBACK_CATEGORY_PROPERTY": HS_CATEGORY,
+            "PIPEDRIVE_WRITEBACK_REASON_FIELD": PD_WORDS,
+            "PIPEDRIVE_WRITEBACK_CATEGORY_FIELD": PD_CATEGORY,
+        }
     return {
+        **more,
         "WINLOSS_CHANNEL": "CWINLOSS",
         "WINLOSS_ESCALATION_CHANNEL": "CMGR",
         "SALES_MANAGERS": "UMGR",
@@ -261,7 +287,13 @@ def nothing_more_happens(h, before: tuple, *, messages: int, updates: int) -> No
 # --- one scenario per adapter ----------------------------------------------------------------
 
 
-def test_hubspot_end_to_end(harness, fake_hubspot):
+def no_writes(fake_hubspot, fake_pipedrive) -> None:
+    assert [c for c in fake_hubspot.calls if c.method == "PATCH"] == []
+    assert [c for c in fake_pipedrive.calls if c.method == "PUT"] == []
+
+
+@pytest.mark.parametrize("writeback", [True, False], ids=["writeback", "no-writeback"])
+def test_hubspot_end_to_end(harness, fake_hubspot, fake_pipedrive, writeback):
     h = harness
     fake_hubspot.set_deal("9001")  # closed lost, "Price", owner 42 (the sample)
     h.clock.set(hs.CLOSED + timedelta(minutes=1))
@@ -282,8 +314,19 @@ def test_hubspot_end_to_end(harness, fake_hubspot):
     # The scheduler's daily sync with HubSpot ran too, and found the deal already logged.
     assert fake_hubspot.calls_to("/crm/v3/objects/deals/search")
 
+    # Written back once (where configured): the words as typed, not as Slack shows them.
+    h.settle()
+    if not writeback:
+        no_writes(fake_hubspot, fake_pipedrive)
+        return
+    (write,) = [c for c in fake_hubspot.calls if c.method == "PATCH"]
+    assert write.path == "/crm/v3/objects/deals/9001" and write.status == 200
+    assert write.body == {"properties": {HS_WORDS: QUOTE, HS_CATEGORY: "Price"}}
+    assert fake_hubspot.deals["9001"]["properties"][HS_WORDS] == QUOTE
+    assert [c for c in fake_pipedrive.calls if c.method == "PUT"] == []
 
-def test_salesforce_end_to_end(harness):
+
+def test_salesforce_end_to_end(harness, fake_hubspot, fake_pipedrive):
     h = harness
     h.clock.set(sf.CLOSED + timedelta(hours=15))
     assert sf.acked(sf.post_salesforce(h, sf.message()))
@@ -297,10 +340,14 @@ def test_salesforce_end_to_end(harness):
     assert sf.acked(sf.post_salesforce(h, sf.message()))
     assert sf.acked(sf.post_salesforce(h, sf.message(sf.notification("04l5g00000AbCdFAAV"))))
     nothing_more_happens(h, before, messages=messages, updates=updates)
+    h.settle()
+    no_writes(fake_hubspot, fake_pipedrive)  # Salesforce has no write-back
 
 
-def test_pipedrive_end_to_end(harness, fake_pipedrive):
+@pytest.mark.parametrize("writeback", [True, False], ids=["writeback", "no-writeback"])
+def test_pipedrive_end_to_end(harness, fake_hubspot, fake_pipedrive, writeback):
     h = harness
+    fake_pipedrive.set_deal("4711", status="lost")  # as Pipedrive holds it (the sample)
     h.clock.set(pd.CLOSED + timedelta(minutes=1))
     reply = pd.post_pipedrive(h, pd.event())
     assert reply.status == 200 and reply.json()["stored"] == 1, reply.body
@@ -317,8 +364,19 @@ def test_pipedrive_end_to_end(harness, fake_pipedrive):
     assert fresh.status == 200, fresh.body
     nothing_more_happens(h, before, messages=messages, updates=updates)
 
+    h.settle()
+    if not writeback:
+        no_writes(fake_hubspot, fake_pipedrive)
+        return
+    (write,) = [c for c in fake_pipedrive.calls if c.method == "PUT"]
+    assert write.path == "/api/v1/deals/4711" and write.status == 200
+    assert write.body == {PD_WORDS: QUOTE, PD_CATEGORY: "Price"}
+    assert write.token_header == pd.PD_TOKEN
+    assert fake_pipedrive.deals["4711"][PD_WORDS] == QUOTE
+    assert [c for c in fake_hubspot.calls if c.method == "PATCH"] == []
 
-def test_generic_signed_webhook_end_to_end(harness):
+
+def test_generic_signed_webhook_end_to_end(harness, fake_hubspot, fake_pipedrive):
     h = harness
     h.clock.set(generic.CLOSED + timedelta(hours=1))
     body = generic.deal()
@@ -334,6 +392,8 @@ def test_generic_signed_webhook_end_to_end(harness):
     again = h.deal_closed(copy.deepcopy(body))
     assert again.status == 200 and again.json()["duplicate"] is True
     nothing_more_happens(h, before, messages=messages, updates=updates)
+    h.settle()
+    no_writes(fake_hubspot, fake_pipedrive)  # a deal no CRM adapter sent
 
 
 def test_winloss_typed_in_the_dm_logs_the_deal_the_crm_sent(harness):

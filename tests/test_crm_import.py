@@ -286,3 +286,26 @@ def test_a_pipelines_own_stage_names_are_mapped_with_stage(cli_env, session_fact
     bad = closeloop(cli_env, *args, "--stage", "Closed - No Budget=maybe")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "--stage" in bad.stderr and "no_decision" in bad.stderr
+
+
+def test_amounts_in_another_currency_are_stored_as_is_and_flagged(cli_env, tmp_path):
+    name, options = EXPORTS["pipedrive"]
+    path = str(SAMPLES / name)
+    args = ("import", "winloss", path, "--from", "pipedrive", "--owners", OWNERS, *options)
+    dollars = closeloop({**cli_env, "CURRENCY": "USD"}, *args)
+    assert dollars.returncode == 0, dollars.stderr
+    assert f"{path}:2: flagged: amount in EUR, not CURRENCY USD" in dollars.stderr
+    assert "4 amount(s) in another currency flagged" in dollars.stdout
+    euros = closeloop({**cli_env, "CURRENCY": "EUR"}, *args)
+    assert euros.returncode == 0 and "currency" not in euros.stderr + euros.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "Deal - ID;Deal - Title;Deal - Status;Deal - Value;Deal - Currency;Deal - Owner;"
+        "Deal - Lost reason;Deal - Lost time\n"
+        "9;X;lost;1,00;euro;ana@example.com;They chose the incumbent vendor;2026-10-05 14:00:00\n"
+    )
+    refused = closeloop(cli_env, "import", "winloss", str(bad), "--from", "pipedrive")
+    assert refused.returncode == 1
+    assert f"{bad}:2: rejected: Deal - Currency: is not a three-letter currency code" in (
+        refused.stderr
+    )

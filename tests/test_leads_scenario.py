@@ -231,3 +231,62 @@ def test_an_owner_slack_does_not_know_goes_to_the_managers(harness):
     assert ratings(h) == [("accepted", None, "UMGR", None)]
     with session_scope(h.rt.session_factory) as s:
         assert s.scalar(select(func.count()).select_from(Lead)) == 1
+
+
+def test_the_home_tab_shows_a_rep_the_leads_waiting_on_them_with_the_time_left(harness):
+    from tests.test_home import home_of, open_home
+
+    h, slack, clock = harness, harness.slack, harness.clock
+    hand_over(h)
+    clock.set(HANDED + timedelta(hours=3, minutes=30))
+    open_home(h, "UANA")
+    home = home_of(slack, "UANA")
+    assert "Leads waiting for your rating (1)" in home
+    assert "Jo &lt;!channel&gt; Park" in home and "20 h 30 min left" in home
+    open_home(h, "UBEN")
+    assert "Leads waiting" not in home_of(slack, "UBEN")
+
+    # Rated from the Home tab (no channel): recorded, and the tab no longer lists it.
+    view = slack.home_views["UANA"]
+    button = next(
+        e
+        for b in view["blocks"]
+        for e in b.get("elements") or []
+        if e.get("action_id") == "lead_accept"
+    )
+    h.click("UANA", "lead_accept", button["value"], channel="", message_ts="")
+    assert ratings(h) == [("accepted", None, "UANA", None)]
+    assert "Leads waiting" not in home_of(slack, "UANA")
+
+
+def test_marketing_home_shows_last_weeks_leads_and_the_sources_over_the_alert(harness):
+    from tests.test_home import home_of, open_home
+
+    h = harness
+    handed = datetime(2026, 11, 10, 10, 0, tzinfo=UTC)  # last week (2026-W46)
+    with session_scope(h.rt.session_factory) as s:
+        for i, (source, status) in enumerate(
+            [("Webinar <b>", LeadStatus.REJECTED)] * 4
+            + [("Webinar <b>", LeadStatus.ACCEPTED)] * 6
+            + [("Ads", LeadStatus.ACCEPTED)] * 3
+        ):
+            s.add(
+                Lead(
+                    external_id=f"import:{i}",
+                    origin="import",
+                    person="Pat",
+                    source=source,
+                    handed_at=handed,
+                    received_at=handed,
+                    sla_due_at=handed + timedelta(hours=24),
+                    status=status,
+                    first_response_at=handed + timedelta(hours=2),
+                )
+            )
+    open_home(h, "UMIA")
+    home = home_of(h.slack, "UMIA")
+    assert "Leads last week (2026-W46)" in home and "13 handed to sales" in home
+    assert ":warning: Webinar &lt;b&gt;: rejected 40% (4 of 10)" in home
+    assert ":warning: Ads" not in home
+    open_home(h, "UANA")  # a rep: no marketing figures
+    assert "Leads last week" not in home_of(h.slack, "UANA")

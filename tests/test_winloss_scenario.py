@@ -521,3 +521,16 @@ def test_a_crm_deal_exports_and_imports_back_unchanged(harness, tmp_path):
         assert (result.new, result.updated, result.unchanged) == (0, 0, 1)
         deal_row = s.scalars(select(Deal)).one()
         assert (deal_row.owner_user_id, deal_row.owner_email) == ("UANA", "ana@example.com")
+
+
+def test_the_generic_hook_takes_the_crm_reason_as_a_note_never_as_the_reason(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    clock.set(CLOSED + timedelta(hours=1))
+    assert h.deal_closed(deal(crm_reason="Price <!here>")).status == 201
+    (nudge,) = dms_to(slack, "UANA")
+    h.click_button("UANA", stored(slack, nudge), nudge.response["channel"], "winloss_open")
+    modal = slack.calls_to("views.open")[-1].params["view"]
+    (note,) = [b for b in modal["blocks"] if b.get("block_id") == "crm_note"]
+    assert "Price &lt;!here&gt;" in json.dumps(note) and not fill(modal).get("reason")
+    too_long = h.deal_closed(deal(deal_id="CRM-2", crm_reason="x" * 1001))
+    assert too_long.status == 400 and too_long.json()["field"] == "crm_reason"

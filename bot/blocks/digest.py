@@ -201,6 +201,49 @@ def _sections(
                 f"{ratio(f['deals_with_entry'], f['closed_deals'], n)}.",
             )
         )
+    parts.extend(_lead_parts(f, bold=b))
+    return parts
+
+
+def _lead_parts(f: dict, *, bold) -> list[tuple[str, str]]:
+    """Lead quality: the rejection rate by source and its trend, SLA compliance, and win
+    rate and revenue by the source deals carry."""
+    leads, n, b = f.get("leads"), f["min_sample"], bold
+    if not leads:
+        return []
+    parts: list[tuple[str, str]] = []
+    if leads["handed_over"]:
+        trend = ""
+        if leads["rated"] >= n and leads["previous_rated"] >= n:
+            trend = change(
+                leads["rejection_rate"] - leads["previous_rejection_rate"],
+                f["previous"]["month"],
+            )
+        lines = [
+            f"{b(leads['handed_over'])} lead(s) handed to sales · rejected "
+            f"{b(ratio(leads['rejected'], leads['rated'], n))}{trend} · rated within the SLA "
+            f"{b(ratio(leads['sla_on_time'], leads['sla_due'], n))}"
+        ]
+        for group in leads["by_source"][:8]:
+            name = escape_fit(group["name"] or "no source", 80)
+            was = (
+                f", was {pct(group['previous_rejection_rate'])}"
+                if group["previous_rated"] >= n and group["rated"] >= n
+                else ""
+            )
+            flag = " :warning:" if group["flagged"] else ""
+            lines.append(
+                f"• {name}: {group['handed_over']} handed over, rejected "
+                f"{ratio(group['rejected'], group['rated'], n)}{was}{flag}"
+            )
+        parts.append(("Lead quality", "\n".join(lines)))
+    if leads["deals_by_source"]:
+        lines = [
+            f"• {escape_fit(g['source'], 80)}: won {ratio(g['wins'], g['wins'] + g['losses'], n)}"
+            + (f", {amount(g['revenue'], f['currency'])} won" if g["revenue"] else "")
+            for g in leads["deals_by_source"][:8]
+        ]
+        parts.append(("Deals by source", "\n".join(lines)))
     return parts
 
 

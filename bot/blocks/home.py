@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from bot.blocks import definition as definition_blocks
 from bot.blocks import feedback as fb_blocks
+from bot.blocks import leads as lead_blocks
 from bot.blocks import winloss as wl_blocks
-from bot.blocks.digest import pct, permalink
+from bot.blocks.digest import pct, permalink, ratio
 from bot.blocks.elements import actions, button, context, escape_fit, mention, section
 from bot.models import PostKind, PromptStatus
 
@@ -39,6 +41,60 @@ def _prompt_blocks(prompt: dict | None) -> list[dict]:
     return [section(f"*This week's feedback*\n{line}"), actions("home_prompt", button_)]
 
 
+def time_left(due: datetime, now: datetime) -> str:
+    """``5 h 20 min left`` / ``overdue by 2 h``."""
+    minutes = int(abs((due - now).total_seconds()) // 60)
+    hours, rest = divmod(minutes, 60)
+    span = f"{hours} h {rest} min" if hours else f"{rest} min"
+    return f"{span} left" if due > now else f"overdue by {span}"
+
+
+def _lead_blocks(leads: list[dict], *, tz: ZoneInfo, now: datetime) -> list[dict]:
+    """The leads waiting for this person's rating, the most urgent first, with the time left."""
+    if not leads:
+        return []
+    blocks = [section(f"*Leads waiting for your rating ({len(leads)})*")]
+    for lead in leads:
+        due = lead["due_at"]
+        urgent = ":rotating_light: " if due <= now else ""
+        where = f" · {escape_fit(lead['source'], 80)}" if lead.get("source") else ""
+        view = lead_blocks.LeadView(lead["id"], lead["person"], lead.get("company"))
+        blocks.append(
+            section(
+                f"{lead_blocks.who(view)}{where} — {urgent}{time_left(due, now)} "
+                f"(due {_when(due, tz)})"
+            )
+        )
+        blocks.append(lead_blocks.rating_buttons(lead["id"]))
+    return blocks
+
+
+def admin_blocks(admin: dict | None) -> list[dict]:
+    """An admin's warnings: the definition of a qualified lead missing or not reviewed."""
+    if admin is None:
+        return []
+    return definition_blocks.home_warning(**admin)
+
+
+def _last_week_leads(leads: dict | None) -> list[dict]:
+    """Marketing's view of last week's leads: the sources over the alert first."""
+    if not leads:
+        return []
+    n = leads["min_sample"]
+    lines = [
+        f"*Leads last week ({leads['week']})*",
+        f"{leads['handed_over']} handed to sales · rejected "
+        f"{ratio(leads['rejected'], leads['rated'], n)} · not rated {leads['no_response']} · "
+        f"rated within the SLA {ratio(leads['sla_on_time'], leads['sla_due'], n)}",
+    ]
+    for flagged in leads["flagged"][:10]:
+        lines.append(
+            f":warning: {escape_fit(flagged['source'] or 'no source', 80)}: rejected "
+            f"{ratio(flagged['rejected'], flagged['rated'], n)}: its scoring needs a look"
+        )
+    return [section("\n".join(lines))]
+
+
 def home_view(
     *,
     rep: dict | None,
@@ -46,11 +102,14 @@ def home_view(
     tz: ZoneInfo,
     now: datetime,
     link_base: str = "",
+    admin: dict | None = None,
 ) -> dict:
-    """The Home view for someone who is a rep, in marketing, both, or neither."""
+    """The Home view for someone who is a rep, in marketing, both, or neither (``admin``:
+    an admin's, with what needs their attention first)."""
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Closeloop"}},
     ]
+    blocks.extend(admin_blocks(admin))
     if rep is not None:
         blocks.extend(_prompt_blocks(rep["prompt"]))
         blocks.append({"type": "divider"})
@@ -70,6 +129,7 @@ def home_view(
                 )
         else:
             blocks.append(section("*Deals waiting for a win/loss entry*\nNone. :tada:"))
+        blocks.extend(_lead_blocks(rep.get("leads") or [], tz=tz, now=now))
         if rep["recent"]:
             lines = []
             for item in rep["recent"]:
@@ -93,6 +153,7 @@ def home_view(
                 f"Loops closed *{pct(marketing['acknowledged_rate'])}*"
             )
         )
+        blocks.extend(_last_week_leads(marketing.get("leads")))
         waiting = marketing["waiting"]
         if waiting:
             blocks.append(

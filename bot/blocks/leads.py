@@ -122,6 +122,11 @@ def _buttons(pk: int, *, current: str | None) -> dict:
     )
 
 
+def rating_buttons(pk: int) -> dict:
+    """*Accept* / *Not ready* / *Reject…* for a lead not rated yet (the Home tab's too)."""
+    return _buttons(pk, current=None)
+
+
 def lead_dm(lead: LeadView, *, due: str, reminder: bool = False) -> Message:
     """The owner's DM: who, from where, what marketing knows, the definition in force, and
     the three ratings."""

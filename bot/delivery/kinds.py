@@ -21,7 +21,7 @@ from bot.blocks import feedback as fb_blocks
 from bot.blocks import winloss as wl_blocks
 from bot.blocks.elements import escape_fit
 from bot.config import Settings
-from bot.delivery import kinds_leads
+from bot.delivery import kinds_definition, kinds_leads, kinds_leads_report, writeback
 from bot.delivery.outbox import CHANNEL_SETUP_ERRORS, Delivered, Kind, Kinds, Wait, rendered
 from bot.logs import event_on_commit
 from bot.models import (
@@ -59,7 +59,10 @@ def register_all(kinds: Kinds, settings: Settings) -> Kinds:
     _winloss(kinds, settings)
     _digest(kinds, settings)
     kinds_leads.register(kinds, settings)
+    kinds_leads_report.register(kinds, settings)
+    kinds_definition.register(kinds, settings)
     kinds.add(OutboxKind.NOTICE, Kind())  # its text is stored with it
+    writeback.register(kinds, settings)  # not Slack: entries written back to the CRMs
     return kinds
 
 

@@ -22,6 +22,12 @@ before it is made again):
 
 The process holding the scheduler role sends everything due (:meth:`Sender.drain`, paced);
 any process sends what its own request just queued (:meth:`Sender.send_now`).
+
+A message whose op is CALL is not for Slack: its kind's ``send`` hook makes the call (a CRM
+write-back), rendered at claim time like any message, claimed, retried and settled the same
+way, but neither paced nor looked for before it is made again (such a call is idempotent: it
+sets a record's fields to the subject's values as they are when it is rendered). The hook
+raises :class:`CallFailed` to say how it failed.
 """
 
 from __future__ import annotations
@@ -98,9 +104,30 @@ class Wait:
     seconds: float = 10.0
 
 
+class CallFailed(Exception):
+    """A CALL's ``send`` hook failed: ``retry_after`` (seconds, a 429's Retry-After) and a
+    5xx ``status`` or none (unreachable) are retried; ``permanent`` (a 400, a 404: sending it
+    again would fail again) is settled failed and given to the kind's ``refused`` hook."""
+
+    def __init__(
+        self,
+        error: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        permanent: bool = False,
+    ) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
 Render = Callable[[Session, Outgoing, datetime], "Outgoing | Wait | None"]
 Record = Callable[[Session, Outgoing, Delivered, datetime], None]
 Failed = Callable[[Session, Outgoing, str, datetime], None]
+Send = Callable[[Outgoing], Delivered]  # a CALL's own way out (no database here)
 
 
 @dataclass(frozen=True)
@@ -113,7 +140,8 @@ class Kind:
     ``sent``: record the delivery (a prompt's DM ts). ``refused``: Slack refused it for good
     (tell someone, through the outbox). ``delayed``: its first attempt failed (tell the person
     once that it is late). ``keep_trying``: refusals retried with the usual backoff instead
-    of given up (the bot not in the channel yet).
+    of given up (the bot not in the channel yet). ``send``: for op CALL, makes the call
+    (on a sender thread, outside any transaction); raises :class:`CallFailed`.
     """
 
     render: Render | None = None
@@ -121,6 +149,7 @@ class Kind:
     refused: Failed | None = None
     delayed: Failed | None = None
     keep_trying: frozenset[str] = frozenset()
+    send: Send | None = None
 
 
 class Kinds:
@@ -159,6 +188,7 @@ class _Result:
     retry_after: float | None = None  # Slack asked for a retry after this many seconds
     status: int | None = None  # the HTTP status of Slack's refusal
     abandoned: bool = False  # never tried: the claim ran short, or the sender was stopped
+    permanent: bool = False  # a CALL refused for good (CallFailed.permanent)
 
 
 # A drain whose retries fall due within this many seconds waits for them (holding no claim)
@@ -411,6 +441,8 @@ class Sender:
         stopped = self.stopped and not own
         if stopped or time.monotonic() > deadline:
             return _Result(message, abandoned=True)
+        if message.op is Op.CALL:
+            return self._call(message)
         try:
             if message.look_first and message.op is not Op.UPDATE:
                 found = self._find(message)
@@ -442,6 +474,22 @@ class Sender:
             )
         except SLACK_ERRORS as err:  # dropped connection or timeout: it may have been posted
             return _Result(message, error=f"{type(err).__name__}: {err}"[:255], maybe_sent=True)
+
+    def _call(self, message: Outgoing) -> _Result:
+        """A CALL, through its kind's own ``send``: no pacing, no look before (idempotent)."""
+        send = self.kinds[message.kind].send
+        if send is None:
+            raise RuntimeError(f"outbox kind {message.kind!r} has no send hook for op CALL")
+        try:
+            return _Result(message, delivered=send(message))
+        except CallFailed as err:
+            return _Result(
+                message,
+                error=err.error[:255],
+                retry_after=err.retry_after,
+                status=err.status,
+                permanent=err.permanent,
+            )
 
     def _find(self, message: Outgoing) -> Delivered | None:
         match: Callable[[dict], bool]
@@ -533,8 +581,8 @@ class Sender:
                 kind.sent(session, message, r.delivered, now)
             drained.sent.append(message)
             metrics.sent("sent")
-        elif r.code in PERMANENT_ERRORS and r.code not in kind.keep_trying:
-            log.warning("Slack refused outbox message %s for good: %s", message.id, r.error)
+        elif r.permanent or (r.code in PERMANENT_ERRORS and r.code not in kind.keep_trying):
+            log.warning("outbox message %s refused for good: %s", message.id, r.error)
             if outbox_svc.mark_final(session, message, state=OutboxState.FAILED, error=r.error):
                 drained.failed.append(message)
                 metrics.sent("failed")

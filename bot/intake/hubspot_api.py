@@ -1,5 +1,8 @@
 """What Closeloop reads from HubSpot's CRM API (v3), with a private app's access token: a deal,
-its owner's email, and which stages of each deal pipeline are closed won or closed lost."""
+its owner's email, and which stages of each deal pipeline are closed won or closed lost; and,
+when write-back is on, what it writes: a logged entry's words and category, set on the deal's
+own properties (``PATCH /crm/v3/objects/deals/{id}``, scope crm.objects.deals.write), and
+whether those properties exist (``GET /crm/v3/properties/deals/{name}``, closeloop check)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ DEAL_PROPERTIES = (
     "pipeline",
 )
 TIMEOUT = 10.0  # seconds: a delivery's processing runs after the answer, never before it
+TEXT_LIMIT = 65_536  # characters a HubSpot text property holds
 SEARCH_PAGE = 100  # HubSpot's search: at most 100 results a page, 10,000 a query
 STAGES_TTL = 600.0  # seconds a pipeline's stages are trusted before they are read again
 
@@ -132,6 +136,21 @@ class HubSpotApi:
         with _stages_lock:
             _stages[key] = (time.monotonic(), pipelines)
         return _find(pipelines, pipeline, stage)
+
+    def update_deal(self, deal_id: str, properties: dict[str, str]) -> None:
+        """Set these properties on the deal (HubSpotError: 400 VALIDATION_ERROR for a
+        property that does not exist or a value it refuses, 404 for no such deal, 429 with
+        its Retry-After)."""
+        self._request(
+            "PATCH",
+            f"/crm/v3/objects/deals/{urllib.parse.quote(deal_id, safe='')}",
+            body={"properties": properties},
+        )
+
+    def deal_property(self, name: str) -> dict:
+        """A deal property's definition (``label``, ``type``, ``fieldType``); HubSpotError 404
+        when there is none by that internal name."""
+        return self._get(f"/crm/v3/properties/deals/{urllib.parse.quote(name, safe='')}")
 
     def can_read_owners(self) -> None:
         """One owner read (HubSpotError when the token may not: 403 without the scope)."""

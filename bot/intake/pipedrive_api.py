@@ -2,9 +2,11 @@
 the token's own user, ``GET /users/me`` (``closeloop check``); and the won or lost deals, most
 recently updated first, ``GET /deals?status=&sort=update_time DESC&start=&limit=`` (the daily
 reconciliation), all under PIPEDRIVE_API_URL (``https://api.pipedrive.com/v1``, or a company's
-``https://<company>.pipedrive.com/api/v1``). The API token goes in the ``x-api-token`` header
-(Pipedrive's "Authentication" page), never in the ``?api_token=`` query parameter, which would
-put it in every proxy's access log."""
+``https://<company>.pipedrive.com/api/v1``). When write-back is on, a logged entry's words and
+category are set on the deal's fields, ``PUT /deals/{id}`` with ``{"<field key>": value}``, and
+``closeloop check`` reads ``GET /dealFields`` to see the fields exist. The API token goes in
+the ``x-api-token`` header (Pipedrive's "Authentication" page), never in the ``?api_token=``
+query parameter, which would put it in every proxy's access log."""
 
 from __future__ import annotations
 
@@ -36,12 +38,25 @@ class PipedriveApi:
         self._token = token
 
     def _get(self, path: str, query: dict[str, str] | None = None) -> dict:
+        return self._request("GET", path, query=query)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: dict | None = None,
+    ) -> dict:
         url = self.api_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        req = urllib.request.Request(
-            url, headers={"x-api-token": self._token, "Accept": "application/json"}
-        )
+        headers = {"x-api-token": self._token, "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
                 data = json.loads(resp.read().decode("utf-8"))
@@ -71,6 +86,30 @@ class PipedriveApi:
         user = data.get("data")
         email = user.get("email") if isinstance(user, dict) else None
         return email.strip().lower() if isinstance(email, str) and email.strip() else None
+
+    def update_deal(self, deal_id: str, fields: dict[str, str | None]) -> None:
+        """Set these fields (by key: a custom field's 40-character key) on the deal
+        (PipedriveError: 404 for no such deal, 400 for a value it refuses, 429 with its
+        Retry-After)."""
+        self._request("PUT", f"/deals/{urllib.parse.quote(deal_id, safe='')}", body=fields)
+
+    def deal_fields(self) -> dict[str, dict]:
+        """Every deal field (standard and custom), by key (``GET /dealFields``, paged)."""
+        fields: dict[str, dict] = {}
+        start = 0
+        for _ in range(100):  # bounded: 100 pages of 500 fields
+            data = self._get("/dealFields", {"start": str(start), "limit": "500"})
+            for field in data.get("data") or []:
+                if isinstance(field, dict) and isinstance(field.get("key"), str):
+                    fields[field["key"]] = field
+            paging = (data.get("additional_data") or {}).get("pagination") or {}
+            following = paging.get("next_start")
+            if not paging.get("more_items_in_collection") or not isinstance(following, int):
+                break
+            if following <= start:
+                break
+            start = following
+        return fields
 
     def me(self) -> dict:
         """The token's own user (``GET /users/me``): a cheap read that proves the token."""

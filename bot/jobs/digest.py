@@ -35,6 +35,8 @@ def compute(rt: Runtime, session: Session, month: Month, now: datetime) -> dict:
         now=now,
         min_sample=rt.settings.digest_min_sample,
         currency=rt.settings.currency,
+        rejection_alert=rt.settings.leads.rejection_alert,
+        lead_min_sample=rt.settings.leads.min_sample,
     )
 
 

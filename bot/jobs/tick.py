@@ -8,7 +8,7 @@ from collections.abc import Callable
 from bot.db import session_scope
 from bot.event_inbox import EventInbox
 from bot.intake import deliveries
-from bot.jobs import deals, digest, leads, prompts
+from bot.jobs import deals, definition, digest, lead_report, leads, prompts
 from bot.jobs.roster import RosterSync
 from bot.runtime import Runtime
 from bot.services import installation
@@ -56,6 +56,8 @@ class Tick:
             ("missed weeks", lambda: prompts.close_missed_weeks(rt)),
             ("event memory", events.forget_old),
             ("monthly digest", lambda: digest.post_due_digest(rt)),
+            ("lead report", lambda: lead_report.post_due_report(rt)),
+            ("definition review", lambda: definition.ask_due_review(rt)),
             ("outbox", rt.outbox.drain),  # sends only while this process has the role
         )
 

@@ -9,6 +9,7 @@ from bot.listeners import (
     app_home,
     close_loop,
     closeloop_command,
+    definition,
     dm_answers,
     feedback_form,
     leads,
@@ -29,6 +30,7 @@ def register_listeners(app: App) -> None:
     feedback_form.register(app)
     close_loop.register(app)
     winloss_form.register(app)
+    definition.register(app)
     prompt_buttons.register(app)
     app_home.register(app)
     dm_answers.register(app)

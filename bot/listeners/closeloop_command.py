@@ -9,6 +9,7 @@ from slack_sdk import WebClient
 
 from bot.db import session_scope
 from bot.listeners import admin_command
+from bot.listeners import definition as definition_listener
 from bot.listeners.feedback_form import modal_for
 from bot.runtime import Runtime
 from bot.services import feedback as feedback_svc
@@ -19,6 +20,7 @@ HELP = (
     "• `/closeloop` opens this week's feedback form (or edits your answer)\n"
     "• `/closeloop help` shows this\n"
     "• `/closeloop admin` lists the admin commands (for the people in ADMIN_USERS)\n"
+    "• `/closeloop definition` shows the definition of a qualified lead (`help` for more)\n"
     "You can also reply to the Friday DM with three bullet lines."
 )
 NO_OPEN_PROMPT = "You have no open feedback prompt right now; the next one arrives on schedule."
@@ -37,6 +39,16 @@ def closeloop_command(
             context["rt"],
             context["later"],
             user_id=command["user_id"],
+            text=rest[0] if rest else "",
+        )
+        return
+    if first.lower() == "definition":
+        definition_listener.run(
+            ack,
+            client,
+            context,
+            user_id=command["user_id"],
+            trigger_id=command["trigger_id"],
             text=rest[0] if rest else "",
         )
         return

@@ -18,6 +18,7 @@ from bot.jobs.leads import nudge_new_lead
 from bot.listeners.forms import keeps_form_when_database_is_away, selected, value
 from bot.models import LeadStatus
 from bot.runtime import Runtime
+from bot.services import definition as definition_svc
 from bot.services import leads as lead_svc
 from bot.services import outgoing
 from bot.services.errors import DomainError
@@ -179,7 +180,7 @@ def _open_hand_off(command: dict, client: WebClient, rt: Runtime) -> None:
         rt.tell(user_id, "Slack did not answer in time; please try /lead again in a minute.")
         return
     with session_scope(rt.session_factory) as session:
-        definition = lead_svc.definition_in_force(session)
+        definition = definition_svc.current(session)
         version = definition.version if definition else None
     view = lead_blocks.hand_off_modal(definition_version=version)
     client.views_open(trigger_id=command["trigger_id"], view=view)

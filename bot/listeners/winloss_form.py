@@ -158,6 +158,7 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
             tz=user_zone(session, rt, user_id),
             channel=s.winloss_channel,
             now=rt.now(),
+            writeback=s.writeback_crms,
         )
         return entry.deal.owner_user_id
 

@@ -38,6 +38,7 @@ FIELDS = (
     "competitor",
     "insight",
     "amount",
+    "currency",
     "source",
     "owner",
 )
@@ -71,6 +72,7 @@ SALESFORCE = Profile(
         "outcome": ("Stage",),
         "closed_at": ("Close Date",),
         "amount": ("Amount",),
+        "currency": ("Opportunity Currency", "Amount Currency"),
         "owner": ("Opportunity Owner Email", "Owner Email", "Opportunity Owner"),
         "reason": ("Loss Reason", "Closed Lost Reason", "Win/Loss Reason"),
         "won_reason": ("Win Reason", "Closed Won Reason"),
@@ -91,6 +93,7 @@ HUBSPOT = Profile(
         "outcome": ("Deal Stage",),
         "closed_at": ("Close Date",),
         "amount": ("Amount",),
+        "currency": ("Currency", "Deal Currency Code"),
         "owner": ("Deal owner", "Deal Owner"),
         "lost_reason": ("Closed Lost Reason",),
         "won_reason": ("Closed Won Reason",),
@@ -118,6 +121,7 @@ PIPEDRIVE = Profile(
         "lost_closed_at": ("Deal - Lost time",),
         "closed_at": ("Deal - Close date", "Deal - Expected close date"),
         "amount": ("Deal - Value",),
+        "currency": ("Deal - Currency",),
         "owner": ("Deal - Owner",),
         "lost_reason": ("Deal - Lost reason",),
         "competitor": ("Deal - Competitor",),
@@ -311,6 +315,7 @@ class Layout:
             reason = (won or lost) if kind == "won" else (lost or won)
         out["reason"] = reason
         out["amount"] = parse_money_cell(cells.get("amount", ""))
+        out["currency"] = cells.get("currency", "").strip().upper()
         owner = cells.get("owner", "").strip()
         if owner and "@" not in owner and not _SLACK_ID.match(owner):
             if owners is not None and owner.casefold() in owners:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -82,6 +83,7 @@ class ImportRow:
     reason_category: str | None
     competitor: str | None
     insight: str | None
+    currency: str | None = None  # the amount's, when the export says (flagged if not CURRENCY)
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,9 @@ def _row(
     source = r.get("source") or None
     if source and len(source) > 255:
         refuse("source", "is longer than 255 characters")
+    currency = (r.get("currency") or "").upper() or None
+    if currency and not re.fullmatch(r"[A-Z]{3}", currency):
+        refuse("currency", "is not a three-letter currency code like USD")
     if problems or outcome is None or closed is None or logged is None or owner is None:
         return None, problems
     deal = wl_svc.DealIn(
@@ -292,7 +297,8 @@ def _row(
         source=source,
         closed_on_date_only=closed[1],
     )
-    return ImportRow(line, deal, logged[0], reason, category, competitor, insight), []
+    row = ImportRow(line, deal, logged[0], reason, category, competitor, insight, currency)
+    return row, []
 
 
 IMPORT_BATCH = 2000  # rows looked up, compared and inserted together

@@ -21,15 +21,16 @@ from bot.models import (
     Deal,
     FeedbackAnswer,
     LoopPost,
-    Member,
     Outcome,
     PostKind,
     Prompt,
     PromptStatus,
     WinLossEntry,
 )
+from bot.services import digest_leads
 from bot.services.calendar import local_instant
 from bot.services.errors import DomainError
+from bot.services.roster import display_names
 from bot.services.winloss import reason_problem
 
 MIN_SAMPLE = 5  # figures drawn from fewer deals carry a warning (DIGEST_MIN_SAMPLE)
@@ -491,18 +492,6 @@ def win_rate_history(session: Session, month: Month, tz: ZoneInfo, months: int =
     return list(reversed(series))
 
 
-def display_names(session: Session, user_ids: set[str]) -> dict[str, str]:
-    """Each known person's name as Slack last gave it (bot.models.Member), to name people
-    in a channel without pinging them; people without a stored name are left out."""
-    wanted = sorted(u for u in user_ids if u)
-    if not wanted:
-        return {}
-    rows = session.execute(
-        select(Member.user_id, Member.name).where(Member.user_id.in_(wanted), Member.name != "")
-    )
-    return {user_id: name for user_id, name in rows if name}
-
-
 def compute(
     session: Session,
     *,
@@ -511,6 +500,8 @@ def compute(
     now: datetime,
     min_sample: int = MIN_SAMPLE,
     currency: str = "USD",
+    rejection_alert: float = 0.30,
+    lead_min_sample: int = 10,
 ) -> dict:
     """All the digest's figures for ``month`` and the month before (see the module doc).
 
@@ -533,6 +524,16 @@ def compute(
     feedback = feedback_figures(session, month, now=now)
     loops = loop_figures(session, start, end, now=now)
     timing = on_time(session, start, end)
+    leads = digest_leads.lead_quality(
+        session,
+        start=start,
+        end=end,
+        prev_start=prev_start,
+        prev_end=prev_end,
+        now=now,
+        rejection_alert=rejection_alert,
+        min_sample=lead_min_sample,
+    )
     decided = current["wins"] + current["losses"]
     insights = best_insights(session, start, end)
     people = (
@@ -593,5 +594,11 @@ def compute(
         "on_time_per_rep": timing["per_rep"],
         "warnings": warnings,
         "names": display_names(session, people),
-        "has_data": bool(current["closed_deals"] or feedback["prompted"] or loops["loop_posts"]),
+        "leads": leads,
+        "has_data": bool(
+            current["closed_deals"]
+            or feedback["prompted"]
+            or loops["loop_posts"]
+            or leads["handed_over"]
+        ),
     }

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bot.config_leads import LeadSettings
 from bot.models import (
     FORGOTTEN_PREFIX,
     Deal,
@@ -18,10 +19,14 @@ from bot.models import (
     Prompt,
     WinLossEntry,
 )
+from bot.services import definition as definition_svc
 from bot.services import digest as digest_svc
+from bot.services import lead_report
+from bot.services import leads as lead_svc
 from bot.services import winloss as wl_svc
 
 WAITING_LIMIT = 20
+LEADS_LIMIT = 10  # two blocks each on the Home tab (100 blocks at most)
 RECENT_LIMIT = 5
 
 
@@ -110,6 +115,19 @@ def rep_view(session: Session, *, user_id: str, manager: bool = False) -> dict:
             for d in deals
         ],
         "recent": recent[:RECENT_LIMIT],
+        "leads": [
+            {
+                "id": lead.id,
+                "person": lead.person,
+                "company": lead.company,
+                "source": lead.source,
+                "due_at": lead.sla_due_at,
+                "owner": lead.owner_user_id,
+            }
+            for lead in lead_svc.waiting_leads(session, user_id=user_id, manager=manager)[
+                :LEADS_LIMIT
+            ]
+        ],
     }
 
 
@@ -122,8 +140,15 @@ _open_loop = (
 )
 
 
-def marketing_view(session: Session, *, now: datetime, tz: ZoneInfo) -> dict:
-    """Marketing's queue (oldest first) and the month so far in three numbers."""
+def marketing_view(
+    session: Session,
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+    leads: LeadSettings | None = None,
+) -> dict:
+    """Marketing's queue (oldest first), the month so far in three numbers, and last week's
+    leads (their sources over LEAD_REJECTION_ALERT first)."""
     waiting = session.execute(
         select(
             LoopPost.id,
@@ -154,4 +179,49 @@ def marketing_view(session: Session, *, now: datetime, tz: ZoneInfo) -> dict:
         "decided": outcomes["wins"] + outcomes["losses"],
         "feedback_response_rate": feedback["feedback_response_rate"],
         "acknowledged_rate": loops["acknowledged_rate"],
+        "leads": None if leads is None else last_week_leads(session, now=now, s=leads),
+    }
+
+
+def last_week_leads(session: Session, *, now: datetime, s: LeadSettings) -> dict | None:
+    """Last week's lead figures as the Monday report counts them; None without leads."""
+    tz = ZoneInfo(s.report_timezone)
+    week = lead_report.IsoWeek.containing(now, tz).previous()
+    if not lead_report.has_leads(session, week, tz):
+        return None
+    f = lead_report.compute(
+        session,
+        week=week,
+        tz=tz,
+        now=now,
+        rejection_alert=s.rejection_alert,
+        min_sample=s.min_sample,
+    )
+    return {
+        "week": f["week"],
+        "handed_over": f["handed_over"],
+        "rated": f["rated"],
+        "rejected": f["rejected"],
+        "no_response": f["no_response"],
+        "sla_on_time": f["sla"]["on_time"],
+        "sla_due": f["sla"]["due"],
+        "min_sample": s.min_sample,
+        "flagged": [
+            {"source": g["name"], "rejected": g["rejected"], "rated": g["rated"]}
+            for g in f["by_source"]
+            if g["flagged"]
+        ],
+    }
+
+
+def admin_view(session: Session, *, now: datetime, review_months: int, owners: bool) -> dict:
+    """What the admins' Home tab says about the definition of a qualified lead: not reviewed
+    (nor edited) for two review periods, or none written yet (said only once the lead loop
+    is in use: it has owners, DEFINITION_OWNERS, or leads)."""
+    status = definition_svc.review_status(session, now=now, months=review_months)
+    return {
+        "version": status.version,
+        "last_reviewed_at": status.last_reviewed_at,
+        "overdue": status.overdue,
+        "missing": status.version is None and (owners or definition_svc.has_leads(session)),
     }

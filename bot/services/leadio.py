@@ -70,7 +70,7 @@ RATING_COLUMNS = (
 )
 SLACK_PREFIX = csvio.SLACK_PREFIX  # the exported ID of a lead handed over with /lead
 IMPORTED_BY = "import"  # rated_by of a rating whose rater the file does not name
-ORIGIN = "import"
+ORIGIN = lead_svc.IMPORTED  # the tick's queries pass these by (and the markers below)
 IMPORT_BATCH = 2000
 FUTURE_SLACK = timedelta(minutes=5)
 _USER = re.compile(rf"^(?:[UW][A-Z0-9]+|{FORGOTTEN_PREFIX}[0-9a-f]{{1,22}})$")
@@ -329,8 +329,9 @@ def import_leads(
 ) -> LeadImportResult:
     """Insert the rows' leads (and their ratings) that Closeloop does not hold yet.
 
-    Imported leads are history, marked so that the tick never chases them (no service query
-    is special-cased): ``owner_missing_reported_at`` is set (no owner lookup, so no DM and,
+    Imported leads are history: their origin (``leads.IMPORTED``) keeps the tick's queries
+    away, and they are marked the way those queries read a lead already dealt with:
+    ``owner_missing_reported_at`` is set (no owner lookup, so no DM and,
     without a DM, no reminder), and a lead unrated at its SLA, or rated after it, gets
     ``escalated_at`` = its SLA due time (the breach is recorded as the live loop records it,
     and ``escalate_overdue`` passes it by; nobody is told). A row without ``sla_due_at`` has

@@ -25,13 +25,13 @@ from bot.logs import event_on_commit
 from bot.models import (
     LEAD_RATINGS,
     Lead,
-    LeadDefinition,
     LeadRating,
     LeadStatus,
     Member,
     Op,
     OutboxKind,
 )
+from bot.services import definition as definition_svc
 from bot.services import outbox
 from bot.services.calendar import zone
 from bot.services.errors import DomainError, NotAllowed
@@ -40,6 +40,7 @@ from bot.services.winloss import InvalidField, field_with_nul, parse_instant
 NUDGE_RETRY_AFTER = timedelta(minutes=2)
 MAX_NOTE = 1000
 MAX_CONTEXT = 3000
+IMPORTED = "import"  # a lead loaded as history (closeloop import leads): never chased
 HANDED_AT_PAST = timedelta(days=30)  # a hand-off older than this is history: use the import
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -177,13 +178,6 @@ def reminder_at(session: Session, lead: Lead, *, s: LeadSettings, default_tz: st
 # --- receiving ----------------------------------------------------------------------------
 
 
-def definition_in_force(session: Session) -> LeadDefinition | None:
-    """The latest version of the written definition (None before one is written)."""
-    return session.scalars(
-        select(LeadDefinition).order_by(LeadDefinition.version.desc()).limit(1)
-    ).first()
-
-
 def receive_lead(
     session: Session,
     *,
@@ -198,7 +192,7 @@ def receive_lead(
         existing = session.scalars(select(Lead).where(Lead.external_id == lead.external_id)).first()
         if existing is not None:
             return existing, False
-    definition = definition_in_force(session)
+    definition = definition_svc.current(session)
     row = Lead(
         external_id=lead.external_id,
         origin=origin,
@@ -263,6 +257,7 @@ def leads_needing_owner_or_nudge(session: Session, *, now: datetime) -> list[Lea
             select(Lead)
             .where(
                 Lead.status == LeadStatus.NEW,
+                Lead.origin != IMPORTED,
                 Lead.nudge_ts.is_(None),
                 Lead.owner_missing_reported_at.is_(None),
                 or_(Lead.nudge_claimed_at.is_(None), Lead.nudge_claimed_at < stale),
@@ -368,6 +363,7 @@ def escalate_overdue(session: Session, *, channel: str, now: datetime) -> list[L
         select(Lead)
         .where(
             Lead.status == LeadStatus.NEW,
+            Lead.origin != IMPORTED,
             Lead.escalated_at.is_(None),
             Lead.sla_due_at <= now,
         )
@@ -457,7 +453,7 @@ def rate(
             )
         if (latest.rating, latest.reason, latest.note) == (rating, reason, note):
             return None
-    definition = definition_in_force(session)
+    definition = definition_svc.current(session)
     row = LeadRating(
         rating=rating,
         reason=reason,

@@ -83,6 +83,7 @@ class Outgoing:
     attempts: int  # this claim's attempt (1 for the first)
     token: str  # the claim; a result is recorded only while it is still this one's
     file: FileUpload | None = None  # an UPLOAD's file, rendered at claim time
+    payload: dict | None = None  # a CALL's request, rendered at claim time (its kind's send)
 
 
 def enqueue(

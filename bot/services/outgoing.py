@@ -7,6 +7,7 @@ always shows its subject as it is then. One key per message makes each one idemp
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -16,12 +17,14 @@ from bot.models import (
     Acknowledgement,
     Deal,
     Digest,
+    LeadReport,
     LoopPost,
     Op,
     OutboxKind,
     OutboxMessage,
     OutboxState,
     Prompt,
+    WinLossEntry,
 )
 from bot.services import outbox
 
@@ -244,6 +247,22 @@ def overdue(session: Session, deal: Deal, *, channel: str, now: datetime) -> boo
     )
 
 
+def lead_report(
+    session: Session, row: LeadReport, *, text: str, blocks: list, now: datetime
+) -> bool:
+    """The Monday lead report as computed now (a snapshot, like the digest); once a week."""
+    return outbox.enqueue(
+        session,
+        key=f"lead-report:{row.week_start.isoformat()}",
+        kind=OutboxKind.LEAD_REPORT,
+        channel=row.channel,
+        text=text,
+        blocks=blocks,
+        subject_id=row.id,
+        now=now,
+    )
+
+
 def digest(session: Session, row: Digest, *, text: str, blocks: list, now: datetime) -> bool:
     """The digest as computed now (its figures are a snapshot of the moment it was asked)."""
     return outbox.enqueue(
@@ -297,4 +316,33 @@ def digest_edit(session: Session, row: Digest, *, text: str, blocks: list, now: 
         blocks=blocks,
         subject_id=row.id,
         now=now,
+    )
+
+
+def writeback_crm(external_id: str | None, crms: Collection[str]) -> str | None:
+    """The CRM of a deal's ``external_id`` ("hubspot:9001" -> "hubspot") when it is one of
+    ``crms`` (those with write-back on); else None (Salesforce, the generic webhook, none)."""
+    crm, sep, deal_id = (external_id or "").partition(":")
+    return crm if sep and deal_id and crm in crms else None
+
+
+def crm_writeback(
+    session: Session, entry: WinLossEntry, *, crms: Collection[str], now: datetime
+) -> bool:
+    """The entry's words and category written back to its CRM deal, when that CRM has
+    write-back on. One message per entry: logging it and every edit enqueue it ``again``,
+    so a write under way with older words is made once more afterwards, and a pending one
+    sends the latest (it is rendered when it is sent)."""
+    crm = writeback_crm(entry.deal.external_id, crms)
+    if crm is None:
+        return False
+    return outbox.enqueue(
+        session,
+        key=f"crm-writeback:{entry.id}",
+        kind=OutboxKind.CRM_WRITEBACK,
+        op=Op.CALL,
+        channel=crm,
+        subject_id=entry.id,
+        now=now,
+        again=True,
     )

@@ -83,6 +83,7 @@ from bot.models import (
     WinLossEntry,
     WinLossRevision,
 )
+from bot.services import leads as lead_svc
 from bot.services import outgoing
 
 USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
@@ -110,7 +111,6 @@ _HANDLED = {
     ("lead_definitions", "author"),
     ("definition_reviews", "reviewed_by"),
 }
-IMPORTED = "import"  # a lead's origin when it was imported as history (never chased)
 
 
 def new_pseudonym() -> str:
@@ -216,7 +216,7 @@ def _their_leads(user_id: str, emails: tuple[str, ...]):
 def _waiting_lead():
     """A lead still waiting for its first rating from its owner (imported ones never are:
     they are history, and nobody is asked about them)."""
-    return and_(Lead.status == LeadStatus.NEW, Lead.origin != IMPORTED)
+    return and_(Lead.status == LeadStatus.NEW, Lead.origin != lead_svc.IMPORTED)
 
 
 def _their_deals(user_id: str, emails: tuple[str, ...]):

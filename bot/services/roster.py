@@ -117,3 +117,15 @@ def mark_checked(session: Session, *, user_ids: Iterable[str], now: datetime) ->
 def active_sales(session: Session) -> list[Member]:
     """The current sales reps."""
     return list(session.scalars(select(Member).where(Member.is_sales.is_(True))))
+
+
+def display_names(session: Session, user_ids: set[str]) -> dict[str, str]:
+    """Each known person's name as Slack last gave it (bot.models.Member), to name people
+    in a channel without pinging them; people without a stored name are left out."""
+    wanted = sorted(u for u in user_ids if u)
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Member.user_id, Member.name).where(Member.user_id.in_(wanted), Member.name != "")
+    )
+    return {user_id: name for user_id, name in rows if name}

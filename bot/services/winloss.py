@@ -214,6 +214,7 @@ def parse_deal(data: Mapping[str, object], *, now: datetime) -> DealIn:
         amount=parse_amount(data.get("amount")),
         source=_text(source, "source", required=False, limit=255),
         closed_on_date_only=date_only,
+        crm_reason=_text(data.get("crm_reason"), "crm_reason", required=False, limit=1000),
     )
 
 
@@ -586,8 +587,11 @@ def log_entry(
     tz: ZoneInfo,
     channel: str,
     now: datetime,
+    writeback: Collection[str] = (),
 ) -> tuple[WinLossEntry, LoopPost, bool]:
     """Store a new entry or edit an existing one; return it, its channel post, whether edited.
+    ``writeback``: the CRMs whose deals get the entry's words and category written back
+    (Settings.writeback_crms).
 
     Raises InvalidField-style DomainError for bad input, NotAllowed for the wrong person.
     """
@@ -642,6 +646,7 @@ def log_entry(
     entry.insight = (entry_in.insight or "").strip() or None
     session.flush()
     outgoing.nudge_done(session, deal, now=now)
+    outgoing.crm_writeback(session, entry, crms=writeback, now=now)
     post = loop_svc.ensure_post(
         session,
         kind=PostKind.WINLOSS,
