@@ -132,14 +132,18 @@ def _parser() -> argparse.ArgumentParser:
     imp = _command(
         sub,
         "import",
-        "import an existing win/loss spreadsheet, CSV (database only)",
+        "import an existing win/loss log or lead history: spreadsheet, CSV (database only)",
         "  closeloop import winloss old-log.csv\n"
         "  closeloop import winloss old-log.csv --skip-bad   # import the good rows anyway\n"
         "  closeloop import winloss deals.csv --from hubspot --owners owners.csv\n"
         '  closeloop import winloss opps.csv --from salesforce --map reason="Loss Reason (Quote)"\n'
-        '  closeloop import winloss deals.csv --stage "Closed - No Budget=no_decision"',
+        '  closeloop import winloss deals.csv --stage "Closed - No Budget=no_decision"\n'
+        "  closeloop import leads leads.csv                  # a closeloop export leads file\n"
+        "  closeloop import leads contacts.csv --from hubspot --owners owners.csv\n"
+        '  closeloop import leads leads.csv --from salesforce --reason-map "No budget=Bad fit: '
+        'no budget"',
     )
-    imp.add_argument("kind", choices=["winloss"])
+    imp.add_argument("kind", choices=["winloss", "leads"])
     imp.add_argument("file")
     imp.add_argument("--skip-bad", action="store_true", help="import the good rows anyway")
     imp.add_argument(
@@ -160,7 +164,21 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="STAGE=OUTCOME",
-        help="a pipeline's own stage name as won, lost, no_decision or open (repeatable)",
+        help="winloss: a pipeline's own stage name as won, lost, no_decision or open (repeatable)",
+    )
+    imp.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        metavar="STATUS=RATING",
+        help="leads: a CRM's own lead status as accepted, not_ready, rejected or new (repeatable)",
+    )
+    imp.add_argument(
+        "--reason-map",
+        action="append",
+        default=[],
+        metavar="TEXT=REASON",
+        help="leads: a CRM's rejection reason as one of LEAD_REJECT_REASONS (repeatable)",
     )
     imp.add_argument(
         "--date-format",
@@ -175,11 +193,20 @@ def _parser() -> argparse.ArgumentParser:
         "export",
         "write CSV to stdout or a file (database only)",
         "  closeloop export winloss --since 2026-01-01 -o winloss.csv\n"
-        "  closeloop export feedback > feedback.csv",
+        "  closeloop export feedback > feedback.csv\n"
+        "  closeloop export leads --since 2026-01-01 --out leads.csv   # latest rating each\n"
+        "  closeloop export leads --ratings > ratings.csv             # every rating",
     )
-    exp.add_argument("kind", choices=["winloss", "feedback"])
-    exp.add_argument("--since", type=_date, help="YYYY-MM-DD")
-    exp.add_argument("--output", "-o", help="file to write instead of stdout")
+    exp.add_argument("kind", choices=["winloss", "feedback", "leads"])
+    exp.add_argument(
+        "--since", type=_date, help="YYYY-MM-DD (leads: handed over that day or later)"
+    )
+    exp.add_argument("--output", "--out", "-o", help="file to write instead of stdout")
+    exp.add_argument(
+        "--ratings",
+        action="store_true",
+        help="leads: one row per rating (the history), not one per lead; not importable",
+    )
 
     dig = _command(
         sub,

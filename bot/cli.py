@@ -7,9 +7,11 @@ import csv
 import json
 import sys
 from argparse import Namespace
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, time
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import select
 from tqdm import tqdm
@@ -24,7 +26,7 @@ from bot.jobs.roster import RosterSync
 from bot.models import OutboxMessage, OutboxState
 from bot.runtime import Runtime
 from bot.services import competitors as competitor_svc
-from bot.services import crm_formats, csvio, xlsx
+from bot.services import crm_formats, csvio, lead_formats, leadio, xlsx
 from bot.services import definition as definition_svc
 from bot.services import privacy as privacy_svc
 from bot.services.digest import Month
@@ -33,6 +35,7 @@ from bot.services.winloss import InvalidField, parse_deal, reason_problem
 from bot.slack.client import SLACK_ERRORS
 
 SHOWN_SHORTHAND = 20  # shorthand reasons listed one by one; the rest are counted
+T = TypeVar("T")
 QUEUED_NOTE = "the running bot (it holds the scheduler role) sends it within seconds"
 
 
@@ -154,7 +157,68 @@ def crm_sync(rt: Runtime, args: Namespace) -> int:
     return 1 if failed else 0
 
 
+def _read_file(path: str, read: Callable[[Iterator[list[str]]], T]) -> T | int:
+    """``read`` over the rows of a CSV (``,`` or ``;``) or the first sheet of an .xlsx; an
+    exit status (2) after one line on stderr when the file cannot be read."""
+    if path.lower().endswith((".xlsx", ".xlsm")):
+        try:
+            return read(xlsx.rows(path))
+        except DomainError as err:
+            return _fail(f"{path}: {err}", 2)
+        except Exception as err:  # openpyxl: a missing file, a zip that is not a workbook
+            return _fail(f"cannot read {path} as a spreadsheet: {_first_line(err)}", 2)
+    try:
+        stream = open(path, encoding="utf-8-sig", newline="")
+    except OSError as err:
+        return _fail(f"cannot open {path}: {err.strerror}", 2)
+    with stream:
+        try:
+            return read(csvio.csv_lines(stream))
+        except (DomainError, UnicodeDecodeError, csv.Error) as err:
+            return _fail(f"{path}: {err}", 2)
+
+
+def _checked(args: Namespace, good: int, rejected: list[csvio.Rejected]) -> bool:
+    """Print what the check found, every problem of every row, one line each (line,
+    column, value, why); False when nothing may be imported."""
+    problems = sum(len(bad.problems) for bad in rejected)
+    print(
+        f"checked {good + len(rejected)} rows: {good} good, {len(rejected)} rejected"
+        + (f" ({problems} problems)" if rejected else ""),
+        file=sys.stderr,
+    )
+    for bad in rejected:
+        for problem in bad.problems:
+            print(f"{args.file}:{bad.line}: rejected: {problem}", file=sys.stderr)
+    if rejected and not args.skip_bad:
+        _fail(f"nothing imported: {len(rejected)} bad row(s); fix them or use --skip-bad", 1)
+        return False
+    return True
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on a terminal (stderr a TTY); plain ``imported N/M rows`` lines else."""
+    bar = tqdm(total=total, unit="row", file=sys.stderr) if sys.stderr.isatty() else None
+
+    def progress(done: int) -> None:
+        if bar is not None:  # a terminal: a bar redrawn in place
+            bar.update(done - bar.n)
+        else:  # a log or a pipe: plain lines
+            print(f"imported {done}/{total} rows", file=sys.stderr)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def import_(rt: Runtime, args: Namespace) -> int:
+    if args.kind == "leads":
+        return import_leads(rt, args)
+    if getattr(args, "status", None) or getattr(args, "reason_map", None):
+        return _fail("--status and --reason-map are for import leads", 2)
     try:
         mapping = crm_formats.parse_mapping(getattr(args, "map", []))
         stages = crm_formats.parse_stages(getattr(args, "stage", []))
@@ -176,35 +240,12 @@ def import_(rt: Runtime, args: Namespace) -> int:
             stages=stages,
         )
 
-    if args.file.lower().endswith((".xlsx", ".xlsm")):
-        try:
-            rows, rejected = read(xlsx.rows(args.file))
-        except DomainError as err:
-            return _fail(f"{args.file}: {err}", 2)
-        except Exception as err:  # openpyxl: a missing file, a zip that is not a workbook
-            return _fail(f"cannot read {args.file} as a spreadsheet: {_first_line(err)}", 2)
-    else:
-        try:
-            stream = open(args.file, encoding="utf-8-sig", newline="")
-        except OSError as err:
-            return _fail(f"cannot open {args.file}: {err.strerror}", 2)
-        with stream:
-            try:
-                rows, rejected = read(csvio.csv_lines(stream))
-            except (DomainError, UnicodeDecodeError, csv.Error) as err:
-                return _fail(f"{args.file}: {err}", 2)
-    total = len(rows) + len(rejected)
-    problems = sum(len(bad.problems) for bad in rejected)
-    print(
-        f"checked {total} rows: {len(rows)} good, {len(rejected)} rejected"
-        + (f" ({problems} problems)" if rejected else ""),
-        file=sys.stderr,
-    )
-    for bad in rejected:  # every problem of every row, one line each: line, column, value, why
-        for problem in bad.problems:
-            print(f"{args.file}:{bad.line}: rejected: {problem}", file=sys.stderr)
-    if rejected and not args.skip_bad:
-        return _fail(f"nothing imported: {len(rejected)} bad row(s); fix them or use --skip-bad", 1)
+    read_back = _read_file(args.file, read)
+    if isinstance(read_back, int):
+        return read_back
+    rows, rejected = read_back
+    if not _checked(args, len(rows), rejected):
+        return 1
 
     shorthand = [row for row in rows if reason_problem(row.reason)]
     for row in shorthand[:SHOWN_SHORTHAND]:  # history is kept as it is, but flagged
@@ -230,26 +271,14 @@ def import_(rt: Runtime, args: Namespace) -> int:
             file=sys.stderr,
         )
 
-    bar = tqdm(total=len(rows), unit="row", file=sys.stderr) if sys.stderr.isatty() else None
-
-    def progress(done: int) -> None:
-        if bar is not None:  # a terminal: a bar redrawn in place
-            bar.update(done - bar.n)
-        else:  # a log or a pipe: plain lines
-            print(f"imported {done}/{len(rows)} rows", file=sys.stderr)
-
-    try:
-        with session_scope(rt.session_factory) as session:
-            result = csvio.import_winloss(
-                session,
-                rows,
-                deadline_hours=rt.settings.winloss_deadline_hours,
-                now=rt.now(),
-                progress=progress,
-            )
-    finally:
-        if bar is not None:
-            bar.close()
+    with _progress(len(rows)) as progress, session_scope(rt.session_factory) as session:
+        result = csvio.import_winloss(
+            session,
+            rows,
+            deadline_hours=rt.settings.winloss_deadline_hours,
+            now=rt.now(),
+            progress=progress,
+        )
     print(
         f"imported {len(rows)} rows: {result.new} new, {result.updated} updated, "
         f"{result.unchanged} unchanged"
@@ -260,12 +289,76 @@ def import_(rt: Runtime, args: Namespace) -> int:
     return 0
 
 
-def export(rt: Runtime, args: Namespace) -> int:
-    columns, rows = (
-        (csvio.WINLOSS_COLUMNS, csvio.winloss_rows)
-        if args.kind == "winloss"
-        else (csvio.FEEDBACK_COLUMNS, csvio.feedback_rows)
+def import_leads(rt: Runtime, args: Namespace) -> int:
+    """``closeloop import leads FILE``: lead history (and ratings) from Closeloop's export or
+    a CRM's; checked in one pass, then written in one transaction; nobody is asked about
+    an imported lead (see bot.services.leadio)."""
+    if getattr(args, "stage", None):
+        return _fail("--stage is for import winloss; a lead's status takes --status", 2)
+    s = rt.settings.leads
+    try:
+        mapping = lead_formats.parse_mapping(args.map)
+        statuses = lead_formats.parse_statuses(args.status)
+        reasons = lead_formats.parse_reason_map(args.reason_map, reasons=s.reject_reasons)
+        owners = crm_formats.read_owners(args.owners) if args.owners else None
+    except DomainError as err:
+        return _fail(str(err), 2)
+    except OSError as err:
+        return _fail(f"cannot open {args.owners}: {err.strerror}", 2)
+
+    def read(lines: Iterator[list[str]]) -> tuple[list, list]:
+        return leadio.read_leads(
+            lines,
+            reasons=s.reject_reasons,
+            now=rt.now(),
+            source=args.source,
+            mapping=mapping,
+            statuses=statuses,
+            reason_map=reasons,
+            date_format=args.date_format,
+            owners=owners,
+        )
+
+    read_back = _read_file(args.file, read)
+    if isinstance(read_back, int):
+        return read_back
+    rows, rejected = read_back
+    if not _checked(args, len(rows), rejected):
+        return 1
+    with _progress(len(rows)) as progress, session_scope(rt.session_factory) as session:
+        result = leadio.import_leads(
+            session,
+            rows,
+            s=s,
+            default_tz=rt.settings.default_timezone,
+            now=rt.now(),
+            progress=progress,
+        )
+    print(
+        f"imported {len(rows)} leads: {result.new} new ({result.rated} with a rating), "
+        f"{result.known} already held (left as they are)"
+        + (f"; {len(rejected)} skipped" if rejected else "")
+        + (f"; {result.unreasoned} rejection(s) without a reason" if result.unreasoned else "")
+        + "; nobody is asked about imported leads"
     )
+    return 0
+
+
+def export(rt: Runtime, args: Namespace) -> int:
+    columns: Sequence[str]
+    rows: Callable[..., Iterator[list[str]]]
+    if args.kind == "leads":
+        columns, rows = (
+            (leadio.RATING_COLUMNS, leadio.rating_rows)
+            if getattr(args, "ratings", False)
+            else (leadio.LEAD_COLUMNS, leadio.lead_rows)
+        )
+    elif args.kind == "winloss":
+        columns, rows = csvio.WINLOSS_COLUMNS, csvio.winloss_rows
+    else:
+        columns, rows = csvio.FEEDBACK_COLUMNS, csvio.feedback_rows
+    if getattr(args, "ratings", False) and args.kind != "leads":
+        return _fail("--ratings is for export leads", 2)
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         with session_scope(rt.session_factory) as session:
@@ -463,6 +556,23 @@ def _footprint_lines(found) -> list[str]:
         ),
         (n.revisions, f"{n.revisions} entry revision(s) they made: kept, unlinked"),
         (
+            n.leads_owned,
+            f"{n.leads_owned} lead(s) of theirs, rated or imported: kept, owner pseudonymised, "
+            "email removed; the prospect's own details untouched",
+        ),
+        (
+            n.leads_waiting,
+            f"{n.leads_waiting} lead(s) of theirs waiting for a rating: owner removed; the "
+            "sales managers are told",
+        ),
+        (n.leads_handed, f"{n.leads_handed} lead(s) they handed to sales: kept, pseudonymised"),
+        (n.ratings, f"{n.ratings} lead rating(s) they made: kept, pseudonymised"),
+        (
+            n.definitions,
+            f"{n.definitions} lead definition version(s) or review(s) of theirs: kept, "
+            "pseudonymised",
+        ),
+        (
             n.mentions,
             f"{n.mentions} other record(s) naming their user ID or email: the mention replaced",
         ),
@@ -490,6 +600,7 @@ def roster_conflicts(rt: Runtime, user_id: str) -> tuple[list[str], list[str]]:
             ("MARKETING_USERS", s.marketing.users),
             ("SALES_MANAGERS", s.sales_managers),
             ("ADMIN_USERS", s.admin_users),
+            ("DEFINITION_OWNERS", s.leads.definition_owners),
         )
         if user_id in ids
     ]
@@ -586,6 +697,11 @@ def forget_user(rt: Runtime, args: Namespace) -> int:
         print(
             "now without an owner (the sales managers are told on the next tick): "
             + ", ".join(forgotten.waiting_deals)
+        )
+    if forgotten.waiting_leads:
+        print(
+            "leads now without an owner (the sales managers are told on the next tick): "
+            + ", ".join(forgotten.waiting_leads)
         )
     print(STILL_IN_SLACK.format(user=user_id))
     return 0

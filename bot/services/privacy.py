@@ -22,6 +22,13 @@ What happens to each place a person can appear (docs/privacy.md):
 * ``inbound_events`` (Slack events stored for processing; a processed one keeps no payload):
   an event they sent loses its payload and, if it was not processed yet, is never processed
   (it would bring their data back); another's event naming them is scrubbed like text.
+* ``leads`` they owned: kept under the pseudonym (the per-owner SLA and acceptance figures
+  still add up), without the owner's email or the ID of the DM that asked them; a lead
+  still waiting for its first rating (not an imported one) loses its owner instead, and the
+  managers are told on the next tick. The lead's own data (the prospect's name, email,
+  company, title) is not theirs and stays as it is.
+* ``leads.handed_by``, ``lead_ratings.rated_by``, ``lead_definitions.author`` and
+  ``definition_reviews.reviewed_by``: the pseudonym (each is counted or shown as a version).
 * Anywhere else (other people's text, keys): a mention of the user ID becomes "a former
   colleague", the bare ID the pseudonym, and their email address "[email removed]".
 
@@ -59,9 +66,14 @@ from bot.models import (
     Acknowledgement,
     Base,
     Deal,
+    DefinitionReview,
     FeedbackAnswer,
     InboundEvent,
     InboxState,
+    Lead,
+    LeadDefinition,
+    LeadRating,
+    LeadStatus,
     LoopPost,
     Member,
     OutboxMessage,
@@ -71,6 +83,7 @@ from bot.models import (
     WinLossEntry,
     WinLossRevision,
 )
+from bot.services import leads as lead_svc
 from bot.services import outgoing
 
 USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
@@ -90,6 +103,13 @@ _HANDLED = {
     ("deals", "owner_email"),
     ("winloss_entries", "author_user_id"),
     ("winloss_revisions", "replaced_by"),
+    ("leads", "owner_user_id"),
+    ("leads", "owner_email"),
+    ("leads", "handed_by"),
+    ("leads", "nudge_channel"),
+    ("lead_ratings", "rated_by"),
+    ("lead_definitions", "author"),
+    ("definition_reviews", "reviewed_by"),
 }
 
 
@@ -113,6 +133,11 @@ class Footprint:
     deals_waiting: int = 0
     entries: int = 0
     revisions: int = 0
+    leads_owned: int = 0  # rated or imported: kept under the pseudonym
+    leads_waiting: int = 0  # waiting for their first rating: handed to the managers
+    leads_handed: int = 0
+    ratings: int = 0
+    definitions: int = 0  # versions of the lead definition they wrote, and reviews
     mentions: int = 0  # rows of other data naming their ID or email
     events: int = 0  # stored Slack events (with their payload) sent by them or naming them
     emails: tuple[str, ...] = ()
@@ -129,6 +154,11 @@ class Footprint:
             or self.deals_waiting
             or self.entries
             or self.revisions
+            or self.leads_owned
+            or self.leads_waiting
+            or self.leads_handed
+            or self.ratings
+            or self.definitions
             or self.mentions
             or self.events
         )
@@ -144,6 +174,7 @@ class Forgotten:
     ack_ids: list[int] = field(default_factory=list)  # thread replies to re-render
     unposted_deleted: int = 0
     waiting_deals: list[str] = field(default_factory=list)  # now without an owner
+    waiting_leads: list[str] = field(default_factory=list)  # now without an owner
 
 
 @dataclass(frozen=True)
@@ -159,13 +190,33 @@ def _id_pattern(user_id: str) -> re.Pattern[str]:
 
 
 def _emails(session: Session, user_id: str) -> tuple[str, ...]:
-    """Their email addresses, as the CRM gave them on the deals they own."""
-    rows = session.scalars(
-        select(func.lower(Deal.owner_email))
-        .where(Deal.owner_user_id == user_id, Deal.owner_email.is_not(None))
-        .distinct()
-    )
-    return tuple(sorted(e for e in rows if e))
+    """Their email addresses, as the CRM gave them on the deals and leads they own."""
+    found: set[str] = set()
+    for model in (Deal, Lead):
+        rows = session.scalars(
+            select(func.lower(model.owner_email))
+            .where(model.owner_user_id == user_id, model.owner_email.is_not(None))
+            .distinct()
+        )
+        found.update(e for e in rows if e)
+    return tuple(sorted(found))
+
+
+def _their_leads(user_id: str, emails: tuple[str, ...]):
+    """Leads they own: by user ID, or by their email where no other user ID is set."""
+    mine = Lead.owner_user_id == user_id
+    if emails:
+        mine = or_(
+            mine,
+            and_(Lead.owner_user_id.is_(None), func.lower(Lead.owner_email).in_(emails)),
+        )
+    return mine
+
+
+def _waiting_lead():
+    """A lead still waiting for its first rating from its owner (imported ones never are:
+    they are history, and nobody is asked about them)."""
+    return and_(Lead.status == LeadStatus.NEW, Lead.origin != lead_svc.IMPORTED)
 
 
 def _their_deals(user_id: str, emails: tuple[str, ...]):
@@ -291,6 +342,20 @@ def _footprint(session: Session, user_id: str) -> tuple[Footprint, list[_Hit]]:
         revisions=_count(
             session, select(WinLossRevision.id).where(WinLossRevision.replaced_by == user_id)
         ),
+        leads_owned=_count(
+            session, select(Lead.id).where(_their_leads(user_id, emails), ~_waiting_lead())
+        ),
+        leads_waiting=_count(
+            session, select(Lead.id).where(_their_leads(user_id, emails), _waiting_lead())
+        ),
+        leads_handed=_count(session, select(Lead.id).where(Lead.handed_by == user_id)),
+        ratings=_count(session, select(LeadRating.id).where(LeadRating.rated_by == user_id)),
+        definitions=_count(
+            session, select(LeadDefinition.version).where(LeadDefinition.author == user_id)
+        )
+        + _count(
+            session, select(DefinitionReview.id).where(DefinitionReview.reviewed_by == user_id)
+        ),
         mentions=len({(h.table, h.pk) for h in mentions}),
         events=sum(len(ids) for ids in _their_events(session, user_id, emails)),
         emails=emails,
@@ -329,6 +394,15 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
                 Prompt.user_id == user_id, Prompt.dm_channel.is_not(None)
             )
         )
+    )
+    their_dms.update(  # the DMs that asked them to rate their leads
+        c
+        for c in session.scalars(
+            select(Lead.nudge_channel).where(
+                _their_leads(user_id, emails), Lead.nudge_channel.is_not(None)
+            )
+        )
+        if c
     )
     session.execute(delete(OutboxMessage).where(OutboxMessage.channel.in_({user_id, *their_dms})))
     session.execute(
@@ -512,6 +586,7 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
         .values(replaced_by=None)
         .execution_options(synchronize_session=False)
     )
+    _forget_leads(session, result, user_id=user_id, pseudonym=pseudonym, emails=emails)
     session.flush()
 
     # Mentions in everything else (other people's text, keys), checked again afterwards.
@@ -527,3 +602,46 @@ def forget(session: Session, *, user_id: str, pseudonym: str, now: datetime) -> 
         )
     session.flush()
     return result
+
+
+def _forget_leads(
+    session: Session, result: Forgotten, *, user_id: str, pseudonym: str, emails: tuple[str, ...]
+) -> None:
+    """The lead loop's rows: their leads, hand-offs, ratings, definitions and reviews."""
+    mine = _their_leads(user_id, emails)
+    result.waiting_leads = list(
+        session.scalars(select(Lead.person).where(mine, _waiting_lead()).order_by(Lead.id))
+    )
+    session.execute(  # waiting for a rating: no owner now; the managers are told (tick)
+        update(Lead)
+        .where(mine, _waiting_lead())
+        .values(
+            owner_user_id=None,
+            owner_email=None,
+            nudge_channel=None,
+            nudge_ts=None,
+            nudge_claimed_at=None,
+            nudge_attempts=0,
+            reminded_at=None,
+            owner_missing_reported_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(  # rated or imported: counted, so kept under the pseudonym
+        update(Lead)
+        .where(mine)
+        .values(owner_user_id=pseudonym, owner_email=None, nudge_channel=None, nudge_ts=None)
+        .execution_options(synchronize_session=False)
+    )
+    for column, model, who in (
+        ("handed_by", Lead, Lead.handed_by),
+        ("rated_by", LeadRating, LeadRating.rated_by),
+        ("author", LeadDefinition, LeadDefinition.author),
+        ("reviewed_by", DefinitionReview, DefinitionReview.reviewed_by),
+    ):
+        session.execute(
+            update(model)
+            .where(who == user_id)
+            .values({column: pseudonym})
+            .execution_options(synchronize_session=False)
+        )
