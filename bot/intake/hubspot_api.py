@@ -2,7 +2,10 @@
 its owner's email, and which stages of each deal pipeline are closed won or closed lost; and,
 when write-back is on, what it writes: a logged entry's words and category, set on the deal's
 own properties (``PATCH /crm/v3/objects/deals/{id}``, scope crm.objects.deals.write), and
-whether those properties exist (``GET /crm/v3/properties/deals/{name}``, closeloop check)."""
+whether those properties exist (``GET /crm/v3/properties/deals/{name}``, closeloop check). Lead
+write-back likewise sets a rated lead's contact's lead status (``PATCH
+/crm/v3/objects/contacts/{id}``, scope crm.objects.contacts.write) and reads the contact
+properties (``GET /crm/v3/properties/contacts/{name}``)."""
 
 from __future__ import annotations
 
@@ -146,6 +149,21 @@ class HubSpotApi:
             f"/crm/v3/objects/deals/{urllib.parse.quote(deal_id, safe='')}",
             body={"properties": properties},
         )
+
+    def update_contact(self, contact_id: str, properties: dict[str, str]) -> None:
+        """Set these properties on the contact (lead write-back, scope
+        crm.objects.contacts.write; HubSpotError: 400 VALIDATION_ERROR for a property that
+        does not exist or an option it does not have, 404 for no such contact, 429)."""
+        self._request(
+            "PATCH",
+            f"/crm/v3/objects/contacts/{urllib.parse.quote(contact_id, safe='')}",
+            body={"properties": properties},
+        )
+
+    def contact_property(self, name: str) -> dict:
+        """A contact property's definition (``label``, ``type``, ``fieldType``, ``options``
+        with their internal ``value``); HubSpotError 404 when there is none by that name."""
+        return self._get(f"/crm/v3/properties/contacts/{urllib.parse.quote(name, safe='')}")
 
     def deal_property(self, name: str) -> dict:
         """A deal property's definition (``label``, ``type``, ``fieldType``); HubSpotError 404

@@ -4,7 +4,8 @@ recently updated first, ``GET /deals?status=&sort=update_time DESC&start=&limit=
 reconciliation), all under PIPEDRIVE_API_URL (``https://api.pipedrive.com/v1``, or a company's
 ``https://<company>.pipedrive.com/api/v1``). When write-back is on, a logged entry's words and
 category are set on the deal's fields, ``PUT /deals/{id}`` with ``{"<field key>": value}``, and
-``closeloop check`` reads ``GET /dealFields`` to see the fields exist. The API token goes in
+``closeloop check`` reads ``GET /dealFields`` to see the fields exist; lead write-back sets a
+rated lead's custom fields (the deals' custom fields), ``PATCH /leads/{id}``. The API token goes in
 the ``x-api-token`` header (Pipedrive's "Authentication" page), never in the ``?api_token=``
 query parameter, which would put it in every proxy's access log."""
 
@@ -92,6 +93,12 @@ class PipedriveApi:
         (PipedriveError: 404 for no such deal, 400 for a value it refuses, 429 with its
         Retry-After)."""
         self._request("PUT", f"/deals/{urllib.parse.quote(deal_id, safe='')}", body=fields)
+
+    def update_lead(self, lead_id: str, fields: dict[str, str | None]) -> None:
+        """Set these custom fields (a lead has the deals' custom fields, by their key) on the
+        lead (``PATCH /leads/{id}``, the lead's UUID; PipedriveError: 404 for no such lead,
+        400 for a value it refuses, 429 with its Retry-After)."""
+        self._request("PATCH", f"/leads/{urllib.parse.quote(lead_id, safe='')}", body=fields)
 
     def deal_fields(self) -> dict[str, dict]:
         """Every deal field (standard and custom), by key (``GET /dealFields``, paged)."""
