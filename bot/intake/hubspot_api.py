@@ -253,6 +253,21 @@ def _find(pipelines: dict[str, dict[str, Stage]], pipeline: str | None, stage: s
 def _message(err: urllib.error.HTTPError) -> str:
     try:
         body = json.loads(err.read().decode("utf-8", "replace"))
-        return str(body.get("message") or body.get("category") or err.reason)[:200]
+        return _validation(str(body.get("message") or body.get("category") or err.reason))[:200]
     except (ValueError, AttributeError, OSError):
         return str(err.reason)[:200]
+
+
+def _validation(message: str) -> str:
+    """A write's "Property values were not valid: [{...}]" said shortly, each problem's code
+    and property first (``INVALID_OPTION hs_lead_status: JUNK was not one of ...``), so the
+    200 characters kept name what was refused."""
+    head, sep, rest = message.partition(": [")
+    try:
+        problems = json.loads("[" + rest) if sep else None
+    except ValueError:
+        return message
+    if not isinstance(problems, list) or not all(isinstance(p, dict) for p in problems):
+        return message
+    said = [f"{p.get('error')} {p.get('name')}: {p.get('message')}" for p in problems]
+    return f"{head}: {'; '.join(said)}"
