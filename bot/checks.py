@@ -533,7 +533,7 @@ def _pipedrive_writeback(settings: Settings, api: PipedriveApi):
             what = (
                 " has no custom deal field with that key"
                 if found is None
-                else (f"'s field {found.get('name') or key!r} is a {kind} field, not text")
+                else (f"'s field {found.get('name') or key!r} is of type {kind}, not text")
             )
             yield Finding(
                 PROBLEM,
