@@ -16,6 +16,7 @@ from bot.db import session_scope
 from bot.delivery import writeback
 from bot.intake.hubspot_api import HubSpotApi, HubSpotError
 from bot.intake.pipedrive_api import PipedriveApi, PipedriveError
+from bot.jobs.leads import nudge_new_lead, receive_lead
 from bot.models import LEAD_RATINGS, Lead, LeadStatus, Op, OutboxMessage, OutboxState
 from bot.services import leads as lead_svc
 from bot.services import outbox as outbox_svc
@@ -23,6 +24,8 @@ from bot.services.leads import LeadIn
 from bot.services.outgoing import lead_record
 from tests.fakehubspot import FakeHubSpot
 from tests.fakepipedrive import FakePipedrive
+from tests.test_leads_scenario import lead_dms, submit_view
+from tests.test_loop_scenario import stored
 from tests.test_writeback import row, writeback_sender
 
 HS_TOKEN = "pat-na1-lead-writeback"
@@ -431,3 +434,49 @@ def test_lead_writeback_settings_are_optional_and_checked(fake_hubspot, fake_pip
     assert "PIPEDRIVE_WRITEBACK_LEAD_RATING_FIELD='lost_reason' is not a custom deal field" in text
     assert "PIPEDRIVE_WRITEBACK_LEAD_RATING_FIELD need PIPEDRIVE_API_TOKEN" in text
     assert len(bad.value.lines) == 7
+
+
+# --- from Slack --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings_overrides(fake_hubspot, fake_pipedrive):
+    return {**hubspot_env(fake_hubspot), **pipedrive_env(fake_pipedrive), "SALES_MANAGERS": "UMGR"}
+
+
+def test_ratings_clicked_in_slack_are_written_back(harness, fake_hubspot, fake_pipedrive):
+    h, slack = harness, harness.slack
+    for external_id in ("hubspot:contact:51", f"pipedrive:lead:{LEAD_UUID}", "generic:L-1"):
+        pk, created = receive_lead(
+            h.rt,
+            LeadIn(external_id=external_id, person="Jo Park", owner_email="ana@example.com"),
+            origin="crm",
+        )
+        assert created
+        nudge_new_lead(h.rt, pk)
+    h.settle()
+    hubspot_dm, pipedrive_dm, generic_dm = lead_dms(slack, "UANA")
+
+    h.click_button("UANA", stored(slack, hubspot_dm), hubspot_dm.response["channel"], "lead_accept")
+    h.click_button(
+        "UANA", stored(slack, generic_dm), generic_dm.response["channel"], "lead_not_ready"
+    )
+    h.click_button(
+        "UANA", stored(slack, pipedrive_dm), pipedrive_dm.response["channel"], "lead_reject"
+    )
+    reject = slack.calls_to("views.open")[-1].params["view"]
+    submit_view(h, "UANA", reject, {"reason": BAD_DATA, "note": "Bounced"})
+    h.settle()
+
+    assert bodies(fake_hubspot.contact_writes("51")) == [
+        {"properties": {STATUS: "IN_PROGRESS", HS_REASON: ""}}
+    ]
+    assert bodies(fake_pipedrive.lead_writes(LEAD_UUID)) == [
+        {PD_RATING: "Rejected", PD_REASON: BAD_DATA}
+    ]
+    with session_scope(h.rt.session_factory) as s:
+        calls = s.scalars(select(OutboxMessage).where(OutboxMessage.op == Op.CALL)).all()
+        assert sorted((m.channel, m.state) for m in calls) == [
+            ("hubspot", OutboxState.SENT),
+            ("pipedrive", OutboxState.SENT),
+        ]
