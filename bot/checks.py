@@ -12,7 +12,7 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import TextIO
@@ -366,43 +366,104 @@ def _hubspot(settings: Settings):
 
 
 def _hubspot_writeback(settings: Settings, api: HubSpotApi):
-    """Each write-back property read (``GET /crm/v3/properties/deals/{name}``): one line
-    each. The write itself (scope crm.objects.deals.write) is not tried: it would change
-    a deal."""
-    wanted = (
-        ("HUBSPOT_WRITEBACK_REASON_PROPERTY", settings.hubspot_writeback_reason_property),
-        ("HUBSPOT_WRITEBACK_CATEGORY_PROPERTY", settings.hubspot_writeback_category_property),
+    """Each write-back property read (``GET /crm/v3/properties/deals/{name}``, and
+    ``/contacts/{name}`` for lead write-back): one line each. The writes themselves (scopes
+    crm.objects.deals.write, crm.objects.contacts.write) are not tried: they would change
+    a deal or a contact."""
+    yield from _hubspot_properties(
+        (
+            ("HUBSPOT_WRITEBACK_REASON_PROPERTY", settings.hubspot_writeback_reason_property),
+            ("HUBSPOT_WRITEBACK_CATEGORY_PROPERTY", settings.hubspot_writeback_category_property),
+        ),
+        api.deal_property,
+        noun="deal",
+        create="Settings > Properties > Deal properties, a single-line or multi-line text",
+        what="entries",
+        scopes="crm.schemas.deals.read and crm.objects.deals.write",
+        values={},
     )
-    if not any(name for _, name in wanted):
-        return  # write-back is off
+    status = settings.hubspot_writeback_lead_status_property
+    statuses = dict(settings.hubspot_writeback_lead_statuses)
+    yield from _hubspot_properties(
+        (
+            ("HUBSPOT_WRITEBACK_LEAD_STATUS_PROPERTY", status),
+            (
+                "HUBSPOT_WRITEBACK_LEAD_REASON_PROPERTY",
+                settings.hubspot_writeback_lead_reason_property,
+            ),
+        ),
+        api.contact_property,
+        noun="contact",
+        create="Settings > Properties > Contact properties; the lead status is the default "
+        "hs_lead_status",
+        what="lead ratings",
+        scopes="crm.schemas.contacts.read and crm.objects.contacts.write",
+        values={
+            "HUBSPOT_WRITEBACK_LEAD_STATUS_PROPERTY": tuple(statuses.values()),
+            "HUBSPOT_WRITEBACK_LEAD_REASON_PROPERTY": settings.leads.reject_reasons,
+        },
+        as_values={
+            "HUBSPOT_WRITEBACK_LEAD_STATUS_PROPERTY": ", ".join(
+                f"{k}={v}" for k, v in statuses.items()
+            )
+        },
+    )
+
+
+def _hubspot_properties(
+    wanted,
+    read,
+    *,
+    noun: str,
+    create: str,
+    what: str,
+    scopes: str,
+    values: Mapping[str, Sequence[str]],
+    as_values: Mapping[str, str] | None = None,
+):
+    """Each named property read with ``read``: one line each. A dropdown (an enumeration
+    with options) must have every value Closeloop writes in it (``values``, by setting):
+    HubSpot refuses any other. ``as_values``: how a setting's values are said."""
+    as_values = as_values or {}
     for setting, name in wanted:
         if not name:
             continue
         try:
-            prop = api.deal_property(name)
+            prop = read(name)
         except HubSpotError as err:
             if err.not_found:
                 yield Finding(
                     PROBLEM,
-                    f"{setting}={name}: HubSpot has no deal property by that internal name: "
-                    "create it (Settings > Properties > Deal properties, a single-line or "
-                    "multi-line text) or correct the name; entries cannot be written back",
+                    f"{setting}={name}: HubSpot has no {noun} property by that internal name: "
+                    f"create it ({create}) or correct the name; {what} cannot be written back",
                 )
             elif err.status == 403:
                 yield Finding(
                     PROBLEM,
-                    f"{setting}={name}: HUBSPOT_ACCESS_TOKEN may not read deal properties "
-                    f"({err}): give the private app crm.schemas.deals.read and "
-                    "crm.objects.deals.write",
+                    f"{setting}={name}: HUBSPOT_ACCESS_TOKEN may not read {noun} properties "
+                    f"({err}): give the private app {scopes}",
                 )
             else:
                 yield Finding(WARNING, f"{setting}={name} could not be checked ({err})")
             continue
         kind = prop.get("fieldType") or prop.get("type") or "?"
+        label = prop.get("label") or name
+        options = [o.get("value") for o in prop.get("options") or [] if isinstance(o, dict)]
+        missing = [v for v in values.get(setting, ()) if options and v not in options]
+        if missing:
+            yield Finding(
+                PROBLEM,
+                f"{setting}={name}: the {noun} property {label!r} has no option "
+                f"{', '.join(missing)} (its options: {', '.join(map(str, options))}): HubSpot "
+                f"refuses those values; add them, or map the ratings to its options "
+                "(HUBSPOT_WRITEBACK_LEAD_STATUSES)",
+            )
+            continue
+        how = f" as {as_values[setting]}" if setting in as_values else ""
         yield Finding(
             OK,
-            f"{setting}={name}: the deal property {prop.get('label') or name!r} ({kind}) "
-            "exists; entries are written back to it (the token needs crm.objects.deals.write)",
+            f"{setting}={name}: the {noun} property {label!r} ({kind}) exists; {what} are "
+            f"written back to it{how} (the token needs {scopes.split(' and ')[-1]})",
         )
 
 
@@ -445,13 +506,17 @@ def _pipedrive(settings: Settings):
 
 
 def _pipedrive_writeback(settings: Settings, api: PipedriveApi):
-    """Each write-back field looked for among the deal fields (``GET /dealFields``): one
-    line each."""
+    """Each write-back field looked for among the deal fields (``GET /dealFields``: a
+    lead's custom fields are the deals'): one line each."""
     wanted = (
         ("PIPEDRIVE_WRITEBACK_REASON_FIELD", settings.pipedrive_writeback_reason_field),
         ("PIPEDRIVE_WRITEBACK_CATEGORY_FIELD", settings.pipedrive_writeback_category_field),
     )
-    if not any(key for _, key in wanted):
+    lead_wanted = (
+        ("PIPEDRIVE_WRITEBACK_LEAD_RATING_FIELD", settings.pipedrive_writeback_lead_rating_field),
+        ("PIPEDRIVE_WRITEBACK_LEAD_REASON_FIELD", settings.pipedrive_writeback_lead_reason_field),
+    )
+    if not any(key for _, key in wanted + lead_wanted):
         return  # write-back is off
     try:
         fields = api.deal_fields()
@@ -475,6 +540,34 @@ def _pipedrive_writeback(settings: Settings, api: PipedriveApi):
             f"{setting}: the deal field {found.get('name') or key!r} "
             f"({found.get('field_type') or '?'}) exists; entries are written back to it",
         )
+    for setting, key in lead_wanted:
+        if not key:
+            continue
+        found = fields.get(key)
+        kind = (found or {}).get("field_type") or "?"
+        if found is None or kind not in PIPEDRIVE_TEXT_FIELDS:
+            what = (
+                " has no custom deal field with that key"
+                if found is None
+                else (f"'s field {found.get('name') or key!r} is of type {kind}, not text")
+            )
+            yield Finding(
+                PROBLEM,
+                f"{setting}={key}: Pipedrive{what}: create a custom deal field (Company "
+                "settings > Data fields > Deal, type Text; leads have the deals' custom "
+                "fields) and copy its API key; lead ratings cannot be written back",
+            )
+            continue
+        yield Finding(
+            OK,
+            f"{setting}: the custom field {found.get('name') or key!r} ({kind}) exists (leads "
+            "have the deals' custom fields); lead ratings are written back to it",
+        )
+
+
+# Pipedrive's field types a rating's or a reason's text can be written to: Text, Large text,
+# Autocomplete (a single option would want an option's id).
+PIPEDRIVE_TEXT_FIELDS = ("varchar", "text", "varchar_auto")
 
 
 def _salesforce(settings: Settings):

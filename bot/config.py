@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import time
 
-from bot.config_crm import hubspot_settings, pipedrive_settings, salesforce_settings
+from bot.config_crm import (
+    DEFAULT_HUBSPOT_LEAD_STATUSES,
+    hubspot_settings,
+    pipedrive_settings,
+    salesforce_settings,
+)
 from bot.config_leads import LeadSettings, lead_settings
 from bot.config_values import (
     Audience,
@@ -108,6 +113,12 @@ class Settings:
     # deal's properties with these internal names (docs/crm-hubspot.md).
     hubspot_writeback_reason_property: str | None = None
     hubspot_writeback_category_property: str | None = None
+    # Lead write-back (off unless set): a lead's latest rating set on its HubSpot contact, in
+    # the property (usually hs_lead_status) as one of these values, and a rejection's reason
+    # in the other property (docs/crm-hubspot.md).
+    hubspot_writeback_lead_status_property: str | None = None
+    hubspot_writeback_lead_reason_property: str | None = None
+    hubspot_writeback_lead_statuses: tuple[tuple[str, str], ...] = DEFAULT_HUBSPOT_LEAD_STATUSES
     # The daily reconciliation with the CRMs read by API token asks for deals closed in the
     # last CRM_SYNC_DAYS days (bot.intake.deliveries.sync_due).
     crm_sync_days: int = 3
@@ -129,6 +140,10 @@ class Settings:
     # deal's fields with these keys (a custom field's 40-character key; docs/crm-pipedrive.md).
     pipedrive_writeback_reason_field: str | None = None
     pipedrive_writeback_category_field: str | None = None
+    # Lead write-back (off unless set): a lead's latest rating and a rejection's reason set on
+    # its Pipedrive lead's custom fields (leads share the deals'; docs/crm-pipedrive.md).
+    pipedrive_writeback_lead_rating_field: str | None = None
+    pipedrive_writeback_lead_reason_field: str | None = None
     # The lead hand-off loop (bot.config_leads): the SLA, the taxonomy, the Monday report.
     leads: LeadSettings = field(default_factory=LeadSettings)
 
@@ -203,6 +218,33 @@ class Settings:
             for name, on in (
                 ("hubspot", self.hubspot_writeback),
                 ("pipedrive", self.pipedrive_writeback),
+            )
+            if on
+        )
+
+    @property
+    def hubspot_lead_writeback(self) -> bool:
+        """True when lead ratings are written back to HubSpot contacts."""
+        return self.hubspot_configured and bool(
+            self.hubspot_writeback_lead_status_property
+            or self.hubspot_writeback_lead_reason_property
+        )
+
+    @property
+    def pipedrive_lead_writeback(self) -> bool:
+        """True when lead ratings are written back to Pipedrive leads."""
+        return self.pipedrive_configured and bool(
+            self.pipedrive_writeback_lead_rating_field or self.pipedrive_writeback_lead_reason_field
+        )
+
+    @property
+    def lead_writeback_crms(self) -> frozenset[str]:
+        """The CRMs (a lead's external_id prefix) lead ratings are written back to."""
+        return frozenset(
+            name
+            for name, on in (
+                ("hubspot", self.hubspot_lead_writeback),
+                ("pipedrive", self.pipedrive_lead_writeback),
             )
             if on
         )

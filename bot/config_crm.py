@@ -48,6 +48,19 @@ def hubspot_settings(get) -> dict[str, str]:
         needs="HUBSPOT_ACCESS_TOKEN and HUBSPOT_CLIENT_SECRET",
         on=bool(secret and token),
     )
+    problems += _writeback(
+        get,
+        found,
+        names=(
+            ("HUBSPOT_WRITEBACK_LEAD_STATUS_PROPERTY", "hubspot_writeback_lead_status_property"),
+            ("HUBSPOT_WRITEBACK_LEAD_REASON_PROPERTY", "hubspot_writeback_lead_reason_property"),
+        ),
+        valid=_HUBSPOT_PROPERTY,
+        what="a contact property's internal name (lowercase letters, digits, _)",
+        needs="HUBSPOT_ACCESS_TOKEN and HUBSPOT_CLIENT_SECRET",
+        on=bool(secret and token),
+    )
+    problems += _lead_statuses(get, found)
     if problems:
         raise ConfigError(*problems)
     if secret and token:
@@ -58,6 +71,45 @@ def hubspot_settings(get) -> dict[str, str]:
 _HUBSPOT_PROPERTY = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 # A custom field's key (40 hexadecimal characters) or a standard field's ("lost_reason").
 _PIPEDRIVE_FIELD = re.compile(r"^(?:[0-9a-f]{40}|[a-z][a-z0-9_]{0,63})$")
+# A lead has the deals' custom fields (and no standard field a rating could go in).
+_PIPEDRIVE_CUSTOM_FIELD = re.compile(r"^[0-9a-f]{40}$")
+
+# A rating (bot.models.LeadStatus) -> the value of HubSpot's lead status it sets: the
+# internal values of the default contact property hs_lead_status. Accepted is IN_PROGRESS
+# (sales-qualified, being worked), not OPEN_DEAL: no deal need exist yet.
+DEFAULT_HUBSPOT_LEAD_STATUSES: tuple[tuple[str, str], ...] = (
+    ("accepted", "IN_PROGRESS"),
+    ("not_ready", "BAD_TIMING"),
+    ("rejected", "UNQUALIFIED"),
+)
+
+
+def _lead_statuses(get, found: dict) -> list[str]:
+    """HUBSPOT_WRITEBACK_LEAD_STATUSES ("accepted=OPEN_DEAL,not_ready=..."): the values
+    named replace the defaults' (DEFAULT_HUBSPOT_LEAD_STATUSES)."""
+    text = get("HUBSPOT_WRITEBACK_LEAD_STATUSES")
+    if text is None:
+        return []
+    name = "HUBSPOT_WRITEBACK_LEAD_STATUSES"
+    mapping = dict(DEFAULT_HUBSPOT_LEAD_STATUSES)
+    problems = []
+    for pair in text.split(","):
+        rating, sep, value = (part.strip() for part in pair.partition("="))
+        if not pair.strip():
+            continue
+        if not sep or rating not in mapping or not value or len(value) > 100:
+            problems.append(
+                f"{name} has {pair.strip()[:80]!r}: use rating=VALUE pairs, comma-separated, "
+                "ratings accepted, not_ready, rejected (VALUE: an option's internal value)"
+            )
+            continue
+        mapping[rating] = value
+    if not found.get("hubspot_writeback_lead_status_property"):
+        problems.append(
+            f"{name} needs HUBSPOT_WRITEBACK_LEAD_STATUS_PROPERTY (e.g. hs_lead_status)"
+        )
+    found["hubspot_writeback_lead_statuses"] = tuple(mapping.items())
+    return problems
 
 
 def _writeback(
@@ -70,8 +122,8 @@ def _writeback(
     needs: str,
     on: bool,
 ) -> list[str]:
-    """A CRM's two write-back settings (the words', the category's; each optional) into
-    ``found``; the problems with them."""
+    """A CRM's two write-back settings (each optional: an entry's words and category, or a
+    lead's rating and reason) into ``found``; the problems with them."""
     problems = []
     given = {}
     for name, key in names:
@@ -190,6 +242,19 @@ def pipedrive_settings(get) -> dict[str, str]:
         ),
         valid=_PIPEDRIVE_FIELD,
         what="a deal field's key (a custom field's is 40 characters, 0-9 and a-f)",
+        needs="PIPEDRIVE_API_TOKEN (with the webhook's user and password)",
+        on=all(given.values()),
+    )
+    problems += _writeback(
+        get,
+        found,
+        names=(
+            ("PIPEDRIVE_WRITEBACK_LEAD_RATING_FIELD", "pipedrive_writeback_lead_rating_field"),
+            ("PIPEDRIVE_WRITEBACK_LEAD_REASON_FIELD", "pipedrive_writeback_lead_reason_field"),
+        ),
+        valid=_PIPEDRIVE_CUSTOM_FIELD,
+        what="a custom deal field's key (40 characters, 0-9 and a-f: leads have the deals' "
+        "custom fields)",
         needs="PIPEDRIVE_API_TOKEN (with the webhook's user and password)",
         on=all(given.values()),
     )

@@ -550,6 +550,9 @@ class OutboxKind(StrEnum):
     # Not Slack: the entry's words and category written back to its CRM deal (win/loss
     # entry; ``channel`` names the CRM, "hubspot" or "pipedrive"; op CALL)
     CRM_WRITEBACK = "crm_writeback"
+    # Not Slack: a lead's latest rating written back to its CRM record (lead; ``channel``
+    # names the CRM: a HubSpot contact's lead status, a Pipedrive lead's field; op CALL)
+    LEAD_WRITEBACK = "lead_writeback"
 
 
 class Op(StrEnum):

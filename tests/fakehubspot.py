@@ -23,6 +23,16 @@ characters -> 400, an unknown deal -> 404. :meth:`fail_writes` makes the next wr
 429 (with Retry-After) or a 5xx. ``GET /crm/v3/properties/deals/{name}`` (scope
 crm.schemas.deals.read) answers a property's definition, or 404. :meth:`writes` lists the
 PATCH calls that succeeded, with their bodies.
+
+Lead write-back: ``PATCH /crm/v3/objects/contacts/{id}`` (scope crm.objects.contacts.write)
+likewise sets a contact's properties (``contacts``, :meth:`set_contact`); a property not in
+``contact_properties`` (the default ones, hs_lead_status as
+crm_samples/hubspot/property_contact_lead_status.json) -> 400 PROPERTY_DOESNT_EXIST; a value
+that is not one of an enumeration's options -> 400 ``INVALID_OPTION``
+(crm_samples/hubspot/error_invalid_option.json); an unknown contact -> 404.
+:meth:`fail_writes` applies to these writes too. ``GET /crm/v3/properties/contacts/{name}``
+(scope crm.schemas.contacts.read) answers a contact property's definition, or 404;
+:meth:`contact_writes` lists the contact writes that succeeded.
 """
 
 from __future__ import annotations
@@ -69,12 +79,21 @@ class FakeHubSpot:
             "crm.objects.deals.write",
             "crm.schemas.deals.read",
             "crm.objects.contacts.read",
+            "crm.objects.contacts.write",
+            "crm.schemas.contacts.read",
         }
         # The portal's deal properties (internal name -> definition): the sample deal's.
         self.properties: dict[str, dict] = {
             name: {**sample("property_deal.json"), "name": name, "label": name}
             for name in {*sample("deal.json")["properties"], "hs_is_closed"}
         }
+        self.contacts: dict[str, dict] = {}
+        # The portal's contact properties: the sample contact's, hs_lead_status a dropdown.
+        self.contact_properties: dict[str, dict] = {
+            name: {**sample("property_deal.json"), "name": name, "label": name, "type": "string"}
+            for name in sample("contact.json")["properties"]
+        }
+        self.contact_properties["hs_lead_status"] = sample("property_contact_lead_status.json")
         self._write_failures: list[tuple[int, str | None]] = []
         self.search_rate_limited_after: int | None = None  # search pages, then one 429
         self.search_pages = 0
@@ -102,8 +121,44 @@ class FakeHubSpot:
             "fieldType": field_type,
         }
 
+    def set_contact(self, contact_id: str, **properties: str | None) -> None:
+        """The contact as HubSpot holds it now (properties merged into the sample's)."""
+        contact = self.contacts.get(contact_id) or sample("contact.json")
+        contact["id"] = contact_id
+        contact["properties"] = {
+            **contact["properties"],
+            "hs_object_id": contact_id,
+            **properties,
+        }
+        self.contacts[contact_id] = contact
+
+    def add_contact_property(
+        self, name: str, *, field_type: str = "text", options: list[str] | None = None
+    ) -> None:
+        """A custom contact property (a dropdown when ``options`` are given)."""
+        self.contact_properties[name] = {
+            **sample("property_deal.json"),
+            "name": name,
+            "label": name,
+            "type": "enumeration" if options else "string",
+            "fieldType": "select" if options else field_type,
+            "options": [{"label": o, "value": o, "hidden": False} for o in options or []],
+        }
+
+    def contact_writes(self, contact_id: str | None = None) -> list[Call]:
+        """The contact writes that succeeded (of ``contact_id``), oldest first."""
+        return [
+            c
+            for c in self.calls
+            if c.method == "PATCH"
+            and c.status == 200
+            and c.path.startswith("/crm/v3/objects/contacts/")
+            and (contact_id is None or c.path == f"/crm/v3/objects/contacts/{contact_id}")
+        ]
+
     def fail_writes(self, status: int, *, times: int = 1, retry_after: str | None = None) -> None:
-        """The next ``times`` deal writes are answered ``status`` (429 with Retry-After)."""
+        """The next ``times`` writes (deals or contacts) are answered ``status`` (429 with
+        Retry-After)."""
         self._write_failures += [(status, retry_after)] * times
 
     def writes(self, deal_id: str | None = None) -> list[Call]:
@@ -115,17 +170,6 @@ class FakeHubSpot:
             and c.status == 200
             and (deal_id is None or c.path == f"/crm/v3/objects/deals/{deal_id}")
         ]
-
-    def set_contact(self, contact_id: str, **properties: str | None) -> None:
-        """The contact as HubSpot holds it now (properties merged into the sample's)."""
-        contact = self.contacts.get(contact_id) or sample("contact.json")
-        contact["id"] = contact_id
-        contact["properties"] = {
-            **contact["properties"],
-            "hs_object_id": contact_id,
-            **properties,
-        }
-        self.contacts[contact_id] = contact
 
     def calls_to(self, prefix: str) -> list[Call]:
         return [c for c in self.calls if c.path.startswith(prefix)]
@@ -191,10 +235,11 @@ class FakeHubSpot:
 
     def _route(self, path, query, auth, req, sent) -> tuple[int, dict, dict[str, str]]:
         segments = path.strip("/").split("/")
-        is_deal = segments[:4] == ["crm", "v3", "objects", "deals"] and len(segments) == 5
+        is_object = segments[:3] == ["crm", "v3", "objects"] and len(segments) == 5
+        is_object = is_object and segments[3] in ("deals", "contacts")
         if req.command == "POST" and path != "/crm/v3/objects/deals/search":
             return 405, {"status": "error", "message": "Method Not Allowed"}, {}
-        if req.command == "PATCH" and (not is_deal or segments[4] == "search"):
+        if req.command == "PATCH" and (not is_object or segments[4] == "search"):
             return 405, {"status": "error", "message": "Method Not Allowed"}, {}
         if self.down:
             return 503, {"status": "error", "message": "Service Unavailable"}, {}
@@ -214,15 +259,18 @@ class FakeHubSpot:
         elif "contacts" in segments:
             needed = "crm.objects.contacts.read"
         if req.command == "PATCH":
-            needed = "crm.objects.deals.write"
-        elif segments[:3] == ["crm", "v3", "properties"]:
-            needed = "crm.schemas.deals.read"
+            needed = f"crm.objects.{segments[3]}.write"
+        elif segments[:3] == ["crm", "v3", "properties"] and len(segments) > 3:
+            needed = f"crm.schemas.{segments[3]}.read"
         if needed not in self.scopes:
             return 403, _missing_scope(needed), {}
+        if req.command == "PATCH" and segments[3] == "contacts":
+            return self._write(self.contacts, self.contact_properties, segments[4], sent)
         if req.command == "PATCH":
-            return self._write(segments[4], sent)
-        if segments[:4] == ["crm", "v3", "properties", "deals"] and len(segments) == 5:
-            found = self.properties.get(segments[4])
+            return self._write(self.deals, self.properties, segments[4], sent)
+        if segments[:3] == ["crm", "v3", "properties"] and len(segments) == 5:
+            known = {"deals": self.properties, "contacts": self.contact_properties}
+            found = known.get(segments[3], {}).get(segments[4])
             if found is None:
                 return 404, sample("error_property_not_found.json"), {}
             return 200, found, {}
@@ -267,7 +315,9 @@ class FakeHubSpot:
             return 200, self.pipelines, {}
         return 404, {"status": "error", "message": "Not found"}, {}
 
-    def _write(self, deal_id: str, sent) -> tuple[int, dict, dict[str, str]]:
+    def _write(
+        self, records: dict[str, dict], known: dict[str, dict], record_id: str, sent
+    ) -> tuple[int, dict, dict[str, str]]:
         with self._lock:
             if self._write_failures:
                 status, retry_after = self._write_failures.pop(0)
@@ -278,9 +328,13 @@ class FakeHubSpot:
         props = sent.get("properties") if isinstance(sent, dict) else None
         if not isinstance(props, dict) or not props:
             return 400, _error("VALIDATION_ERROR", "No properties found to update."), {}
-        unknown = [name for name in props if name not in self.properties]
+        unknown = [name for name in props if name not in known]
         if unknown:
             return 400, _property_doesnt_exist(unknown), {}
+        for name, value in props.items():
+            options = [o["value"] for o in known[name].get("options") or []]
+            if options and value not in ("", *options):  # "" clears a dropdown
+                return 400, _invalid_option(name, str(value), options), {}
         for name, value in props.items():
             if not isinstance(value, str) or len(value) > 65_536:
                 return (
@@ -288,11 +342,11 @@ class FakeHubSpot:
                     _error("VALIDATION_ERROR", f"Property values were not valid: {name}"),
                     {},
                 )
-        deal = self.deals.get(deal_id)
-        if deal is None:
+        record = records.get(record_id)
+        if record is None:
             return 404, _error("OBJECT_NOT_FOUND", "Object not found."), {}
-        deal["properties"].update(props)
-        return 200, deal, {}
+        record["properties"].update(props)
+        return 200, record, {}
 
     def _search(self, sent) -> tuple[int, dict, dict[str, str]]:
         try:
@@ -453,5 +507,20 @@ def _property_doesnt_exist(names: list[str]) -> dict:
         for name in names
     ]
     body["message"] = "Property values were not valid: " + json.dumps(problems)
+    body["correlationId"] = str(uuid.uuid4())
+    return body
+
+
+def _invalid_option(name: str, value: str, options: list[str]) -> dict:
+    body = sample("error_invalid_option.json")
+    message = f"{value} was not one of the allowed options: [{', '.join(options)}]"
+    problem = {
+        "isValid": False,
+        "message": message,
+        "error": "INVALID_OPTION",
+        "name": name,
+        "localizedErrorMessage": message,
+    }
+    body["message"] = "Property values were not valid: " + json.dumps([problem])
     body["correlationId"] = str(uuid.uuid4())
     return body

@@ -21,6 +21,15 @@ the deal and answers it; a key that is not one of ``deal_fields`` (the account's
 assumption: see crm_samples/pipedrive/README.md), an unknown deal -> 404.
 :meth:`fail_writes` makes the next writes answer 429 (with Retry-After) or a 5xx;
 :meth:`writes` lists the writes that succeeded, with their bodies.
+
+Lead write-back: ``PATCH /api/v1/leads/{id}`` (Leads API, "Update a lead"; the id a UUID)
+with a JSON body (``Content-Type: application/json``, else 400: the Leads endpoints take
+nothing else) sets the lead's fields and answers it (``leads``, :meth:`set_lead`, shaped as
+crm_samples/pipedrive/lead.json). A key that is neither a lead's own field nor a custom deal
+field (leads have the deals' custom fields; a standard deal field such as ``lost_reason`` is
+not a lead's) -> 400 (the same assumption as for deals); an unknown lead -> 404
+(crm_samples/pipedrive/error_lead_not_found.json). :meth:`fail_writes` applies to these
+writes too; :meth:`lead_writes` lists the ones that succeeded.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ class FakePipedrive:
         self.persons: dict[str, dict] = {}
         self.organizations: dict[str, dict] = {}
         self.deals: dict[str, dict] = {}
+        self.leads: dict[str, dict] = {}
         self.calls: list[Call] = []
         self.down = False
         self.me_id = "1234567"  # the token's own user (GET /users/me)
@@ -80,8 +90,27 @@ class FakePipedrive:
             }
         )
 
+    def set_lead(self, lead_id: str, **changes) -> dict:
+        """A lead (the sample's), with ``changes``."""
+        lead = copy.deepcopy(sample("lead.json")["data"])
+        lead["id"] = lead_id
+        lead.update(changes)
+        self.leads[lead_id] = lead
+        return lead
+
+    def lead_writes(self, lead_id: str | None = None) -> list[Call]:
+        """The lead writes that succeeded (of ``lead_id``), oldest first."""
+        return [
+            c
+            for c in self.calls
+            if c.method == "PATCH"
+            and c.status == 200
+            and (c.path == f"/api/v1/leads/{lead_id}" if lead_id else "/leads/" in c.path)
+        ]
+
     def fail_writes(self, status: int, *, times: int = 1, retry_after: str | None = None) -> None:
-        """The next ``times`` deal writes are answered ``status`` (429 with Retry-After)."""
+        """The next ``times`` writes (deals or leads) are answered ``status`` (429 with
+        Retry-After)."""
         self._write_failures += [(status, retry_after)] * times
 
     def writes(self, deal_id: str | None = None) -> list[Call]:
@@ -145,6 +174,9 @@ class FakePipedrive:
             def do_PUT(self):
                 self.do_GET()
 
+            def do_PATCH(self):
+                self.do_GET()
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -160,12 +192,16 @@ class FakePipedrive:
         header = req.headers.get("x-api-token")
         token = header or (query.get("api_token") or [None])[0]
         sent = None
-        if req.command == "PUT":
+        if req.command in ("PUT", "PATCH"):
             raw = req.rfile.read(int(req.headers.get("Content-Length") or 0))
             try:
                 sent = json.loads(raw or b"null")
             except ValueError:
                 sent = None
+            if req.command == "PATCH" and not (req.headers.get("Content-Type") or "").startswith(
+                "application/json"
+            ):
+                sent = None  # the Leads endpoints take JSON only
         status, body, headers = self._route(parts.path, query, token, req.command, sent)
         with self._lock:
             self.calls.append(
@@ -196,6 +232,10 @@ class FakePipedrive:
         if method == "PUT":
             if segments[:3] == ["api", "v1", "deals"] and len(segments) == 4:
                 return self._write(segments[3], sent)
+            return 405, {"success": False, "error": "Method not allowed", "errorCode": 405}, {}
+        if method == "PATCH":
+            if segments[:3] == ["api", "v1", "leads"] and len(segments) == 4:
+                return self._write_lead(segments[3], sent)
             return 405, {"success": False, "error": "Method not allowed", "errorCode": 405}, {}
         if segments == ["api", "v1", "dealFields"]:
             return (
@@ -269,14 +309,9 @@ class FakePipedrive:
         )
 
     def _write(self, deal_id: str, sent) -> tuple[int, dict, dict[str, str]]:
-        with self._lock:
-            if self._write_failures:
-                status, retry_after = self._write_failures.pop(0)
-                body = {"success": False, "error": "Too Many Requests", "errorCode": status}
-                if status == 429:
-                    return 429, body, {"Retry-After": retry_after or "1"}
-                body["error"] = "Service Unavailable"
-                return status, body, {}
+        failure = self._failure()
+        if failure is not None:
+            return failure
         if not isinstance(sent, dict) or not sent:
             return 400, sample("error_bad_request.json"), {}
         known = {f["key"] for f in self.deal_fields}
@@ -287,6 +322,33 @@ class FakePipedrive:
             return 404, sample("error_deal_not_found.json"), {}
         deal.update(sent)
         return 200, {"success": True, "data": copy.deepcopy(deal)}, {}
+
+    def _failure(self) -> tuple[int, dict, dict[str, str]] | None:
+        """The next write's answer when :meth:`fail_writes` asked for one."""
+        with self._lock:
+            if self._write_failures:
+                status, retry_after = self._write_failures.pop(0)
+                body = {"success": False, "error": "Too Many Requests", "errorCode": status}
+                if status == 429:
+                    return 429, body, {"Retry-After": retry_after or "1"}
+                body["error"] = "Service Unavailable"
+                return status, body, {}
+        return None
+
+    def _write_lead(self, lead_id: str, sent) -> tuple[int, dict, dict[str, str]]:
+        failure = self._failure()
+        if failure is not None:
+            return failure
+        if not isinstance(sent, dict) or not sent:
+            return 400, sample("error_bad_request.json"), {}
+        custom = {f["key"] for f in self.deal_fields if f.get("edit_flag")}
+        if any(key not in custom and key not in _LEAD_FIELDS for key in sent):
+            return 400, sample("error_bad_request.json"), {}
+        lead = self.leads.get(lead_id)
+        if lead is None:
+            return 404, sample("error_lead_not_found.json"), {}
+        lead.update(sent)
+        return 200, {"success": True, "data": copy.deepcopy(lead)}, {}
 
     def _user(self, segments: list[str]) -> tuple[int, dict]:
         for name, found in (("persons", self.persons), ("organizations", self.organizations)):
@@ -310,3 +372,20 @@ def _bad(message: str) -> dict:
 
 def _sample_keys() -> set[str]:
     return set(sample("deals_list.json")["data"][0])
+
+
+# What "Update a lead" takes besides the custom fields (Pipedrive API reference, Leads).
+_LEAD_FIELDS = {
+    "title",
+    "owner_id",
+    "label_ids",
+    "person_id",
+    "organization_id",
+    "is_archived",
+    "value",
+    "expected_close_date",
+    "visible_to",
+    "was_seen",
+    "channel",
+    "channel_id",
+}

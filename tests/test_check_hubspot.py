@@ -148,3 +148,56 @@ def test_without_writeback_no_property_is_read(cli_env, fake_slack, fake_hubspot
     out = closeloop(hubspot_env(cli_env, fake_hubspot), "check")
     assert out.returncode == 0, out.stdout + out.stderr
     assert not [c for c in fake_hubspot.calls if "/properties/" in c.path]
+
+
+def test_lead_writeback_reads_the_contact_properties_and_their_options(
+    cli_env, fake_slack, fake_hubspot
+):
+    fake_hubspot.add_contact_property("closeloop_reject_reason")
+    env = hubspot_env(
+        cli_env,
+        fake_hubspot,
+        HUBSPOT_WRITEBACK_LEAD_STATUS_PROPERTY="hs_lead_status",
+        HUBSPOT_WRITEBACK_LEAD_REASON_PROPERTY="closeloop_reject_reason",
+    )
+    out = closeloop(env, "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    found = [line for line in hubspot_lines(out) if "WRITEBACK_LEAD" in line]
+    assert found == [
+        "closeloop check: ok: HUBSPOT_WRITEBACK_LEAD_STATUS_PROPERTY=hs_lead_status: the "
+        "contact property 'Lead Status' (radio) exists; lead ratings are written back to it "
+        "as accepted=IN_PROGRESS, not_ready=BAD_TIMING, rejected=UNQUALIFIED (the token needs "
+        "crm.objects.contacts.write)",
+        "closeloop check: ok: HUBSPOT_WRITEBACK_LEAD_REASON_PROPERTY=closeloop_reject_reason: "
+        "the contact property 'closeloop_reject_reason' (text) exists; lead ratings are "
+        "written back to it (the token needs crm.objects.contacts.write)",
+    ]
+    assert [c.path for c in fake_hubspot.calls][-2:] == [
+        "/crm/v3/properties/contacts/hs_lead_status",
+        "/crm/v3/properties/contacts/closeloop_reject_reason",
+    ]
+    assert [c for c in fake_hubspot.calls if c.method != "GET"] == []  # nothing written
+
+    # A value the dropdown lacks, a property missing, a scope missing: problems.
+    out = closeloop(
+        {
+            **env,
+            "HUBSPOT_WRITEBACK_LEAD_STATUSES": "accepted=SALES_QUALIFIED",
+            "HUBSPOT_WRITEBACK_LEAD_REASON_PROPERTY": "closeloop_missing",
+        },
+        "check",
+    )
+    assert out.returncode == 1
+    status, reason = (p.removeprefix("closeloop check: problem: ") for p in problems(out))
+    assert status.startswith(
+        "HUBSPOT_WRITEBACK_LEAD_STATUS_PROPERTY=hs_lead_status: the contact property "
+        "'Lead Status' has no option SALES_QUALIFIED (its options: NEW, OPEN, IN_PROGRESS"
+    ), status
+    assert reason.startswith(
+        "HUBSPOT_WRITEBACK_LEAD_REASON_PROPERTY=closeloop_missing: HubSpot has no contact "
+        "property by that internal name"
+    ), reason
+    fake_hubspot.scopes.discard("crm.schemas.contacts.read")
+    out = closeloop(env, "check")
+    assert len(problems(out)) == 2
+    assert all("crm.schemas.contacts.read" in p for p in problems(out))

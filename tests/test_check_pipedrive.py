@@ -116,3 +116,38 @@ def test_writeback_fields_are_looked_for_one_line_each(cli_env, fake_slack, fake
     ]
     assert [c.path for c in fake_pipedrive.calls] == ["/api/v1/users/me", "/api/v1/dealFields"]
     assert all(c.method == "GET" for c in fake_pipedrive.calls)
+
+
+def test_lead_writeback_fields_are_custom_text_deal_fields(cli_env, fake_slack, fake_pipedrive):
+    rating, kind_wrong, missing = "8f2b" + "0" * 36, "9e3c" + "0" * 36, "a" * 40
+    fake_pipedrive.add_deal_field(rating, "Lead rating (Closeloop)", field_type="varchar")
+    fake_pipedrive.add_deal_field(kind_wrong, "Lead stage", field_type="enum")
+    env = pipedrive_env(cli_env, fake_pipedrive, PIPEDRIVE_WRITEBACK_LEAD_RATING_FIELD=rating)
+    out = closeloop(env, "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    found = [line for line in pipedrive_lines(out) if "WRITEBACK" in line]
+    assert found == [
+        "closeloop check: ok: PIPEDRIVE_WRITEBACK_LEAD_RATING_FIELD: the custom field "
+        "'Lead rating (Closeloop)' (varchar) exists (leads have the deals' custom fields); "
+        "lead ratings are written back to it"
+    ]
+    assert [c.path for c in fake_pipedrive.calls] == ["/api/v1/users/me", "/api/v1/dealFields"]
+
+    out = closeloop(
+        {
+            **env,
+            "PIPEDRIVE_WRITEBACK_LEAD_RATING_FIELD": kind_wrong,
+            "PIPEDRIVE_WRITEBACK_LEAD_REASON_FIELD": missing,
+        },
+        "check",
+    )
+    assert out.returncode == 1
+    wrong, absent = (p.removeprefix("closeloop check: problem: ") for p in problems(out))
+    assert wrong.startswith(
+        f"PIPEDRIVE_WRITEBACK_LEAD_RATING_FIELD={kind_wrong}: Pipedrive's field 'Lead stage' "
+        "is of type enum, not text"
+    ), wrong
+    assert absent.startswith(
+        f"PIPEDRIVE_WRITEBACK_LEAD_REASON_FIELD={missing}: Pipedrive has no custom deal field "
+        "with that key"
+    ), absent

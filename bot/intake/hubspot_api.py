@@ -3,7 +3,10 @@ its owner's email, which stages of each deal pipeline are closed won or closed l
 contact handed to sales (a lead); and, when write-back is on, what it writes: a logged entry's
 words and category, set on the deal's own properties (``PATCH /crm/v3/objects/deals/{id}``,
 scope crm.objects.deals.write), and whether those properties exist
-(``GET /crm/v3/properties/deals/{name}``, closeloop check)."""
+(``GET /crm/v3/properties/deals/{name}``, closeloop check). Lead write-back likewise sets a
+rated lead's contact's lead status (``PATCH /crm/v3/objects/contacts/{id}``, scope
+crm.objects.contacts.write) and reads the contact properties
+(``GET /crm/v3/properties/contacts/{name}``)."""
 
 from __future__ import annotations
 
@@ -182,6 +185,21 @@ class HubSpotApi:
             body={"properties": properties},
         )
 
+    def update_contact(self, contact_id: str, properties: dict[str, str]) -> None:
+        """Set these properties on the contact (lead write-back, scope
+        crm.objects.contacts.write; HubSpotError: 400 VALIDATION_ERROR for a property that
+        does not exist or an option it does not have, 404 for no such contact, 429)."""
+        self._request(
+            "PATCH",
+            f"/crm/v3/objects/contacts/{urllib.parse.quote(contact_id, safe='')}",
+            body={"properties": properties},
+        )
+
+    def contact_property(self, name: str) -> dict:
+        """A contact property's definition (``label``, ``type``, ``fieldType``, ``options``
+        with their internal ``value``); HubSpotError 404 when there is none by that name."""
+        return self._get(f"/crm/v3/properties/contacts/{urllib.parse.quote(name, safe='')}")
+
     def deal_property(self, name: str) -> dict:
         """A deal property's definition (``label``, ``type``, ``fieldType``); HubSpotError 404
         when there is none by that internal name."""
@@ -297,6 +315,21 @@ def _find(pipelines: dict[str, dict[str, Stage]], pipeline: str | None, stage: s
 def _message(err: urllib.error.HTTPError) -> str:
     try:
         body = json.loads(err.read().decode("utf-8", "replace"))
-        return str(body.get("message") or body.get("category") or err.reason)[:200]
+        return _validation(str(body.get("message") or body.get("category") or err.reason))[:200]
     except (ValueError, AttributeError, OSError):
         return str(err.reason)[:200]
+
+
+def _validation(message: str) -> str:
+    """A write's "Property values were not valid: [{...}]" said shortly, each problem's code
+    and property first (``INVALID_OPTION hs_lead_status: JUNK was not one of ...``), so the
+    200 characters kept name what was refused."""
+    head, sep, rest = message.partition(": [")
+    try:
+        problems = json.loads("[" + rest) if sep else None
+    except ValueError:
+        return message
+    if not isinstance(problems, list) or not all(isinstance(p, dict) for p in problems):
+        return message
+    said = [f"{p.get('error')} {p.get('name')}: {p.get('message')}" for p in problems]
+    return f"{head}: {'; '.join(said)}"

@@ -6,8 +6,10 @@ reconciliation); a lead's person and organization, ``GET /persons/{id}`` and
 a company's ``https://<company>.pipedrive.com/api/v1``). When write-back is on, a logged
 entry's words and category are set on the deal's fields, ``PUT /deals/{id}`` with
 ``{"<field key>": value}``, and ``closeloop check`` reads ``GET /dealFields`` to see the fields
-exist. The API token goes in the ``x-api-token`` header (Pipedrive's "Authentication" page),
-never in the ``?api_token=`` query parameter, which would put it in every proxy's access log."""
+exist; lead write-back sets a rated lead's custom fields (the deals' custom fields),
+``PATCH /leads/{id}``. The API token goes in the ``x-api-token`` header (Pipedrive's
+"Authentication" page), never in the ``?api_token=`` query parameter, which would put it in
+every proxy's access log."""
 
 from __future__ import annotations
 
@@ -109,6 +111,12 @@ class PipedriveApi:
         (PipedriveError: 404 for no such deal, 400 for a value it refuses, 429 with its
         Retry-After)."""
         self._request("PUT", f"/deals/{urllib.parse.quote(deal_id, safe='')}", body=fields)
+
+    def update_lead(self, lead_id: str, fields: dict[str, str | None]) -> None:
+        """Set these custom fields (a lead has the deals' custom fields, by their key) on the
+        lead (``PATCH /leads/{id}``, the lead's UUID; PipedriveError: 404 for no such lead,
+        400 for a value it refuses, 429 with its Retry-After)."""
+        self._request("PATCH", f"/leads/{urllib.parse.quote(lead_id, safe='')}", body=fields)
 
     def deal_fields(self) -> dict[str, dict]:
         """Every deal field (standard and custom), by key (``GET /dealFields``, paged)."""

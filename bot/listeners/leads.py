@@ -76,6 +76,7 @@ def _rate(body: dict, client: WebClient, rt: Runtime, lead_pk: int, rating: str)
             managers=s.sales_managers,
             reasons=s.leads.reject_reasons,
             now=rt.now(),
+            writeback=s.lead_writeback_crms,
         )
         return lead_svc.get_lead(session, lead_pk).owner_user_id
 
@@ -135,6 +136,7 @@ def submit_reject(ack: Ack, body: dict, view: dict, context: dict) -> None:
             managers=s.sales_managers,
             reasons=s.leads.reject_reasons,
             now=rt.now(),
+            writeback=s.lead_writeback_crms,
         )
         return lead_svc.get_lead(session, lead_pk).owner_user_id
 

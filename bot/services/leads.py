@@ -32,7 +32,7 @@ from bot.models import (
     OutboxKind,
 )
 from bot.services import definition as definition_svc
-from bot.services import outbox
+from bot.services import outbox, outgoing
 from bot.services.calendar import zone
 from bot.services.errors import DomainError, NotAllowed
 from bot.services.winloss import InvalidField, field_with_nul, parse_instant
@@ -422,8 +422,11 @@ def rate(
     now: datetime,
     reason: str | None = None,
     note: str | None = None,
+    writeback: Collection[str] = (),
 ) -> LeadRating | None:
-    """Record a rating (a new row: history is kept) and bring the owner's DM up to date.
+    """Record a rating (a new row: history is kept) and bring the owner's DM up to date;
+    ``writeback``: the CRMs whose leads get their rating written back
+    (Settings.lead_writeback_crms).
 
     None when it changes nothing (the same rating clicked twice). Raises NotAllowed for
     someone who is not the owner or a sales manager, DomainError for a rejection without a
@@ -468,6 +471,7 @@ def rate(
         lead.first_response_at = now
     session.flush()
     rated_dm(session, lead, now=now)
+    outgoing.lead_writeback(session, lead, crms=writeback, now=now)
     event_on_commit(
         session,
         "lead_rated",

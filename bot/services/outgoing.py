@@ -17,6 +17,7 @@ from bot.models import (
     Acknowledgement,
     Deal,
     Digest,
+    Lead,
     LeadReport,
     LoopPost,
     Op,
@@ -343,6 +344,42 @@ def crm_writeback(
         op=Op.CALL,
         channel=crm,
         subject_id=entry.id,
+        now=now,
+        again=True,
+    )
+
+
+# The record a lead is in each CRM with lead write-back ("hubspot:contact:51",
+# "pipedrive:lead:<uuid>"); Salesforce's leads have no API token here: none.
+LEAD_RECORDS = {"hubspot": "contact", "pipedrive": "lead"}
+
+
+def lead_record(external_id: str | None, crms: Collection[str]) -> tuple[str, str] | None:
+    """The CRM and the record's id of a lead's ``external_id`` ("hubspot:contact:51" ->
+    ("hubspot", "51")) when that CRM is one of ``crms`` (those with lead write-back on);
+    else None (Salesforce, the generic hook, a lead from Slack, another kind of record)."""
+    crm, _, rest = (external_id or "").partition(":")
+    record, sep, record_id = rest.partition(":")
+    if crm in crms and LEAD_RECORDS.get(crm) == record and sep and record_id:
+        return crm, record_id
+    return None
+
+
+def lead_writeback(session: Session, lead: Lead, *, crms: Collection[str], now: datetime) -> bool:
+    """The lead's latest rating written back to its CRM record, when that CRM has lead
+    write-back on. One message per lead, enqueued ``again`` with every rating, so a change
+    made while a write is under way is written once more afterwards, and a pending one
+    sends the latest (it is rendered when it is sent)."""
+    found = lead_record(lead.external_id, crms)
+    if found is None:
+        return False
+    return outbox.enqueue(
+        session,
+        key=f"lead-writeback:{lead.id}",
+        kind=OutboxKind.LEAD_WRITEBACK,
+        op=Op.CALL,
+        channel=found[0],
+        subject_id=lead.id,
         now=now,
         again=True,
     )
