@@ -179,3 +179,19 @@ def test_only_marketing_hands_off():
     lead_svc.check_may_hand_off("UMIA", {"UMIA"})
     with pytest.raises(NotAllowed, match="marketing"):
         lead_svc.check_may_hand_off("UANA", {"UMIA"})
+
+
+def test_history_waits_on_no_one(db):
+    _lead(db)  # from a hook: waiting on Ana
+    imported = Lead(
+        person="Old",
+        origin="import",
+        owner_user_id="UANA",
+        handed_at=NOW - timedelta(days=90),
+        sla_due_at=NOW - timedelta(days=89),
+        status=LeadStatus.NEW,
+    )
+    db.add(imported)
+    db.flush()
+    assert [lead.person for lead in lead_svc.waiting_leads(db, user_id="UANA")] == ["Jo"]
+    assert [lead.person for lead in lead_svc.waiting_leads(db, user_id="X", manager=True)] == ["Jo"]

@@ -502,7 +502,11 @@ def rated_dm(session: Session, lead: Lead, *, now: datetime) -> None:
 
 def waiting_leads(session: Session, *, user_id: str, manager: bool = False) -> list[Lead]:
     """Unrated leads, the most urgent first: the user's own, or (a manager's) everyone's."""
-    query = select(Lead).where(Lead.status == LeadStatus.NEW).order_by(Lead.sla_due_at, Lead.id)
+    query = (
+        select(Lead)
+        .where(Lead.status == LeadStatus.NEW, Lead.origin != IMPORTED)  # history waits on no one
+        .order_by(Lead.sla_due_at, Lead.id)
+    )
     if not manager:
         query = query.where(Lead.owner_user_id == user_id)
     return list(session.scalars(query.limit(200)))
