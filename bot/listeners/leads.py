@@ -63,8 +63,16 @@ def rate_button(ack: Ack, body: dict, client: WebClient, context: dict) -> None:
     context["later"](_rate, body, client, context["rt"], int(action["value"]), rating)
 
 
-def _rate(body: dict, client: WebClient, rt: Runtime, lead_pk: int, rating: str) -> None:
-    user_id = body["user"]["id"]
+def store_rating(
+    rt: Runtime,
+    *,
+    lead_pk: int,
+    rating: str,
+    user_id: str,
+    reason: str | None = None,
+    note: str | None = None,
+) -> str | None:
+    """Record the rating in its own transaction (DomainError: refused); the lead's owner."""
     s = rt.settings
 
     def store(session) -> str | None:
@@ -72,6 +80,8 @@ def _rate(body: dict, client: WebClient, rt: Runtime, lead_pk: int, rating: str)
             session,
             lead_pk=lead_pk,
             rating=rating,
+            reason=reason,
+            note=note,
             user_id=user_id,
             managers=s.sales_managers,
             reasons=s.leads.reject_reasons,
@@ -80,8 +90,13 @@ def _rate(body: dict, client: WebClient, rt: Runtime, lead_pk: int, rating: str)
         )
         return lead_svc.get_lead(session, lead_pk).owner_user_id
 
+    return in_transaction(rt.session_factory, store)
+
+
+def _rate(body: dict, client: WebClient, rt: Runtime, lead_pk: int, rating: str) -> None:
+    user_id = body["user"]["id"]
     try:
-        owner = in_transaction(rt.session_factory, store)
+        owner = store_rating(rt, lead_pk=lead_pk, rating=rating, user_id=user_id)
     except DomainError as err:
         _answer(body, client, rt, str(err))
         return
@@ -123,25 +138,15 @@ def submit_reject(ack: Ack, body: dict, view: dict, context: dict) -> None:
     if not reason or reason not in s.leads.reject_reasons:
         ack(response_action="errors", errors={"reason": "Please choose why."})
         return
-    note = value(view, "note")
-
-    def store(session) -> str | None:
-        lead_svc.rate(
-            session,
+    try:
+        owner = store_rating(
+            rt,
             lead_pk=lead_pk,
             rating=LeadStatus.REJECTED,
             reason=reason,
-            note=note,
+            note=value(view, "note"),
             user_id=user_id,
-            managers=s.sales_managers,
-            reasons=s.leads.reject_reasons,
-            now=rt.now(),
-            writeback=s.lead_writeback_crms,
         )
-        return lead_svc.get_lead(session, lead_pk).owner_user_id
-
-    try:
-        owner = in_transaction(rt.session_factory, store)
     except DomainError as err:
         ack(response_action="errors", errors={"note": str(err)})
         return

@@ -349,16 +349,17 @@ def parse_stages(pairs: Sequence[str]) -> dict[str, str]:
     return stages
 
 
-def parse_mapping(pairs: Sequence[str]) -> dict[str, str]:
-    """``--map field=Column Name`` options as {field: column}."""
+def parse_mapping(pairs: Sequence[str], *, fields: Sequence[str] = FIELDS) -> dict[str, str]:
+    """``--map field=Column Name`` options as {field: column}, each one of ``fields`` (a deal's
+    by default; bot.services.lead_formats passes a lead's)."""
     mapping: dict[str, str] = {}
     for pair in pairs:
         name, sep, column = pair.partition("=")
         name, column = name.strip(), column.strip().strip('"')
         if not sep or not column:
             raise DomainError(f"--map {pair!r}: write it as FIELD=COLUMN, e.g. reason=Notes")
-        if name not in FIELDS:
-            raise DomainError(f"--map {pair!r}: {name!r} is not one of {', '.join(FIELDS)}")
+        if name not in fields:
+            raise DomainError(f"--map {pair!r}: {name!r} is not one of {', '.join(fields)}")
         mapping[name] = column
     return mapping
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot.models import LeadStatus
+from bot.services import crm_formats
 from bot.services.crm_formats import parse_date_cell, salesforce_id18
 from bot.services.errors import DomainError
 
@@ -347,17 +348,8 @@ def parse_reason_map(pairs: Sequence[str], *, reasons: Sequence[str]) -> dict[st
 
 
 def parse_mapping(pairs: Sequence[str]) -> dict[str, str]:
-    """``--map field=Column Name`` options as {field: column}."""
-    mapping: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, column = pair.partition("=")
-        name, column = name.strip(), column.strip().strip('"')
-        if not sep or not column:
-            raise DomainError(f"--map {pair!r}: write it as FIELD=COLUMN, e.g. reason=Notes")
-        if name not in FIELDS:
-            raise DomainError(f"--map {pair!r}: {name!r} is not one of {', '.join(FIELDS)}")
-        mapping[name] = column
-    return mapping
+    """``--map field=Column Name`` options as {field: column}, the fields a lead has."""
+    return crm_formats.parse_mapping(pairs, fields=FIELDS)
 
 
 def _columns(
