@@ -15,7 +15,7 @@ from dotenv import load_dotenv
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.error import BoltError
 
-from bot import checks, cli, cli_leads, db, logs, migrate
+from bot import checks, cli, cli_data, cli_leads, db, logs, migrate
 from bot.app import create_app
 from bot.config import (
     SECRET_SETTINGS,
@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli.definition(rt, args)
     if args.command in ("import", "export", "competitors", "digest"):
         handler = {
-            "import": cli.import_,
-            "export": cli.export,
+            "import": cli_data.import_,
+            "export": cli_data.export,
             "competitors": cli.competitors,
             "digest": cli.digest,
         }[args.command]

@@ -1,20 +1,17 @@
 """The operator's commands (``closeloop ...``, parsed in bot.__main__): prompt, tick,
-deal-closed, import, export, competitors, digest, crm sync, definition, forget-user."""
+deal-closed, competitors, digest, crm sync, definition, forget-user (import and export are in
+bot.cli_data)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from argparse import Namespace
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import select
-from tqdm import tqdm
 
 from bot.blocks import digest as digest_blocks
 from bot.db import session_scope
@@ -26,12 +23,11 @@ from bot.jobs.roster import RosterSync
 from bot.models import OutboxMessage, OutboxState
 from bot.runtime import Runtime
 from bot.services import competitors as competitor_svc
-from bot.services import crm_formats, csvio, lead_formats, leadio, xlsx
 from bot.services import definition as definition_svc
 from bot.services import privacy as privacy_svc
 from bot.services.digest import Month
 from bot.services.errors import DomainError
-from bot.services.winloss import InvalidField, parse_deal, reason_problem
+from bot.services.winloss import InvalidField, parse_deal
 from bot.slack.client import SLACK_ERRORS
 
 SHOWN_SHORTHAND = 20  # shorthand reasons listed one by one; the rest are counted
@@ -39,12 +35,12 @@ T = TypeVar("T")
 QUEUED_NOTE = "the running bot (it holds the scheduler role) sends it within seconds"
 
 
-def _fail(message: str, code: int = 1) -> int:
+def fail(message: str, code: int = 1) -> int:
     print(f"closeloop: {message}", file=sys.stderr)
     return code
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
@@ -54,7 +50,7 @@ def prompt_now(rt: Runtime, users: list[str] | None) -> int:
     try:
         result = queue_due_prompts(rt, RosterSync(rt), only_users=users, force=True, send=sends)
     except SLACK_ERRORS as err:
-        print(f"closeloop: Slack refused the request: {_first_line(err)}", file=sys.stderr)
+        print(f"closeloop: Slack refused the request: {first_line(err)}", file=sys.stderr)
         return 1
     for user in result.not_sales:
         print(f"{user}: not in the sales team (SALES_USERS / SALES_USERGROUP); not prompted")
@@ -79,7 +75,7 @@ def prompt_dry_run(rt: Runtime, users: list[str] | None) -> int:
     try:
         preview = preview_prompts(rt, only_users=users)
     except SLACK_ERRORS as err:
-        print(f"closeloop: Slack refused the request: {_first_line(err)}", file=sys.stderr)
+        print(f"closeloop: Slack refused the request: {first_line(err)}", file=sys.stderr)
         return 1
     for user in preview.not_sales:
         print(f"{user}: not in the sales team (SALES_USERS / SALES_USERGROUP); not prompted")
@@ -101,7 +97,7 @@ def deal_closed(rt: Runtime, args: Namespace) -> int:
             text = sys.stdin.read() if args.json == "-" else Path(args.json).read_text("utf-8")
             data = json.loads(text)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            return _fail(f"cannot read the deal JSON: {err}", 2)
+            return fail(f"cannot read the deal JSON: {err}", 2)
     else:
         data = {
             key: value
@@ -120,7 +116,7 @@ def deal_closed(rt: Runtime, args: Namespace) -> int:
     try:
         deal = parse_deal(data, now=rt.now())
     except InvalidField as err:
-        return _fail(f"bad deal: {err}", 2)
+        return fail(f"bad deal: {err}", 2)
     deal_pk, created = deal_jobs.receive_deal(rt, deal)
     if not created:
         print(f"deal {deal.external_id}: already known; nothing changed")
@@ -148,226 +144,13 @@ def crm_sync(rt: Runtime, args: Namespace) -> int:
             print(f"{r.source}: not configured, skipped ({r.skipped})")
         elif r.error:
             failed = True
-            _fail(f"{r.source}: stopped after {r.found} closed deals ({r.new} new): {r.error}")
+            fail(f"{r.source}: stopped after {r.found} closed deals ({r.new} new): {r.error}")
         else:
             print(f"{r.source}: found {r.found} closed deals since {args.since}, {r.new} new")
     rt.after_ack.drain()  # the sends the processing asked for (as after a webhook's answer)
     if not rt.outbox.stopped:
         rt.outbox.drain()  # the owners' nudges, unless the running bot sends them
     return 1 if failed else 0
-
-
-def _read_file(path: str, read: Callable[[Iterator[list[str]]], T]) -> T | int:
-    """``read`` over the rows of a CSV (``,`` or ``;``) or the first sheet of an .xlsx; an
-    exit status (2) after one line on stderr when the file cannot be read."""
-    if path.lower().endswith((".xlsx", ".xlsm")):
-        try:
-            return read(xlsx.rows(path))
-        except DomainError as err:
-            return _fail(f"{path}: {err}", 2)
-        except Exception as err:  # openpyxl: a missing file, a zip that is not a workbook
-            return _fail(f"cannot read {path} as a spreadsheet: {_first_line(err)}", 2)
-    try:
-        stream = open(path, encoding="utf-8-sig", newline="")
-    except OSError as err:
-        return _fail(f"cannot open {path}: {err.strerror}", 2)
-    with stream:
-        try:
-            return read(csvio.csv_lines(stream))
-        except (DomainError, UnicodeDecodeError, csv.Error) as err:
-            return _fail(f"{path}: {err}", 2)
-
-
-def _checked(args: Namespace, good: int, rejected: list[csvio.Rejected]) -> bool:
-    """Print what the check found, every problem of every row, one line each (line,
-    column, value, why); False when nothing may be imported."""
-    problems = sum(len(bad.problems) for bad in rejected)
-    print(
-        f"checked {good + len(rejected)} rows: {good} good, {len(rejected)} rejected"
-        + (f" ({problems} problems)" if rejected else ""),
-        file=sys.stderr,
-    )
-    for bad in rejected:
-        for problem in bad.problems:
-            print(f"{args.file}:{bad.line}: rejected: {problem}", file=sys.stderr)
-    if rejected and not args.skip_bad:
-        _fail(f"nothing imported: {len(rejected)} bad row(s); fix them or use --skip-bad", 1)
-        return False
-    return True
-
-
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[int], None]]:
-    """A tqdm bar on a terminal (stderr a TTY); plain ``imported N/M rows`` lines else."""
-    bar = tqdm(total=total, unit="row", file=sys.stderr) if sys.stderr.isatty() else None
-
-    def progress(done: int) -> None:
-        if bar is not None:  # a terminal: a bar redrawn in place
-            bar.update(done - bar.n)
-        else:  # a log or a pipe: plain lines
-            print(f"imported {done}/{total} rows", file=sys.stderr)
-
-    try:
-        yield progress
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def import_(rt: Runtime, args: Namespace) -> int:
-    if args.kind == "leads":
-        return import_leads(rt, args)
-    if getattr(args, "status", None) or getattr(args, "reason_map", None):
-        return _fail("--status and --reason-map are for import leads", 2)
-    try:
-        mapping = crm_formats.parse_mapping(getattr(args, "map", []))
-        stages = crm_formats.parse_stages(getattr(args, "stage", []))
-        owners = crm_formats.read_owners(args.owners) if getattr(args, "owners", None) else None
-    except DomainError as err:
-        return _fail(str(err), 2)
-    except OSError as err:
-        return _fail(f"cannot open {args.owners}: {err.strerror}", 2)
-
-    def read(lines: Iterator[list[str]]) -> tuple[list, list]:
-        return csvio.read_records(
-            lines,
-            categories=rt.settings.reason_categories,
-            now=rt.now(),
-            source=getattr(args, "source", None),
-            mapping=mapping,
-            date_format=getattr(args, "date_format", None),
-            owners=owners,
-            stages=stages,
-        )
-
-    read_back = _read_file(args.file, read)
-    if isinstance(read_back, int):
-        return read_back
-    rows, rejected = read_back
-    if not _checked(args, len(rows), rejected):
-        return 1
-
-    shorthand = [row for row in rows if reason_problem(row.reason)]
-    for row in shorthand[:SHOWN_SHORTHAND]:  # history is kept as it is, but flagged
-        print(
-            f"{args.file}:{row.line}: flagged: reason {row.reason[:60]!r} is shorthand "
-            "(a label or fewer than four words), not the customer's words",
-            file=sys.stderr,
-        )
-    if len(shorthand) > SHOWN_SHORTHAND:
-        print(f"... and {len(shorthand) - SHOWN_SHORTHAND} more shorthand reasons", file=sys.stderr)
-
-    currency = rt.settings.currency
-    foreign = [row for row in rows if row.currency and row.currency != currency]
-    for row in foreign[:SHOWN_SHORTHAND]:  # stored as is, as the CRM hooks store it
-        print(
-            f"{args.file}:{row.line}: flagged: amount in {row.currency}, not CURRENCY "
-            f"{currency}: stored as is (the digest adds amounts as {currency})",
-            file=sys.stderr,
-        )
-    if len(foreign) > SHOWN_SHORTHAND:
-        print(
-            f"... and {len(foreign) - SHOWN_SHORTHAND} more amounts in another currency",
-            file=sys.stderr,
-        )
-
-    with _progress(len(rows)) as progress, session_scope(rt.session_factory) as session:
-        result = csvio.import_winloss(
-            session,
-            rows,
-            deadline_hours=rt.settings.winloss_deadline_hours,
-            now=rt.now(),
-            progress=progress,
-        )
-    print(
-        f"imported {len(rows)} rows: {result.new} new, {result.updated} updated, "
-        f"{result.unchanged} unchanged"
-        + (f"; {len(rejected)} skipped" if rejected else "")
-        + (f"; {len(shorthand)} shorthand reason(s) flagged" if shorthand else "")
-        + (f"; {len(foreign)} amount(s) in another currency flagged" if foreign else "")
-    )
-    return 0
-
-
-def import_leads(rt: Runtime, args: Namespace) -> int:
-    """``closeloop import leads FILE``: lead history (and ratings) from Closeloop's export or
-    a CRM's; checked in one pass, then written in one transaction; nobody is asked about
-    an imported lead (see bot.services.leadio)."""
-    if getattr(args, "stage", None):
-        return _fail("--stage is for import winloss; a lead's status takes --status", 2)
-    s = rt.settings.leads
-    try:
-        mapping = lead_formats.parse_mapping(args.map)
-        statuses = lead_formats.parse_statuses(args.status)
-        reasons = lead_formats.parse_reason_map(args.reason_map, reasons=s.reject_reasons)
-        owners = crm_formats.read_owners(args.owners) if args.owners else None
-    except DomainError as err:
-        return _fail(str(err), 2)
-    except OSError as err:
-        return _fail(f"cannot open {args.owners}: {err.strerror}", 2)
-
-    def read(lines: Iterator[list[str]]) -> tuple[list, list]:
-        return leadio.read_leads(
-            lines,
-            reasons=s.reject_reasons,
-            now=rt.now(),
-            source=args.source,
-            mapping=mapping,
-            statuses=statuses,
-            reason_map=reasons,
-            date_format=args.date_format,
-            owners=owners,
-        )
-
-    read_back = _read_file(args.file, read)
-    if isinstance(read_back, int):
-        return read_back
-    rows, rejected = read_back
-    if not _checked(args, len(rows), rejected):
-        return 1
-    with _progress(len(rows)) as progress, session_scope(rt.session_factory) as session:
-        result = leadio.import_leads(
-            session,
-            rows,
-            s=s,
-            default_tz=rt.settings.default_timezone,
-            now=rt.now(),
-            progress=progress,
-        )
-    print(
-        f"imported {len(rows)} leads: {result.new} new ({result.rated} with a rating), "
-        f"{result.known} already held (left as they are)"
-        + (f"; {len(rejected)} skipped" if rejected else "")
-        + (f"; {result.unreasoned} rejection(s) without a reason" if result.unreasoned else "")
-        + "; nobody is asked about imported leads"
-    )
-    return 0
-
-
-def export(rt: Runtime, args: Namespace) -> int:
-    columns: Sequence[str]
-    rows: Callable[..., Iterator[list[str]]]
-    if args.kind == "leads":
-        columns, rows = (
-            (leadio.RATING_COLUMNS, leadio.rating_rows)
-            if getattr(args, "ratings", False)
-            else (leadio.LEAD_COLUMNS, leadio.lead_rows)
-        )
-    elif args.kind == "winloss":
-        columns, rows = csvio.WINLOSS_COLUMNS, csvio.winloss_rows
-    else:
-        columns, rows = csvio.FEEDBACK_COLUMNS, csvio.feedback_rows
-    if getattr(args, "ratings", False) and args.kind != "leads":
-        return _fail("--ratings is for export leads", 2)
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
-    try:
-        with session_scope(rt.session_factory) as session:
-            count = csvio.write_csv(out, columns, rows(session, since=args.since))
-    finally:
-        if args.output:
-            out.close()
-    print(f"exported {count} rows", file=sys.stderr)
-    return 0
 
 
 def competitors(rt: Runtime, args: Namespace) -> int:
@@ -383,7 +166,7 @@ def competitors(rt: Runtime, args: Namespace) -> int:
                 return 0
             src, dst, moved = competitor_svc.merge(session, source=args.source, target=args.target)
         except DomainError as err:
-            return _fail(str(err), 1)
+            return fail(str(err), 1)
         print(f"merged {src.name!r} into {dst.name!r}: {moved} entries moved")
     return 0
 
@@ -393,7 +176,7 @@ def digest(rt: Runtime, args: Namespace) -> int:
     try:
         month = Month.parse(args.month) if args.month else digest_jobs.default_month(rt)
     except DomainError as err:
-        return _fail(str(err), 2)
+        return fail(str(err), 2)
     if args.post and getattr(args, "dry_run", False):
         return _digest_dry_run(rt, month)
     if args.post:
@@ -457,7 +240,7 @@ def definition(rt: Runtime, args: Namespace) -> int:
                 else definition_svc.current(session)
             )
         except DomainError as err:
-            return _fail(str(err))
+            return fail(str(err))
         if found is None:
             print(
                 "closeloop: no definition yet; below is a template to fill in and load with "
@@ -473,7 +256,7 @@ def _definition_set(rt: Runtime, args: Namespace) -> int:
     try:
         text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        return _fail(f"cannot read {args.file}: {_first_line(err)}", 2)
+        return fail(f"cannot read {args.file}: {first_line(err)}", 2)
     try:
         summary, sections = definition_svc.parse_markdown(text)
         with session_scope(rt.session_factory) as session:
@@ -489,7 +272,7 @@ def _definition_set(rt: Runtime, args: Namespace) -> int:
             )
             version = saved.version
     except DomainError as err:
-        return _fail(f"{args.file}: {err}")
+        return fail(f"{args.file}: {err}")
     channels = ", ".join(definition_svc.notice_channels(rt.settings))
     print(f"saved version {version} of the definition of a qualified lead")
     if rt.outbox.stopped:
@@ -626,10 +409,10 @@ def forget_user(rt: Runtime, args: Namespace) -> int:
     and edit what Closeloop posted about them in Slack (through the outbox)."""
     user_id = args.user_id.strip()
     if not privacy_svc.USER_ID.match(user_id):
-        return _fail(f"{user_id!r} is not a Slack user ID (U… or W…); nothing changed", 2)
+        return fail(f"{user_id!r} is not a Slack user ID (U… or W…); nothing changed", 2)
     named, unread = roster_conflicts(rt, user_id)
     if named:
-        return _fail(
+        return fail(
             f"{user_id} is still in {', '.join(named)}; remove them there first (or Closeloop "
             "meets them again); nothing changed",
             2,
@@ -643,7 +426,7 @@ def forget_user(rt: Runtime, args: Namespace) -> int:
     with session_scope(rt.session_factory) as session:
         found = privacy_svc.footprint(session, user_id=user_id)
     if found.empty:
-        return _fail(
+        return fail(
             f"Closeloop holds nothing about {user_id} (never seen here, or already forgotten); "
             "nothing changed",
             1,
