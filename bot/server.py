@@ -18,6 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot import health, metrics
 from bot.intake import deliveries, hubspot, pipedrive, salesforce
@@ -175,16 +176,14 @@ def make_wsgi_app(
                 metrics.scrape(rt.session_factory, rt.clock),
                 metrics.CONTENT_TYPE,
             )
-        if path == "/hooks/deal-closed":
-            return _signed_hook(environ, start_response, handle_deal_closed)
-        if path == lead_webhook.PATH:
-            return _signed_hook(environ, start_response, lead_webhook.handle_lead)
-        if path == hubspot.PATH:
-            return _hubspot(environ, start_response)
-        if path == salesforce.PATH:
-            return _salesforce(environ, start_response)
-        if path == pipedrive.PATH:
-            return _pipedrive(environ, start_response)
+        hook = hooks.get(path or "")
+        if hook is not None:
+            try:
+                return hook(environ, start_response)
+            except SQLAlchemyError:  # nothing was stored: the sender tries again
+                log.exception("%s: the database could not store the delivery", path)
+                body = {"ok": False, "error": "the database is unavailable; try again"}
+                return _reply(start_response, 503, json.dumps(body).encode(), "application/json")
         if slack is None:
             return _reply(start_response, 404, b"Not Found\n", "text/plain")
         if path == "/slack/events":
@@ -292,6 +291,15 @@ def make_wsgi_app(
         )
         return [payload]
 
+    # Each CRM hook (and the generic ones): a database that cannot store the delivery is a
+    # 503 for all of them (the sender retries), never a 500.
+    hooks = {
+        "/hooks/deal-closed": lambda e, r: _signed_hook(e, r, handle_deal_closed),
+        lead_webhook.PATH: lambda e, r: _signed_hook(e, r, lead_webhook.handle_lead),
+        hubspot.PATH: _hubspot,
+        salesforce.PATH: _salesforce,
+        pipedrive.PATH: _pipedrive,
+    }
     return logged(wsgi)
 
 

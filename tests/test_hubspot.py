@@ -450,3 +450,25 @@ def test_a_delivery_is_given_up_after_its_last_attempt_and_done_ones_are_forgott
     h.clock.advance(days=31)
     tick(h.rt)
     assert [d.state for d in deliveries(h)] == [InboxState.FAILED]
+
+
+def test_a_database_that_cannot_store_the_delivery_is_503_so_hubspot_retries(
+    harness, fake_hubspot, monkeypatch
+):
+    from sqlalchemy.exc import OperationalError
+
+    from bot.intake import hubspot as adapter
+
+    h = harness
+    real = adapter.crm_inbox.store
+
+    def down(*args, **kwargs):
+        raise OperationalError("INSERT INTO crm_deliveries", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(adapter.crm_inbox, "store", down)
+    events = hs_sample("webhook_deal_stage_change.json")
+    refused = post_hubspot(h, events)
+    assert refused.status == 503 and "try again" in refused.json()["error"]
+    monkeypatch.setattr(adapter.crm_inbox, "store", real)
+    assert post_hubspot(h, events).status == 200
+    assert len(deliveries(h)) == 1

@@ -534,3 +534,24 @@ def test_the_generic_hook_takes_the_crm_reason_as_a_note_never_as_the_reason(har
     assert "Price &lt;!here&gt;" in json.dumps(note) and not fill(modal).get("reason")
     too_long = h.deal_closed(deal(deal_id="CRM-2", crm_reason="x" * 1001))
     assert too_long.status == 400 and too_long.json()["field"] == "crm_reason"
+
+
+def test_a_database_that_cannot_store_the_deal_is_503_so_the_crm_retries(harness, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    import bot.listeners.crm_webhook as hook
+
+    h = harness
+    h.clock.set(CLOSED + timedelta(hours=1))
+    real = hook.receive_deal
+
+    def down(*args, **kwargs):
+        raise OperationalError("INSERT INTO deals", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(hook, "receive_deal", down)
+    refused = h.deal_closed(deal())
+    assert refused.status == 503 and "try again" in refused.json()["error"]
+    assert count(h, Deal) == 0
+    monkeypatch.setattr(hook, "receive_deal", real)
+    assert h.deal_closed(deal()).status == 201  # the CRM's retry
+    assert count(h, Deal) == 1 and len(nudges_to(h.slack, "UANA")) == 1

@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from bot.jobs.leads import nudge_new_lead, receive_lead
 from bot.listeners.crm_webhook import Answer, signed_json
 from bot.runtime import Runtime
@@ -41,11 +39,7 @@ def handle_lead(
         lead = parse_lead(data, now=rt.now())
     except InvalidField as err:
         return Answer(400, {"ok": False, "error": str(err), "field": err.field})
-    try:
-        lead_pk, created = receive_lead(rt, lead, origin="hook")
-    except SQLAlchemyError:
-        log.exception("lead webhook: the lead could not be stored")
-        return Answer(503, {"ok": False, "error": "could not store the lead; try again"})
+    lead_pk, created = receive_lead(rt, lead, origin="hook")  # the server: 503 if it cannot
     if created:
         run_later(lambda: nudge_new_lead(rt, lead_pk))
     return Answer(
