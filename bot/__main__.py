@@ -248,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     crm = _command(
         sub,
         "crm",
-        "take in the closed deals a CRM's webhooks missed (HubSpot, read with its token)",
+        "take in the closed deals a CRM's webhooks missed (HubSpot, Pipedrive: by token)",
         "  closeloop crm sync --since 2026-11-01                  # every CRM set up\n"
         "  closeloop crm sync --since 2026-11-01 --source hubspot",
     )
