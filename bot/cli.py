@@ -25,9 +25,9 @@ from bot.runtime import Runtime
 from bot.services import competitors as competitor_svc
 from bot.services import definition as definition_svc
 from bot.services import privacy as privacy_svc
+from bot.services.deal_input import InvalidField, parse_deal
 from bot.services.digest import Month
 from bot.services.errors import DomainError
-from bot.services.winloss import InvalidField, parse_deal
 from bot.slack.client import SLACK_ERRORS
 
 SHOWN_SHORTHAND = 20  # shorthand reasons listed one by one; the rest are counted

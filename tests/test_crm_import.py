@@ -196,6 +196,7 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(cli_env):
 def test_an_imported_crm_deal_is_the_deal_its_hook_later_reports(cli_env, session_factory, crm):
     """History imported from a CRM's export, then the same deal through that CRM's webhook or
     the daily sync (which store ``<crm>:<id>``): one deal, its entry kept, nobody nudged."""
+    from bot.services import deal_input
     from bot.services import winloss as wl_svc
 
     name, options = EXPORTS[crm]
@@ -215,7 +216,7 @@ def test_an_imported_crm_deal_is_the_deal_its_hook_later_reports(cli_env, sessio
         ids = sorted(s.scalars(select(Deal.external_id)))
         assert ids and all(i is not None and i.startswith(f"{crm}:") for i in ids), ids
         first = s.scalars(select(Deal).where(Deal.external_id == ids[0])).one()
-        again = wl_svc.DealIn(
+        again = deal_input.DealIn(
             external_id=ids[0],
             name=first.name,
             outcome=first.outcome,

@@ -13,8 +13,8 @@ from bot.config_leads import DEFAULT_REJECT_REASONS, WorkingHours, lead_settings
 from bot.config_values import ConfigError
 from bot.models import Lead, LeadRating, LeadStatus
 from bot.services import leads as lead_svc
+from bot.services.deal_input import InvalidField
 from bot.services.errors import DomainError, NotAllowed
-from bot.services.winloss import InvalidField
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)

@@ -43,9 +43,9 @@ from bot.jobs.deals import nudge_new_deal, receive_deal
 from bot.listeners.crm_webhook import Answer
 from bot.models import CrmSource
 from bot.runtime import Runtime
-from bot.services import crm_inbox
+from bot.services import crm_inbox, deal_input
 from bot.services import winloss as wl_svc
-from bot.services.winloss import DealIn, InvalidField
+from bot.services.deal_input import DealIn, InvalidField
 
 log = logging.getLogger(__name__)
 
@@ -400,13 +400,13 @@ def _deal_in(
         if closedate.isdigit():  # epoch milliseconds (older bodies)
             closedate = datetime.fromtimestamp(int(closedate) / 1000, UTC).isoformat()
         try:
-            closed_at, date_only = wl_svc.parse_closed_at(
+            closed_at, date_only = deal_input.parse_closed_at(
                 closedate, now=now, field_name="closedate"
             )
         except InvalidField as err:
             raise Unprocessable(f"deal {deal_id}: {err}") from None
     try:
-        amount = wl_svc.parse_amount(props.get("amount"))
+        amount = deal_input.parse_amount(props.get("amount"))
     except InvalidField:
         amount = None
     reason = props.get("closed_won_reason" if outcome == "won" else "closed_lost_reason")

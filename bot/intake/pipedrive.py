@@ -51,9 +51,9 @@ from bot.jobs.deals import nudge_new_deal
 from bot.listeners.crm_webhook import Answer
 from bot.models import CrmSource
 from bot.runtime import Runtime
-from bot.services import crm_inbox
+from bot.services import crm_inbox, deal_input
 from bot.services import winloss as wl_svc
-from bot.services.winloss import DealIn, InvalidField
+from bot.services.deal_input import DealIn, InvalidField
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def receive(rt: Runtime, *, body: bytes, headers: Mapping[str, str]) -> tuple[An
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         return Answer(400, {"ok": False, "error": f"body: malformed JSON: {err}"}), []
-    nul = wl_svc.field_with_nul(data) if isinstance(data, dict) else None
+    nul = deal_input.field_with_nul(data) if isinstance(data, dict) else None
     if "\x00" in text or nul is not None:  # raw, or escaped as \u0000 in a string
         where = f"field {nul!r}" if nul else "the body"
         return Answer(400, {"ok": False, "error": f"body: {where} contains a NUL character"}), []
@@ -393,11 +393,11 @@ def _deal_in(
         # v2 sends ISO 8601 ("2025-04-15T15:39:01Z"); v1 and the API's v1 "2025-04-15 15:39:01".
         text = when.strip().replace(" ", "T", 1)  # no offset: UTC, as Pipedrive means it
         try:
-            closed_at, date_only = wl_svc.parse_closed_at(text, now=now, field_name=field)
+            closed_at, date_only = deal_input.parse_closed_at(text, now=now, field_name=field)
         except InvalidField as err:
             raise Unprocessable(f"deal {deal_id}: {err}") from None
     try:
-        amount = wl_svc.parse_amount(deal.get("value"))
+        amount = deal_input.parse_amount(deal.get("value"))
     except InvalidField:
         amount = None
     reason = deal.get("lost_reason") if outcome == "lost" else None

@@ -47,11 +47,11 @@ from bot.jobs.deals import nudge_new_deal, receive_deal
 from bot.jobs.leads import nudge_new_lead, receive_lead
 from bot.models import CrmSource
 from bot.runtime import Runtime
-from bot.services import crm_inbox
+from bot.services import crm_inbox, deal_input
 from bot.services import winloss as wl_svc
 from bot.services.crm_formats import salesforce_id18
+from bot.services.deal_input import DealIn, InvalidField
 from bot.services.leads import MAX_CONTEXT, LeadIn
-from bot.services.winloss import DealIn, InvalidField
 
 log = logging.getLogger(__name__)
 
@@ -513,7 +513,7 @@ def _owner(rt: Runtime, fields: Mapping[str, str | None]) -> tuple[str | None, s
     value = fields.get(s.salesforce_owner_field)
     if value:
         try:
-            return wl_svc.parse_owner(value, s.salesforce_owner_field)
+            return deal_input.parse_owner(value, s.salesforce_owner_field)
         except InvalidField:
             log.warning("Salesforce: %s is not an email; trying OwnerId", s.salesforce_owner_field)
     owner_id = (fields.get("OwnerId") or "")[:15]
@@ -530,13 +530,13 @@ def _deal_in(
     closed_at, date_only = now, False
     if fields.get("CloseDate"):
         try:
-            closed_at, date_only = wl_svc.parse_closed_at(
+            closed_at, date_only = deal_input.parse_closed_at(
                 fields["CloseDate"], now=now, field_name="CloseDate"
             )
         except InvalidField as err:
             raise Unprocessable(f"opportunity {opportunity_id}: {err}") from None
     try:
-        amount = wl_svc.parse_amount(fields.get("Amount"))
+        amount = deal_input.parse_amount(fields.get("Amount"))
     except InvalidField:
         amount = None
     won = outcome == "won"

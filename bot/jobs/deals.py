@@ -10,7 +10,7 @@ from bot.runtime import Runtime
 from bot.services import outbox as outbox_svc
 from bot.services import outgoing
 from bot.services import winloss as wl_svc
-from bot.services.winloss import DealIn
+from bot.services.deal_input import DealIn
 from bot.slack.client import SLACK_ERRORS
 
 log = logging.getLogger(__name__)

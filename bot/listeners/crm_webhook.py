@@ -17,7 +17,7 @@ from slack_sdk.signature import Clock, SignatureVerifier
 
 from bot.jobs.deals import nudge_new_deal, receive_deal
 from bot.runtime import Runtime
-from bot.services.winloss import InvalidField, parse_deal
+from bot.services.deal_input import InvalidField, parse_deal
 
 log = logging.getLogger(__name__)
 

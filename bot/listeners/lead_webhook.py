@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from bot.jobs.leads import nudge_new_lead, receive_lead
 from bot.listeners.crm_webhook import Answer, signed_json
 from bot.runtime import Runtime
+from bot.services.deal_input import InvalidField
 from bot.services.leads import parse_lead
-from bot.services.winloss import InvalidField
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from bot.listeners.forms import keeps_form_when_database_is_away, selected, valu
 from bot.people import today_for, user_zone
 from bot.runtime import Runtime
 from bot.services import competitors as competitor_svc
+from bot.services import deal_input
 from bot.services import winloss as wl_svc
 from bot.services.errors import DomainError
 
@@ -122,7 +123,7 @@ def submit_winloss(ack: Ack, body: dict, view: dict, context: dict) -> None:
     values = view["state"]["values"]
     errors: dict[str, str] = {}
     try:
-        amount = wl_svc.parse_amount(value(view, "amount"))
+        amount = deal_input.parse_amount(value(view, "amount"))
     except DomainError:
         amount, errors["amount"] = None, "Please enter a number."
     today = today_for(rt, user_id)

@@ -37,7 +37,7 @@ from bot.models import (
     WinLossEntry,
 )
 from bot.services import competitors as competitor_svc
-from bot.services import crm_formats
+from bot.services import crm_formats, deal_input
 from bot.services import winloss as wl_svc
 
 T = TypeVar("T")
@@ -77,7 +77,7 @@ FEEDBACK_COLUMNS = (
 @dataclass(frozen=True)
 class ImportRow:
     line: int
-    deal: wl_svc.DealIn
+    deal: deal_input.DealIn
     logged_at: datetime
     reason: str
     reason_category: str | None
@@ -239,7 +239,7 @@ def _row(
     def check(column: str, parse: Callable[[str | None], T]) -> T | None:
         try:
             return parse(r.get(column))
-        except wl_svc.InvalidField as err:
+        except deal_input.InvalidField as err:
             refuse(column, err.message)
             return None
 
@@ -256,9 +256,9 @@ def _row(
         refuse("deal_name", "is required")
     elif len(name) > 255:
         refuse("deal_name", "is too long")
-    outcome = check("outcome", wl_svc.parse_outcome)
-    closed = check("closed_at", lambda v: wl_svc.parse_closed_at(v, now=now))
-    logged = check("logged_at", lambda v: wl_svc.parse_instant(v, "logged_at"))
+    outcome = check("outcome", deal_input.parse_outcome)
+    closed = check("closed_at", lambda v: deal_input.parse_closed_at(v, now=now))
+    logged = check("logged_at", lambda v: deal_input.parse_instant(v, "logged_at"))
     reason = r.get("reason") or ""
     if not reason:
         refuse("reason", "is required (the customer's own words)")
@@ -276,8 +276,8 @@ def _row(
     insight = r.get("insight") or None
     if insight and len(insight) > wl_svc.MAX_TEXT:
         refuse("insight", f"is longer than {wl_svc.MAX_TEXT} characters")
-    owner = check("owner", wl_svc.parse_owner)
-    amount = check("amount", wl_svc.parse_amount)
+    owner = check("owner", deal_input.parse_owner)
+    amount = check("amount", deal_input.parse_amount)
     source = r.get("source") or None
     if source and len(source) > 255:
         refuse("source", "is longer than 255 characters")
@@ -286,7 +286,7 @@ def _row(
         refuse("currency", "is not a three-letter currency code like USD")
     if problems or outcome is None or closed is None or logged is None or owner is None:
         return None, problems
-    deal = wl_svc.DealIn(
+    deal = deal_input.DealIn(
         external_id=deal_id,
         name=name,
         outcome=outcome,
@@ -416,7 +416,7 @@ def _insert_new(
     for row, _ in new:
         d = row.deal
         deadlines.append(
-            wl_svc.deadline_for(d.closed_at, date_only=d.closed_on_date_only, hours=hours)
+            deal_input.deadline_for(d.closed_at, date_only=d.closed_on_date_only, hours=hours)
         )
         deals.append(
             {

@@ -31,8 +31,8 @@ from bot.services import lead_formats as formats
 from bot.services import leads as lead_svc
 from bot.services.calendar import zone
 from bot.services.csvio import QUOTE, Problem, Rejected
+from bot.services.deal_input import InvalidField, parse_instant
 from bot.services.errors import DomainError
-from bot.services.winloss import InvalidField, parse_instant
 
 LEAD_COLUMNS = (
     "lead_id",

@@ -34,8 +34,8 @@ from bot.models import (
 from bot.services import definition as definition_svc
 from bot.services import outbox, outgoing
 from bot.services.calendar import zone
+from bot.services.deal_input import InvalidField, field_with_nul, parse_instant
 from bot.services.errors import DomainError, NotAllowed
-from bot.services.winloss import InvalidField, field_with_nul, parse_instant
 
 NUDGE_RETRY_AFTER = timedelta(minutes=2)
 MAX_NOTE = 1000
