@@ -11,6 +11,7 @@ import pytest
 from bot.config import DEFAULT_REASON_CATEGORIES
 from bot.models import Competitor, WinLossEntry
 from bot.services import competitors as comp
+from bot.services import deal_input
 from bot.services import winloss as wl
 from bot.services.errors import DomainError, NotAllowed
 
@@ -29,31 +30,31 @@ REASON = "They said the migration would take their two admins most of a quarter"
     ],
 )
 def test_outcome_any_case(raw, expected):
-    assert wl.parse_outcome(raw) == expected
+    assert deal_input.parse_outcome(raw) == expected
 
 
 def test_instants_are_utc_without_offset_and_keep_offsets():
-    assert wl.parse_instant("2026-11-20T10:00:00", "t") == (
+    assert deal_input.parse_instant("2026-11-20T10:00:00", "t") == (
         datetime(2026, 11, 20, 10, tzinfo=UTC),
         False,
     )
-    assert wl.parse_instant("2026-11-20T10:00:00+02:00", "t")[0] == datetime(
+    assert deal_input.parse_instant("2026-11-20T10:00:00+02:00", "t")[0] == datetime(
         2026, 11, 20, 8, tzinfo=UTC
     )
-    assert wl.parse_instant("2026-11-20T10:00:00Z", "t")[0].hour == 10
-    assert wl.parse_instant("2026-11-20", "t") == (datetime(2026, 11, 20, tzinfo=UTC), True)
-    with pytest.raises(wl.InvalidField) as err:
-        wl.parse_instant("20/11/2026", "closed_at")
+    assert deal_input.parse_instant("2026-11-20T10:00:00Z", "t")[0].hour == 10
+    assert deal_input.parse_instant("2026-11-20", "t") == (datetime(2026, 11, 20, tzinfo=UTC), True)
+    with pytest.raises(deal_input.InvalidField) as err:
+        deal_input.parse_instant("20/11/2026", "closed_at")
     assert err.value.field == "closed_at"
 
 
 def test_amounts():
-    assert wl.parse_amount("12,500") == Decimal("12500.00")
-    assert wl.parse_amount(99.5) == Decimal("99.50")
-    assert wl.parse_amount("") is None and wl.parse_amount(None) is None
+    assert deal_input.parse_amount("12,500") == Decimal("12500.00")
+    assert deal_input.parse_amount(99.5) == Decimal("99.50")
+    assert deal_input.parse_amount("") is None and deal_input.parse_amount(None) is None
     for bad in ("lots", "-5", True, "NaN"):
-        with pytest.raises(wl.InvalidField):
-            wl.parse_amount(bad)
+        with pytest.raises(deal_input.InvalidField):
+            deal_input.parse_amount(bad)
 
 
 @pytest.mark.parametrize(
@@ -69,8 +70,9 @@ def test_a_quote_is_accepted():
 
 def test_deadline_counts_a_date_only_close_from_the_end_of_that_day():
     closed = datetime(2026, 11, 20, tzinfo=UTC)
-    assert wl.deadline_for(closed, date_only=False, hours=24) == closed + timedelta(hours=24)
-    assert wl.deadline_for(closed, date_only=True, hours=24) == closed + timedelta(hours=48)
+    deadline = deal_input.deadline_for
+    assert deadline(closed, date_only=False, hours=24) == closed + timedelta(hours=24)
+    assert deadline(closed, date_only=True, hours=24) == closed + timedelta(hours=48)
 
 
 def entry_in(**changes):
@@ -104,7 +106,7 @@ def log(db, user="UANA", **changes):
 def crm_deal(db, owner="UANA", deal_id="CRM-9"):
     deal, created = wl.receive_deal(
         db,
-        deal=wl.parse_deal(
+        deal=deal_input.parse_deal(
             {
                 "deal_id": deal_id,
                 "name": "Acme",
@@ -214,7 +216,7 @@ def test_editing_can_clear_amount_and_source(db):
 
 def test_reminder_time_counts_back_from_the_deadline():
     closed = datetime(2026, 11, 20, tzinfo=UTC)
-    deal = type("D", (), {"deadline_at": wl.deadline_for(closed, date_only=True, hours=24)})
+    deal = type("D", (), {"deadline_at": deal_input.deadline_for(closed, date_only=True, hours=24)})
     assert wl.reminder_time(deal, reminder_hours=20, deadline_hours=24) == closed + timedelta(
         hours=44
     )
