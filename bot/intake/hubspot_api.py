@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.config import Settings
+from bot.intake.crm_http import ApiError, call_json, seconds
 from bot.intake.errors import TryLater
 
 log = logging.getLogger(__name__)
@@ -56,17 +57,10 @@ SEARCH_PAGE = 100  # HubSpot's search: at most 100 results a page, 10,000 a quer
 STAGES_TTL = 600.0  # seconds a pipeline's stages are trusted before they are read again
 
 
-class HubSpotError(Exception):
+class HubSpotError(ApiError):
     """HubSpot answered with an error, or could not be reached (``status`` 0)."""
 
-    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(f"HubSpot {status or 'unreachable'}: {message}")
-        self.status = status
-        self.retry_after = retry_after  # seconds, from a 429's Retry-After
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
+    crm = "HubSpot"
 
 
 @dataclass(frozen=True)
@@ -102,26 +96,16 @@ class HubSpotApi:
         url = self.api_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
-                answer = json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as err:
-            raise HubSpotError(
-                err.code, _message(err), retry_after=_retry_after(err.headers.get("Retry-After"))
-            ) from None
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
-            raise HubSpotError(0, str(err)) from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise HubSpotError(0, f"not JSON: {err}") from None
-        if not isinstance(answer, dict):
-            raise HubSpotError(0, "not a JSON object")
-        return answer
+        return call_json(
+            HubSpotError,
+            method=method,
+            url=url,
+            headers={"Authorization": f"Bearer {self._token}"},
+            body=body,
+            timeout=TIMEOUT,
+            message=_message,
+            retry_after=lambda err: seconds(err.headers.get("Retry-After")),
+        )
 
     def deal(self, deal_id: str) -> dict[str, str | None]:
         """The deal's properties (DEAL_PROPERTIES); HubSpotError 404 when it does not exist."""
@@ -294,13 +278,6 @@ def log_api_error(err: HubSpotError, *, scope: str = "crm.objects.deals.read") -
         )
     else:
         log.warning("HubSpot's API could not be read (%s); the delivery is tried again", err)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _find(pipelines: dict[str, dict[str, Stage]], pipeline: str | None, stage: str) -> Stage | None:

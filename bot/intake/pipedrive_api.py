@@ -19,23 +19,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from bot.intake.crm_http import ApiError, call_json, seconds
+
 log = logging.getLogger(__name__)
 
 TIMEOUT = 10.0  # seconds: processing runs after the answer, never before it
 DEALS_PAGE = 100  # deals asked a page (Pipedrive's default; at most 500)
 
 
-class PipedriveError(Exception):
-    """Pipedrive answered with an error, or could not be reached (``status`` 0)."""
+class PipedriveError(ApiError):
+    """Pipedrive answered with an error, or could not be reached (``status`` 0); a 429's wait
+    comes from Retry-After or x-ratelimit-reset."""
 
-    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(f"Pipedrive {status or 'unreachable'}: {message}")
-        self.status = status
-        self.retry_after = retry_after  # seconds, from a 429's Retry-After (or x-ratelimit-reset)
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
+    crm = "Pipedrive"
 
 
 class PipedriveApi:
@@ -57,26 +53,16 @@ class PipedriveApi:
         url = self.api_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        headers = {"x-api-token": self._token, "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
-                data = json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as err:
-            wait = _seconds(err.headers.get("Retry-After"))
-            if wait is None:
-                wait = _seconds(err.headers.get("x-ratelimit-reset"))
-            raise PipedriveError(err.code, _message(err), retry_after=wait) from None
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
-            raise PipedriveError(0, str(err)) from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise PipedriveError(0, f"not JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise PipedriveError(0, "not a JSON object")
+        data = call_json(
+            PipedriveError,
+            method=method,
+            url=url,
+            headers={"x-api-token": self._token},
+            body=body,
+            timeout=TIMEOUT,
+            message=_message,
+            retry_after=_wait,
+        )
         if data.get("success") is False:  # Pipedrive's error shape, even with a 200
             raise PipedriveError(int(data.get("errorCode") or 0), str(data.get("error"))[:200])
         return data
@@ -183,11 +169,9 @@ def log_api_error(err: PipedriveError) -> None:
         log.warning("Pipedrive's API could not be read (%s); the delivery is tried again", err)
 
 
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
-        return None
+def _wait(err: urllib.error.HTTPError) -> float | None:
+    wait = seconds(err.headers.get("Retry-After"))
+    return wait if wait is not None else seconds(err.headers.get("x-ratelimit-reset"))
 
 
 def _message(err: urllib.error.HTTPError) -> str:
