@@ -419,10 +419,21 @@ def test_a_workflow_webhook_behind_a_proxy_signed_v3_or_v2(harness, fake_hubspot
 def test_malformed_hubspot_bodies_are_400_and_store_nothing(harness, fake_hubspot):
     h = harness
     h.clock.set(CLOSED)
-    for body in (b"{not json", b'"text"', b'[{"objectId": 1}]', b'{"properties": {}}'):
+    for body in (b"{not json", b'"text"', b'{"properties": {}}'):
         reply = post_hubspot(h, body)
         assert reply.status == 400, (body, reply.body)
     assert deliveries(h) == []
+
+
+def test_a_malformed_event_is_ignored_and_the_good_ones_of_its_batch_stored(harness, fake_hubspot):
+    h = harness
+    h.clock.set(CLOSED)
+    good = events({})[0]
+    batch = [{"objectId": 1}, {**good, "eventId": 77, "objectId": None}, good]
+    reply = post_hubspot(h, batch)
+    assert reply.status == 200, reply.body
+    assert reply.json() == {"ok": True, "stored": 1, "duplicates": 0, "ignored": 2}
+    assert [d.delivery_id for d in deliveries(h)] == [str(good["eventId"])]
 
 
 def test_a_delivery_is_given_up_after_its_last_attempt_and_done_ones_are_forgotten(

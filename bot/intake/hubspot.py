@@ -33,8 +33,6 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from bot.db import session_scope
 from bot.intake import hubspot_leads
 from bot.intake.errors import NotConfigured, TryLater, Unprocessable
@@ -197,22 +195,19 @@ def receive(
     kept = {k: lower[k] for k in KEPT_HEADERS if k in lower}
     now = rt.now()
     stored: list[int] = []
-    try:
-        with session_scope(rt.session_factory) as session:
-            for delivery_id, raw in deliveries:
-                pk = crm_inbox.store(
-                    session,
-                    source=SOURCE,
-                    delivery_id=delivery_id,
-                    body=raw,
-                    headers=kept,
-                    now=now,
-                )
-                if pk is not None:
-                    stored.append(pk)
-    except SQLAlchemyError:
-        log.exception("HubSpot webhook: the deliveries could not be stored")
-        return Answer(503, {"ok": False, "error": "could not store the delivery; try again"}), []
+    # A database that cannot store them: the server answers 503 (bot.server), the CRM retries.
+    with session_scope(rt.session_factory) as session:
+        for delivery_id, raw in deliveries:
+            pk = crm_inbox.store(
+                session,
+                source=SOURCE,
+                delivery_id=delivery_id,
+                body=raw,
+                headers=kept,
+                now=now,
+            )
+            if pk is not None:
+                stored.append(pk)
     return Answer(
         200,
         {
@@ -231,7 +226,11 @@ def _deliveries(data: object, text: str) -> tuple[list[tuple[str, str]], int]:
         found, ignored = [], 0
         for event in data:
             if not isinstance(event, dict) or event.get("eventId") in (None, ""):
-                raise Unprocessable("each event must be an object with an eventId")
+                # One malformed event must not cost the batch its good ones (a 400 would have
+                # HubSpot retry, and drop, them all): it is logged and counted as ignored.
+                log.warning("HubSpot webhook: an event without an eventId ignored")
+                ignored += 1
+                continue
             if hubspot_leads.is_contact_event(event):
                 if not hubspot_leads.wanted(event):
                     ignored += 1
@@ -246,7 +245,9 @@ def _deliveries(data: object, text: str) -> tuple[list[tuple[str, str]], int]:
                 ignored += 1
                 continue
             if event.get("objectId") in (None, ""):
-                raise Unprocessable(f"event {event['eventId']}: objectId is required")
+                log.warning("HubSpot webhook: event %s has no objectId; ignored", event["eventId"])
+                ignored += 1
+                continue
             # Each event on its own (HubSpot retries an event, batched as it pleases).
             found.append((str(event["eventId"]), json.dumps(event, separators=(",", ":"))))
         return found, ignored

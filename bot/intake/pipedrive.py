@@ -40,8 +40,6 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from bot.db import session_scope
 from bot.intake import pipedrive_leads
 from bot.intake.errors import NotConfigured, TryLater, Unprocessable
@@ -153,19 +151,16 @@ def receive(rt: Runtime, *, body: bytes, headers: Mapping[str, str]) -> tuple[An
     if delivery_id is None:
         return Answer(200, {"ok": True, "stored": 0, "duplicates": 0, "ignored": 1}), []
     kept = {k: lower[k] for k in KEPT_HEADERS if k in lower}
-    try:
-        with session_scope(rt.session_factory) as session:
-            pk = crm_inbox.store(
-                session,
-                source=SOURCE,
-                delivery_id=delivery_id,
-                body=text,
-                headers=kept,
-                now=rt.now(),
-            )
-    except SQLAlchemyError:
-        log.exception("Pipedrive webhook: the delivery could not be stored")
-        return Answer(503, {"ok": False, "error": "could not store the delivery; try again"}), []
+    # A database that cannot store them: the server answers 503 (bot.server), the CRM retries.
+    with session_scope(rt.session_factory) as session:
+        pk = crm_inbox.store(
+            session,
+            source=SOURCE,
+            delivery_id=delivery_id,
+            body=text,
+            headers=kept,
+            now=rt.now(),
+        )
     stored = [pk] if pk is not None else []
     return Answer(
         200, {"ok": True, "stored": len(stored), "duplicates": 1 - len(stored), "ignored": 0}

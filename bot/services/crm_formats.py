@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from bot.services.errors import DomainError
 
@@ -392,6 +393,35 @@ def _needs(profile: Profile, missing: Sequence[str]) -> str:
     )
 
 
+def check_mapped(mapping: Mapping[str, str], header: Sequence[str]) -> None:
+    """DomainError when a ``--map`` names a column the file does not have."""
+    missing = [f"{name}={column!r}" for name, column in mapping.items() if column not in header]
+    if missing:
+        raise DomainError(
+            f"--map names no column of this file: {', '.join(missing)} "
+            f"(its columns: {', '.join(header)})"
+        )
+
+
+P = TypeVar("P", bound="HasColumns")
+
+
+class HasColumns(Protocol):
+    @property
+    def columns(self) -> Mapping[str, Sequence[str]]: ...
+
+
+def likeliest(profiles: Mapping[str, P], header: Sequence[str], *, source: str | None) -> list[P]:
+    """The named profile, or every profile, the ones sharing most columns with ``header``
+    first (a deal export's profiles here, a lead export's in bot.services.lead_formats)."""
+    if source is not None:
+        return [profiles[source]]
+    return sorted(
+        profiles.values(),
+        key=lambda p: -sum(1 for c in p.columns.values() if set(c) & set(header)),
+    )
+
+
 def layout(
     header: Sequence[str],
     *,
@@ -403,21 +433,8 @@ def layout(
     (no ``source``) the profile the header matches best. DomainError lists what the file has
     and what it needs."""
     mapping = mapping or {}
-    missing_mapped = [
-        f"{name}={column!r}" for name, column in mapping.items() if column not in header
-    ]
-    if missing_mapped:
-        raise DomainError(
-            f"--map names no column of this file: {', '.join(missing_mapped)} "
-            f"(its columns: {', '.join(header)})"
-        )
-    if source is not None:
-        candidates = [PROFILES[source]]
-    else:
-        candidates = sorted(
-            PROFILES.values(),
-            key=lambda p: -sum(1 for c in p.columns.values() if set(c) & set(header)),
-        )
+    check_mapped(mapping, header)
+    candidates = likeliest(PROFILES, header, source=source)
     best = candidates[0]
     for profile in candidates:
         columns = _columns(profile, header, mapping)

@@ -386,21 +386,8 @@ def layout(
     or (no ``source``) the profile the header matches best. DomainError lists what the file
     has and what it needs."""
     mapping = mapping or {}
-    missing_mapped = [
-        f"{name}={column!r}" for name, column in mapping.items() if column not in header
-    ]
-    if missing_mapped:
-        raise DomainError(
-            f"--map names no column of this file: {', '.join(missing_mapped)} "
-            f"(its columns: {', '.join(header)})"
-        )
-    if source is not None:
-        candidates = [PROFILES[source]]
-    else:
-        candidates = sorted(
-            PROFILES.values(),
-            key=lambda p: -sum(1 for c in p.columns.values() if set(c) & set(header)),
-        )
+    crm_formats.check_mapped(mapping, header)
+    candidates = crm_formats.likeliest(PROFILES, header, source=source)
     for profile in candidates:
         columns = _columns(profile, header, mapping)
         if not _missing(profile, columns):
