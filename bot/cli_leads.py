@@ -7,21 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 
 from bot.blocks import lead_report as report_blocks
+from bot.cli import QUEUED_NOTE, fail
 from bot.jobs import lead_report as report_jobs
 from bot.runtime import Runtime
 from bot.services.errors import DomainError
 from bot.services.lead_report import IsoWeek
-
-QUEUED_NOTE = "the running bot (it holds the scheduler role) sends it within seconds"
-
-
-def _fail(message: str, code: int = 1) -> int:
-    print(f"closeloop: {message}", file=sys.stderr)
-    return code
 
 
 def add_parser(sub, command: Callable[..., argparse.ArgumentParser], parser_class) -> None:
@@ -83,7 +76,7 @@ def report(rt: Runtime, args: argparse.Namespace) -> int:
     try:
         week = IsoWeek.parse(args.week) if args.week else report_jobs.default_week(rt)
     except DomainError as err:
-        return _fail(str(err), 2)
+        return fail(str(err), 2)
     if args.post:
         channel = report_jobs.channel_of(rt)
         if not report_jobs.queue(rt, week):
@@ -95,7 +88,7 @@ def report(rt: Runtime, args: argparse.Namespace) -> int:
         rt.outbox.drain()
         ts = report_jobs.posted_ts(rt, week)
         if ts is None:
-            return _fail(f"queued the {week} lead report; Slack failed, it is retried")
+            return fail(f"queued the {week} lead report; Slack failed, it is retried")
         print(f"posted the {week} lead report to {channel} (ts {ts})")
         return 0
     figures = report_jobs.figures(rt, week)

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import session_scope
-from bot.models import Lead, OutboxKind, OutboxMessage
+from bot.models import Lead, OutboxKind, OutboxMessage, OutboxState
 from tests.harness import sign, tick
 from tests.test_bad_input import _post_chunked, _send_huge
 
@@ -72,7 +72,8 @@ def leads(h) -> list[Lead]:
 
 
 def lead_dms(h) -> list[OutboxMessage]:
-    """The owners' DMs queued (whatever became of them: their kind renders elsewhere)."""
+    """The owners' DMs queued; and, checked here, what Slack received: each queued DM that
+    was sent reached Slack once, and none reached it without one."""
     with session_scope(h.rt.session_factory) as s:
         rows = list(
             s.scalars(
@@ -82,7 +83,14 @@ def lead_dms(h) -> list[OutboxMessage]:
             )
         )
         s.expunge_all()
-        return rows
+    in_slack = [
+        c
+        for c in h.slack.calls_to("chat.postMessage")
+        if "lead_accept" in json.dumps(c.params.get("blocks"))
+    ]
+    sent = [r for r in rows if r.state == OutboxState.SENT]
+    assert len(in_slack) == len(sent), (len(in_slack), [r.state for r in rows])
+    return rows
 
 
 def test_a_signed_lead_is_stored_and_its_owners_dm_queued(harness):

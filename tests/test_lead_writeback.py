@@ -303,7 +303,7 @@ def test_turned_off_since_it_was_queued_drops_the_write(session_factory, clock, 
         HUBSPOT_WRITEBACK_LEAD_REASON_PROPERTY=None,
     )
     writeback_sender(session_factory, clock, off).drain()
-    assert row(session_factory, f"lead-writeback:{pk}").state != OutboxState.SENT
+    assert row(session_factory, f"lead-writeback:{pk}").state == OutboxState.DROPPED
     assert fake_hubspot.contact_writes() == []
 
 

@@ -296,3 +296,18 @@ def test_marketing_home_shows_last_weeks_leads_and_the_sources_over_the_alert(ha
     assert ":warning: Ads" not in home
     open_home(h, "UANA")  # a rep: no marketing figures
     assert "Leads last week" not in home_of(h.slack, "UANA")
+
+
+def test_a_dm_waiting_in_the_outbox_is_not_looked_up_again(harness):
+    h, slack, clock = harness, harness.slack, harness.clock
+    slack.fail_next("chat.postMessage", status=500, times=20)  # Slack keeps failing the DM
+    hand_over(h)
+    lookups = len(slack.calls_to("users.lookupByEmail"))
+    assert lookups == 1 and lead_dms(slack, "UANA") == []
+    for _ in range(4):  # the lead is past the 2-minute claim each time
+        clock.advance(minutes=3)
+        tick(h.rt)
+    assert len(slack.calls_to("users.lookupByEmail")) == lookups
+    with session_scope(h.rt.session_factory) as s:
+        assert s.scalars(select(Lead.nudge_attempts)).one() == 1
+        assert s.scalars(select(Lead.owner_missing_reported_at)).one() is None

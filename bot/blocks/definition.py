@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from bot.blocks.digest import pct
 from bot.blocks.elements import (
     actions,
     button,
@@ -32,7 +33,7 @@ HELP = (
     "*The definition of a qualified lead*\n"
     "• `/closeloop definition` shows the version in force\n"
     "• `/closeloop definition history` lists the versions\n"
-    "• `/closeloop definition edit` opens the editor (admins and the definition's owners)\n"
+    "• `/closeloop definition edit` opens the editor (Closeloop admins)\n"
     "The operator can also load it from a Markdown file: "
     '`closeloop definition set definition.md --note "what changed"`.'
 )
@@ -217,10 +218,6 @@ def changed_notice(
     return f"The definition of a qualified lead is now version {version}: {what}", blocks
 
 
-def _pct(rate: float | None) -> str:
-    return "n/a" if rate is None else f"{rate:.0%}"
-
-
 def review_dm(
     *,
     period: str,
@@ -237,7 +234,7 @@ def review_dm(
         f":mag: *Time to review the definition of a qualified lead* ({what}), after {period}.",
         f"In {period}: *{figures['handed']}* lead(s) handed to sales, *{figures['rated']}* "
         f"rated, *{figures['rejected']}* rejected "
-        f"(rejection rate {_pct(figures['rate'])}).",
+        f"(rejection rate {pct(figures['rate'])}).",
     ]
     blocks = [section("\n".join(lines))]
     if figures["reasons"]:
@@ -247,7 +244,7 @@ def review_dm(
         rows = []
         for s in figures["sources"][:15]:
             few = f"under {figures['min_sample']} rated"
-            rate = _pct(s["rate"]) if s["rate"] is not None else few
+            rate = pct(s["rate"]) if s["rate"] is not None else few
             rows.append(
                 f"• {escape_fit(s['source'], 80)}: {s['rejected']} of {s['rated']} rated "
                 f"rejected ({rate}); {s['handed']} handed over"

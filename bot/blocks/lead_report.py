@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
+from bot.blocks.digest import ratio
 from bot.blocks.elements import FORMER_COLLEAGUE, context, escape_fit, section
 from bot.models import is_forgotten
 
@@ -27,15 +28,6 @@ def week_label(figures: dict) -> str:
     """``week of Mon 30 Nov 2026 (2026-W49)``."""
     monday = date.fromisoformat(figures["week_start"])
     return f"week of {monday:%a} {monday.day} {monday:%b %Y} ({figures['week']})"
-
-
-def ratio(part: int, whole: int, min_sample: int) -> str:
-    """A rate with its count: "33% (3 of 9)"; below ``min_sample``, the count alone."""
-    if not whole:
-        return "—"
-    if whole < min_sample:
-        return f"{part} of {whole}"
-    return f"{part / whole:.0%} ({part} of {whole})"
 
 
 def _hours(value: float | None) -> str:

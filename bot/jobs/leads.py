@@ -9,6 +9,7 @@ from bot.db import session_scope
 from bot.models import LeadStatus
 from bot.runtime import Runtime
 from bot.services import leads as lead_svc
+from bot.services import outbox as outbox_svc
 from bot.services.leads import LeadIn
 from bot.slack.client import SLACK_ERRORS
 
@@ -45,6 +46,10 @@ def process_lead(rt: Runtime, lead_pk: int) -> None:
         lead = lead_svc.get_lead(session, lead_pk)
         if lead.status != LeadStatus.NEW or lead.nudge_ts is not None:
             return
+        if outbox_svc.exists(session, f"lead-nudge:{lead_pk}") or outbox_svc.exists(
+            session, f"lead-owner-missing:{lead_pk}"
+        ):
+            return  # queued already: the outbox sends it (and retries it)
         if not lead_svc.claim_nudge(session, lead=lead, now=now):
             return
         owner, email, attempts = lead.owner_user_id, lead.owner_email, lead.nudge_attempts

@@ -43,9 +43,12 @@ def _answer(body: dict, client: WebClient, rt: Runtime, text: str) -> None:
     user_id = body["user"]["id"]
     channel = (body.get("channel") or {}).get("id")
     if channel and not channel.startswith("D"):
-        client.chat_postEphemeral(channel=channel, user=user_id, text=text)
-    else:
-        rt.tell(user_id, text)
+        try:
+            client.chat_postEphemeral(channel=channel, user=user_id, text=text)
+            return
+        except SLACK_ERRORS:  # the bot not in that channel, Slack away: a DM instead
+            log.warning("could not answer %s in %s; telling them in a DM", user_id, channel)
+    rt.tell(user_id, text)
 
 
 # --- rating -------------------------------------------------------------------------------

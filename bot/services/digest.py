@@ -10,10 +10,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import and_, case, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from bot.models import (
@@ -30,6 +29,7 @@ from bot.models import (
 from bot.services import digest_leads
 from bot.services.calendar import local_instant
 from bot.services.errors import DomainError
+from bot.services.figures import hours_between, median, money, rate
 from bot.services.roster import display_names
 from bot.services.winloss import reason_problem
 
@@ -92,38 +92,6 @@ def first_working_day(month: Month) -> date:
     return day
 
 
-def _rate(part: int, whole: int) -> float | None:
-    return None if not whole else part / whole
-
-
-def _money(value) -> str | None:
-    return None if value is None else str(Decimal(value).quantize(Decimal("0.01")))
-
-
-def _hours_between(session: Session, start, end):
-    """SQL for the hours from ``start`` to ``end`` on SQLite and PostgreSQL."""
-    if session.get_bind().dialect.name == "sqlite":
-        return (func.julianday(end) - func.julianday(start)) * 24.0
-    return func.extract("epoch", end - start) / 3600.0
-
-
-def _median(session: Session, values: Select) -> float | None:
-    """The median of a one-column select, with ORDER BY/LIMIT/OFFSET (portable SQL)."""
-    sub = values.subquery()
-    column = sub.c[0]
-    n = session.scalar(select(func.count()).select_from(sub).where(column.is_not(None))) or 0
-    if n == 0:
-        return None
-    middle = session.scalars(
-        select(column)
-        .where(column.is_not(None))
-        .order_by(column)
-        .offset((n - 1) // 2)
-        .limit(1 if n % 2 else 2)
-    ).all()
-    return float(sum(middle)) / len(middle)
-
-
 # --- win/loss -----------------------------------------------------------------------------
 
 
@@ -149,12 +117,12 @@ def outcome_counts(session: Session, start: datetime, end: datetime) -> dict:
         "wins": wins,
         "losses": losses,
         "no_decisions": by.get(Outcome.NO_DECISION, (0, None, 0))[0],
-        "win_rate": _rate(wins, wins + losses),
-        "amount_won": _money(by.get(Outcome.WON, (0, None, 0))[1]),
-        "amount_lost": _money(by.get(Outcome.LOST, (0, None, 0))[1]),
+        "win_rate": rate(wins, wins + losses),
+        "amount_won": money(by.get(Outcome.WON, (0, None, 0))[1]),
+        "amount_lost": money(by.get(Outcome.LOST, (0, None, 0))[1]),
         "closed_deals": total,
         "deals_with_entry": logged,
-        "coverage": _rate(logged, total),
+        "coverage": rate(logged, total),
     }
 
 
@@ -246,13 +214,13 @@ def on_time(session: Session, start: datetime, end: datetime) -> dict:
         .order_by(rep)
     ).all()
     per_rep = {
-        who: {"entries": n, "on_time": int(ok or 0), "rate": _rate(int(ok or 0), n)}
+        who: {"entries": n, "on_time": int(ok or 0), "rate": rate(int(ok or 0), n)}
         for who, n, ok in rows
     }
     total = sum(v["entries"] for v in per_rep.values())
     good = sum(v["on_time"] for v in per_rep.values())
     return {
-        "on_time_rate": _rate(good, total),
+        "on_time_rate": rate(good, total),
         "on_time": good,
         "entries": total,
         "per_rep": per_rep,
@@ -325,7 +293,7 @@ def feedback_figures(session: Session, month: Month, *, now: datetime) -> dict:
             "prompted": n,
             "responded": int(r or 0),
             "answered": int(a or 0),
-            "response_rate": _rate(int(r or 0), n),
+            "response_rate": rate(int(r or 0), n),
         }
         for week, n, r, a in session.execute(
             select(Prompt.week_start, func.count(), func.sum(responded), func.sum(answered))
@@ -366,7 +334,7 @@ def feedback_figures(session: Session, month: Month, *, now: datetime) -> dict:
         "weeks": weeks,
         "prompted": prompted,
         "responded": total_responded,
-        "feedback_response_rate": _rate(total_responded, prompted),
+        "feedback_response_rate": rate(total_responded, prompted),
         "reps_prompted": len(reps),
         "reps_always_responded": sum(1 for _u, n, r in reps if int(r or 0) == n),
         "reps_missing": [{"user_id": u, "missed": m} for u, m in silent],
@@ -392,10 +360,10 @@ def loop_figures(session: Session, start: datetime, end: datetime, *, now: datet
         ).where(in_month)
     ).one()
     acked = int(acked or 0)
-    hours = _hours_between(
+    hours = hours_between(
         session, func.coalesce(LoopPost.posted_at, LoopPost.created_at), LoopPost.first_ack_at
     )
-    median = _median(
+    to_ack = median(
         session, select(hours.label("h")).where(in_month, LoopPost.first_ack_at.is_not(None))
     )
     open_rows = session.execute(
@@ -416,8 +384,8 @@ def loop_figures(session: Session, start: datetime, end: datetime, *, now: datet
     return {
         "loop_posts": total,
         "acknowledged": acked,
-        "acknowledged_rate": _rate(acked, total),
-        "median_hours_to_ack": None if median is None else round(median, 1),
+        "acknowledged_rate": rate(acked, total),
+        "median_hours_to_ack": None if to_ack is None else round(to_ack, 1),
         "open_loops": [
             {"kind": k, "channel": c, "ts": ts, "author": a, "created_at": at.isoformat()}
             for k, c, ts, a, at in open_rows

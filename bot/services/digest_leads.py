@@ -6,17 +6,13 @@ by ``handed_at``, each lead as it stands now."""
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from bot.models import Deal, Lead, Outcome
 from bot.services import lead_report
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return part / whole if whole else None
+from bot.services.figures import money, rate
 
 
 def lead_quality(
@@ -36,11 +32,11 @@ def lead_quality(
     sources = lead_report.status_counts(session, this_month, Lead.source)
     before = {g["name"]: g for g in lead_report.status_counts(session, month_before, Lead.source)}
     for group in sources:
-        group["rejection_rate"] = _rate(group["rejected"], group["rated"])
+        group["rejection_rate"] = rate(group["rejected"], group["rated"])
         earlier = before.get(group["name"])
         group["previous_rated"] = earlier["rated"] if earlier else 0
         group["previous_rejection_rate"] = (
-            _rate(earlier["rejected"], earlier["rated"]) if earlier else None
+            rate(earlier["rejected"], earlier["rated"]) if earlier else None
         )
         group["flagged"] = (
             group["rated"] >= min_sample
@@ -58,13 +54,13 @@ def lead_quality(
         "handed_over": sum(g["handed_over"] for g in sources),
         "rated": rated,
         "rejected": rejected,
-        "rejection_rate": _rate(rejected, rated),
+        "rejection_rate": rate(rejected, rated),
         "previous_rated": prev_rated,
-        "previous_rejection_rate": _rate(prev_rejected, prev_rated),
+        "previous_rejection_rate": rate(prev_rejected, prev_rated),
         "by_source": sources,
         "sla_on_time": on_time,
         "sla_due": due,
-        "sla_compliance": _rate(on_time, due),
+        "sla_compliance": rate(on_time, due),
         "rejection_alert": rejection_alert,
         "deals_by_source": deals_by_source(session, start=start, end=end),
     }
@@ -92,8 +88,8 @@ def deals_by_source(session: Session, *, start: datetime, end: datetime) -> list
                 "source": source,
                 "wins": wins,
                 "losses": losses,
-                "win_rate": _rate(wins, wins + losses),
-                "revenue": str(Decimal(revenue).quantize(Decimal("0.01"))) if revenue else None,
+                "win_rate": rate(wins, wins + losses),
+                "revenue": money(revenue) if revenue else None,
             }
         )
     return sorted(found, key=lambda g: (-(g["wins"] + g["losses"]), g["source"]))

@@ -33,6 +33,7 @@ from bot.models import Lead, LeadRating, LeadStatus
 from bot.services import definition as definition_svc
 from bot.services.calendar import local_instant
 from bot.services.errors import DomainError
+from bot.services.figures import hours_between, median, rate
 from bot.services.roster import display_names
 
 NO_REASON = "No reason given"
@@ -90,27 +91,10 @@ class IsoWeek:
         return f"{self.year:04d}-W{self.week:02d}"
 
 
-def _rate(part: int, whole: int) -> float | None:
-    return None if not whole else part / whole
-
-
-def _hours_between(session: Session, start, end):
-    """SQL for the hours from ``start`` to ``end`` on SQLite and PostgreSQL."""
-    if session.get_bind().dialect.name == "sqlite":
-        return (func.julianday(end) - func.julianday(start)) * 24.0
-    return func.extract("epoch", end - start) / 3600.0
-
-
-def _median(session: Session, hours, where: ColumnElement[bool]) -> float | None:
-    """The median of ``hours`` over the rows ``where`` selects (ORDER BY/LIMIT/OFFSET: the
-    same SQL on SQLite and PostgreSQL), rounded to a tenth of an hour."""
-    n = session.scalar(select(func.count()).select_from(Lead).where(where)) or 0
-    if n == 0:
-        return None
-    middle = session.scalars(
-        select(hours).where(where).order_by(hours).offset((n - 1) // 2).limit(1 if n % 2 else 2)
-    ).all()
-    return round(float(sum(middle)) / len(middle), 1)
+def _median_hours(session: Session, hours, where: ColumnElement[bool]) -> float | None:
+    """The median of ``hours`` over the leads ``where`` selects, to a tenth of an hour."""
+    found = median(session, select(hours).select_from(Lead).where(where))
+    return None if found is None else round(found, 1)
 
 
 def _group_key(column: ColumnElement, value: str | None) -> ColumnElement[bool]:
@@ -203,7 +187,7 @@ def sla_figures(
         .where(in_week)
         .group_by(key)
     ).all()
-    hours = _hours_between(session, Lead.handed_at, Lead.first_response_at)
+    hours = hours_between(session, Lead.handed_at, Lead.first_response_at)
     found = []
     for value, n, ok, lt, miss, run in rows:
         ok, lt, miss = int(ok or 0), int(lt or 0), int(miss or 0)
@@ -217,8 +201,8 @@ def sla_figures(
                 "missed": miss,
                 "sla_running": int(run or 0),
                 "due": due,
-                "compliance": _rate(ok, due),
-                "median_hours_to_first_response": _median(
+                "compliance": rate(ok, due),
+                "median_hours_to_first_response": _median_hours(
                     session, hours, and_(in_week, responded, _group_key(key, value))
                 ),
             }
@@ -264,7 +248,7 @@ def compute(
     reasons = rejections_by_reason(session, in_week, Lead.source)
     for group in sources:
         group["rejected_by_reason"] = reasons.get(group["name"], {})
-        group["rejection_rate"] = _rate(group["rejected"], group["rated"])
+        group["rejection_rate"] = rate(group["rejected"], group["rated"])
         group["flagged"] = (
             group["rated"] >= min_sample
             and group["rejection_rate"] is not None
@@ -286,7 +270,7 @@ def compute(
     sla_reps = sla_figures(session, in_week, rep, now=now)
     on_time = sum(g["on_time"] for g in sla_sources)
     due = sum(g["due"] for g in sla_sources)
-    hours = _hours_between(session, Lead.handed_at, Lead.first_response_at)
+    hours = hours_between(session, Lead.handed_at, Lead.first_response_at)
     rated = total("rated")
     return {
         "week": str(week),
@@ -301,7 +285,7 @@ def compute(
         "rejected": total("rejected"),
         "no_response": total("no_response"),
         "rated": rated,
-        "rejection_rate": _rate(total("rejected"), rated),
+        "rejection_rate": rate(total("rejected"), rated),
         "rejected_by_reason": dict(sorted(all_reasons.items(), key=lambda r: (-r[1], r[0]))),
         "by_source": sources,
         "by_campaign": campaigns,
@@ -309,8 +293,8 @@ def compute(
         "sla": {
             "on_time": on_time,
             "due": due,
-            "compliance": _rate(on_time, due),
-            "median_hours_to_first_response": _median(
+            "compliance": rate(on_time, due),
+            "median_hours_to_first_response": _median_hours(
                 session, hours, and_(in_week, Lead.first_response_at.is_not(None))
             ),
             "by_source": sla_sources,
