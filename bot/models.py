@@ -540,6 +540,7 @@ class OutboxKind(StrEnum):
     DIGEST_EDIT = "digest_edit"  # the digest's text replaced: no chart after all (digest)
     DIGEST_MISSED = "digest_missed"  # a rep told privately of the weeks they missed (digest)
     LEAD_NUDGE = "lead_nudge"  # the owner asked to rate a lead handed to them (lead)
+    LEAD_HANDED = "lead_handed"  # the marketer told who was asked, and by when (lead)
     LEAD_REMINDER = "lead_reminder"  # and reminded before the SLA runs out (lead)
     LEAD_RATED = "lead_rated"  # the nudge DM brought up to date: rated, by whom (lead)
     LEAD_OWNER_MISSING = "lead_owner_missing"  # managers told the owner is not in Slack (lead)

@@ -134,6 +134,17 @@ def register(kinds: Kinds, settings: Settings) -> None:
         )
         return with_content(m, content)
 
+    def handed(session: Session, m: Outgoing, now: datetime) -> Outgoing | None:
+        lead = session.get(Lead, m.subject_id)
+        if lead is None or lead.owner_user_id is None:
+            return None
+        tz = lead_svc.owner_zone(session, m.channel, settings.default_timezone)
+        text = lead_blocks.handed_off(
+            person=lead.person, owner=lead.owner_user_id, due=local_time(lead.sla_due_at, tz)
+        )
+        return rendered(m, text=text, blocks=None)
+
+    kinds.add(OutboxKind.LEAD_HANDED, Kind(render=handed))
     kinds.add(OutboxKind.LEAD_NUDGE, Kind(render=nudge, sent=nudge_sent, refused=nudge_refused))
     kinds.add(OutboxKind.LEAD_REMINDER, Kind(render=reminder))
     kinds.add(OutboxKind.LEAD_RATED, Kind(render=rated))

@@ -141,12 +141,14 @@ def submit(ack: Ack, body: dict, view: dict, context: dict) -> None:
 
 
 def still_right(ack: Ack, body: dict, context: dict) -> None:
-    """*Still right* on the review DM: the review recorded (first answer stands)."""
+    """*Still right* on the review DM: the review recorded after the ack (first answer
+    stands)."""
     ack()
     rt: Runtime = context["rt"]
-    user_id = body["user"]["id"]
-    period = body["actions"][0]["value"]
+    context["later"](_still_right, rt, body["user"]["id"], body["actions"][0]["value"])
 
+
+def _still_right(rt: Runtime, user_id: str, period: str) -> None:
     def record(session) -> bool:
         return definition_svc.reviewed(
             session,
@@ -157,10 +159,15 @@ def still_right(ack: Ack, body: dict, context: dict) -> None:
             settings=rt.settings,
         )
 
-    if in_transaction(rt.session_factory, record):  # NotAllowed: the error handler tells them
+    try:
+        recorded = in_transaction(rt.session_factory, record)
+    except DomainError as err:  # not an owner or admin: told privately, nothing recorded
+        rt.tell(user_id, str(err))
+        return
+    if recorded:
         log.info("%s: the definition is still right (%s review)", user_id, period)
         rt.send_soon()
-        context["later"](homes_changed, rt, *rt.settings.admin_users)
+        homes_changed(rt, *rt.settings.admin_users)
 
 
 def edit_from_review(ack: Ack, body: dict, client: WebClient, context: dict) -> None:

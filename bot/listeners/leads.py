@@ -20,7 +20,6 @@ from bot.models import LeadStatus
 from bot.runtime import Runtime
 from bot.services import definition as definition_svc
 from bot.services import leads as lead_svc
-from bot.services import outgoing
 from bot.services.errors import DomainError
 from bot.slack.client import SLACK_ERRORS
 
@@ -236,23 +235,13 @@ def submit_hand_off(ack: Ack, body: dict, view: dict, context: dict) -> None:
     )
 
     def store(session) -> int:
-        lead_svc.check_may_hand_off(user_id, marketing)
-        lead, _ = lead_svc.receive_lead(
+        lead = lead_svc.hand_off(
             session,
             lead=lead_in,
+            by=user_id,
+            marketing_ids=marketing,
             s=rt.settings.leads,
             default_tz=rt.settings.default_timezone,
-            now=rt.now(),
-            origin="slack",
-        )
-        session.flush()
-        tz = lead_svc.owner_zone(session, user_id, rt.settings.default_timezone)
-        due = local_time(lead.sla_due_at, tz)
-        outgoing.notice(
-            session,
-            user_id=user_id,
-            text=lead_blocks.handed_off(person=lead_in.person, owner=owner, due=due),
-            key=f"lead-handed:{lead.id}",
             now=rt.now(),
         )
         return lead.id

@@ -237,6 +237,32 @@ def get_lead(session: Session, lead_pk: int) -> Lead:
     return lead
 
 
+def hand_off(
+    session: Session,
+    *,
+    lead: LeadIn,
+    by: str,
+    marketing_ids: Collection[str],
+    s: LeadSettings,
+    default_tz: str,
+    now: datetime,
+) -> Lead:
+    """A lead handed over in Slack (/lead): only marketing may; stored once (per modal), and
+    the marketer told who was asked and by when."""
+    check_may_hand_off(by, marketing_ids)
+    row, _ = receive_lead(session, lead=lead, s=s, default_tz=default_tz, now=now, origin="slack")
+    session.flush()
+    outbox.enqueue(
+        session,
+        key=f"lead-handed:{row.id}",
+        kind=OutboxKind.LEAD_HANDED,
+        channel=by,
+        subject_id=row.id,
+        now=now,
+    )
+    return row
+
+
 def check_may_hand_off(user_id: str, marketing_ids: Collection[str]) -> None:
     """Only marketing hands a lead to sales."""
     if user_id not in marketing_ids:
